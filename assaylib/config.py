@@ -1,0 +1,227 @@
+"""Service configuration read from ``ASSAY_*`` environment variables (ARCHITECTURE §8)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ConfigError", "Settings", "listen_addr", "parse_duration"]
+
+ENV_PREFIX = "ASSAY_"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or malformed.
+
+    ``problems`` maps each offending environment variable to what is wrong with it.
+    """
+
+    def __init__(self, message: str, problems: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.problems: dict[str, str] = dict(problems or {})
+
+
+def parse_duration(text: str) -> float:
+    """Return seconds for ``"250ms"``, ``"90s"``, ``"10m"``, ``"2h"``, ``"7d"`` or bare ``"1.5"``.
+
+    Raises ConfigError for anything else, including negative values.
+    """
+    match = _DURATION.match(text)
+    if match is None:
+        raise ConfigError(
+            f"invalid duration {text!r}: expected a non-negative number with an optional "
+            "unit ms, s, m, h or d (e.g. 90s, 10m, 1.5)"
+        )
+    number, unit = match.groups()
+    seconds = float(number) * _UNIT_SECONDS[unit or "s"]
+    if not math.isfinite(seconds):
+        raise ConfigError(f"invalid duration {text!r}: not finite")
+    return seconds
+
+
+def listen_addr(addr: str) -> str:
+    """Turn a ``host:port`` address into ``[::]:port`` to bind on every interface."""
+    _host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"invalid address {addr!r}: expected host:port")
+    return f"[::]:{port}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything an Assay process reads from its environment.
+
+    Each field ``name`` is read from ``ASSAY_<NAME>``; durations are in seconds and accept
+    ``90s``/``10m``/``2h``/``7d``/``250ms`` or a bare number of seconds.
+    """
+
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/assay"
+    """SQLAlchemy URL of the archive's PostgreSQL database."""
+    nats_url: str = "nats://127.0.0.1:4222"
+    """NATS server URL(s), comma-separated, for JetStream."""
+    archive_addr: str = "127.0.0.1:50052"
+    """host:port of the archive service."""
+    assessment_addr: str = "127.0.0.1:50051"
+    """host:port of the assessment service."""
+    notifier_addr: str = "127.0.0.1:50053"
+    """host:port of the notifier service."""
+    worker_addr: str = "127.0.0.1:50054"
+    """host:port of the worker's gRPC health endpoint."""
+    jwt_secret: str = ""
+    """HS256 secret for bearer tokens; required by ``from_env`` unless explicitly allowed."""
+    token_cost: int = 1
+    """Tokens debited per submission or retry."""
+    heartbeat_interval: float = 10.0
+    """Seconds between a worker's heartbeats while it analyses a job."""
+    lease_timeout: float = 0.0
+    """Seconds an attempt's lease lasts past its last heartbeat; 0 means 3 × heartbeat."""
+    stuck_after: float = 120.0
+    """A PROCESSING job whose heartbeat is older than this is stuck."""
+    max_processing: float = 600.0
+    """A job PROCESSING longer than this is stuck even while it heartbeats."""
+    analysis_timeout: float = 300.0
+    """Upper bound on one analyzer run."""
+    max_attempts: int = 3
+    """Attempts before a job fails for good."""
+    sweep_interval: float = 60.0
+    """Seconds between stuck-job sweeps in the local stack."""
+    sweep_max_fraction: float = 0.5
+    """The sweep holds back when more than this fraction of in-flight jobs look stale."""
+    max_inflight_per_user: int = 10
+    """Queued plus processing jobs one user may have at once; 0 means unlimited."""
+    worker_concurrency: int = 4
+    """Jobs one worker process analyses at once."""
+    events_max_age: float = 7 * 86400.0
+    """How long the events stream keeps events (the WatchJobs resume window)."""
+    shutdown_grace: float = 10.0
+    """Seconds in-flight RPCs get to finish on SIGTERM."""
+    metrics_addr: str = ""
+    """host:port for a Prometheus /metrics HTTP endpoint; empty means off."""
+    tls_cert: str = ""
+    """Path of a PEM certificate: the server's, and the client's for mutual TLS."""
+    tls_key: str = ""
+    """Path of the PEM private key for ``tls_cert``."""
+    tls_ca: str = ""
+    """Path of a PEM CA bundle: clients verify servers with it; servers then require client
+    certificates."""
+    log_level: str = "INFO"
+    """Logging level name (DEBUG, INFO, WARNING, ERROR)."""
+
+    def __post_init__(self) -> None:
+        if self.lease_timeout <= 0:
+            object.__setattr__(self, "lease_timeout", 3 * self.heartbeat_interval)
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, allow_missing_secret: bool = False
+    ) -> Settings:
+        """Read settings from ``env`` (default ``os.environ``).
+
+        Every malformed variable is reported at once, in one ConfigError.
+        """
+        source = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        problems: dict[str, str] = {}
+        for field in dataclasses.fields(cls):
+            var = env_var(field.name)
+            raw = source.get(var)
+            if raw is None:
+                continue
+            try:
+                values[field.name] = _PARSERS.get(field.name, _parse_str)(raw.strip())
+            except (ConfigError, ValueError) as err:
+                problems[var] = f"{raw!r}: {err}"
+        if not allow_missing_secret and not values.get("jwt_secret"):
+            problems[env_var("jwt_secret")] = "must be set (the HS256 secret for bearer tokens)"
+        if problems:
+            listed = "; ".join(f"{var}={why}" for var, why in sorted(problems.items()))
+            raise ConfigError(f"invalid configuration: {listed}", problems)
+        return cls(**values)
+
+
+def env_var(field_name: str) -> str:
+    """Name of the environment variable for a Settings field."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def _parse_str(raw: str) -> str:
+    return raw
+
+
+def _positive_duration(raw: str) -> float:
+    seconds = parse_duration(raw)
+    if seconds <= 0:
+        raise ConfigError("must be a positive duration")
+    return seconds
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError("not an integer") from None
+        if value < minimum:
+            raise ConfigError(f"must be ≥ {minimum}")
+        return value
+
+    return parse
+
+
+def _fraction(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError("not a number") from None
+    if not 0.0 < value <= 1.0:
+        raise ConfigError("must be in (0, 1]")
+    return value
+
+
+def _address(optional: bool) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if optional and not raw:
+            return raw
+        listen_addr(raw)  # validates host:port
+        return raw
+
+    return parse
+
+
+def _log_level(raw: str) -> str:
+    level = raw.upper()
+    if not isinstance(logging.getLevelName(level), int):
+        raise ConfigError("unknown log level (DEBUG, INFO, WARNING, ERROR, CRITICAL)")
+    return level
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "archive_addr": _address(optional=False),
+    "assessment_addr": _address(optional=False),
+    "notifier_addr": _address(optional=False),
+    "worker_addr": _address(optional=False),
+    "metrics_addr": _address(optional=True),
+    "token_cost": _int_at_least(0),
+    "heartbeat_interval": _positive_duration,
+    "lease_timeout": _positive_duration,
+    "stuck_after": _positive_duration,
+    "max_processing": _positive_duration,
+    "analysis_timeout": _positive_duration,
+    "max_attempts": _int_at_least(1),
+    "sweep_interval": _positive_duration,
+    "sweep_max_fraction": _fraction,
+    "max_inflight_per_user": _int_at_least(0),
+    "worker_concurrency": _int_at_least(1),
+    "events_max_age": _positive_duration,
+    "shutdown_grace": parse_duration,
+    "log_level": _log_level,
+}

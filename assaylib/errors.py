@@ -1,0 +1,456 @@
+"""Domain errors and their gRPC status form (ARCHITECTURE §7, AIP-193).
+
+Servicers raise an ``AssayError`` subclass; ``ErrorMappingInterceptor`` turns it into a
+``google.rpc.Status`` carrying ``ErrorInfo{reason, domain: "assay"}`` (and, for
+``InvalidArgument``, a ``BadRequest`` with one field violation per bad field). Clients turn a
+failed call back into the same subclass with ``error_from_rpc``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import grpc
+import grpc.aio
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError, Message
+from google.rpc import error_details_pb2, status_pb2
+
+from assaylib._handlers import Context, wrap_handler
+
+__all__ = [
+    "DOMAIN",
+    "STATUS_DETAILS_KEY",
+    "AlreadyExists",
+    "AssayError",
+    "DeadlineExceeded",
+    "ErrorMappingInterceptor",
+    "FailedPrecondition",
+    "FieldViolation",
+    "InsufficientTokens",
+    "Internal",
+    "InvalidArgument",
+    "InvalidTransition",
+    "NotFound",
+    "PermissionDenied",
+    "RateLimited",
+    "ResourceExhausted",
+    "ResumeTokenExpired",
+    "StaleAttempt",
+    "Unauthenticated",
+    "Unavailable",
+    "UnsupportedAssessmentType",
+    "error_from_rpc",
+    "field_violations_of",
+    "reason_of",
+    "status_for_exception",
+]
+
+DOMAIN = "assay"
+"""``ErrorInfo.domain`` of every error Assay raises."""
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+"""Trailing-metadata key holding the serialized ``google.rpc.Status``."""
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad request field: ``field`` is a path like ``assessment_data.riasec.realistic``."""
+
+    field: str
+    description: str
+
+
+class _Status(NamedTuple):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+class GrpcStatus(_Status, grpc.Status):
+    """A concrete ``grpc.Status`` for ``context.abort_with_status``."""
+
+
+class AssayError(Exception):
+    """Root of Assay's domain errors; each maps to one gRPC status code and reason."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    reason: str = "UNKNOWN"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+    def details(self) -> list[Message]:
+        """The ``google.rpc`` detail messages this error carries."""
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN)
+        info.metadata.update(self.metadata)
+        return [info]
+
+    def to_rpc_status(self) -> status_pb2.Status:
+        """This error as a ``google.rpc.Status`` message."""
+        status = status_pb2.Status(code=self.code.value[0], message=self.message)
+        for detail in self.details():
+            packed = any_pb2.Any()
+            packed.Pack(detail)
+            status.details.append(packed)
+        return status
+
+    def to_status(self) -> grpc.Status:
+        """This error as a ``grpc.Status`` for ``context.abort_with_status``."""
+        rich = self.to_rpc_status()
+        return GrpcStatus(
+            self.code, rich.message, ((STATUS_DETAILS_KEY, rich.SerializeToString()),)
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, reason={self.reason!r})"
+
+
+class InvalidArgument(AssayError):
+    """The request is malformed; ``violations`` names each bad field (INVALID_ARGUMENT)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: Sequence[FieldViolation], message: str = "") -> None:
+        self.violations = list(violations)
+        if not message:
+            fields = ", ".join(v.field for v in self.violations) or "request"
+            message = f"invalid {fields}"
+        super().__init__(message)
+
+    def details(self) -> list[Message]:
+        """ErrorInfo plus a BadRequest listing every field violation."""
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in self.violations
+            ]
+        )
+        return [*super().details(), bad_request]
+
+
+class NotFound(AssayError):
+    """The entity does not exist, or the caller may not know it exists (NOT_FOUND)."""
+
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "NOT_FOUND"
+
+
+class AlreadyExists(AssayError):
+    """The entity exists already, e.g. a reused request_id with another payload."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(AssayError):
+    """The system is not in a state that allows the operation (FAILED_PRECONDITION)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "FAILED_PRECONDITION"
+
+
+class InsufficientTokens(FailedPrecondition):
+    """The user's token balance does not cover the cost; nothing was written."""
+
+    reason = "INSUFFICIENT_TOKENS"
+
+
+class InvalidTransition(FailedPrecondition):
+    """The job state machine does not allow this transition from the current state."""
+
+    reason = "INVALID_TRANSITION"
+
+
+class StaleAttempt(FailedPrecondition):
+    """A worker reported for an attempt that was superseded or swept."""
+
+    reason = "STALE_ATTEMPT"
+
+
+class UnsupportedAssessmentType(FailedPrecondition):
+    """A valid assessment name for which no analyzer is available."""
+
+    reason = "UNSUPPORTED_ASSESSMENT_TYPE"
+
+
+class ResourceExhausted(AssayError):
+    """A quota or limit is used up (RESOURCE_EXHAUSTED)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RESOURCE_EXHAUSTED"
+
+
+class RateLimited(ResourceExhausted):
+    """The caller has too many requests or jobs in flight; retry later."""
+
+    reason = "RATE_LIMITED"
+
+
+class ResumeTokenExpired(AssayError):
+    """A WatchJobs resume cursor is older than the events stream keeps (OUT_OF_RANGE)."""
+
+    code = grpc.StatusCode.OUT_OF_RANGE
+    reason = "RESUME_TOKEN_EXPIRED"
+
+
+class Unauthenticated(AssayError):
+    """The bearer token is missing, malformed, expired or not ours (UNAUTHENTICATED)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(AssayError):
+    """The caller is authenticated but its roles do not allow this call."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"
+
+
+class Unavailable(AssayError):
+    """A dependency (PostgreSQL, NATS, another service) is down; the call may be retried."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "UNAVAILABLE"
+
+
+class DeadlineExceeded(AssayError):
+    """The operation did not finish within its deadline."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "DEADLINE_EXCEEDED"
+
+
+class Internal(AssayError):
+    """An unexpected server fault; the message never carries the underlying exception."""
+
+    code = grpc.StatusCode.INTERNAL
+    reason = "INTERNAL"
+
+
+_BY_REASON: dict[str, type[AssayError]] = {
+    cls.reason: cls
+    for cls in (
+        InsufficientTokens,
+        InvalidTransition,
+        StaleAttempt,
+        UnsupportedAssessmentType,
+        RateLimited,
+        ResumeTokenExpired,
+    )
+}
+_BY_CODE: dict[grpc.StatusCode, type[AssayError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        FailedPrecondition,
+        ResourceExhausted,
+        Unauthenticated,
+        PermissionDenied,
+        Unavailable,
+        DeadlineExceeded,
+        Internal,
+    )
+}
+
+
+# ---- client side -------------------------------------------------------------------------
+
+
+def rich_status_of(err: grpc.RpcError) -> status_pb2.Status | None:
+    """The ``google.rpc.Status`` in a failed call's trailing metadata, if any."""
+    trailing = getattr(err, "trailing_metadata", None)
+    pairs = trailing() if callable(trailing) else None
+    for key, value in pairs or ():
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            try:
+                return status_pb2.Status.FromString(value)
+            except DecodeError:
+                return None
+    return None
+
+
+def error_from_rpc(err: grpc.RpcError) -> AssayError:
+    """Rebuild the AssayError a server raised from a failed call (reason and violations kept).
+
+    Errors without rich details become the subclass for their code, or a plain AssayError
+    carrying the original code.
+    """
+    code_of = getattr(err, "code", None)
+    code = code_of() if callable(code_of) else grpc.StatusCode.UNKNOWN
+    details_of = getattr(err, "details", None)
+    message = (details_of() if callable(details_of) else None) or ""
+    reason: str | None = None
+    metadata: dict[str, str] = {}
+    violations: list[FieldViolation] = []
+    rich = rich_status_of(err)
+    for packed in rich.details if rich is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        bad_request = error_details_pb2.BadRequest()
+        if packed.Unpack(info):
+            reason, metadata = info.reason, dict(info.metadata)
+        elif packed.Unpack(bad_request):
+            violations += [
+                FieldViolation(v.field, v.description) for v in bad_request.field_violations
+            ]
+    return _build_error(code, message, reason, metadata, violations)
+
+
+def _build_error(
+    code: grpc.StatusCode,
+    message: str,
+    reason: str | None,
+    metadata: Mapping[str, str],
+    violations: list[FieldViolation],
+) -> AssayError:
+    cls = _BY_REASON.get(reason or "") or _BY_CODE.get(code) or AssayError
+    if cls is InvalidArgument:
+        error: AssayError = InvalidArgument(violations, message)
+        if reason:
+            error.reason = reason
+        error.metadata = dict(metadata)
+        return error
+    error = cls(
+        message, reason=reason or (code.name if cls is AssayError else None), metadata=metadata
+    )
+    error.code = code
+    return error
+
+
+def reason_of(err: BaseException) -> str:
+    """The ErrorInfo reason of an AssayError or failed gRPC call ("" for anything else)."""
+    if isinstance(err, AssayError):
+        return err.reason
+    if isinstance(err, grpc.RpcError):
+        return error_from_rpc(err).reason
+    return ""
+
+
+def field_violations_of(err: BaseException) -> list[FieldViolation]:
+    """The BadRequest field violations of an InvalidArgument or failed gRPC call."""
+    if isinstance(err, grpc.RpcError):
+        err = error_from_rpc(err)
+    return list(err.violations) if isinstance(err, InvalidArgument) else []
+
+
+# ---- server side -------------------------------------------------------------------------
+
+
+@functools.cache
+def _transient_types() -> tuple[type[BaseException], ...]:
+    """Exception types meaning "a backing service is down": imported lazily, if installed."""
+    found: list[type[BaseException]] = []
+    candidates = {
+        "asyncpg.exceptions": (
+            "PostgresConnectionError",
+            "InterfaceError",
+            "CannotConnectNowError",
+        ),
+        "sqlalchemy.exc": ("OperationalError", "InterfaceError", "TimeoutError"),
+        "nats.errors": (
+            "ConnectionClosedError",
+            "NoServersError",
+            "TimeoutError",
+            "NoRespondersError",
+            "StaleConnectionError",
+        ),
+        "nats.js.errors": ("ServiceUnavailableError",),
+    }
+    for module_name, names in candidates.items():
+        try:
+            module = __import__(module_name, fromlist=list(names))
+        except ImportError:
+            continue
+        found += [getattr(module, name) for name in names if hasattr(module, name)]
+    return tuple(found)
+
+
+def _is_transient(err: BaseException) -> bool:
+    if isinstance(err, _transient_types()):
+        return True
+    # SQLAlchemy wraps driver errors; a dropped connection is flagged on the wrapper.
+    return bool(getattr(err, "connection_invalidated", False))
+
+
+def _passthrough_status(err: grpc.aio.AioRpcError) -> grpc.Status:
+    trailing = tuple(
+        (key, value) for key, value in err.trailing_metadata() or () if key == STATUS_DETAILS_KEY
+    )
+    return GrpcStatus(err.code(), err.details() or "", trailing)
+
+
+def status_for_exception(err: Exception, method: str = "") -> grpc.Status:
+    """The status a servicer exception should end its RPC with; logs what it hides."""
+    if isinstance(err, AssayError):
+        return err.to_status()
+    if isinstance(err, grpc.aio.AioRpcError):
+        return _passthrough_status(err)
+    if _is_transient(err):
+        log.warning("%s: dependency unavailable: %r", method, err)
+        return Unavailable(f"a dependency is unavailable ({type(err).__name__}); retry").to_status()
+    if isinstance(err, asyncio.TimeoutError):
+        log.warning("%s: timed out", method)
+        return DeadlineExceeded("deadline exceeded").to_status()
+    if isinstance(err, OSError):
+        log.warning("%s: dependency unavailable: %r", method, err)
+        return Unavailable(f"a dependency is unavailable ({type(err).__name__}); retry").to_status()
+    log.error("%s: unhandled exception", method, exc_info=err)
+    return Internal("internal error").to_status()
+
+
+def _guard_for(method: str) -> Callable[[Context], Any]:
+    @asynccontextmanager
+    async def map_errors(context: Context) -> AsyncIterator[None]:
+        try:
+            yield
+        except grpc.aio.AbortError:
+            raise  # the servicer (or an inner interceptor) already chose the status
+        except Exception as err:
+            await context.abort_with_status(status_for_exception(err, method))
+
+    return map_errors
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    """Ends each RPC whose servicer raised with the right status (see ``status_for_exception``).
+
+    AssayError → its rich status; a downstream call's AioRpcError → passed through unchanged;
+    PostgreSQL/NATS/connection failures → UNAVAILABLE; timeouts → DEADLINE_EXCEEDED; anything
+    else → INTERNAL "internal error", with the traceback logged but never sent.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """Wrap the method's handler so its exceptions are mapped inside the call."""
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        return wrap_handler(handler, _guard_for(handler_call_details.method))

@@ -1,0 +1,105 @@
+"""Durations and Settings.from_env."""
+
+from __future__ import annotations
+
+import pytest
+
+from assaylib.config import ConfigError, Settings, listen_addr, parse_duration
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90.0),
+        ("10m", 600.0),
+        ("2h", 7200.0),
+        ("7d", 604800.0),
+        ("250ms", 0.25),
+        ("1.5", 1.5),
+        ("0", 0.0),
+        (" 3 s ", 3.0),
+        (".5s", 0.5),
+    ],
+)
+def test_parse_duration_accepts_units(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "abc", "-5s", "10x", "1e3", "nan", "inf", "5 minutes", "s"])
+def test_parse_duration_rejects_garbage(text: str) -> None:
+    with pytest.raises(ConfigError, match="invalid duration"):
+        parse_duration(text)
+
+
+def test_defaults_when_env_empty() -> None:
+    settings = Settings.from_env({}, allow_missing_secret=True)
+    assert settings == Settings()
+    assert settings.database_url == "postgresql+asyncpg://postgres@127.0.0.1:5432/assay"
+    assert settings.archive_addr == "127.0.0.1:50052"
+    assert settings.heartbeat_interval == 10.0
+    assert settings.lease_timeout == 30.0
+    assert settings.events_max_age == 7 * 86400
+    assert settings.max_inflight_per_user == 10
+    assert settings.metrics_addr == ""
+
+
+def test_overrides_are_parsed() -> None:
+    settings = Settings.from_env(
+        {
+            "ASSAY_JWT_SECRET": "s3cret",
+            "ASSAY_ARCHIVE_ADDR": "archive:6000",
+            "ASSAY_TOKEN_COST": "2",
+            "ASSAY_STUCK_AFTER": "2m",
+            "ASSAY_LEASE_TIMEOUT": "45s",
+            "ASSAY_SWEEP_MAX_FRACTION": "0.25",
+            "ASSAY_EVENTS_MAX_AGE": "1d",
+            "ASSAY_LOG_LEVEL": "debug",
+            "ASSAY_METRICS_ADDR": "127.0.0.1:0",
+            "UNRELATED": "ignored",
+        }
+    )
+    assert settings.jwt_secret == "s3cret"
+    assert settings.archive_addr == "archive:6000"
+    assert settings.token_cost == 2
+    assert settings.stuck_after == 120.0
+    assert settings.lease_timeout == 45.0
+    assert settings.sweep_max_fraction == 0.25
+    assert settings.events_max_age == 86400.0
+    assert settings.log_level == "DEBUG"
+    assert settings.metrics_addr == "127.0.0.1:0"
+
+
+def test_lease_defaults_to_three_heartbeats() -> None:
+    settings = Settings.from_env({"ASSAY_HEARTBEAT_INTERVAL": "500ms"}, allow_missing_secret=True)
+    assert settings.lease_timeout == pytest.approx(1.5)
+    assert Settings(heartbeat_interval=2.0).lease_timeout == 6.0
+
+
+def test_missing_secret_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="ASSAY_JWT_SECRET"):
+        Settings.from_env({})
+
+
+def test_every_bad_variable_is_reported_at_once() -> None:
+    env = {
+        "ASSAY_HEARTBEAT_INTERVAL": "soon",
+        "ASSAY_MAX_ATTEMPTS": "0",
+        "ASSAY_TOKEN_COST": "one",
+        "ASSAY_SWEEP_MAX_FRACTION": "2",
+        "ASSAY_ARCHIVE_ADDR": "no-port",
+        "ASSAY_LOG_LEVEL": "LOUD",
+        "ASSAY_STUCK_AFTER": "-1s",
+    }
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    expected = {*env, "ASSAY_JWT_SECRET"}
+    assert set(caught.value.problems) == expected
+    for var in expected:
+        assert var in str(caught.value)
+
+
+def test_listen_addr_binds_every_interface() -> None:
+    assert listen_addr("127.0.0.1:50052") == "[::]:50052"
+    assert listen_addr("[::1]:7") == "[::]:7"
+    with pytest.raises(ConfigError):
+        listen_addr("localhost")
