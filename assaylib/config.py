@@ -14,6 +14,8 @@ from typing import Any
 __all__ = ["ConfigError", "Settings", "listen_addr", "parse_duration"]
 
 ENV_PREFIX = "ASSAY_"
+MIN_SECRET_BYTES = 32
+"""Shortest HS256 secret accepted (RFC 7518 §3.2; PyJWT warns below it)."""
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -115,6 +117,9 @@ class Settings:
     certificates."""
     log_level: str = "INFO"
     """Logging level name (DEBUG, INFO, WARNING, ERROR)."""
+    stream_prefix: str = ""
+    """Namespace for JetStream streams, subjects and consumers; empty in production (the
+    contract's names), set per test so tests never share a stream."""
 
     def __post_init__(self) -> None:
         if self.lease_timeout <= 0:
@@ -139,11 +144,13 @@ class Settings:
             try:
                 values[field.name] = _PARSERS.get(field.name, _parse_str)(raw.strip())
             except (ConfigError, ValueError) as err:
-                problems[var] = f"{raw!r}: {err}"
-        if not allow_missing_secret and not values.get("jwt_secret"):
-            problems[env_var("jwt_secret")] = "must be set (the HS256 secret for bearer tokens)"
+                shown = "(hidden)" if field.name == "jwt_secret" else repr(raw)
+                problems[var] = f"{shown} {err}"
+        secret_var = env_var("jwt_secret")
+        if not (allow_missing_secret or values.get("jwt_secret") or secret_var in problems):
+            problems[secret_var] = "must be set (the HS256 secret for bearer tokens)"
         if problems:
-            listed = "; ".join(f"{var}={why}" for var, why in sorted(problems.items()))
+            listed = "; ".join(f"{var}: {why}" for var, why in sorted(problems.items()))
             raise ConfigError(f"invalid configuration: {listed}", problems)
         return cls(**values)
 
@@ -154,6 +161,12 @@ def env_var(field_name: str) -> str:
 
 
 def _parse_str(raw: str) -> str:
+    return raw
+
+
+def _secret(raw: str) -> str:
+    if raw and len(raw.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"must be at least {MIN_SECRET_BYTES} bytes")
     return raw
 
 
@@ -205,6 +218,7 @@ def _log_level(raw: str) -> str:
 
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
+    "jwt_secret": _secret,
     "archive_addr": _address(optional=False),
     "assessment_addr": _address(optional=False),
     "notifier_addr": _address(optional=False),

@@ -441,7 +441,11 @@ Global___StartJobRequest: _TypeAlias = StartJobRequest  # noqa: Y015
 
 @_typing.final
 class StartJobResponse(_message.Message):
-    """StartJobResponse holds the job, whose attempt field is the attempt now held."""
+    """StartJobResponse holds the job. When it is PROCESSING, its attempt field is the attempt
+    now held. When the expired attempt it would take over had exhausted the attempts, or had
+    been asked to cancel, the job comes back FAILED or CANCELLED (committed, refunded): the
+    worker then drops the message.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -814,6 +818,7 @@ class SweepStuckJobsRequest(_message.Message):
     DRY_RUN_FIELD_NUMBER: _builtins.int
     MAX_FRACTION_FIELD_NUMBER: _builtins.int
     FORCE_FIELD_NUMBER: _builtins.int
+    GUARD_MIN_COUNT_FIELD_NUMBER: _builtins.int
     limit: _builtins.int
     """Batch size; zero means the server default."""
     dry_run: _builtins.bool
@@ -822,6 +827,10 @@ class SweepStuckJobsRequest(_message.Message):
     """Hold back when more than this fraction of in-flight jobs look stuck; zero disables."""
     force: _builtins.bool
     """Sweep even when the max_fraction guard would hold back."""
+    guard_min_count: _builtins.int
+    """The guard holds back only when at least this many jobs look stuck, so one dead
+    worker among few jobs is still swept.
+    """
     @_builtins.property
     def stuck_after(self) -> _duration_pb2.Duration: ...
     @_builtins.property
@@ -835,10 +844,11 @@ class SweepStuckJobsRequest(_message.Message):
         dry_run: _builtins.bool = ...,
         max_fraction: _builtins.float = ...,
         force: _builtins.bool = ...,
+        guard_min_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["max_processing", b"max_processing", "stuck_after", b"stuck_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "force", b"force", "limit", b"limit", "max_fraction", b"max_fraction", "max_processing", b"max_processing", "stuck_after", b"stuck_after"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "force", b"force", "guard_min_count", b"guard_min_count", "limit", b"limit", "max_fraction", b"max_fraction", "max_processing", b"max_processing", "stuck_after", b"stuck_after"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1066,7 +1076,6 @@ class LedgerEntry(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     CHARGE_NO_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
-    BALANCE_AFTER_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     entry_id: _builtins.int
     user_id: _builtins.str
@@ -1077,7 +1086,6 @@ class LedgerEntry(_message.Message):
     charge_no: _builtins.int
     """The job's charge this entry belongs to (debits and refunds)."""
     reason: _builtins.str
-    balance_after: _builtins.int
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -1090,12 +1098,11 @@ class LedgerEntry(_message.Message):
         job_id: _builtins.str = ...,
         charge_no: _builtins.int = ...,
         reason: _builtins.str = ...,
-        balance_after: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "balance_after", b"balance_after", "charge_no", b"charge_no", "created_at", b"created_at", "entry_id", b"entry_id", "job_id", b"job_id", "kind", b"kind", "reason", b"reason", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "charge_no", b"charge_no", "created_at", b"created_at", "entry_id", b"entry_id", "job_id", b"job_id", "kind", b"kind", "reason", b"reason", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

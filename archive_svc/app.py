@@ -1,0 +1,78 @@
+"""Wiring of the archive process: engine, domain, gRPC server and outbox relay."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1.health import HealthServicer
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from archive_svc.records import Policy
+from archive_svc.relay import OutboxRelay
+from archive_svc.server import ALLOWED_ROLES, SERVICE_NAME, Archive, ArchiveServicer
+from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
+from assaylib.config import Settings
+from assaylib.server import create_server, shutdown
+from assaylib.streams import StreamNames
+
+log = logging.getLogger(__name__)
+
+
+def make_engine(database_url: str, pool_size: int = 20) -> AsyncEngine:
+    """The archive's connection pool."""
+    return create_async_engine(
+        database_url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True, pool_timeout=10
+    )
+
+
+def policy_of(settings: Settings) -> Policy:
+    """The archive's rules from the settings."""
+    return Policy(
+        token_cost=settings.token_cost,
+        lease_timeout=settings.lease_timeout,
+        max_attempts=settings.max_attempts,
+    )
+
+
+@dataclass
+class ArchiveApp:
+    """A running archive: serve RPCs and relay the outbox until stopped."""
+
+    server: grpc.aio.Server
+    port: int
+    health: HealthServicer
+    relay: OutboxRelay
+    engine: AsyncEngine
+    archive: Archive
+
+    @classmethod
+    async def start(cls, settings: Settings, bind: str) -> ArchiveApp:
+        """Start the server on `bind` (port 0 picks a free one) and the relay."""
+        names = StreamNames(settings.stream_prefix)
+        engine = make_engine(settings.database_url)
+        archive = Archive.build(engine, names, policy_of(settings))
+        servicer = ArchiveServicer(archive)
+        server, port, health = await create_server(
+            bind,
+            settings=settings,
+            register=[lambda s: pb_grpc.add_ArchiveServiceServicer_to_server(servicer, s)],
+            service_names=[SERVICE_NAME],
+            allowed_roles=ALLOWED_ROLES,
+        )
+        relay = OutboxRelay(
+            engine, settings.nats_url, names, events_max_age=settings.events_max_age
+        )
+        await relay.start()
+        log.info("archive serving on port %d", port)
+        return cls(server, port, health, relay, engine, archive)
+
+    async def stop(self, grace: float) -> None:
+        """Stop serving (draining calls within grace), then the relay, then the pool."""
+        await shutdown(
+            self.server,
+            self.health,
+            grace=grace,
+            on_stop=[self.relay.stop, self.engine.dispose],
+        )

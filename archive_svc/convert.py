@@ -1,0 +1,132 @@
+"""Conversions between database rows and protobuf messages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from assay.archive.v1 import archive_service_pb2 as archive_pb2
+from assay.common.v1 import assessment_pb2, job_pb2
+
+STATUS_TO_PROTO = {
+    "QUEUED": job_pb2.JOB_STATUS_QUEUED,
+    "PROCESSING": job_pb2.JOB_STATUS_PROCESSING,
+    "COMPLETED": job_pb2.JOB_STATUS_COMPLETED,
+    "FAILED": job_pb2.JOB_STATUS_FAILED,
+    "CANCELLED": job_pb2.JOB_STATUS_CANCELLED,
+}
+PROTO_TO_STATUS = {number: name for name, number in STATUS_TO_PROTO.items()}
+LEDGER_KIND_TO_PROTO = {
+    "GRANT": archive_pb2.LEDGER_ENTRY_KIND_GRANT,
+    "DEBIT": archive_pb2.LEDGER_ENTRY_KIND_DEBIT,
+    "REFUND": archive_pb2.LEDGER_ENTRY_KIND_REFUND,
+}
+
+
+def timestamp(value: dt.datetime | None) -> Timestamp | None:
+    """A protobuf Timestamp for value, or None."""
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _enum_name(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def job_to_proto(row: Mapping[str, Any]) -> job_pb2.Job:
+    """A Job message from a row of the jobs table."""
+    job = job_pb2.Job(
+        job_id=str(row["job_id"]),
+        user_id=row["user_id"],
+        result_id=str(row["result_id"]) if row["result_id"] else "",
+        assessment_name=row["assessment_name"],
+        status=STATUS_TO_PROTO[_enum_name(row["status"])],
+        attempt=row["attempt"],
+        worker_id=row["worker_id"] or "",
+        version=row["version"],
+        cancel_requested=row["cancel_requested"],
+        error_code=row["error_code"] or "",
+        error_message=row["error_message"] or "",
+        charge_count=row["charge_count"],
+        token_cost=row["token_cost"],
+        request_id=row["request_id"] or "",
+        processing_time_ms=row["processing_time_ms"] or 0,
+    )
+    for name in ("created_at", "updated_at", "started_at", "heartbeat_at", "finished_at"):
+        stamp = timestamp(row[name])
+        if stamp is not None:
+            getattr(job, name).CopyFrom(stamp)
+    return job
+
+
+def to_json(message: Message) -> str:
+    """The proto3 JSON text of a message (lowerCamelCase), as stored in JSONB columns."""
+    return json.dumps(json_format.MessageToDict(message), separators=(",", ":"))
+
+
+def _json(value: Any) -> Any:
+    # text() queries return JSONB as a string; typed ones as a dict.
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def result_to_proto(row: Mapping[str, Any]) -> job_pb2.AnalysisResult:
+    """An AnalysisResult message from a row of the results table."""
+    result = job_pb2.AnalysisResult(
+        result_id=str(row["result_id"]),
+        user_id=row["user_id"],
+        job_id=str(row["job_id"]) if row["job_id"] else "",
+        assessment_name=row["assessment_name"],
+    )
+    json_format.ParseDict(_json(row["test_data"]), result.test_data, ignore_unknown_fields=True)
+    raw = _json(row["raw_responses"])
+    json_format.ParseDict(raw, result.raw_responses, ignore_unknown_fields=True)
+    if row["test_result"] is not None:
+        profile = _json(row["test_result"])
+        json_format.ParseDict(profile, result.test_result, ignore_unknown_fields=True)
+    for name in ("created_at", "updated_at"):
+        stamp = timestamp(row[name])
+        if stamp is not None:
+            getattr(result, name).CopyFrom(stamp)
+    return result
+
+
+def ledger_entry_to_proto(row: Mapping[str, Any]) -> archive_pb2.LedgerEntry:
+    """A LedgerEntry message from a row of the ledger_entries table."""
+    entry = archive_pb2.LedgerEntry(
+        entry_id=row["entry_id"],
+        user_id=row["user_id"],
+        kind=LEDGER_KIND_TO_PROTO[_enum_name(row["kind"])],
+        amount=row["amount"],
+        job_id=str(row["job_id"]) if row["job_id"] else "",
+        charge_no=row["charge_no"] or 0,
+        reason=row["reason"],
+    )
+    stamp = timestamp(row["created_at"])
+    if stamp is not None:
+        entry.created_at.CopyFrom(stamp)
+    return entry
+
+
+def submission_hash(
+    assessment_name: str,
+    data: assessment_pb2.AssessmentData,
+    raw: assessment_pb2.RawResponses,
+) -> str:
+    """A stable digest of a submission's payload, to tell a repeat from a different request."""
+    digest = hashlib.sha256()
+    digest.update(assessment_name.encode())
+    digest.update(b"\0")
+    digest.update(data.SerializeToString(deterministic=True))
+    digest.update(b"\0")
+    digest.update(raw.SerializeToString(deterministic=True))
+    return digest.hexdigest()

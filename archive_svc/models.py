@@ -1,0 +1,219 @@
+"""The archive's schema as SQLAlchemy models.
+
+The migrations in archive_svc/migrations build the same schema; a test diffs the two.
+Queries live in archive_svc/repository.py, not here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class JobStatus(enum.StrEnum):
+    """A job's status; mirrors the PostgreSQL enum `job_status`."""
+
+    QUEUED = "QUEUED"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class LedgerKind(enum.StrEnum):
+    """Why a ledger entry exists; mirrors the PostgreSQL enum `ledger_kind`."""
+
+    GRANT = "GRANT"
+    DEBIT = "DEBIT"
+    REFUND = "REFUND"
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the project's constraint naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+NOW = text("now()")
+
+
+class TokenAccount(Base):
+    """A user's token balance; always equal to the sum of their ledger entries."""
+
+    __tablename__ = "token_accounts"
+    __table_args__ = (CheckConstraint("balance >= 0", name="balance_not_negative"),)
+
+    user_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    balance: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=NOW
+    )
+
+
+class LedgerEntry(Base):
+    """One signed change to a balance. A charge has one debit and at most one refund."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        UniqueConstraint("job_id", "charge_no", "kind"),
+        CheckConstraint(
+            "(kind = 'GRANT' AND amount > 0 AND job_id IS NULL)"
+            " OR (kind = 'DEBIT' AND amount < 0 AND job_id IS NOT NULL)"
+            " OR (kind = 'REFUND' AND amount > 0 AND job_id IS NOT NULL)",
+            name="amount_matches_kind",
+        ),
+        Index(None, "user_id", "entry_id"),
+    )
+
+    entry_id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("token_accounts.user_id"), nullable=False)
+    kind: Mapped[LedgerKind] = mapped_column(
+        Enum(LedgerKind, name="ledger_kind", native_enum=True), nullable=False
+    )
+    amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    charge_no: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("''"))
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=NOW
+    )
+
+
+class Job(Base):
+    """An analysis job. Its status changes only by compare-and-set updates."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index(None, "user_id", "created_at", "job_id"),
+        Index(None, "created_at", "job_id"),
+        Index(
+            "ix_jobs_processing_heartbeat",
+            "heartbeat_at",
+            postgresql_where=text("status = 'PROCESSING'"),
+        ),
+        Index(
+            "ix_jobs_inflight_user",
+            "user_id",
+            postgresql_where=text("status IN ('QUEUED', 'PROCESSING')"),
+        ),
+    )
+
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, nullable=False)
+    result_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    assessment_name: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[JobStatus] = mapped_column(
+        Enum(JobStatus, name="job_status", native_enum=True), nullable=False
+    )
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    worker_id: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("1"))
+    cancel_requested: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=text("false")
+    )
+    error_code: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    charge_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
+    token_cost: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    request_id: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=NOW
+    )
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=NOW
+    )
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    processing_time_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Result(Base):
+    """A result row: the submitted data and, once analysed, the persona profile."""
+
+    __tablename__ = "results"
+    __table_args__ = (
+        Index(None, "user_id", "created_at", "result_id"),
+        Index(None, "job_id"),
+    )
+
+    result_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    user_id: Mapped[str] = mapped_column(Text, nullable=False)
+    assessment_name: Mapped[str] = mapped_column(Text, nullable=False)
+    test_data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    raw_responses: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    test_result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=NOW
+    )
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=NOW
+    )
+
+
+class OutboxMessage(Base):
+    """A message to publish to JetStream, written in the transaction that caused it."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_unsent", "seq", postgresql_where=text("sent_at IS NULL")),
+        Index(None, "job_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=False), nullable=False)
+    subject: Mapped[str] = mapped_column(Text, nullable=False)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    payload: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=NOW
+    )
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class IdempotencyKey(Base):
+    """The first reply to a (user, request_id) submission, replayed on repeats."""
+
+    __tablename__ = "idempotency_keys"
+
+    user_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    request_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    payload_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    response: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=NOW
+    )

@@ -1,0 +1,321 @@
+"""Submissions, reads and tokens: the archive's rules outside the job lifecycle."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from archive_svc import convert, store
+from archive_svc.events import event_row, queue_row
+from archive_svc.states import CREATE
+from assay.archive.v1 import archive_service_pb2 as pb
+from assay.common.v1 import job_pb2
+from assaylib import validation as v
+from assaylib.errors import (
+    AlreadyExists,
+    FieldViolation,
+    InsufficientTokens,
+    InvalidArgument,
+    NotFound,
+    RateLimited,
+)
+from assaylib.streams import StreamNames
+
+DEFAULT_PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The archive's knobs, from Settings."""
+
+    token_cost: int = 1
+    lease_timeout: float = 30.0
+    max_attempts: int = 3
+
+
+def encode_page_token(*parts: Any) -> str:
+    """An opaque page token for a keyset position."""
+    text = json.dumps([p.isoformat() if isinstance(p, dt.datetime) else str(p) for p in parts])
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+def decode_page_token(token: str, kinds: Sequence[type]) -> tuple[Any, ...] | None:
+    """The keyset position in a page token (None for the first page)."""
+    if not token:
+        return None
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(token.encode()))
+        values = tuple(
+            dt.datetime.fromisoformat(p) if kind is dt.datetime else kind(p)
+            for p, kind in zip(parts, kinds, strict=True)
+        )
+    except (ValueError, TypeError):
+        raise InvalidArgument([FieldViolation("page_token", "not a token from this API")]) from None
+    return values
+
+
+def page_limit(page_size: int) -> int:
+    """The number of rows a page holds."""
+    v.require_valid(v.page_size_violations(page_size))
+    return page_size or DEFAULT_PAGE_SIZE
+
+
+def parse_uuid(value: str, field: str) -> uuid.UUID:
+    """value as a UUID, or INVALID_ARGUMENT naming field."""
+    v.require_valid(v.uuid_violations(value, field))
+    return uuid.UUID(value)
+
+
+def check_owner(row: RowMapping | None, owner: str, what: str, ident: str) -> RowMapping:
+    """The row if it exists and belongs to owner (any owner when empty); else NOT_FOUND."""
+    if row is None or (owner and row["user_id"] != owner):
+        raise NotFound(f"{what} {ident} not found")
+    return row
+
+
+class Records:
+    """Submissions, reads, results and tokens."""
+
+    def __init__(self, engine: AsyncEngine, names: StreamNames, policy: Policy) -> None:
+        self.engine = engine
+        self.names = names
+        self.policy = policy
+
+    async def create_submission(
+        self, request: pb.CreateSubmissionRequest
+    ) -> pb.CreateSubmissionResponse:
+        """Debit, insert the job, its result row and its two outbox messages, atomically."""
+        v.require_valid(
+            v.id_violations(request.user_id, "user_id")
+            + v.id_violations(request.request_id, "request_id", required=False)
+            + v.submission_violations(
+                request.assessment_name,
+                request.assessment_data,
+                request.raw_responses,
+                request.ByteSize(),
+            )
+        )
+        name = request.assessment_name or v.DEFAULT_ASSESSMENT
+        async with self.engine.begin() as conn:
+            if request.request_id:
+                replay = await self._replay(conn, request, name)
+                if replay is not None:
+                    return replay
+            response = await self._submit(conn, request, name)
+            if request.request_id:
+                await store.save_reply(
+                    conn,
+                    request.user_id,
+                    request.request_id,
+                    uuid.UUID(response.job.job_id),
+                    response.SerializeToString(),
+                )
+            return response
+
+    async def _replay(
+        self, conn: AsyncConnection, request: pb.CreateSubmissionRequest, name: str
+    ) -> pb.CreateSubmissionResponse | None:
+        digest = convert.submission_hash(name, request.assessment_data, request.raw_responses)
+        first = await store.claim_request(conn, request.user_id, request.request_id, digest)
+        if first is None:
+            return None
+        if first["payload_hash"] != digest:
+            raise AlreadyExists(
+                f"request_id {request.request_id!r} was already used with a different payload",
+                reason="REQUEST_ID_REUSED",
+            )
+        reply = pb.CreateSubmissionResponse.FromString(first["response"])
+        reply.replayed = True
+        return reply
+
+    async def _submit(
+        self, conn: AsyncConnection, request: pb.CreateSubmissionRequest, name: str
+    ) -> pb.CreateSubmissionResponse:
+        job_id, result_id = uuid.uuid4(), uuid.uuid4()
+        cost = self.policy.token_cost
+        balance = await store.debit(conn, request.user_id, cost, job_id, charge_no=1)
+        if balance is None:
+            have = await store.balance_of(conn, request.user_id)
+            raise InsufficientTokens(
+                f"an analysis costs {cost} token(s); {request.user_id} has {have}",
+                metadata={"balance": str(have), "cost": str(cost)},
+            )
+        await check_inflight(conn, request.user_id, request.max_inflight)
+        job = await store.insert_job(
+            conn,
+            {
+                "job_id": job_id,
+                "user_id": request.user_id,
+                "result_id": result_id,
+                "assessment_name": name,
+                "token_cost": cost,
+                "request_id": request.request_id or None,
+            },
+        )
+        await store.insert_result(
+            conn,
+            {
+                "result_id": result_id,
+                "job_id": job_id,
+                "user_id": request.user_id,
+                "assessment_name": name,
+                "test_data": convert.to_json(request.assessment_data),
+                "raw_responses": convert.to_json(request.raw_responses),
+            },
+        )
+        await store.insert_outbox(
+            conn,
+            [
+                queue_row(self.names, job, request.assessment_data, request.raw_responses),
+                event_row(self.names, job, CREATE.event),
+            ],
+        )
+        return pb.CreateSubmissionResponse(job=convert.job_to_proto(job), tokens_remaining=balance)
+
+    async def get_job(self, job_id: str, owner: str) -> job_pb2.Job:
+        """One job, scoped to owner when given."""
+        ident = parse_uuid(job_id, "job_id")
+        async with self.engine.connect() as conn:
+            row = await store.get_job(conn, ident)
+        return convert.job_to_proto(check_owner(row, owner, "job", job_id))
+
+    async def list_jobs(self, request: pb.ListJobsRequest) -> pb.ListJobsResponse:
+        """A page of jobs, newest first."""
+        limit = page_limit(request.page_size)
+        after = decode_page_token(request.page_token, (dt.datetime, uuid.UUID))
+        status = convert.PROTO_TO_STATUS.get(request.status)
+        if request.status and status is None:
+            raise InvalidArgument([FieldViolation("status", "unknown status")])
+        async with self.engine.connect() as conn:
+            rows = await store.jobs_page(conn, request.user_id, status, after, limit + 1)
+        response = pb.ListJobsResponse(jobs=[convert.job_to_proto(r) for r in rows[:limit]])
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            response.next_page_token = encode_page_token(last["created_at"], last["job_id"])
+        return response
+
+    async def get_result(self, result_id: str, owner: str) -> job_pb2.AnalysisResult:
+        """One result row, scoped to owner when given."""
+        ident = parse_uuid(result_id, "result_id")
+        async with self.engine.connect() as conn:
+            row = await store.get_result(conn, ident)
+        return convert.result_to_proto(check_owner(row, owner, "result", result_id))
+
+    async def list_results(self, request: pb.ListResultsRequest) -> pb.ListResultsResponse:
+        """A page of result rows, newest first."""
+        limit = page_limit(request.page_size)
+        after = decode_page_token(request.page_token, (dt.datetime, uuid.UUID))
+        async with self.engine.connect() as conn:
+            rows = await store.results_page(conn, request.user_id, after, limit + 1)
+        response = pb.ListResultsResponse(
+            results=[convert.result_to_proto(r) for r in rows[:limit]]
+        )
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            response.next_page_token = encode_page_token(last["created_at"], last["result_id"])
+        return response
+
+    async def update_result(self, request: pb.UpdateResultRequest) -> job_pb2.AnalysisResult:
+        """Update the masked fields of a result row."""
+        ident = parse_uuid(request.result.result_id, "result.result_id")
+        columns = result_columns(request)
+        async with self.engine.begin() as conn:
+            row = await store.update_result(conn, ident, columns)
+        return convert.result_to_proto(check_owner(row, "", "result", str(ident)))
+
+    async def create_result(self, request: pb.CreateResultRequest) -> job_pb2.AnalysisResult:
+        """Create and link the result row of a job that has none (idempotent)."""
+        job_id = parse_uuid(request.job_id, "job_id")
+        async with self.engine.begin() as conn:
+            job = check_owner(await store.get_job(conn, job_id), "", "job", request.job_id)
+            if job["result_id"] is None:
+                result_id = uuid.uuid4()
+                linked = await store.link_result(conn, job_id, result_id)
+                if linked is not None:
+                    row = await store.insert_result(
+                        conn,
+                        {
+                            "result_id": result_id,
+                            "job_id": job_id,
+                            "user_id": job["user_id"],
+                            "assessment_name": job["assessment_name"],
+                            "test_data": convert.to_json(request.test_data),
+                            "raw_responses": convert.to_json(request.raw_responses),
+                        },
+                    )
+                    return convert.result_to_proto(row)
+                job = check_owner(await store.get_job(conn, job_id), "", "job", request.job_id)
+            row = await store.get_result(conn, job["result_id"])
+        return convert.result_to_proto(check_owner(row, "", "result", str(job["result_id"])))
+
+    async def balance(self, user_id: str) -> int:
+        """A user's balance."""
+        v.require_valid(v.id_violations(user_id, "user_id"))
+        async with self.engine.connect() as conn:
+            return await store.balance_of(conn, user_id)
+
+    async def grant(self, request: pb.GrantTokensRequest) -> pb.GrantTokensResponse:
+        """Credit a user's balance."""
+        violations = v.id_violations(request.user_id, "user_id")
+        if request.amount <= 0:
+            violations.append(FieldViolation("amount", "must be a positive number of tokens"))
+        v.require_valid(violations)
+        async with self.engine.begin() as conn:
+            row = await store.grant(conn, request.user_id, request.amount, request.reason)
+        return pb.GrantTokensResponse(
+            balance=row["balance"], entry=convert.ledger_entry_to_proto(row)
+        )
+
+    async def ledger(self, request: pb.ListLedgerEntriesRequest) -> pb.ListLedgerEntriesResponse:
+        """A page of ledger entries, newest first."""
+        limit = page_limit(request.page_size)
+        job_id = parse_uuid(request.job_id, "job_id") if request.job_id else None
+        after = decode_page_token(request.page_token, (int,))
+        before = after[0] if after else None
+        async with self.engine.connect() as conn:
+            rows = await store.ledger_page(conn, request.user_id, job_id, before, limit + 1)
+        response = pb.ListLedgerEntriesResponse(
+            entries=[convert.ledger_entry_to_proto(r) for r in rows[:limit]]
+        )
+        if len(rows) > limit:
+            response.next_page_token = encode_page_token(rows[limit - 1]["entry_id"])
+        return response
+
+
+async def check_inflight(conn: AsyncConnection, user_id: str, max_inflight: int) -> None:
+    """RATE_LIMITED when the user already has max_inflight jobs queued or processing. Called
+    after the debit has locked the user's account row, so concurrent submits count right."""
+    if max_inflight > 0 and await store.count_inflight(conn, user_id) >= max_inflight:
+        raise RateLimited(
+            f"{user_id} already has {max_inflight} job(s) in flight; wait for one to finish",
+            metadata={"max_inflight": str(max_inflight)},
+        )
+
+
+RESULT_MASK_PATHS = {
+    "test_data": lambda r: convert.to_json(r.test_data),
+    "raw_responses": lambda r: convert.to_json(r.raw_responses),
+    "test_result": lambda r: convert.to_json(r.test_result),
+    "assessment_name": lambda r: r.assessment_name,
+}
+
+
+def result_columns(request: pb.UpdateResultRequest) -> dict[str, Any]:
+    """The columns an UpdateResult field mask names, with their new values."""
+    paths = list(request.update_mask.paths)
+    bad = [p for p in paths if p not in RESULT_MASK_PATHS]
+    violations = [FieldViolation("update_mask", f"cannot update {p!r}") for p in bad]
+    if not paths:
+        violations.append(FieldViolation("update_mask", "name at least one field"))
+    if "assessment_name" in paths:
+        violations += v.assessment_name_violations(request.result.assessment_name)
+    v.require_valid(violations)
+    return {p: RESULT_MASK_PATHS[p](request.result) for p in paths}

@@ -1,0 +1,174 @@
+"""The outbox relay: publishes committed outbox rows to JetStream, in order, and marks
+them sent.
+
+It wakes on the `assay_outbox` notification that the outbox trigger sends at commit (with
+a slow poll as a safety net), so messages leave right after their transaction. Each is
+published with `Nats-Msg-Id` = the outbox row id: a crash between publishing and marking
+re-publishes, and the stream's duplicate window drops the copy. One relay runs at a time
+(a PostgreSQL advisory lock), which keeps each job's events in commit order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import asyncpg
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from prometheus_client import Counter, Gauge
+from sqlalchemy import RowMapping
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from archive_svc import store
+from assaylib.streams import StreamNames, ensure_streams
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "assay_outbox"
+PUBLISHED = Counter("assay_outbox_published_total", "Outbox messages published to JetStream")
+FAILURES = Counter("assay_outbox_relay_failures_total", "Relay rounds that failed and backed off")
+UNSENT = Gauge("assay_outbox_unsent", "Outbox messages not yet published, at the last round")
+
+
+def asyncpg_dsn(engine: AsyncEngine) -> str:
+    """The plain libpq DSN of an engine's database."""
+    url = make_url(engine.url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+class OutboxRelay:
+    """A long-running loop with start(), stop(), bounded backoff and metrics."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        nats_url: str,
+        names: StreamNames,
+        *,
+        events_max_age: float,
+        batch_size: int = 256,
+        poll_interval: float = 2.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.engine = engine
+        self.nats_url = nats_url
+        self.names = names
+        self.events_max_age = events_max_age
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.max_backoff = max_backoff
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._nc: NatsClient | None = None
+        self._listener: asyncpg.Connection | None = None
+        self.idle = asyncio.Event()  # set whenever a round leaves nothing unsent
+
+    async def start(self) -> None:
+        """Start relaying in the background."""
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        """Stop relaying; unsent rows stay for the next relay."""
+        self._stopping.set()
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._disconnect()
+
+    def wake(self) -> None:
+        """Ask for a round now."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                await self._connect()
+                await self._drain()
+                backoff = 0.1
+            except Exception as err:  # any failure: back off, reconnect, retry
+                FAILURES.inc()
+                log.warning("outbox relay round failed, retrying in %.1fs: %r", backoff, err)
+                await self._disconnect()
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            await self._sleep(self.poll_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
+
+    async def _connect(self) -> None:
+        if self._listener is None or self._listener.is_closed():
+            listener = await asyncpg.connect(asyncpg_dsn(self.engine))
+            try:
+                locked = await listener.fetchval(
+                    "SELECT pg_try_advisory_lock($1)", store.RELAY_LOCK_KEY
+                )
+                if not locked:
+                    raise RuntimeError("another relay holds the relay lock; standing by")
+                await listener.add_listener(CHANNEL, lambda *_: self._wake.set())
+            except BaseException:
+                await listener.close()
+                raise
+            self._listener = listener
+        if self._nc is None or not self._nc.is_connected:
+            self._nc = await nats.connect(
+                self.nats_url, connect_timeout=2, max_reconnect_attempts=3, reconnect_time_wait=0.5,
+                allow_reconnect=True,
+            )  # fmt: skip
+            await ensure_streams(
+                self._nc.jetstream(), self.names, events_max_age=self.events_max_age
+            )
+
+    async def _disconnect(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None and not listener.is_closed():
+            with contextlib.suppress(Exception):
+                await listener.close(timeout=2)
+        nc, self._nc = self._nc, None
+        if nc is not None and not nc.is_closed:
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    async def _drain(self) -> None:
+        assert self._nc is not None
+        js = self._nc.jetstream()
+        while not self._stopping.is_set():
+            async with self.engine.connect() as conn:
+                rows = await store.unsent_outbox(conn, self.batch_size)
+            if not rows:
+                UNSENT.set(0)
+                self.idle.set()
+                return
+            self.idle.clear()
+            await self._publish(js, rows)
+            async with self.engine.begin() as conn:
+                await store.mark_sent(conn, [r["id"] for r in rows])
+            PUBLISHED.inc(len(rows))
+
+    @staticmethod
+    async def _publish(js: JetStreamContext, rows: Sequence[RowMapping]) -> None:
+        # Tasks start in order and each sends before it awaits its ack, so the stream
+        # receives the batch in outbox order.
+        acks = [
+            asyncio.ensure_future(
+                js.publish(
+                    row["subject"],
+                    bytes(row["payload"]),
+                    timeout=5,
+                    headers={"Nats-Msg-Id": str(row["id"])},
+                )
+            )
+            for row in rows
+        ]
+        await asyncio.gather(*acks)

@@ -1,0 +1,152 @@
+"""The ArchiveService servicer: thin, each RPC one call into the domain modules.
+
+Only `service` and `operator` callers reach it (the auth interceptor refuses the rest).
+Domain errors raised below become gRPC statuses in the shared error interceptor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from archive_svc.lifecycle import Lifecycle
+from archive_svc.records import Policy, Records
+from archive_svc.sweep import Sweeper
+from assay.archive.v1 import archive_service_pb2 as pb
+from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
+from assaylib.streams import StreamNames
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ArchiveService"].full_name
+ALLOWED_ROLES = ("service", "operator")
+
+Context = grpc.aio.ServicerContext[object, object]
+
+
+@dataclass
+class Archive:
+    """The archive's domain: records, lifecycle and sweeps over one engine."""
+
+    records: Records
+    lifecycle: Lifecycle
+    sweeper: Sweeper
+
+    @classmethod
+    def build(cls, engine: AsyncEngine, names: StreamNames, policy: Policy) -> Archive:
+        """Wire the domain modules to one engine."""
+        return cls(
+            Records(engine, names, policy),
+            Lifecycle(engine, names, policy),
+            Sweeper(engine, names),
+        )
+
+
+class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
+    """gRPC front of the archive."""
+
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+
+    async def CreateSubmission(
+        self, request: pb.CreateSubmissionRequest, context: Context
+    ) -> pb.CreateSubmissionResponse:
+        """Charge, record and queue a submission atomically."""
+        return await self.archive.records.create_submission(request)
+
+    async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
+        """Return one job."""
+        return pb.GetJobResponse(
+            job=await self.archive.records.get_job(request.job_id, request.user_id)
+        )
+
+    async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
+        """List jobs, newest first."""
+        return await self.archive.records.list_jobs(request)
+
+    async def GetResult(
+        self, request: pb.GetResultRequest, context: Context
+    ) -> pb.GetResultResponse:
+        """Return one result row."""
+        return pb.GetResultResponse(
+            result=await self.archive.records.get_result(request.result_id, request.user_id)
+        )
+
+    async def ListResults(
+        self, request: pb.ListResultsRequest, context: Context
+    ) -> pb.ListResultsResponse:
+        """List result rows, newest first."""
+        return await self.archive.records.list_results(request)
+
+    async def UpdateResult(
+        self, request: pb.UpdateResultRequest, context: Context
+    ) -> pb.UpdateResultResponse:
+        """Update the masked fields of a result row."""
+        return pb.UpdateResultResponse(result=await self.archive.records.update_result(request))
+
+    async def CreateResult(
+        self, request: pb.CreateResultRequest, context: Context
+    ) -> pb.CreateResultResponse:
+        """Create the result row of a legacy job."""
+        return pb.CreateResultResponse(result=await self.archive.records.create_result(request))
+
+    async def StartJob(self, request: pb.StartJobRequest, context: Context) -> pb.StartJobResponse:
+        """Begin or take over an attempt."""
+        return await self.archive.lifecycle.start(request)
+
+    async def Heartbeat(
+        self, request: pb.HeartbeatRequest, context: Context
+    ) -> pb.HeartbeatResponse:
+        """Extend the current attempt's lease."""
+        return await self.archive.lifecycle.heartbeat(request)
+
+    async def CompleteJob(
+        self, request: pb.CompleteJobRequest, context: Context
+    ) -> pb.CompleteJobResponse:
+        """Store the profile and complete the job."""
+        return pb.CompleteJobResponse(job=await self.archive.lifecycle.complete(request))
+
+    async def FailJob(self, request: pb.FailJobRequest, context: Context) -> pb.FailJobResponse:
+        """Fail the job and refund it."""
+        return pb.FailJobResponse(job=await self.archive.lifecycle.fail(request))
+
+    async def CancelJob(
+        self, request: pb.CancelJobRequest, context: Context
+    ) -> pb.CancelJobResponse:
+        """Cancel the job, or ask its worker to stop."""
+        return pb.CancelJobResponse(job=await self.archive.lifecycle.cancel(request))
+
+    async def RetryJob(self, request: pb.RetryJobRequest, context: Context) -> pb.RetryJobResponse:
+        """Re-queue a failed job, charging again."""
+        return await self.archive.lifecycle.retry(request)
+
+    async def ListStuckJobs(
+        self, request: pb.ListStuckJobsRequest, context: Context
+    ) -> pb.ListStuckJobsResponse:
+        """List stuck jobs."""
+        return await self.archive.sweeper.list_stuck(request)
+
+    async def SweepStuckJobs(
+        self, request: pb.SweepStuckJobsRequest, context: Context
+    ) -> pb.SweepStuckJobsResponse:
+        """Fail stuck jobs and refund them."""
+        return await self.archive.sweeper.sweep(request)
+
+    async def GetTokenBalance(
+        self, request: pb.GetTokenBalanceRequest, context: Context
+    ) -> pb.GetTokenBalanceResponse:
+        """Return a user's balance."""
+        balance = await self.archive.records.balance(request.user_id)
+        return pb.GetTokenBalanceResponse(user_id=request.user_id, balance=balance)
+
+    async def GrantTokens(
+        self, request: pb.GrantTokensRequest, context: Context
+    ) -> pb.GrantTokensResponse:
+        """Credit a user's balance."""
+        return await self.archive.records.grant(request)
+
+    async def ListLedgerEntries(
+        self, request: pb.ListLedgerEntriesRequest, context: Context
+    ) -> pb.ListLedgerEntriesResponse:
+        """List ledger entries, newest first."""
+        return await self.archive.records.ledger(request)

@@ -1,0 +1,160 @@
+"""Validation of submissions and identifiers, shared by the assessment service (which
+validates before anything is written) and the archive (which never trusts its caller).
+
+Every check returns field violations with the request's field paths, such as
+`assessment_data.riasec.realistic`, so a caller learns every bad field at once.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+
+from google.protobuf.message import Message
+
+from assay.common.v1 import assessment_pb2
+from assaylib.errors import FieldViolation, InvalidArgument
+
+TALENT_MAPPING = "AI-Driven Talent Mapping"
+IQ_TEST = "AI-Based IQ Test"
+CUSTOM = "Custom Assessment"
+ASSESSMENT_NAMES = (TALENT_MAPPING, IQ_TEST, CUSTOM)
+DEFAULT_ASSESSMENT = TALENT_MAPPING
+
+MAX_SUBMISSION_BYTES = 1024 * 1024
+MAX_TEXT_CHARS = 1000
+MAX_ID_CHARS = 200
+SCORE_MIN, SCORE_MAX = 0, 100
+MAX_PAGE_SIZE = 1000
+
+# Talent Mapping needs these three score groups, every score present.
+REQUIRED_GROUPS = ("riasec", "ocean", "via_is")
+
+
+def score_fields(message: Message) -> list[str]:
+    """The score field names of a score group message, in declaration order."""
+    return [field.name for field in message.DESCRIPTOR.fields]
+
+
+def _check_group(group: Message, path: str, *, required: bool) -> list[FieldViolation]:
+    violations = []
+    for name in score_fields(group):
+        if not group.HasField(name):
+            if required:
+                violations.append(FieldViolation(f"{path}.{name}", "required score is missing"))
+            continue
+        value = getattr(group, name)
+        if not SCORE_MIN <= value <= SCORE_MAX:
+            violations.append(
+                FieldViolation(f"{path}.{name}", f"must be an integer 0–100, got {value}")
+            )
+    return violations
+
+
+def assessment_data_violations(
+    data: assessment_pb2.AssessmentData, assessment_name: str, path: str = "assessment_data"
+) -> list[FieldViolation]:
+    """Violations in the scores: every required score present, every score 0–100."""
+    required = (assessment_name or DEFAULT_ASSESSMENT) == TALENT_MAPPING
+    violations = []
+    for group_name in REQUIRED_GROUPS:
+        if data.HasField(group_name):
+            group = getattr(data, group_name)
+            violations += _check_group(group, f"{path}.{group_name}", required=required)
+        elif required:
+            violations.append(FieldViolation(f"{path}.{group_name}", "required for Talent Mapping"))
+    if data.HasField("industry_score"):
+        violations += _check_group(data.industry_score, f"{path}.industry_score", required=False)
+    return violations
+
+
+def _item_violations(item: assessment_pb2.RawResponseItem, path: str) -> list[FieldViolation]:
+    violations = []
+    if not item.question_id:
+        violations.append(FieldViolation(f"{path}.question_id", "required"))
+    kind = item.WhichOneof("value")
+    if kind is None:
+        violations.append(FieldViolation(f"{path}.value", "required: a number, text or bool"))
+    elif kind == "number_value" and not (
+        math.isfinite(item.number_value) and SCORE_MIN <= item.number_value <= SCORE_MAX
+    ):
+        violations.append(FieldViolation(f"{path}.number_value", "must be a number 0–100"))
+    elif kind == "text_value" and len(item.text_value) > MAX_TEXT_CHARS:
+        violations.append(
+            FieldViolation(f"{path}.text_value", f"must be at most {MAX_TEXT_CHARS} characters")
+        )
+    if item.HasField("weight") and not math.isfinite(item.weight):
+        violations.append(FieldViolation(f"{path}.weight", "must be a finite number"))
+    return violations
+
+
+def raw_responses_violations(
+    raw: assessment_pb2.RawResponses, path: str = "raw_responses"
+) -> list[FieldViolation]:
+    """Violations in the raw answers: each item has a question id and a valid value."""
+    violations = []
+    for key in sorted(raw.responses):
+        if not key.strip():
+            violations.append(FieldViolation(f"{path}.responses", "type keys must be non-empty"))
+        for index, item in enumerate(raw.responses[key].items):
+            violations += _item_violations(item, f"{path}.responses[{key}].items[{index}]")
+    return violations
+
+
+def assessment_name_violations(name: str, path: str = "assessment_name") -> list[FieldViolation]:
+    """A violation when the name is not one of the known assessments (empty means default)."""
+    if name and name not in ASSESSMENT_NAMES:
+        known = ", ".join(repr(n) for n in ASSESSMENT_NAMES)
+        return [FieldViolation(path, f"unknown assessment {name!r}; known: {known}")]
+    return []
+
+
+def submission_violations(
+    assessment_name: str,
+    data: assessment_pb2.AssessmentData,
+    raw: assessment_pb2.RawResponses,
+    size_bytes: int,
+) -> list[FieldViolation]:
+    """Every violation of a submission: name, scores, raw answers and the 1 MiB limit."""
+    violations = assessment_name_violations(assessment_name)
+    if size_bytes > MAX_SUBMISSION_BYTES:
+        violations.append(
+            FieldViolation("assessment_data", f"submission is {size_bytes} bytes; limit 1 MiB")
+        )
+        return violations
+    violations += assessment_data_violations(data, assessment_name)
+    violations += raw_responses_violations(raw)
+    return violations
+
+
+def uuid_violations(value: str, path: str, *, required: bool = True) -> list[FieldViolation]:
+    """A violation unless value is a UUID (or empty and optional)."""
+    if not value:
+        return [FieldViolation(path, "required")] if required else []
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return [FieldViolation(path, "must be a UUID")]
+    return []
+
+
+def id_violations(value: str, path: str, *, required: bool = True) -> list[FieldViolation]:
+    """A violation unless value is a plausible identifier (user id, worker id, request id)."""
+    if not value:
+        return [FieldViolation(path, "required")] if required else []
+    if len(value) > MAX_ID_CHARS or not value.isprintable():
+        return [FieldViolation(path, f"must be printable, at most {MAX_ID_CHARS} characters")]
+    return []
+
+
+def page_size_violations(page_size: int, path: str = "page_size") -> list[FieldViolation]:
+    """A violation unless 0 <= page_size <= MAX_PAGE_SIZE (0 means the default)."""
+    if not 0 <= page_size <= MAX_PAGE_SIZE:
+        return [FieldViolation(path, f"must be between 0 and {MAX_PAGE_SIZE}")]
+    return []
+
+
+def require_valid(violations: list[FieldViolation]) -> None:
+    """Raise InvalidArgument listing every violation, if there are any."""
+    if violations:
+        raise InvalidArgument(violations)
