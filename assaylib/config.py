@@ -117,6 +117,13 @@ class Settings:
     certificates."""
     log_level: str = "INFO"
     """Logging level name (DEBUG, INFO, WARNING, ERROR)."""
+    bookmark_interval: float = 15.0
+    """Seconds between WatchJobs bookmarks (the latest cursor, sent while idle)."""
+    watch_buffer: int = 256
+    """Events buffered per WatchJobs stream; a subscriber that falls further behind gets
+    RESOURCE_EXHAUSTED and resumes from its last cursor."""
+    analyzer_delay: float = 0.0
+    """Test knob: seconds a worker waits, heartbeating, before analysing; 0 in production."""
     stream_prefix: str = ""
     """Namespace for JetStream streams, subjects and consumers; empty in production (the
     contract's names), set per test so tests never share a stream."""
@@ -224,7 +231,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "notifier_addr": _address(optional=False),
     "worker_addr": _address(optional=False),
     "metrics_addr": _address(optional=True),
-    "token_cost": _int_at_least(0),
+    "token_cost": _int_at_least(1),
     "heartbeat_interval": _positive_duration,
     "lease_timeout": _positive_duration,
     "stuck_after": _positive_duration,
@@ -237,5 +244,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "worker_concurrency": _int_at_least(1),
     "events_max_age": _positive_duration,
     "shutdown_grace": parse_duration,
+    "bookmark_interval": _positive_duration,
+    "watch_buffer": _int_at_least(1),
+    "analyzer_delay": parse_duration,
     "log_level": _log_level,
 }
