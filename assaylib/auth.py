@@ -17,6 +17,7 @@ import jwt
 
 from assaylib import errors
 from assaylib._handlers import Context, wrap_handler
+from assaylib.config import MIN_SECRET_BYTES
 
 __all__ = [
     "AUDIENCE",
@@ -65,8 +66,18 @@ class Principal:
         return self.is_operator or self.is_service or self.user_id == user_id
 
 
+def check_secret(secret: str) -> None:
+    """Raise ValueError unless ``secret`` is long enough for HS256 (32 bytes)."""
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"the JWT secret must be at least {MIN_SECRET_BYTES} bytes long")
+
+
 def mint_token(secret: str, user_id: str, roles: Iterable[str], ttl: float = 3600.0) -> str:
-    """Sign an HS256 token for ``user_id`` with ``roles`` that expires after ``ttl`` seconds."""
+    """Sign an HS256 token for ``user_id`` with ``roles`` that expires after ``ttl`` seconds.
+
+    Raises ValueError for an unknown role, an empty user id or a secret under 32 bytes.
+    """
+    check_secret(secret)
     role_list = sorted(set(roles))
     unknown = set(role_list) - ROLES
     if unknown:
@@ -88,8 +99,9 @@ def mint_token(secret: str, user_id: str, roles: Iterable[str], ttl: float = 360
 def verify_token(secret: str, token: str) -> Principal:
     """Check a token's signature, expiry, issuer, audience and roles; return its principal.
 
-    Raises errors.Unauthenticated saying what is wrong.
+    Raises errors.Unauthenticated saying what is wrong (ValueError for a too-short secret).
     """
+    check_secret(secret)
     try:
         claims = jwt.decode(
             token,
@@ -166,6 +178,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         allowed_roles: Iterable[str],
         exempt_prefixes: Sequence[str] = DEFAULT_EXEMPT_PREFIXES,
     ) -> None:
+        check_secret(secret)
         self._secret = secret
         self._allowed_roles = frozenset(allowed_roles)
         self._exempt_prefixes = tuple(exempt_prefixes)

@@ -24,6 +24,7 @@ class ProbeServicer:
     def __init__(self) -> None:
         self.slow_started = asyncio.Event()
         self.release = asyncio.Event()
+        self.slow_finished = asyncio.Event()
 
     async def whoami(self, request: bytes, context: Any) -> bytes:
         principal = current_principal()
@@ -41,6 +42,7 @@ class ProbeServicer:
     async def slow(self, request: bytes, context: Any) -> bytes:
         self.slow_started.set()
         await self.release.wait()
+        self.slow_finished.set()
         return b"done"
 
 
@@ -97,6 +99,12 @@ def jwt_secret() -> str:
 def probe() -> ProbeServicer:
     """A fresh probe servicer."""
     return ProbeServicer()
+
+
+@pytest.fixture
+def probe_service(probe: ProbeServicer) -> grpc.GenericRpcHandler:
+    """The probe service as a generic handler, for ``server.add_generic_rpc_handlers``."""
+    return probe_handler(probe)
 
 
 @pytest.fixture

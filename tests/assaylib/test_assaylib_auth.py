@@ -106,6 +106,13 @@ def test_garbage_token() -> None:
         verify_token(SECRET, "not-a-jwt")
 
 
+def test_short_secret_is_refused() -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        mint_token("short", "u", ["user"])
+    with pytest.raises(ValueError, match="32 bytes"):
+        AuthInterceptor("", {"user"})
+
+
 def test_mint_refuses_unknown_roles() -> None:
     with pytest.raises(ValueError, match="unknown roles"):
         mint_token(SECRET, "u", ["root"])

@@ -6,6 +6,8 @@ import pytest
 
 from assaylib.config import ConfigError, Settings, listen_addr, parse_duration
 
+SECRET = "0123456789abcdef0123456789abcdef"
+
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
@@ -46,7 +48,7 @@ def test_defaults_when_env_empty() -> None:
 def test_overrides_are_parsed() -> None:
     settings = Settings.from_env(
         {
-            "ASSAY_JWT_SECRET": "s3cret",
+            "ASSAY_JWT_SECRET": SECRET,
             "ASSAY_ARCHIVE_ADDR": "archive:6000",
             "ASSAY_TOKEN_COST": "2",
             "ASSAY_STUCK_AFTER": "2m",
@@ -58,7 +60,7 @@ def test_overrides_are_parsed() -> None:
             "UNRELATED": "ignored",
         }
     )
-    assert settings.jwt_secret == "s3cret"
+    assert settings.jwt_secret == SECRET
     assert settings.archive_addr == "archive:6000"
     assert settings.token_cost == 2
     assert settings.stuck_after == 120.0
@@ -103,3 +105,9 @@ def test_listen_addr_binds_every_interface() -> None:
     assert listen_addr("[::1]:7") == "[::]:7"
     with pytest.raises(ConfigError):
         listen_addr("localhost")
+
+
+def test_short_secret_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ConfigError, match="at least 32 bytes") as caught:
+        Settings.from_env({"ASSAY_JWT_SECRET": "hunter2"})
+    assert "hunter2" not in str(caught.value)

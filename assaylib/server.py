@@ -1,0 +1,141 @@
+"""Server bootstrap shared by the four services: interceptors, health, reflection, TLS, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from assaylib.auth import AuthInterceptor
+from assaylib.config import Settings
+from assaylib.errors import ErrorMappingInterceptor
+from assaylib.telemetry import RpcMetricsInterceptor
+
+__all__ = [
+    "HEALTH_SERVICE",
+    "SERVER_OPTIONS",
+    "HealthServicer",
+    "create_server",
+    "serve_until_signal",
+    "server_credentials",
+    "shutdown",
+]
+
+HEALTH_SERVICE = "grpc.health.v1.Health"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+SERVER_OPTIONS: list[tuple[str, int]] = [
+    # Accept the keepalive pings that channels.open_channel sends on idle connections.
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    ("grpc.max_send_message_length", 4 * 1024 * 1024),
+]
+
+log = logging.getLogger(__name__)
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials from ``tls_cert``/``tls_key``; client certificates required if ``tls_ca``."""
+    if not (settings.tls_cert and settings.tls_key):
+        return None
+    pair = (Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())
+    root = Path(settings.tls_ca).read_bytes() if settings.tls_ca else None
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=root, require_client_auth=root is not None
+    )
+
+
+async def create_server(
+    bind: str,
+    *,
+    settings: Settings,
+    register: Sequence[Callable[[grpc.aio.Server], None]],
+    service_names: Sequence[str],
+    allowed_roles: Iterable[str],
+) -> tuple[grpc.aio.Server, int, HealthServicer]:
+    """Start a server on ``bind`` with the servicers ``register`` adds; return it, its port and
+    its health servicer (a ``grpc_health.v1.health.aio.HealthServicer``).
+
+    Interceptors, outermost first: metrics, error mapping, authentication (health and
+    reflection are exempt). Every name in ``service_names`` and "" is set SERVING.
+    """
+    server = grpc.aio.server(
+        interceptors=[
+            RpcMetricsInterceptor(),
+            ErrorMappingInterceptor(),
+            AuthInterceptor(settings.jwt_secret, allowed_roles),
+        ],
+        options=SERVER_OPTIONS,
+    )
+    for add_servicer in register:
+        add_servicer(server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    for name in ("", *service_names):
+        await health.set(name, SERVING)
+    reflection.enable_server_reflection(
+        [*service_names, HEALTH_SERVICE, reflection.SERVICE_NAME], server
+    )
+    credentials = server_credentials(settings)
+    if credentials is None:
+        port = server.add_insecure_port(bind)
+    else:
+        port = server.add_secure_port(bind, credentials)
+    if port == 0:
+        raise OSError(f"could not bind {bind}")
+    await server.start()
+    log.info("serving %s on port %d", ", ".join(service_names), port)
+    return server, port, health
+
+
+async def shutdown(
+    server: grpc.aio.Server,
+    health: HealthServicer,
+    grace: float,
+    on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> None:
+    """Health → NOT_SERVING, stop accepting and let in-flight calls finish within ``grace``
+    seconds, then run ``on_stop`` callbacks in order (each failure is logged, not raised)."""
+    await health.enter_graceful_shutdown()
+    await server.stop(grace)
+    for callback in on_stop:
+        try:
+            await callback()
+        except Exception:
+            log.exception("shutdown callback %r failed", callback)
+
+
+async def serve_until_signal(
+    server: grpc.aio.Server,
+    health: HealthServicer,
+    *,
+    grace: float,
+    on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+    stop_event: asyncio.Event | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT (or ``stop_event`` is set), then ``shutdown``."""
+    stop = stop_event or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+            installed.append(signum)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here
+            pass
+    try:
+        await stop.wait()
+        log.info("stopping: draining in-flight calls for up to %.1fs", grace)
+        await shutdown(server, health, grace, on_stop)
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)

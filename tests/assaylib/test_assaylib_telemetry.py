@@ -1,0 +1,71 @@
+"""Log formatting and the Prometheus endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import sys
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from assaylib import telemetry
+from assaylib.telemetry import configure_logging, split_method, start_metrics_server
+
+
+@pytest.fixture
+def restore_root_logger() -> Iterator[logging.Logger]:
+    """Undo configure_logging's changes to the root logger after the test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield root
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_configure_logging_is_idempotent_and_one_line(
+    restore_root_logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    configure_logging("worker", "debug")
+    configure_logging("worker", "DEBUG")
+    ours = [h for h in restore_root_logger.handlers if getattr(h, "_assay", False)]
+    assert len(ours) == 1
+    logging.getLogger("worker.loop").info(
+        "job started", extra={"job_id": "j-1", "attempt": 2, "worker_id": "w 1"}
+    )
+    line = stream.getvalue()
+    assert line.count("\n") == 1
+    assert " INFO worker worker.loop: job started " in line
+    assert 'job_id=j-1 attempt=2 worker_id="w 1"' in line
+    assert line[:4].isdigit() and "Z " in line
+
+
+def test_split_method() -> None:
+    assert split_method("/assay.archive.v1.ArchiveService/StartJob") == (
+        "assay.archive.v1.ArchiveService",
+        "StartJob",
+    )
+
+
+def test_metrics_server_disabled_when_empty() -> None:
+    assert start_metrics_server("") is None
+
+
+async def test_metrics_server_serves_rpc_metrics() -> None:
+    port = start_metrics_server("127.0.0.1:0")
+    assert port
+    telemetry.RPC_REQUESTS.labels("assaytest.Telemetry", "Ping", "OK").inc()
+    telemetry.RPC_DURATION.labels("assaytest.Telemetry", "Ping").observe(0.01)
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+            body: bytes = reply.read()
+        return body.decode()
+
+    body = await asyncio.to_thread(scrape)
+    assert 'assay_rpc_requests_total{code="OK",method="Ping",service="assaytest.Telemetry"}' in body
+    assert "assay_rpc_duration_seconds_bucket" in body
