@@ -1,0 +1,29 @@
+"""Analyzers: turn a submission's scores into a ``PersonaProfile``.
+
+``analyze(assessment_name, assessment_data, raw_responses)`` is the one entry point; it picks
+the analyzer registered for the assessment name. See docs/analyzer.md.
+"""
+
+from __future__ import annotations
+
+from worker.analyzers.errors import AnalysisError, InvalidAssessmentData, UnsupportedAssessmentType
+from worker.analyzers.registry import (
+    DEFAULT_ASSESSMENT_NAME,
+    REGISTRY,
+    Analyzer,
+    AnalyzerRegistry,
+    analyze,
+)
+from worker.analyzers.talent_mapping import TalentMappingAnalyzer
+
+__all__ = [
+    "DEFAULT_ASSESSMENT_NAME",
+    "REGISTRY",
+    "AnalysisError",
+    "Analyzer",
+    "AnalyzerRegistry",
+    "InvalidAssessmentData",
+    "TalentMappingAnalyzer",
+    "UnsupportedAssessmentType",
+    "analyze",
+]

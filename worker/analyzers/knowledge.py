@@ -1,0 +1,235 @@
+"""The knowledge tables (JSON files in ``tables/``), parsed once into frozen dataclasses."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+Band = str
+"""A Big Five band: "low", "moderate" or "high"."""
+
+BANDS: tuple[Band, ...] = ("low", "moderate", "high")
+
+
+@dataclass(frozen=True, slots=True)
+class RoleModelEntry:
+    """A real person whose path illustrates an interest type."""
+
+    name: str
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
+class BookEntry:
+    """A real book, its author, and why it fits the trait it is filed under."""
+
+    title: str
+    author: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class InterestType:
+    """One Holland (RIASEC) interest type and the texts derived from it."""
+
+    key: str
+    letter: str
+    label: str
+    description: str
+    motivator: str
+    strength: str
+    pitfall: str
+    learning: str
+    environment: str
+    skills: tuple[str, ...]
+    extracurriculars: tuple[str, ...]
+    role_models: tuple[RoleModelEntry, ...]
+    books: tuple[BookEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Career:
+    """A career with its Holland code, related majors, industries and prospect ratings."""
+
+    name: str
+    code: str
+    summary: str
+    majors: tuple[str, ...]
+    industries: tuple[str, ...]
+    prospects: Mapping[str, str]
+
+    @property
+    def family(self) -> str:
+        """The career family: the first letter of its Holland code."""
+        return self.code[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Virtue:
+    """One of the six VIA virtues that group the 24 character strengths."""
+
+    key: str
+    label: str
+    motivator: str
+    insight: str
+    extracurricular: str
+    book: BookEntry
+
+
+@dataclass(frozen=True, slots=True)
+class CharacterStrength:
+    """One VIA character strength; ``lesser`` describes it when it is among the lowest."""
+
+    key: str
+    label: str
+    virtue: str
+    description: str
+    lesser: str
+
+
+@dataclass(frozen=True, slots=True)
+class TraitBand:
+    """What one band of one Big Five trait contributes to the profile."""
+
+    learning: str
+    environment: str
+    insight: str
+    weakness: str | None
+    pitfall: str | None
+    skill: str | None
+    book: BookEntry | None
+
+
+@dataclass(frozen=True, slots=True)
+class Trait:
+    """A Big Five trait with its three bands."""
+
+    key: str
+    label: str
+    bands: Mapping[Band, TraitBand]
+
+
+@dataclass(frozen=True, slots=True)
+class Knowledge:
+    """Every table the talent-mapping analyzer reads."""
+
+    interest_types: Mapping[str, InterestType]
+    archetypes: Mapping[str, str]
+    consistency: Mapping[int, str]
+    differentiation: tuple[tuple[int, str], ...]
+    careers: tuple[Career, ...]
+    prospect_axes: tuple[str, ...]
+    virtues: Mapping[str, Virtue]
+    strengths: Mapping[str, CharacterStrength]
+    traits: Mapping[str, Trait]
+    band_low_max: int
+    band_high_min: int
+    risk_levels: tuple[tuple[int, str], ...]
+    industries: Mapping[str, str]
+    type_by_letter: Mapping[str, InterestType]
+
+
+def _read(name: str) -> Any:
+    text = resources.files("worker.analyzers.tables").joinpath(name).read_text("utf-8")
+    return json.loads(text)
+
+
+def _book(raw: Any) -> BookEntry:
+    return BookEntry(title=raw["title"], author=raw["author"], reason=raw["reason"])
+
+
+def _interest_type(key: str, raw: Any) -> InterestType:
+    return InterestType(
+        key=key,
+        letter=raw["letter"],
+        label=raw["label"],
+        description=raw["description"],
+        motivator=raw["motivator"],
+        strength=raw["strength"],
+        pitfall=raw["pitfall"],
+        learning=raw["learning"],
+        environment=raw["environment"],
+        skills=tuple(raw["skills"]),
+        extracurriculars=tuple(raw["extracurriculars"]),
+        role_models=tuple(
+            RoleModelEntry(name=m["name"], title=m["title"]) for m in raw["role_models"]
+        ),
+        books=tuple(_book(b) for b in raw["books"]),
+    )
+
+
+def _career(raw: Any) -> Career:
+    return Career(
+        name=raw["name"],
+        code=raw["code"],
+        summary=raw["summary"],
+        majors=tuple(raw["majors"]),
+        industries=tuple(raw["industries"]),
+        prospects=dict(raw["prospects"]),
+    )
+
+
+def _trait_band(raw: Any) -> TraitBand:
+    book = raw.get("book")
+    return TraitBand(
+        learning=raw["learning"],
+        environment=raw["environment"],
+        insight=raw["insight"],
+        weakness=raw.get("weakness"),
+        pitfall=raw.get("pitfall"),
+        skill=raw.get("skill"),
+        book=_book(book) if book is not None else None,
+    )
+
+
+def _trait(key: str, raw: Any) -> Trait:
+    return Trait(key=key, label=raw["label"], bands={b: _trait_band(raw[b]) for b in BANDS})
+
+
+def _virtue(key: str, raw: Any) -> Virtue:
+    return Virtue(
+        key=key,
+        label=raw["label"],
+        motivator=raw["motivator"],
+        insight=raw["insight"],
+        extracurricular=raw["extracurricular"],
+        book=_book(raw["book"]),
+    )
+
+
+def _strength(key: str, raw: Any) -> CharacterStrength:
+    return CharacterStrength(
+        key=key,
+        label=raw["label"],
+        virtue=raw["virtue"],
+        description=raw["description"],
+        lesser=raw["lesser"],
+    )
+
+
+@functools.cache
+def load_knowledge() -> Knowledge:
+    """Parse the knowledge tables; cached, so the files are read once per process."""
+    riasec, careers, via = _read("riasec.json"), _read("careers.json"), _read("via.json")
+    ocean, industries = _read("ocean.json"), _read("industries.json")
+    interest_types = {k: _interest_type(k, v) for k, v in riasec["types"].items()}
+    return Knowledge(
+        interest_types=interest_types,
+        archetypes=dict(riasec["archetypes"]),
+        consistency={int(k): v for k, v in riasec["consistency"].items()},
+        differentiation=tuple((d["min_spread"], d["text"]) for d in riasec["differentiation"]),
+        careers=tuple(_career(c) for c in careers["careers"]),
+        prospect_axes=tuple(careers["prospect_axes"]),
+        virtues={k: _virtue(k, v) for k, v in via["virtues"].items()},
+        strengths={k: _strength(k, v) for k, v in via["strengths"].items()},
+        traits={k: _trait(k, v) for k, v in ocean["traits"].items()},
+        band_low_max=ocean["bands"]["low_max"],
+        band_high_min=ocean["bands"]["high_min"],
+        risk_levels=tuple((r["min_index"], r["level"]) for r in ocean["risk_tolerance"]),
+        industries=dict(industries),
+        type_by_letter={t.letter: t for t in interest_types.values()},
+    )

@@ -1,0 +1,1 @@
+"""Knowledge tables of the talent-mapping analyzer, shipped as JSON package data."""
