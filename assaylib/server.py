@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from assaylib.auth import AuthInterceptor
 from assaylib.config import Settings
-from assaylib.errors import ErrorMappingInterceptor
+from assaylib.error_mapping import ErrorMappingInterceptor
 from assaylib.telemetry import RpcMetricsInterceptor
 
 __all__ = [

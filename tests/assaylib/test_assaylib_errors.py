@@ -113,7 +113,7 @@ async def test_unexpected_exception_is_internal_without_its_text(
     probe_channel_for: ServerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     channel = await probe_channel_for([ErrorMappingInterceptor()])
-    with caplog.at_level(logging.ERROR, logger="assaylib.errors"):
+    with caplog.at_level(logging.ERROR, logger="assaylib.error_mapping"):
         err = await _fail(channel, "boom")
     assert err.code() == grpc.StatusCode.INTERNAL
     assert err.details() == "internal error"
