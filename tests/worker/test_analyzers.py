@@ -164,10 +164,15 @@ def test_via_ordering_breaks_ties_by_classification_order() -> None:
         "curiosity",
         "judgment",
     )
-    assert lowest_strengths(via, 2) == ("curiosity", "judgment")
+    assert lowest_strengths(via, 2) == ("humor", "gratitude")
     flat = {name: 70 for name in VIA_ORDER}
     assert strengths_by_rank(flat) == VIA_ORDER
-    assert lowest_strengths(flat | {"humor": 10, "love": 10}, 3) == ("love", "humor", "creativity")
+    assert lowest_strengths(flat, 2) == ("spirituality", "humor")
+    assert lowest_strengths(flat | {"humor": 10, "love": 10}, 3) == (
+        "humor",
+        "love",
+        "spirituality",
+    )
 
 
 def test_virtues_rank_by_count_then_total_then_order() -> None:

@@ -80,8 +80,8 @@ def _justification(match: CareerMatch, scores: Scores, knowledge: Knowledge, cod
     types = [knowledge.type_by_letter[letter] for letter in match.career.code]
     cited = ", ".join(f"{t.label} {scores.riasec[t.key]}" for t in types)
     text = (
-        f"{match.career.summary} Its career code {match.career.code} against your Holland code "
-        f"{code}: {cited}, a weighted fit of {match.weighted_fit / 6:.0f} out of 100."
+        f"{match.career.summary} Fit with your Holland code {code}: this {match.career.code} "
+        f"career draws on your {cited}, a weighted fit of {match.weighted_fit / 6:.0f} out of 100."
     )
     if match.industry is not None:
         key, score = match.industry

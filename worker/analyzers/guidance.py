@@ -29,7 +29,7 @@ def _consistency_insight(reading: Reading) -> str:
 def _differentiation_insight(reading: Reading) -> str:
     riasec = reading.scores.riasec
     high = max(RIASEC_ORDER, key=lambda name: riasec[name])
-    low = min(RIASEC_ORDER, key=lambda name: riasec[name])
+    low = min((name for name in RIASEC_ORDER if name != high), key=lambda name: riasec[name])
     spread = riasec[high] - riasec[low]
     text = next(t for minimum, t in reading.knowledge.differentiation if spread >= minimum)
     return (

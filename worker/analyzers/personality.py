@@ -18,12 +18,12 @@ ENVIRONMENT_TRAITS = (
 def learning_style(reading: Reading) -> str:
     """The primary type's way of learning, then one clause per learning-relevant trait."""
     primary = reading.interest(0)
-    clauses = [
-        f"{reading.cite_trait(trait)}: "
-        f"{reading.knowledge.traits[trait].bands[reading.bands[trait]].learning}"
+    sentences = [
+        f"{reading.cite_trait_sentence(trait)}: "
+        f"{reading.knowledge.traits[trait].bands[reading.bands[trait]].learning}."
         for trait in LEARNING_TRAITS
     ]
-    return f"With {reading.cite_type(primary.key)}, {primary.learning}. " + "; ".join(clauses) + "."
+    return f"With {reading.cite_type(primary.key)}, {primary.learning}. " + " ".join(sentences)
 
 
 def work_environment(reading: Reading) -> str:

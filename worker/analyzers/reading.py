@@ -58,6 +58,11 @@ class Reading:
             if self.knowledge.strengths[strength].virtue == key
         )
 
+    def cite_trait_sentence(self, key: str) -> str:
+        """``cite_trait`` capitalised to open a sentence, e.g. "High Openness 82"."""
+        cited = self.cite_trait(key)
+        return cited[0].upper() + cited[1:]
+
     def cite_trait(self, key: str) -> str:
         """E.g. "high Openness 82"."""
         label = self.knowledge.traits[key].label

@@ -2,7 +2,8 @@
 
 Tie-breaks are fixed so that the same scores always give the same profile: equal RIASEC scores
 keep Holland's order R, I, A, S, E, C; equal VIA scores keep the VIA classification order (the
-field order of ``ViaIs``, creativity first, spirituality last); equal Big Five distances keep
+field order of ``ViaIs``, creativity first, spirituality last), and the lowest strengths are the
+bottom of that same ranking; equal Big Five distances keep
 O, C, E, A, N.
 """
 
@@ -96,8 +97,9 @@ def strengths_by_rank(via: Mapping[str, int]) -> tuple[str, ...]:
 
 
 def lowest_strengths(via: Mapping[str, int], count: int) -> tuple[str, ...]:
-    """The ``count`` lowest VIA strengths, lowest first; ties keep the classification order."""
-    return tuple(sorted(VIA_ORDER, key=lambda name: via[name])[:count])
+    """The bottom ``count`` of the same ranking, lowest first: among equal scores the strength
+    later in the classification order counts as lower, so these never overlap the top ones."""
+    return strengths_by_rank(via)[::-1][:count]
 
 
 def traits_by_distinctiveness(ocean: Mapping[str, int]) -> tuple[str, ...]:
