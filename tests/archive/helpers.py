@@ -1,8 +1,20 @@
-"""Builders and invariant checks shared by the archive tests."""
+"""Builders and invariant checks shared by the archive tests (and the flow tests)."""
 
 from __future__ import annotations
 
-from assay.common.v1 import assessment_pb2
+import uuid
+from collections import Counter, defaultdict
+from typing import Any
+
+import asyncpg
+import grpc
+from sqlalchemy.engine import make_url
+
+from assay.archive.v1 import archive_service_pb2 as pb
+from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
+from assay.common.v1 import assessment_pb2, job_pb2
+from assay.events.v1 import events_pb2
+from assaylib.errors import error_from_rpc
 from assaylib.validation import score_fields
 
 
@@ -14,3 +26,166 @@ def talent_data(score: int = 60) -> assessment_pb2.AssessmentData:
         for index, name in enumerate(score_fields(message)):
             setattr(message, name, (score + 7 * index) % 101)
     return data
+
+
+def profile() -> assessment_pb2.PersonaProfile:
+    """A stand-in persona profile for lifecycle tests (the analyzer has its own tests)."""
+    return assessment_pb2.PersonaProfile(archetype="The Tester", short_summary="test")
+
+
+def dsn(database_url: str) -> str:
+    """The asyncpg DSN of a SQLAlchemy URL."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(False)
+
+
+async def expect_error(call: Any, code: grpc.StatusCode, reason: str = "") -> Any:
+    """Await call; assert it fails with code (and ErrorInfo reason); return the AssayError."""
+    try:
+        await call
+    except grpc.aio.AioRpcError as err:
+        assert err.code() == code, f"expected {code}, got {err.code()}: {err.details()}"
+        mapped = error_from_rpc(err)
+        if reason:
+            assert mapped.reason == reason, f"expected reason {reason}, got {mapped.reason}"
+        return mapped
+    raise AssertionError(f"expected {code}, but the call succeeded")
+
+
+class Client:
+    """Short-hands over the archive stub for building jobs in a given state."""
+
+    def __init__(self, stub: pb_grpc.ArchiveServiceStub) -> None:
+        self.stub = stub
+
+    async def grant(self, user: str, amount: int) -> None:
+        """Fund a user."""
+        await self.stub.GrantTokens(pb.GrantTokensRequest(user_id=user, amount=amount, reason="t"))
+
+    async def submit(self, user: str = "alice", **extra: Any) -> job_pb2.Job:
+        """A QUEUED job (the user must have a token)."""
+        reply = await self.stub.CreateSubmission(
+            pb.CreateSubmissionRequest(user_id=user, assessment_data=talent_data(), **extra)
+        )
+        return reply.job
+
+    async def start(self, job: job_pb2.Job, worker: str = "w1") -> job_pb2.Job:
+        """Start (or take over) job as worker."""
+        reply = await self.stub.StartJob(pb.StartJobRequest(job_id=job.job_id, worker_id=worker))
+        return reply.job
+
+    async def complete(self, job: job_pb2.Job) -> job_pb2.Job:
+        """Complete job as its current worker and attempt."""
+        reply = await self.stub.CompleteJob(
+            pb.CompleteJobRequest(
+                job_id=job.job_id, worker_id=job.worker_id, attempt=job.attempt,
+                test_result=profile(),
+            )
+        )  # fmt: skip
+        return reply.job
+
+    async def fail(self, job: job_pb2.Job, code: str = "BROKEN") -> job_pb2.Job:
+        """Fail job as its current worker (or without one when QUEUED)."""
+        reply = await self.stub.FailJob(
+            pb.FailJobRequest(
+                job_id=job.job_id, worker_id=job.worker_id, attempt=job.attempt,
+                error_code=code, error_message="it broke",
+            )
+        )  # fmt: skip
+        return reply.job
+
+    async def cancel(self, job: job_pb2.Job, user: str = "") -> job_pb2.Job:
+        """Cancel job as its owner (or an operator when user is empty)."""
+        reply = await self.stub.CancelJob(pb.CancelJobRequest(job_id=job.job_id, user_id=user))
+        return reply.job
+
+    async def get(self, job_id: str) -> job_pb2.Job:
+        """The job as stored now."""
+        return (await self.stub.GetJob(pb.GetJobRequest(job_id=job_id))).job
+
+    async def balance(self, user: str) -> int:
+        """A user's balance."""
+        reply = await self.stub.GetTokenBalance(pb.GetTokenBalanceRequest(user_id=user))
+        return reply.balance
+
+
+async def expire_lease(database_url: str, job_id: str, seconds: float = 3600) -> None:
+    """Move a job's heartbeat (and start) into the past, as if its worker went silent."""
+    conn = await asyncpg.connect(dsn(database_url))
+    try:
+        await conn.execute(
+            "UPDATE jobs SET heartbeat_at = heartbeat_at - make_interval(secs => $2),"
+            " started_at = started_at - make_interval(secs => $2) WHERE job_id = $1",
+            uuid.UUID(job_id),
+            float(seconds),
+        )
+    finally:
+        await conn.close()
+
+
+async def snapshot(database_url: str) -> dict[str, Any]:
+    """Everything a refused call must leave unchanged."""
+    conn = await asyncpg.connect(dsn(database_url))
+    try:
+        return {
+            "jobs": [dict(r) for r in await conn.fetch("SELECT * FROM jobs ORDER BY job_id")],
+            "ledger": await conn.fetchval("SELECT count(*) FROM ledger_entries"),
+            "balances": dict(await conn.fetch("SELECT user_id, balance FROM token_accounts")),
+            "outbox": await conn.fetchval("SELECT count(*) FROM outbox"),
+            "results": [
+                dict(r) for r in await conn.fetch("SELECT * FROM results ORDER BY result_id")
+            ],
+        }
+    finally:
+        await conn.close()
+
+
+async def check_invariants(database_url: str) -> dict[str, Any]:
+    """Assert I1 and I2 over the whole database; return counts for further asserts.
+
+    I1: one debit per charge; one refund for each FAILED/CANCELLED job's current charge and
+    for every earlier (retried) charge; none for a COMPLETED job's current charge; balances
+    equal ledger sums. I2: one event per committed transition (a job at version v has
+    exactly v events, versions 1..v in outbox order) and the event matches its job.
+    """
+    conn = await asyncpg.connect(dsn(database_url))
+    try:
+        jobs = await conn.fetch("SELECT * FROM jobs")
+        ledger = await conn.fetch("SELECT * FROM ledger_entries ORDER BY entry_id")
+        events = await conn.fetch(
+            "SELECT job_id, payload FROM outbox WHERE kind = 'event' ORDER BY seq"
+        )
+        sums = dict(await conn.fetch("SELECT user_id, sum(amount) FROM ledger_entries GROUP BY 1"))
+        balances = dict(await conn.fetch("SELECT user_id, balance FROM token_accounts"))
+    finally:
+        await conn.close()
+    assert balances == {user: int(total) for user, total in sums.items()}, "balance ≠ ledger sum"
+    entries = Counter((e["job_id"], e["charge_no"], str(e["kind"])) for e in ledger)
+    assert all(n == 1 for n in entries.values()), f"duplicate ledger entries: {entries}"
+    _check_charges(jobs, entries)
+    _check_events(jobs, events)
+    return {"jobs": len(jobs), "ledger": len(ledger), "events": len(events)}
+
+
+def _check_charges(jobs: list[asyncpg.Record], entries: Counter[tuple[Any, Any, str]]) -> None:
+    for job in jobs:
+        for charge in range(1, job["charge_count"] + 1):
+            assert entries[(job["job_id"], charge, "DEBIT")] == 1, f"{job['job_id']} debit"
+            current = charge == job["charge_count"]
+            refunded = str(job["status"]) in ("FAILED", "CANCELLED") or not current
+            assert entries[(job["job_id"], charge, "REFUND")] == int(refunded), (
+                f"job {job['job_id']} ({job['status']}) charge {charge}: refunds "
+                f"{entries[(job['job_id'], charge, 'REFUND')]}, expected {int(refunded)}"
+            )
+
+
+def _check_events(jobs: list[asyncpg.Record], events: list[asyncpg.Record]) -> None:
+    versions: dict[Any, list[int]] = defaultdict(list)
+    for row in events:
+        event = events_pb2.JobEvent.FromString(row["payload"])
+        versions[row["job_id"]].append(event.job_version)
+    for job in jobs:
+        seen = versions.pop(job["job_id"], [])
+        assert seen == list(range(1, job["version"] + 1)), (
+            f"job {job['job_id']} at version {job['version']} has event versions {seen}"
+        )
+    assert not versions, f"events without a job: {list(versions)}"
