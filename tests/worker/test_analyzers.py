@@ -9,7 +9,9 @@ from google.protobuf import json_format
 
 from assay.common.v1 import assessment_pb2
 from worker.analyzers import (
+    REGISTRY,
     AnalysisError,
+    AnalyzerRegistry,
     InvalidAssessmentData,
     TalentMappingAnalyzer,
     UnsupportedAssessmentType,
@@ -90,6 +92,20 @@ def test_unsupported_assessment_is_a_permanent_error(name: str) -> None:
     assert error.error_code == "UNSUPPORTED_ASSESSMENT_TYPE"
     assert error.permanent is True
     assert name in str(error)
+
+
+def test_registry_serves_only_talent_mapping_for_now() -> None:
+    assert REGISTRY.names() == (TALENT_MAPPING,)
+    assert isinstance(REGISTRY.get(""), TalentMappingAnalyzer)
+
+
+def test_a_registry_takes_new_analyzers() -> None:
+    registry = AnalyzerRegistry()
+    analyzer = TalentMappingAnalyzer()
+    registry.register("Custom Assessment", analyzer)
+    assert registry.get("Custom Assessment") is analyzer
+    with pytest.raises(UnsupportedAssessmentType):
+        registry.get("")
 
 
 def test_missing_score_is_invalid_data_not_a_crash() -> None:

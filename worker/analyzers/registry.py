@@ -80,6 +80,6 @@ def analyze(
 
     Raises ``UnsupportedAssessmentType`` for a name without an analyzer and
     ``InvalidAssessmentData`` when a required score is missing or out of range; both are
-    permanent ``AnalysisError``\\ s.
+    permanent subclasses of ``AnalysisError``.
     """
     return REGISTRY.get(assessment_name).analyze(assessment_data, raw_responses)
