@@ -55,7 +55,8 @@ def assessment_data_violations(
     data: assessment_pb2.AssessmentData, assessment_name: str, path: str = "assessment_data"
 ) -> list[FieldViolation]:
     """Violations in the scores: every required score present, every score 0–100."""
-    required = (assessment_name or DEFAULT_ASSESSMENT) == TALENT_MAPPING
+    # An unknown name is reported on its own; its scores are still checked as Talent Mapping.
+    required = assessment_name not in (IQ_TEST, CUSTOM)
     violations = []
     for group_name in REQUIRED_GROUPS:
         if data.HasField(group_name):

@@ -189,3 +189,26 @@ def _check_events(jobs: list[asyncpg.Record], events: list[asyncpg.Record]) -> N
             f"job {job['job_id']} at version {job['version']} has event versions {seen}"
         )
     assert not versions, f"events without a job: {list(versions)}"
+
+
+async def wait_until(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> None:
+    """Wait until the async predicate holds, failing after timeout (a bounded wait on a
+    condition, not a sleep to let things settle)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+async def outbox_ids(database_url: str, *, unsent_only: bool = False) -> set[str]:
+    """The ids of outbox rows (only the unsent ones when asked)."""
+    conn = await asyncpg.connect(dsn(database_url))
+    try:
+        where = " WHERE sent_at IS NULL" if unsent_only else ""
+        return {str(r["id"]) for r in await conn.fetch(f"SELECT id FROM outbox{where}")}
+    finally:
+        await conn.close()

@@ -1,0 +1,140 @@
+"""The outbox relay: every committed row reaches JetStream exactly once, through NATS
+crashes and relay crashes between publishing and marking."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from pathlib import Path
+
+import grpc
+import nats
+import pytest
+
+from archive_svc import store
+from archive_svc.app import ArchiveApp
+from assay.archive.v1 import archive_service_pb2_grpc
+from assaylib.auth import bearer_token_interceptors
+from assaylib.config import Settings
+from assaylib.embedded import EmbeddedNats
+from assaylib.streams import StreamNames
+from tests.archive.helpers import Client, outbox_ids, wait_until
+from tests.conftest import token
+
+
+async def stream_msg_ids(nats_url: str, names: StreamNames) -> Counter[str]:
+    """Every Nats-Msg-Id in both streams, with how often each appears."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        seen: Counter[str] = Counter()
+        for stream in (names.jobs_stream, names.events_stream):
+            info = await js.stream_info(stream)
+            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+                msg = await js.get_msg(stream, seq)
+                seen[(msg.headers or {})["Nats-Msg-Id"]] += 1
+        return seen
+    finally:
+        await nc.close()
+
+
+async def all_sent(database: str) -> bool:
+    return not await outbox_ids(database, unsent_only=True)
+
+
+def stub_for(
+    app: ArchiveApp,
+) -> tuple[grpc.aio.Channel, archive_service_pb2_grpc.ArchiveServiceStub]:
+    """A channel and stub to an archive started by the test itself."""
+    channel = grpc.aio.insecure_channel(
+        f"127.0.0.1:{app.port}", interceptors=bearer_token_interceptors(token("service"))
+    )
+    return channel, archive_service_pb2_grpc.ArchiveServiceStub(channel)
+
+
+async def test_relay_publishes_soon_after_commit(archive, archive_stub, database, settings):
+    client = Client(archive_stub)
+    await client.grant("alice", 3)
+    for _ in range(3):
+        await client.submit()
+    await wait_until(lambda: all_sent(database), timeout=5)
+    seen = await stream_msg_ids(settings.nats_url, StreamNames(settings.stream_prefix))
+    assert set(seen) == await outbox_ids(database) and set(seen.values()) == {1}
+
+
+async def test_nats_crash_and_restart_loses_and_duplicates_nothing(
+    tmp_path: Path, database: str, settings: Settings
+) -> None:
+    broker = EmbeddedNats(tmp_path / "nats")
+    broker.start()
+    settings = dataclasses.replace(settings, nats_url=broker.url)
+    app = await ArchiveApp.start(settings, "127.0.0.1:0")
+    channel, stub = stub_for(app)
+    try:
+        client = Client(stub)
+        await client.grant("alice", 20)
+        for _ in range(5):
+            await client.submit()
+        await wait_until(lambda: all_sent(database))
+        broker.kill()  # kill -9 mid-stream: these commits cannot be published now
+        for _ in range(5):
+            await client.submit()
+        assert await outbox_ids(database, unsent_only=True), "NATS is down: rows must wait"
+        broker.start()
+        await wait_until(lambda: all_sent(database), timeout=30)
+        for _ in range(2):
+            await client.submit()
+        await wait_until(lambda: all_sent(database))
+        seen = await stream_msg_ids(broker.url, StreamNames(settings.stream_prefix))
+        assert set(seen) == await outbox_ids(database)  # nothing lost
+        assert set(seen.values()) == {1}  # nothing twice
+        assert len(seen) == 24  # 12 submissions × (queue message + queued event)
+    finally:
+        await channel.close()
+        await app.stop(grace=1)
+        broker.stop()
+
+
+async def test_relay_crash_between_publish_and_mark_republishes_once(
+    archive, archive_stub, database, settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crashes = {"left": 2}
+    real_mark_sent = store.mark_sent
+
+    async def crash_before_marking(conn, ids):  # type: ignore[no-untyped-def]
+        if crashes["left"]:
+            crashes["left"] -= 1
+            raise ConnectionError("relay died after publishing")
+        await real_mark_sent(conn, ids)
+
+    monkeypatch.setattr(store, "mark_sent", crash_before_marking)
+    client = Client(archive_stub)
+    await client.grant("alice", 4)
+    for _ in range(4):
+        await client.submit()
+    await wait_until(lambda: all_sent(database), timeout=30)
+    assert crashes["left"] == 0, "the crash window was exercised"
+    seen = await stream_msg_ids(settings.nats_url, StreamNames(settings.stream_prefix))
+    assert set(seen) == await outbox_ids(database) and set(seen.values()) == {1}
+
+
+async def test_restarted_archive_relays_what_the_old_one_left(
+    database: str, settings: Settings
+) -> None:
+    unreachable = dataclasses.replace(settings, nats_url="nats://127.0.0.1:1")
+    app = await ArchiveApp.start(unreachable, "127.0.0.1:0")
+    channel, stub = stub_for(app)
+    client = Client(stub)
+    await client.grant("alice", 3)
+    for _ in range(3):
+        await client.submit()
+    await channel.close()
+    await app.stop(grace=1)  # stopped with everything unsent
+    assert len(await outbox_ids(database, unsent_only=True)) == 6
+    app = await ArchiveApp.start(settings, "127.0.0.1:0")
+    try:
+        await wait_until(lambda: all_sent(database), timeout=30)
+        seen = await stream_msg_ids(settings.nats_url, StreamNames(settings.stream_prefix))
+        assert len(seen) == 6 and set(seen.values()) == {1}
+    finally:
+        await app.stop(grace=1)
