@@ -1,0 +1,114 @@
+"""Fixtures for the assessment service tests: the service in-process against the real archive
+(real PostgreSQL and NATS), and clients for users, operators and services."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import grpc
+import grpc.aio
+import pytest
+
+from archive_svc.app import ArchiveApp
+from assay.archive.v1 import archive_service_pb2 as archive_pb
+from assay.archive.v1 import archive_service_pb2_grpc as archive_grpc
+from assay.assessment.v1 import assessment_service_pb2 as pb
+from assay.assessment.v1 import assessment_service_pb2_grpc as pb_grpc
+from assaylib.auth import bearer_token_interceptors
+from assaylib.config import Settings
+from assessment_svc.app import AssessmentApp
+from tests.archive.helpers import _check_charges, _check_events, dsn, talent_data
+from tests.conftest import token
+
+MAX_INFLIGHT = 3
+
+
+@pytest.fixture
+def assessment_settings(settings: Settings, archive: ArchiveApp) -> Settings:
+    """The test settings pointed at the in-process archive, with a small in-flight limit."""
+    return dataclasses.replace(
+        settings,
+        archive_addr=f"127.0.0.1:{archive.port}",
+        max_inflight_per_user=MAX_INFLIGHT,
+    )
+
+
+@pytest.fixture
+async def assessment(assessment_settings: Settings) -> AsyncIterator[AssessmentApp]:
+    """The assessment service in-process on a free port."""
+    app = await AssessmentApp.start(assessment_settings, "127.0.0.1:0")
+    yield app
+    await app.stop(grace=1.0)
+
+
+StubFactory = Callable[..., pb_grpc.AssessmentServiceStub]
+
+
+@pytest.fixture
+async def client(assessment: AssessmentApp) -> AsyncIterator[StubFactory]:
+    """client(role, user) → an AssessmentService stub with that bearer token (role None: no
+    token at all). Channels are closed after the test."""
+    channels: list[grpc.aio.Channel] = []
+
+    def make(role: str | None = "user", user: str = "alice") -> pb_grpc.AssessmentServiceStub:
+        interceptors = bearer_token_interceptors(token(role, user)) if role else None
+        channel = grpc.aio.insecure_channel(
+            f"127.0.0.1:{assessment.port}", interceptors=interceptors
+        )
+        channels.append(channel)
+        return pb_grpc.AssessmentServiceStub(channel)
+
+    yield make
+    for channel in channels:
+        await channel.close()
+
+
+async def grant(stub: archive_grpc.ArchiveServiceStub, user: str, amount: int) -> None:
+    """Fund a user through the archive."""
+    await stub.GrantTokens(archive_pb.GrantTokensRequest(user_id=user, amount=amount, reason="t"))
+
+
+def submission(**fields: Any) -> pb.SubmitAssessmentRequest:
+    """A valid Talent Mapping submission (fields override)."""
+    fields.setdefault("assessment_data", talent_data())
+    return pb.SubmitAssessmentRequest(**fields)
+
+
+async def ledger(stub: archive_grpc.ArchiveServiceStub, user: str) -> list[Any]:
+    """A user's ledger entries, newest first."""
+    reply = await stub.ListLedgerEntries(
+        archive_pb.ListLedgerEntriesRequest(user_id=user, page_size=1000)
+    )
+    return list(reply.entries)
+
+
+async def check_invariants(database_url: str) -> dict[str, int]:
+    """I1 and I2 over the whole database, as tests.archive.helpers.check_invariants does.
+
+    TODO(tests/archive/helpers.py): its duplicate check counts every GRANT under the key
+    (None, None, "GRANT"), so two grants in one database fail it; this copy skips grants.
+    Use the shared one again once it excludes them.
+    """
+    conn = await asyncpg.connect(dsn(database_url))
+    try:
+        jobs = await conn.fetch("SELECT * FROM jobs")
+        ledger_rows = await conn.fetch("SELECT * FROM ledger_entries ORDER BY entry_id")
+        events = await conn.fetch(
+            "SELECT job_id, payload FROM outbox WHERE kind = 'event' ORDER BY seq"
+        )
+        sums = dict(await conn.fetch("SELECT user_id, sum(amount) FROM ledger_entries GROUP BY 1"))
+        balances = dict(await conn.fetch("SELECT user_id, balance FROM token_accounts"))
+    finally:
+        await conn.close()
+    assert balances == {user: int(total) for user, total in sums.items()}, "balance ≠ ledger sum"
+    entries = Counter(
+        (e["job_id"], e["charge_no"], str(e["kind"])) for e in ledger_rows if e["job_id"]
+    )
+    assert all(n == 1 for n in entries.values()), f"duplicate ledger entries: {entries}"
+    _check_charges(jobs, entries)
+    _check_events(jobs, events)
+    return {"jobs": len(jobs), "ledger": len(ledger_rows), "events": len(events)}
