@@ -43,7 +43,7 @@ def _enum_name(value: Any) -> str:
     return str(getattr(value, "value", value))
 
 
-def job_to_proto(row: Mapping[str, Any]) -> job_pb2.Job:
+def job_to_proto(row: Mapping[Any, Any]) -> job_pb2.Job:
     """A Job message from a row of the jobs table."""
     job = job_pb2.Job(
         job_id=str(row["job_id"]),
@@ -79,7 +79,7 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-def result_to_proto(row: Mapping[str, Any]) -> job_pb2.AnalysisResult:
+def result_to_proto(row: Mapping[Any, Any]) -> job_pb2.AnalysisResult:
     """An AnalysisResult message from a row of the results table."""
     result = job_pb2.AnalysisResult(
         result_id=str(row["result_id"]),
@@ -100,7 +100,7 @@ def result_to_proto(row: Mapping[str, Any]) -> job_pb2.AnalysisResult:
     return result
 
 
-def ledger_entry_to_proto(row: Mapping[str, Any]) -> archive_pb2.LedgerEntry:
+def ledger_entry_to_proto(row: Mapping[Any, Any]) -> archive_pb2.LedgerEntry:
     """A LedgerEntry message from a row of the ledger_entries table."""
     entry = archive_pb2.LedgerEntry(
         entry_id=row["entry_id"],

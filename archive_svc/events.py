@@ -16,11 +16,11 @@ from assay.events.v1 import events_pb2
 from assaylib.streams import StreamNames
 
 
-def _status_name(row: Mapping[str, Any]) -> str:
+def _status_name(row: Mapping[Any, Any]) -> str:
     return str(getattr(row["status"], "value", row["status"]))
 
 
-def event_row(names: StreamNames, row: Mapping[str, Any], event_type: EventType) -> OutboxRow:
+def event_row(names: StreamNames, row: Mapping[Any, Any], event_type: EventType) -> OutboxRow:
     """The event for the transition that produced job row `row`."""
     event_id = uuid.uuid4()
     event = events_pb2.JobEvent(
@@ -53,7 +53,7 @@ def event_row(names: StreamNames, row: Mapping[str, Any], event_type: EventType)
 
 def queue_row(
     names: StreamNames,
-    row: Mapping[str, Any],
+    row: Mapping[Any, Any],
     data: assessment_pb2.AssessmentData,
     raw: assessment_pb2.RawResponses,
 ) -> OutboxRow:

@@ -6,7 +6,7 @@ import base64
 import datetime as dt
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -253,8 +253,8 @@ class Records:
                     )
                     return convert.result_to_proto(row)
                 job = check_owner(await store.get_job(conn, job_id), "", "job", request.job_id)
-            row = await store.get_result(conn, job["result_id"])
-        return convert.result_to_proto(check_owner(row, "", "result", str(job["result_id"])))
+            existing = await store.get_result(conn, job["result_id"])
+        return convert.result_to_proto(check_owner(existing, "", "result", str(job["result_id"])))
 
     async def balance(self, user_id: str) -> int:
         """A user's balance."""
@@ -300,7 +300,7 @@ async def check_inflight(conn: AsyncConnection, user_id: str, max_inflight: int)
         )
 
 
-RESULT_MASK_PATHS = {
+RESULT_MASK_PATHS: dict[str, Callable[[job_pb2.AnalysisResult], str]] = {
     "test_data": lambda r: convert.to_json(r.test_data),
     "raw_responses": lambda r: convert.to_json(r.raw_responses),
     "test_result": lambda r: convert.to_json(r.test_result),

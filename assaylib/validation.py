@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from typing import Literal
 
 from google.protobuf.message import Message
 
@@ -28,7 +29,7 @@ SCORE_MIN, SCORE_MAX = 0, 100
 MAX_PAGE_SIZE = 1000
 
 # Talent Mapping needs these three score groups, every score present.
-REQUIRED_GROUPS = ("riasec", "ocean", "via_is")
+REQUIRED_GROUPS: tuple[Literal["riasec", "ocean", "via_is"], ...] = ("riasec", "ocean", "via_is")
 
 
 def score_fields(message: Message) -> list[str]:

@@ -154,7 +154,7 @@ def token(role: str, user_id: str = "") -> str:
 @pytest.fixture
 async def archive_stub(
     archive: ArchiveApp,
-) -> AsyncIterator[archive_service_pb2_grpc.ArchiveServiceStub]:
+) -> AsyncIterator[archive_service_pb2_grpc.ArchiveServiceAsyncStub]:
     """An ArchiveService client with a service token, over a real channel."""
     channel = grpc.aio.insecure_channel(
         f"127.0.0.1:{archive.port}", interceptors=bearer_token_interceptors(token("service"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter, defaultdict
 from typing import Any
@@ -54,7 +55,7 @@ async def expect_error(call: Any, code: grpc.StatusCode, reason: str = "") -> An
 class Client:
     """Short-hands over the archive stub for building jobs in a given state."""
 
-    def __init__(self, stub: pb_grpc.ArchiveServiceStub) -> None:
+    def __init__(self, stub: pb_grpc.ArchiveServiceAsyncStub) -> None:
         self.stub = stub
 
     async def grant(self, user: str, amount: int) -> None:
@@ -191,16 +192,14 @@ def _check_events(jobs: list[asyncpg.Record], events: list[asyncpg.Record]) -> N
     assert not versions, f"events without a job: {list(versions)}"
 
 
-async def wait_until(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> None:
-    """Wait until the async predicate holds, failing after timeout (a bounded wait on a
-    condition, not a sleep to let things settle)."""
-    import asyncio
-
+async def wait_until(predicate: Any, within: float = 20.0, interval: float = 0.05) -> None:
+    """Wait until the async predicate holds, failing after `within` seconds (a bounded wait
+    on a condition, not a sleep to let things settle)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while not await predicate():
         if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(interval)
 
 

@@ -44,7 +44,7 @@ BAD_REQUESTS: dict[str, tuple[Any, set[str]]] = {
             "assessment_data.riasec.realistic",
             "assessment_data.ocean.neuroticism",
         },
-    ),  # fmt: skip
+    ),
     "GetJob": (pb.GetJobRequest(job_id="not-a-uuid"), {"job_id"}),
     "ListJobs": (pb.ListJobsRequest(page_size=-1), {"page_size"}),
     "GetResult": (pb.GetResultRequest(), {"result_id"}),

@@ -44,7 +44,7 @@ async def all_sent(database: str) -> bool:
 
 def stub_for(
     app: ArchiveApp,
-) -> tuple[grpc.aio.Channel, archive_service_pb2_grpc.ArchiveServiceStub]:
+) -> tuple[grpc.aio.Channel, archive_service_pb2_grpc.ArchiveServiceAsyncStub]:
     """A channel and stub to an archive started by the test itself."""
     channel = grpc.aio.insecure_channel(
         f"127.0.0.1:{app.port}", interceptors=bearer_token_interceptors(token("service"))
@@ -57,7 +57,7 @@ async def test_relay_publishes_soon_after_commit(archive, archive_stub, database
     await client.grant("alice", 3)
     for _ in range(3):
         await client.submit()
-    await wait_until(lambda: all_sent(database), timeout=5)
+    await wait_until(lambda: all_sent(database), within=5)
     seen = await stream_msg_ids(settings.nats_url, StreamNames(settings.stream_prefix))
     assert set(seen) == await outbox_ids(database) and set(seen.values()) == {1}
 
@@ -81,7 +81,7 @@ async def test_nats_crash_and_restart_loses_and_duplicates_nothing(
             await client.submit()
         assert await outbox_ids(database, unsent_only=True), "NATS is down: rows must wait"
         broker.start()
-        await wait_until(lambda: all_sent(database), timeout=30)
+        await wait_until(lambda: all_sent(database), within=30)
         for _ in range(2):
             await client.submit()
         await wait_until(lambda: all_sent(database))
@@ -101,7 +101,7 @@ async def test_relay_crash_between_publish_and_mark_republishes_once(
     crashes = {"left": 2}
     real_mark_sent = store.mark_sent
 
-    async def crash_before_marking(conn, ids):  # type: ignore[no-untyped-def]
+    async def crash_before_marking(conn, ids):
         if crashes["left"]:
             crashes["left"] -= 1
             raise ConnectionError("relay died after publishing")
@@ -112,7 +112,7 @@ async def test_relay_crash_between_publish_and_mark_republishes_once(
     await client.grant("alice", 4)
     for _ in range(4):
         await client.submit()
-    await wait_until(lambda: all_sent(database), timeout=30)
+    await wait_until(lambda: all_sent(database), within=30)
     assert crashes["left"] == 0, "the crash window was exercised"
     seen = await stream_msg_ids(settings.nats_url, StreamNames(settings.stream_prefix))
     assert set(seen) == await outbox_ids(database) and set(seen.values()) == {1}
@@ -133,7 +133,7 @@ async def test_restarted_archive_relays_what_the_old_one_left(
     assert len(await outbox_ids(database, unsent_only=True)) == 6
     app = await ArchiveApp.start(settings, "127.0.0.1:0")
     try:
-        await wait_until(lambda: all_sent(database), timeout=30)
+        await wait_until(lambda: all_sent(database), within=30)
         seen = await stream_msg_ids(settings.nats_url, StreamNames(settings.stream_prefix))
         assert len(seen) == 6 and set(seen.values()) == {1}
     finally:

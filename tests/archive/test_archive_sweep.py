@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 from google.protobuf.duration_pb2 import Duration
@@ -13,7 +14,7 @@ from assay.common.v1 import job_pb2
 from tests.archive.helpers import Client, check_invariants, dsn, expire_lease
 
 
-def sweep_request(**extra: object) -> pb.SweepStuckJobsRequest:
+def sweep_request(**extra: Any) -> pb.SweepStuckJobsRequest:
     return pb.SweepStuckJobsRequest(
         stuck_after=Duration(seconds=120), max_processing=Duration(seconds=600), **extra
     )
