@@ -136,6 +136,24 @@ async def test_cancel_queued_job_refunds_once(client, archive_stub, settings: Se
     await check_invariants(settings.database_url)
 
 
+async def test_cancel_processing_job_asks_the_worker(
+    client, archive_stub, settings: Settings
+) -> None:
+    job = await submit_as(client, archive_stub, "alice", tokens=1)
+    await archive_stub.StartJob(archive_pb.StartJobRequest(job_id=job.job_id, worker_id="w1"))
+    alice = client("user", "alice")
+
+    asked = (await alice.CancelJob(pb.CancelJobRequest(job_id=job.job_id))).job
+
+    assert asked.status == job_pb2.JOB_STATUS_PROCESSING and asked.cancel_requested
+    assert (await alice.GetTokenBalance(pb.GetTokenBalanceRequest())).balance == 0
+    beat = await archive_stub.Heartbeat(
+        archive_pb.HeartbeatRequest(job_id=job.job_id, worker_id="w1", attempt=1)
+    )
+    assert beat.cancel_requested
+    await check_invariants(settings.database_url)
+
+
 async def test_retry_after_failure_requeues_and_charges_again(
     client, archive_stub, settings: Settings
 ) -> None:
