@@ -45,7 +45,7 @@ async def assessment(assessment_settings: Settings) -> AsyncIterator[AssessmentA
     await app.stop(grace=1.0)
 
 
-StubFactory = Callable[..., pb_grpc.AssessmentServiceStub]
+StubFactory = Callable[..., pb_grpc.AssessmentServiceAsyncStub]
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ async def client(assessment: AssessmentApp) -> AsyncIterator[StubFactory]:
     token at all). Channels are closed after the test."""
     channels: list[grpc.aio.Channel] = []
 
-    def make(role: str | None = "user", user: str = "alice") -> pb_grpc.AssessmentServiceStub:
+    def make(role: str | None = "user", user: str = "alice") -> pb_grpc.AssessmentServiceAsyncStub:
         interceptors = bearer_token_interceptors(token(role, user)) if role else None
         channel = grpc.aio.insecure_channel(
             f"127.0.0.1:{assessment.port}", interceptors=interceptors
@@ -67,7 +67,7 @@ async def client(assessment: AssessmentApp) -> AsyncIterator[StubFactory]:
         await channel.close()
 
 
-async def grant(stub: archive_grpc.ArchiveServiceStub, user: str, amount: int) -> None:
+async def grant(stub: archive_grpc.ArchiveServiceAsyncStub, user: str, amount: int) -> None:
     """Fund a user through the archive."""
     await stub.GrantTokens(archive_pb.GrantTokensRequest(user_id=user, amount=amount, reason="t"))
 
@@ -78,7 +78,7 @@ def submission(**fields: Any) -> pb.SubmitAssessmentRequest:
     return pb.SubmitAssessmentRequest(**fields)
 
 
-async def ledger(stub: archive_grpc.ArchiveServiceStub, user: str) -> list[Any]:
+async def ledger(stub: archive_grpc.ArchiveServiceAsyncStub, user: str) -> list[Any]:
     """A user's ledger entries, newest first."""
     reply = await stub.ListLedgerEntries(
         archive_pb.ListLedgerEntriesRequest(user_id=user, page_size=1000)

@@ -39,7 +39,7 @@ JOB_ID = "7f4b3c2a-1d2e-4f50-8a9b-0c1d2e3f4a5b"
 @dataclasses.dataclass
 class Running:
     app: AssessmentApp
-    stub: pb_grpc.AssessmentServiceStub
+    stub: pb_grpc.AssessmentServiceAsyncStub
 
 
 @dataclasses.dataclass
@@ -73,7 +73,7 @@ async def start_assessment(settings: Settings, archive_addr: str) -> Running:
 
 @pytest.fixture
 async def fake_archive(settings: Settings) -> AsyncIterator[tuple[FakeArchive, Running]]:
-    fake = FakeArchive()
+    fake = FakeArchive()  # type: ignore[abstract]  # only GetJob is called
     server = grpc.aio.server()
     archive_grpc.add_ArchiveServiceServicer_to_server(fake, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -146,7 +146,7 @@ async def test_archive_refusing_our_credentials_is_internal(settings: Settings) 
     server = grpc.aio.server(
         interceptors=[AuthInterceptor("another-secret-that-is-long-enough-xx", ["service"])]
     )
-    archive_grpc.add_ArchiveServiceServicer_to_server(FakeArchive(), server)
+    archive_grpc.add_ArchiveServiceServicer_to_server(FakeArchive(), server)  # type: ignore[abstract]
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     running = await start_assessment(settings, f"127.0.0.1:{port}")

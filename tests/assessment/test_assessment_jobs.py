@@ -22,7 +22,8 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 async def submit_as(client, archive_stub, user: str, tokens: int = 3) -> job_pb2.Job:
     await grant(archive_stub, user, tokens)
-    return (await client("user", user).SubmitAssessment(submission())).job
+    reply: pb.SubmitAssessmentResponse = await client("user", user).SubmitAssessment(submission())
+    return reply.job
 
 
 async def test_owner_reads_own_job_and_result(client, archive_stub) -> None:
