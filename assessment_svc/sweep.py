@@ -1,0 +1,163 @@
+"""`python -m assessment_svc.sweep`: one stuck-job sweep, then exit (the CronJob's command).
+
+A job is stuck when it is PROCESSING and its heartbeat is older than ASSAY_STUCK_AFTER, or
+it has been processing longer than ASSAY_MAX_PROCESSING. The archive fails each with code
+STUCK, refunds it once and emits `analysis.stuck`, under a PostgreSQL advisory lock so runs
+never overlap. When more than ASSAY_SWEEP_MAX_FRACTION of in-flight jobs look stuck at
+once, the heartbeat path is broken rather than every worker, so the sweep holds back
+(exit 3) unless --force.
+
+Exit codes: 0 swept (or nothing to do, or another sweep holds the lock), 1 the archive is
+unreachable or refused, 2 bad configuration, 3 held back by the guard. The last line of
+output is a one-line JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from typing import Any
+
+import grpc
+
+from assay.archive.v1 import archive_service_pb2 as pb
+from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
+from assaylib.auth import service_token_provider
+from assaylib.channels import open_channel
+from assaylib.config import ConfigError, Settings
+from assaylib.errors import error_from_rpc
+from assaylib.telemetry import configure_logging
+
+log = logging.getLogger("assessment_svc.sweep")
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_HELD_BACK = 0, 1, 2, 3
+GUARD_MIN_COUNT = 5  # the guard needs this many stuck jobs: one dead worker is still swept
+BATCH = 500
+
+
+def sweep_request(settings: Settings, *, dry_run: bool, force: bool) -> pb.SweepStuckJobsRequest:
+    """The archive request for one sweep with these settings."""
+    request = pb.SweepStuckJobsRequest(
+        limit=BATCH,
+        dry_run=dry_run,
+        max_fraction=settings.sweep_max_fraction,
+        force=force,
+        guard_min_count=GUARD_MIN_COUNT,
+    )
+    request.stuck_after.FromNanoseconds(int(settings.stuck_after * 1e9))
+    request.max_processing.FromNanoseconds(int(settings.max_processing * 1e9))
+    return request
+
+
+def summary(reply: pb.SweepStuckJobsResponse, *, dry_run: bool) -> dict[str, Any]:
+    """The one-line JSON summary of a sweep."""
+    return {
+        "found": reply.found,
+        "failed": reply.failed,
+        "refunded": reply.refunded,
+        "skipped": reply.skipped,
+        "held_back": reply.held_back,
+        "lock_busy": reply.lock_busy,
+        "in_flight": reply.in_flight,
+        "dry_run": dry_run,
+        "jobs": [job.job_id for job in reply.jobs],
+        "reason": reply.reason,
+    }
+
+
+def exit_code(reply: pb.SweepStuckJobsResponse) -> int:
+    """The process exit code for a sweep's outcome."""
+    return EXIT_HELD_BACK if reply.held_back else EXIT_OK
+
+
+async def sweep_once(
+    settings: Settings, *, dry_run: bool, force: bool
+) -> pb.SweepStuckJobsResponse:
+    """Ask the archive for one sweep."""
+    token = service_token_provider(settings.jwt_secret, "sweep")
+    channel = open_channel(settings.archive_addr, settings, token=token)
+    try:
+        stub = pb_grpc.ArchiveServiceStub(channel)
+        request = sweep_request(settings, dry_run=dry_run, force=force)
+        reply: pb.SweepStuckJobsResponse = await stub.SweepStuckJobs(request, timeout=60)
+        return reply
+    finally:
+        await channel.close()
+
+
+def report(reply: pb.SweepStuckJobsResponse, *, dry_run: bool) -> None:
+    """Say what happened in a sentence, then the JSON summary line."""
+    if reply.lock_busy:
+        print("another sweep holds the lock; nothing done", file=sys.stderr)
+    elif reply.held_back:
+        print(f"held back: {reply.reason}", file=sys.stderr)
+    else:
+        verb = "would fail" if dry_run else "failed and refunded"
+        print(f"{reply.found} stuck of {reply.in_flight} in flight; {verb} "
+              f"{len(reply.jobs) if dry_run else reply.failed}", file=sys.stderr)  # fmt: skip
+    print(json.dumps(summary(reply, dry_run=dry_run)), flush=True)
+
+
+async def run(settings: Settings, *, dry_run: bool, force: bool) -> int:
+    """One sweep, reported; returns the exit code."""
+    try:
+        reply = await sweep_once(settings, dry_run=dry_run, force=force)
+    except grpc.aio.AioRpcError as err:
+        error = error_from_rpc(err)
+        print(f"sweep failed: {err.code().name}: {error}", file=sys.stderr)
+        print(json.dumps({"error": err.code().name, "message": str(error)}), flush=True)
+        return EXIT_FAILED
+    report(reply, dry_run=dry_run)
+    return exit_code(reply)
+
+
+async def run_forever(settings: Settings, *, force: bool, stop: asyncio.Event) -> None:
+    """Sweep every ASSAY_SWEEP_INTERVAL until stop is set (the local stack's sweep loop)."""
+    while not stop.is_set():
+        await run(settings, dry_run=False, force=force)
+        try:
+            await asyncio.wait_for(stop.wait(), settings.sweep_interval)
+        except TimeoutError:
+            continue
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(
+        prog="python -m assessment_svc.sweep",
+        description="Fail stuck jobs, refund them once and notify; one run, then exit.",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="list, change nothing")
+    parser.add_argument("--force", action="store_true", help="override the mass-failure guard")
+    parser.add_argument("--loop", action="store_true", help="sweep every ASSAY_SWEEP_INTERVAL")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as err:
+        print(f"sweep: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging("sweep", settings.log_level)
+    if args.loop:
+        return _loop(settings, force=args.force)
+    return asyncio.run(run(settings, dry_run=args.dry_run, force=args.force))
+
+
+def _loop(settings: Settings, *, force: bool) -> int:
+    import signal
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await run_forever(settings, force=force, stop=stop)
+
+    asyncio.run(serve())
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
