@@ -45,7 +45,9 @@ async def assessment(assessment_settings: Settings) -> AsyncIterator[AssessmentA
     await app.stop(grace=1.0)
 
 
-StubFactory = Callable[..., pb_grpc.AssessmentServiceAsyncStub]
+StubFactory = Callable[
+    ..., "pb_grpc.AssessmentServiceAsyncStub"
+]  # the type exists in the .pyi only
 
 
 @pytest.fixture
