@@ -45,9 +45,8 @@ async def assessment(assessment_settings: Settings) -> AsyncIterator[AssessmentA
     await app.stop(grace=1.0)
 
 
-StubFactory = Callable[
-    ..., "pb_grpc.AssessmentServiceAsyncStub"
-]  # the type exists in the .pyi only
+# The async stub type exists in the .pyi only, hence the string.
+StubFactory = Callable[..., "pb_grpc.AssessmentServiceAsyncStub"]
 
 
 @pytest.fixture
