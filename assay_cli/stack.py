@@ -128,19 +128,24 @@ class LocalStack:
         info = read_state(self.state_dir)
         return info is not None and any(pid_alive(pid) for pid in info.pids.values())
 
-    def up(self, on_progress: Callable[[str], None] = lambda _: None) -> StackInfo:
-        """Start everything, wait for every health check, record and return the stack."""
+    def up(
+        self,
+        on_progress: Callable[[str], None] = lambda _: None,
+        worker_env: Mapping[str, str] | None = None,
+    ) -> StackInfo:
+        """Start everything, wait for every health check, record and return the stack.
+        worker_env adds environment for the worker only (tests make it slow, say)."""
         if self.is_up():
             raise StackError(f"a stack is already up in {self.state_dir}; run `assay dev down`")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         try:
-            return self._up(on_progress)
+            return self._up(on_progress, dict(worker_env or {}))
         except BaseException:
             self.down()
             raise
 
-    def _up(self, on_progress: Callable[[str], None]) -> StackInfo:
+    def _up(self, on_progress: Callable[[str], None], worker_env: dict[str, str]) -> StackInfo:
         database_url = self._database(on_progress)
         nats_url = self._nats(on_progress)
         secret = self.env.get("ASSAY_JWT_SECRET") or os.urandom(DEV_SECRET_BYTES).hex()
@@ -172,7 +177,7 @@ class LocalStack:
             self.info.pids["nats"] = self.nats.pid
         for name in SERVICES:
             on_progress(f"starting {name}")
-            self.start_service(name)
+            self.start_service(name, **(worker_env if name == "worker" else {}))
         for name in SERVICES:
             on_progress(f"waiting for {name} to be healthy")
             self.wait_healthy(name)
