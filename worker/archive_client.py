@@ -1,0 +1,118 @@
+"""A thin, typed client of the ArchiveService calls a worker makes.
+
+Every call carries a deadline, and a failed call is raised as the AssayError the archive
+meant (``InvalidTransition``, ``NotFound``, ``Unavailable`` …), never as a raw AioRpcError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+import grpc.aio
+from google.protobuf.message import Message
+
+from assay.archive.v1 import archive_service_pb2 as pb
+from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
+from assay.common.v1 import assessment_pb2, job_pb2
+from assaylib import errors
+from assaylib.errors import error_from_rpc
+
+Reply = TypeVar("Reply", bound=Message)
+
+REFUSALS: tuple[type[errors.AssayError], ...] = (
+    errors.FailedPrecondition,
+    errors.NotFound,
+    errors.InvalidArgument,
+)
+"""Errors that say the archive decided: retrying the same call cannot succeed."""
+
+
+def is_refusal(err: BaseException) -> bool:
+    """True for a decided refusal (state machine, unknown job, bad request)."""
+    return isinstance(err, REFUSALS)
+
+
+def is_transient(err: BaseException) -> bool:
+    """True for an archive error worth retrying (unavailable, deadline, internal …)."""
+    return isinstance(err, errors.AssayError) and not is_refusal(err)
+
+
+class ArchiveClient:
+    """The worker's view of the archive: one method per RPC it calls, each with a deadline."""
+
+    def __init__(self, stub: pb_grpc.ArchiveServiceAsyncStub, *, timeout: float) -> None:
+        self.stub = stub
+        self.timeout = timeout
+
+    async def _call(self, method: Callable[..., Awaitable[Reply]], request: Message) -> Reply:
+        try:
+            return await method(request, timeout=self.timeout)
+        except grpc.aio.AioRpcError as err:
+            raise error_from_rpc(err) from err
+
+    async def create_result(
+        self,
+        job_id: str,
+        test_data: assessment_pb2.AssessmentData,
+        raw_responses: assessment_pb2.RawResponses,
+    ) -> job_pb2.AnalysisResult:
+        """Create (or return the existing) result row of a job from an older producer."""
+        request = pb.CreateResultRequest(
+            job_id=job_id, test_data=test_data, raw_responses=raw_responses
+        )
+        reply: pb.CreateResultResponse = await self._call(self.stub.CreateResult, request)
+        return reply.result
+
+    async def start_job(self, job_id: str, worker_id: str) -> job_pb2.Job:
+        """Begin an attempt (or take over an expired one); the job may come back finished."""
+        request = pb.StartJobRequest(job_id=job_id, worker_id=worker_id)
+        reply: pb.StartJobResponse = await self._call(self.stub.StartJob, request)
+        return reply.job
+
+    async def heartbeat(self, job_id: str, worker_id: str, attempt: int) -> pb.HeartbeatResponse:
+        """Extend the attempt's lease; the reply says whether to go on."""
+        request = pb.HeartbeatRequest(job_id=job_id, worker_id=worker_id, attempt=attempt)
+        reply: pb.HeartbeatResponse = await self._call(self.stub.Heartbeat, request)
+        return reply
+
+    async def complete_job(
+        self,
+        job_id: str,
+        worker_id: str,
+        attempt: int,
+        test_result: assessment_pb2.PersonaProfile,
+    ) -> job_pb2.Job:
+        """Store the profile and move the job to COMPLETED."""
+        request = pb.CompleteJobRequest(
+            job_id=job_id, worker_id=worker_id, attempt=attempt, test_result=test_result
+        )
+        reply: pb.CompleteJobResponse = await self._call(self.stub.CompleteJob, request)
+        return reply.job
+
+    async def fail_job(
+        self,
+        job_id: str,
+        error_code: str,
+        error_message: str,
+        *,
+        worker_id: str = "",
+        attempt: int = 0,
+    ) -> job_pb2.Job:
+        """Fail the job (refunding it). Without worker_id: a QUEUED job or an expired lease."""
+        request = pb.FailJobRequest(
+            job_id=job_id,
+            worker_id=worker_id,
+            attempt=attempt,
+            error_code=error_code,
+            error_message=error_message,
+        )
+        reply: pb.FailJobResponse = await self._call(self.stub.FailJob, request)
+        return reply.job
+
+    async def report_cancelled(self, job_id: str, worker_id: str, attempt: int) -> job_pb2.Job:
+        """Report that this attempt stopped after seeing cancel_requested."""
+        request = pb.CancelJobRequest(job_id=job_id, worker_id=worker_id, attempt=attempt)
+        reply: pb.CancelJobResponse = await self._call(self.stub.CancelJob, request)
+        return reply.job
