@@ -16,6 +16,13 @@ K8S = ROOT / "deploy" / "k8s"
 TREES = {"base": K8S / "base", "dev": K8S / "overlays" / "dev", "prod": K8S / "overlays" / "prod"}
 SERVICES = {"assessment": 50051, "archive": 50052, "notifier": 50053, "worker": 50054}
 """The four Assay Deployments and the gRPC port each serves health on (ARCHITECTURE §1)."""
+MODULES = {
+    "assessment": "assessment_svc",
+    "archive": "archive_svc",
+    "notifier": "notifier",
+    "worker": "worker",
+}
+"""The module each Deployment runs with `python -m`."""
 
 Manifest = dict[str, Any]
 
