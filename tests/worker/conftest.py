@@ -164,8 +164,10 @@ async def submit(
     assessment_name: str = "AI-Driven Talent Mapping",
     tokens: int = 5,
 ) -> job_pb2.Job:
-    """Fund ``user`` and submit a complete Talent Mapping payload; the QUEUED job."""
-    await stub.GrantTokens(pb.GrantTokensRequest(user_id=user, amount=tokens, reason="test"))
+    """Fund ``user`` with ``tokens`` (0: not at all) and submit a complete Talent Mapping
+    payload; the QUEUED job."""
+    if tokens:
+        await stub.GrantTokens(pb.GrantTokensRequest(user_id=user, amount=tokens, reason="test"))
     reply = await stub.CreateSubmission(
         pb.CreateSubmissionRequest(
             user_id=user, assessment_name=assessment_name, assessment_data=talent_data()
