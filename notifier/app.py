@@ -34,6 +34,7 @@ class NotifierApp:
     hub: WatchHub
     source: EventsSource
     archive_channel: grpc.aio.Channel
+    _stopped: bool = False
 
     @classmethod
     async def start(cls, settings: Settings, bind: str) -> NotifierApp:
@@ -52,7 +53,13 @@ class NotifierApp:
         hub = WatchHub(
             source,
             archive_grpc.ArchiveServiceStub(channel),
-            WatchLimits(buffer=settings.watch_buffer, bookmark_interval=settings.bookmark_interval),
+            WatchLimits(
+                buffer=settings.watch_buffer,
+                bookmark_interval=settings.bookmark_interval,
+                # TODO(assaylib): a Settings.watch_stall_timeout of its own; until then a
+                # full buffer may wait one bookmark interval for the client.
+                stall_timeout=settings.bookmark_interval,
+            ),
         )
         servicer = NotifierServicer(hub)
         try:
@@ -72,7 +79,10 @@ class NotifierApp:
 
     async def stop(self, grace: float) -> None:
         """End every open stream (clients resume elsewhere), stop serving within ``grace``,
-        then drain NATS and close the archive channel."""
+        then drain NATS and close the archive channel. A second call does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         await self.health.enter_graceful_shutdown()
         self.hub.close()
         await shutdown(

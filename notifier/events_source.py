@@ -77,6 +77,7 @@ class EventSubscription:
         self._js = js
         self._stream = stream
         self._sub = sub
+        self._closed = False
 
     async def delivered_all(self, last: DeliveredEvent | None) -> bool:
         """Whether every event the filter matches in the stream right now has reached the
@@ -90,6 +91,9 @@ class EventSubscription:
 
     async def close(self) -> None:
         """Stop delivery and delete the consumer (the server would reap it anyway)."""
+        if self._closed:
+            return
+        self._closed = True
         name = ""
         with contextlib.suppress(Exception):
             name = (await self._sub.consumer_info()).name
@@ -163,14 +167,17 @@ class EventsSource:
         self,
         filter_subject: str,
         start_seq: int,
-        deliver: Callable[[DeliveredEvent], None],
+        deliver: Callable[[DeliveredEvent], Awaitable[None]],
     ) -> EventSubscription:
-        """Deliver every event on ``filter_subject`` from ``start_seq`` on, in stream order."""
+        """Deliver every event on ``filter_subject`` from ``start_seq`` on, in stream order.
+
+        ``deliver`` may wait: while it does, the consumer's flow control holds the server.
+        """
 
         async def on_message(msg: Msg) -> None:
             delivered = decode_event(msg)
             if delivered is not None:
-                deliver(delivered)
+                await deliver(delivered)
 
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from prometheus_client import Gauge
@@ -46,12 +47,23 @@ class WatchHub:
         self._limits = limits
         self._watches: set[Watch] = set()
         self._closing: Ending | None = None
+        self._changed = asyncio.Event()
         source.on_closed(self._nats_closed)
 
     @property
     def active(self) -> int:
         """How many watches are open."""
         return len(self._watches)
+
+    async def wait_active(self, count: int) -> None:
+        """Return once exactly ``count`` watches are streaming (open and not ending)."""
+        while sum(not watch.ending for watch in self._watches) != count:
+            changed = self._changed
+            await changed.wait()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     async def watch(self, request: pb.WatchJobsRequest, scope: WatchScope, write: Write) -> None:
         """Serve one watch through ``write`` until it ends (always by raising)."""
@@ -60,13 +72,16 @@ class WatchHub:
         watch = Watch(
             request, scope, source=self._source, archive=self._archive, limits=self._limits
         )
+        watch.on_ending(self._notify)
         self._watches.add(watch)
         ACTIVE_WATCHES.inc()
+        self._notify()
         try:
             await watch.run(write)
         finally:
             self._watches.discard(watch)
             ACTIVE_WATCHES.dec()
+            self._notify()
 
     def close(self, ending: Ending | None = None) -> None:
         """Refuse new watches and end the open ones with ``ending``."""

@@ -6,14 +6,18 @@ every ``bookmark_interval``. The consumer is created *before* the snapshot is re
 event committed in between is delivered (possibly also reflected in the snapshot; clients
 compare ``job_version``), never lost.
 
-Events wait in a buffer of ``buffer`` entries while the client reads. A client that falls
-further behind gets RESOURCE_EXHAUSTED and resumes from its last cursor: nothing is
-dropped silently, and no watcher ever slows another (each has its own consumer).
+Events wait in a buffer of ``buffer`` entries while the client reads; when it is full the
+consumer waits too (JetStream flow control holds the server), so a replay burst to a
+client that keeps reading never overflows. A client that takes nothing for
+``stall_timeout`` while the buffer is full gets RESOURCE_EXHAUSTED and resumes from its
+last cursor: nothing is dropped silently, and no watcher ever slows another (each has its
+own consumer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -47,10 +51,16 @@ Ending = Callable[[int], errors.AssayError]
 
 @dataclass(frozen=True)
 class WatchLimits:
-    """How much a watch buffers and how often it bookmarks."""
+    """How much a watch buffers, how long a full buffer may wait for the client, and how
+    often it bookmarks."""
 
     buffer: int
     bookmark_interval: float
+    stall_timeout: float
+
+
+class _Ended(Exception):
+    """The watch is ending: the writer stops at this message boundary."""
 
 
 def overflow(buffer: int) -> Ending:
@@ -90,14 +100,24 @@ class Watch:
         self._source = source
         self._archive = archive
         self._limits = limits
-        self._queue: asyncio.Queue[pb.WatchJobsResponse] = asyncio.Queue()
-        self._queued_events = 0
+        # Events wait here for the client; a bookmark, too, when there is room.
+        self._queue: asyncio.Queue[pb.WatchJobsResponse] = asyncio.Queue(limits.buffer)
         self._bookmark_queued = False
         self._ending: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
         self._start_seq = 1
         self._last_received: DeliveredEvent | None = None  # for the consumer's accounting
         self._last_cursor = 0  # the newest event queued
         self._sent_cursor = 0  # the newest cursor written to the client
+        self._writing = False  # a write is in flight (and must not be cancelled)
+
+    @property
+    def ending(self) -> bool:
+        """Whether the watch is ending (it may still be finishing its last write)."""
+        return self._ending.done()
+
+    def on_ending(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the watch starts ending."""
+        self._ending.add_done_callback(lambda _: callback())
 
     def end(self, ending: Ending) -> None:
         """End the stream with the status ``ending`` builds (first call wins)."""
@@ -130,52 +150,77 @@ class Watch:
             racing: list[asyncio.Future[Any]] = [writer, self._ending]
             await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
             if writer.done():
-                writer.result()  # the writer only ends by raising (e.g. the archive's error)
+                writer.result()  # the writer ends early only by raising (the archive's error)
             ending = self._ending.result()
-            writer.cancel()  # a slow client may hold a write forever
-            await asyncio.gather(writer, return_exceptions=True)
+            ticker.cancel()
+            await subscription.close()
+            self._queue = asyncio.Queue()  # free the buffer while the last write finishes
+            await self._stop_writer(writer)
             raise ending(self._sent_cursor)
         finally:
             for task in (writer, ticker):
                 task.cancel()
             await asyncio.gather(writer, ticker, return_exceptions=True)
 
+    async def _stop_writer(self, writer: asyncio.Task[None]) -> None:
+        """Stop the writer at a message boundary: grpc cannot end a call while a write is
+        in flight, so a write to a slow client is finished (the client reads it right
+        before the status), and only an idle writer is cancelled."""
+        if not self._writing:
+            writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+
     # ---- the subscription's side -------------------------------------------------------
 
-    def _deliver(self, delivered: DeliveredEvent) -> None:
-        """Called in stream order for each event the consumer receives."""
-        self._last_received = delivered
+    async def _deliver(self, delivered: DeliveredEvent) -> None:
+        """Called in stream order for each event the consumer receives; waits while the
+        buffer is full, and ends the watch if the client takes nothing for a whole
+        ``stall_timeout`` (a replay burst to a reading client never overflows)."""
         cursor = delivered.cursor
         if cursor < self._start_seq or cursor <= self._last_cursor or self._ending.done():
+            self._last_received = delivered
             return  # a consumer re-created from an earlier sequence repeats itself
-        if self._queued_events >= self._limits.buffer:
+        try:
+            await asyncio.wait_for(
+                self._queue.put(pb.WatchJobsResponse(event=delivered.event)),
+                self._limits.stall_timeout,
+            )
+        except TimeoutError:
             OVERFLOWS.inc()
             log.warning(
-                "watch overflowed its buffer of %d events; ending it",
+                "watch overflowed: %d events buffered, none taken for %.1fs; ending it",
                 self._limits.buffer,
+                self._limits.stall_timeout,
                 extra={"job_id": delivered.event.job_id},
             )
             self.end(overflow(self._limits.buffer))
             return
         self._last_cursor = cursor
-        self._queued_events += 1
-        self._queue.put_nowait(pb.WatchJobsResponse(event=delivered.event))
+        self._last_received = delivered
 
     # ---- the client's side -------------------------------------------------------------
 
     async def _write_all(self, write: Write) -> None:
+        with contextlib.suppress(_Ended):
+            await self._write_items(write)
+
+    async def _write_items(self, write: Write) -> None:
         await self._snapshot(write)
         await self._send(write, bookmark(self._start_seq - 1))
-        while True:
+        while not self._ending.done():
             item = await self._queue.get()
-            if item.HasField("event"):
-                self._queued_events -= 1
-            else:
+            if item.HasField("bookmark"):
                 self._bookmark_queued = False
             await self._send(write, item)
 
     async def _send(self, write: Write, item: pb.WatchJobsResponse) -> None:
-        await write(item)
+        if self._ending.done():
+            raise _Ended
+        self._writing = True
+        try:
+            await write(item)
+        finally:
+            self._writing = False
         kind = item.WhichOneof("kind")
         if kind == "event":
             EVENTS_SENT.inc()
@@ -217,8 +262,8 @@ class Watch:
     async def _bookmarks(self, subscription: EventSubscription) -> None:
         while True:
             await asyncio.sleep(self._limits.bookmark_interval)
-            if self._bookmark_queued:
-                continue  # the client has not taken the last one yet
+            if self._bookmark_queued or self._queue.full():
+                continue  # the client has not taken the last one yet, or is behind
             cursor = await self._bookmark_cursor(subscription)
             self._bookmark_queued = True
             self._queue.put_nowait(bookmark(max(cursor, self._last_cursor)))

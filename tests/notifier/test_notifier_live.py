@@ -6,7 +6,7 @@ import grpc
 
 from assay.common.v1 import job_pb2
 from assay.events.v1 import events_pb2
-from assaylib.errors import error_from_rpc
+from assaylib.errors import field_violations_of
 from tests.archive.helpers import Client
 from tests.notifier.watcher import Watchers
 
@@ -99,7 +99,7 @@ async def test_no_token_is_unauthenticated(watchers: Watchers) -> None:
 async def test_bad_job_id_is_invalid_argument(watchers: Watchers) -> None:
     err = await watchers.open("user", "alice", job_id="assay.events.>").failure()
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert [v.field for v in error_from_rpc(err).violations] == ["job_id"]  # type: ignore[attr-defined]
+    assert [v.field for v in field_violations_of(err)] == ["job_id"]
 
 
 async def test_operator_sees_every_user_or_one(watchers: Watchers, client: Client) -> None:
@@ -128,7 +128,7 @@ async def test_job_watch_sees_only_that_job(watchers: Watchers, client: Client) 
 
     await client.start(other)
     completed = await client.complete(await client.start(job))
-    events = []
+    events: list[events_pb2.JobEvent] = []
     while not events or events[-1].job_version < completed.version:
         events += await watcher.events(1)
     # The queued event may still be on its way from the relay: it is older than the snapshot.
@@ -152,7 +152,7 @@ async def test_snapshot_then_live_events_nothing_lost_between(
 
     assert set(snapshot) == {done.job_id, queued.job_id}
     assert snapshot[done.job_id].status == COMPLETED
-    events = []
+    events: list[events_pb2.JobEvent] = []
     while not events or events[-1].job_id != later.job_id:
         events += await watcher.events(1)
     *racing, last = events

@@ -59,7 +59,7 @@ class Watcher:
 
     async def live(self, within: float = TIMEOUT) -> list[pb.WatchJobsResponse]:
         """Wait for the first bookmark (the watch is subscribed); return what came before."""
-        before = []
+        before: list[pb.WatchJobsResponse] = []
         while True:
             item = await self.next(within)
             if item.HasField("bookmark"):
