@@ -30,6 +30,15 @@ class Endpoint:
         return {"kubernetes.io/metadata.name": self.namespace}
 
 
+@dataclass(frozen=True)
+class _LabelledNamespace(Endpoint):
+    """A pod in a namespace labelled assay.io/client=true."""
+
+    @property
+    def namespace_labels(self) -> dict[str, str]:
+        return {"kubernetes.io/metadata.name": self.namespace, "assay.io/client": "true"}
+
+
 def _selects(selector: Manifest, labels: dict[str, str]) -> bool:
     if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
         return False
@@ -181,15 +190,6 @@ def test_clients_in_a_labelled_namespace_reach_assessment_and_notifier(prod):
     assert not connects(policies, client, pods["assessment"], 50051)
     assert connects(policies, labelled, pods["assessment"], 50051)
     assert connects(policies, labelled, pods["notifier"], 50053)
-
-
-@dataclass(frozen=True)
-class _LabelledNamespace(Endpoint):
-    """A pod in a namespace labelled assay.io/client=true."""
-
-    @property
-    def namespace_labels(self) -> dict[str, str]:
-        return {"kubernetes.io/metadata.name": self.namespace, "assay.io/client": "true"}
 
 
 def test_every_pod_may_resolve_names(prod):
