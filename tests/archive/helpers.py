@@ -160,7 +160,9 @@ async def check_invariants(database_url: str) -> dict[str, Any]:
     finally:
         await conn.close()
     assert balances == {user: int(total) for user, total in sums.items()}, "balance ≠ ledger sum"
-    entries = Counter((e["job_id"], e["charge_no"], str(e["kind"])) for e in ledger)
+    entries = Counter(
+        (e["job_id"], e["charge_no"], str(e["kind"])) for e in ledger if e["job_id"] is not None
+    )
     assert all(n == 1 for n in entries.values()), f"duplicate ledger entries: {entries}"
     _check_charges(jobs, entries)
     _check_events(jobs, events)
