@@ -30,7 +30,7 @@ def of_job(events: list[events_pb2.JobEvent], job_id: str) -> list[tuple[str, in
     return [(e.event_type, e.metadata.attempt) for e in events if e.job_id == job_id]
 
 
-async def events_until(watcher, job_id: str, last_type: str) -> list[events_pb2.JobEvent]:  # type: ignore[no-untyped-def]
+async def events_until(watcher, job_id: str, last_type: str) -> list[events_pb2.JobEvent]:
     """This job's events up to and including the first of type last_type."""
     seen: list[events_pb2.JobEvent] = []
     while True:
