@@ -88,8 +88,18 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether pid has exited but is not reaped yet (a detached stack's processes belong to
+    init, which may reap late; os.kill still finds them)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 def wait_serving(addr: str, timeout: float, alive: Callable[[], bool]) -> None:
