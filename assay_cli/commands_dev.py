@@ -220,8 +220,7 @@ def run_demo(args: argparse.Namespace) -> int:
     with stop_signals():
         try:
             info = stack.start()
-            output.progress(f"submitting {path} as {DEMO_USER}")
-            return asyncio.run(_demo_flow(info, request, json_mode=args.json))
+            return asyncio.run(_demo_flow(info, request, path, json_mode=args.json))
         except (KeyboardInterrupt, Stopped):
             output.progress("interrupted")
             return EXIT_INTERRUPTED
@@ -232,7 +231,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 async def _demo_flow(
-    info: StackInfo, request: pb.SubmitAssessmentRequest, *, json_mode: bool
+    info: StackInfo, request: pb.SubmitAssessmentRequest, path: Path, *, json_mode: bool
 ) -> int:
     settings = load_settings(os.environ)
     addrs = {"assessment": info.assessment, "archive": info.archive, "notifier": info.notifier}
@@ -242,6 +241,7 @@ async def _demo_flow(
         grant = archive_pb.GrantTokensRequest(user_id=DEMO_USER, amount=DEMO_GRANT, reason="demo")
         reply = await archive.GrantTokens(grant, timeout=30)
         output.progress(f"granted {DEMO_GRANT} tokens to {DEMO_USER} (balance {reply.balance})")
+    output.progress(f"submitting {path} as {DEMO_USER}")
     user_token = mint_token(info.jwt_secret, DEMO_USER, ["user"], ttl=3600)
     async with Connection(Target(settings, addrs, user_token, info.jwt_secret, info)) as conn:
         return await submit_and_follow(conn, request, json_mode=json_mode, wait_limit=DEMO_TIMEOUT)

@@ -45,7 +45,8 @@ def print_json_line(document: Any) -> None:
 
 
 def progress(text: str) -> None:
-    """A progress line on stderr."""
+    """A progress line on stderr (after what stdout holds, so the two interleave in order)."""
+    sys.stdout.flush()
     print(text, file=sys.stderr, flush=True)
 
 
@@ -201,8 +202,8 @@ def _career(career: assessment_pb2.CareerRecommendation) -> list[str]:
 
 def profile_text(profile: assessment_pb2.PersonaProfile) -> str:
     """The persona profile as readable text."""
-    lines = ["═" * min(_width(), 72), f"  {profile.archetype or 'Persona profile'}", "═" * 72]
-    lines[2] = lines[0]
+    rule = "═" * min(_width(), 72)
+    lines = [rule, f"  {profile.archetype or 'Persona profile'}", rule]
     lines += _para(profile.short_summary)
     lines += _section("Core motivators", _bullets(profile.core_motivators))
     lines += _section("Strengths", _para(profile.strength_summary) + _bullets(profile.strengths))
@@ -222,17 +223,19 @@ def profile_text(profile: assessment_pb2.PersonaProfile) -> str:
     if profile.risk_tolerance:
         lines += _section("Risk tolerance", [f"  {profile.risk_tolerance}"])
     lines += _section("Role models", [f"  • {m.name} — {m.title}" for m in profile.role_model])
-    lines += _section("Development activities", _activities(profile.development_activities))
+    activities = profile.development_activities
+    lines += _section("Activities", _bullets(activities.extracurricular))
+    lines += _section("Reading", _books(activities))
     if profile.analyzer.name:
         lines += ["", f"(analyzer {profile.analyzer.name} {profile.analyzer.version})"]
     return "\n".join(lines)
 
 
-def _activities(activities: assessment_pb2.DevelopmentActivities) -> list[str]:
-    lines = _bullets(activities.extracurricular)
-    for book in activities.book_recommendations:
-        lines += _bullets([f"“{book.title}” by {book.author}: {book.reason}"])
-    return lines
+def _books(activities: assessment_pb2.DevelopmentActivities) -> list[str]:
+    return _bullets(
+        f"“{book.title}” by {book.author}: {book.reason}"
+        for book in activities.book_recommendations
+    )
 
 
 # ---- errors -------------------------------------------------------------------------------

@@ -1,0 +1,120 @@
+"""`assay dev up` / `submit --watch` / `dev down` end to end: processes, JSON, cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+
+import pytest
+
+from tests.cli.conftest import (
+    EXAMPLES,
+    Cli,
+    pid_running,
+    processes_with,
+    read_state,
+    running,
+    same_path,
+    stack_down,
+    stack_up,
+    state_file,
+    user_token,
+)
+
+SERVICES = {"archive", "assessment", "worker", "notifier", "sweep"}
+STACK_KEYS = {"assessment", "archive", "notifier", "worker", "token", "jwt_secret", "state_dir",
+              "database_url", "nats_url", "pids"}  # fmt: skip
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_up_submit_watch_down_leaves_no_process(cli: Cli, cli_env) -> None:
+    info = await stack_up(cli)
+    try:
+        assert set(info) >= STACK_KEYS
+        # The suite's PostgreSQL and NATS were used, not started: only our processes.
+        assert set(info["pids"]) == SERVICES
+        assert all(pid_running(pid) for pid in info["pids"].values())
+        assert same_path(info["state_dir"], cli_env["ASSAY_STATE_DIR"])
+        assert info["database_url"] == cli_env["ASSAY_DATABASE_URL"]
+
+        again = await cli.run("dev", "up", "--detach")
+        assert again.code == 1
+        assert "already up" in again.stderr and "Traceback" not in again.stderr
+
+        token = await user_token(cli, "carol", grant=3)
+        ran = await cli.run(
+            "submit", str(EXAMPLES / "talent-mapping.json"), "--watch", "--json", "--token", token
+        )
+        assert ran.code == 0, ran.describe()
+        outcome = ran.json()
+        job = outcome["job"]
+        assert job["status"] == "JOB_STATUS_COMPLETED" and job["userId"] == "carol"
+        assert outcome["tokensRemaining"] == "2"
+        events = outcome["events"]
+        assert [e["eventType"] for e in events] == [
+            "analysis.queued", "analysis.started", "analysis.completed"
+        ]  # fmt: skip
+        assert {e["jobId"] for e in events} == {job["jobId"]}
+        versions = [int(e["jobVersion"]) for e in events]
+        assert versions == sorted(set(versions))
+        profile = outcome["result"]["testResult"]
+        assert profile["archetype"] and 3 <= len(profile["careerRecommendation"]) <= 5
+        assert outcome["result"]["jobId"] == job["jobId"] == outcome["result"]["jobId"]
+        # The live status line went to stderr in --json mode.
+        assert "QUEUED → PROCESSING (attempt 1) → COMPLETED" in ran.stderr
+
+        balance = await cli.run("tokens", "balance", "--json", "--token", token)
+        assert balance.json() == {"userId": "carol", "balance": "2"}
+    finally:
+        await stack_down(cli, info)
+
+
+async def test_human_output_of_up_and_submit(cli: Cli) -> None:
+    up = await cli.run("dev", "up", "--detach")
+    assert up.code == 0, up.describe()
+    info = read_state(cli.env["ASSAY_STATE_DIR"])
+    try:
+        assert f"export ASSAY_ASSESSMENT_ADDR={info['assessment']}" in up.stdout
+        assert f"export ASSAY_TOKEN={info['token']}" in up.stdout
+        assert "waiting for notifier to be healthy" in up.stderr
+        assert "starting the sweep loop" in up.stderr
+
+        token = await user_token(cli, "dave", grant=1)
+        ran = await cli.run(
+            "submit", str(EXAMPLES / "engineer-original-format.json"), "--watch", "--token", token
+        )
+        assert ran.code == 0, ran.describe()
+        assert "QUEUED → PROCESSING (attempt 1) → COMPLETED" in ran.stdout
+        assert "CAREERS" in ran.stdout and "ROLE MODELS" in ran.stdout
+    finally:
+        await stack_down(cli, info)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_foreground_up_stops_everything_on_signal(cli: Cli, signum: int) -> None:
+    process = await cli.spawn("dev", "up", "--json")
+    assert process.stdout is not None
+    lines: list[str] = []
+    async with asyncio.timeout(60):
+        while not lines or lines[-1] != "}":  # the end of the stack's JSON
+            line = await process.stdout.readline()
+            assert line, "dev up ended before printing the stack"
+            lines.append(line.decode().rstrip("\n"))
+    info = json.loads("\n".join(lines))
+    assert set(info["pids"]) == SERVICES
+    assert all(pid_running(pid) for pid in info["pids"].values())
+
+    process.send_signal(signum)
+    async with asyncio.timeout(60):
+        assert await process.wait() == 0
+    assert running(info["pids"].values()) == []
+    assert processes_with(cli.marker) == []
+    assert not state_file(info["state_dir"]).exists()
+
+
+async def test_down_without_a_stack_is_harmless(cli: Cli) -> None:
+    down = await cli.run("dev", "down", "--json")
+    assert down.code == 0, down.describe()
+    assert down.json()["stopped"] == []
