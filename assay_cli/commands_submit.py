@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 RPC_TIMEOUT = 30.0
 LIVE_TIMEOUT = 15.0  # seconds for a new watch to become live
+CATCH_UP = 3.0  # seconds to wait for the events of a job found already finished
 EXIT_OK, EXIT_JOB_FAILED = 0, 1
 
 
@@ -143,7 +144,7 @@ async def submit_and_follow(
         line = output.StatusLine(job_id, progress_stream)
         # The current state (a repeated request_id may name a job that already ran).
         current = (await stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=RPC_TIMEOUT)).job
-        events = await follow(stream, line, current, wait_limit)
+        events = await follow(stream, line, reply.job, current, wait_limit)
     job = (await stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=RPC_TIMEOUT)).job
     result = None
     if job.status == job_pb2.JOB_STATUS_COMPLETED:
@@ -162,35 +163,60 @@ async def submit_and_follow(
     return EXIT_OK if job.status == job_pb2.JOB_STATUS_COMPLETED else EXIT_JOB_FAILED
 
 
+async def next_event(
+    stream: JobStream, job_id: str, patience: float | None
+) -> events_pb2.JobEvent | None:
+    """The job's next event; None when none arrives within patience seconds."""
+    try:
+        async with asyncio.timeout(patience):
+            while True:
+                item = await stream.next()
+                if item.HasField("event") and item.event.job_id == job_id:
+                    return item.event
+    except TimeoutError:
+        return None
+
+
 async def follow(
-    stream: JobStream, line: output.StatusLine, current: job_pb2.Job, wait_limit: float
+    stream: JobStream,
+    line: output.StatusLine,
+    submitted: job_pb2.Job,
+    current: job_pb2.Job,
+    wait_limit: float,
 ) -> list[events_pb2.JobEvent]:
-    """Show the job's status changes until it is terminal; its events, in order."""
+    """Show the job's status changes from its submission until it is terminal; its events.
+
+    ``current`` is the job read after submitting: when it is already terminal, its events
+    either sit in the stream (they arrive at once) or predate the watch (a repeated
+    request_id), in which case ``current`` is shown after a short wait.
+    """
     events: list[events_pb2.JobEvent] = []
-    version = current.version
-    line.show(output.job_status(current))
+    state = job_pb2.Job(status=submitted.status, version=submitted.version)
+    line.show(output.job_status(submitted))
+    patience = CATCH_UP if current.status in output.TERMINAL else None
     try:
         async with asyncio.timeout(wait_limit or None):
-            while current.status not in output.TERMINAL:
-                item = await stream.next()
-                event = item.event
-                if not item.HasField("event") or event.job_id != current.job_id:
-                    continue
+            while state.status not in output.TERMINAL:
+                event = await next_event(stream, submitted.job_id, patience)
+                if event is None:
+                    state.CopyFrom(current)
+                    line.show(output.job_status(current))
+                    break
                 events.append(event)
-                if event.job_version <= version:
-                    continue  # already reflected in the job we read
-                version = event.job_version
-                current.status = event.status
+                if event.job_version <= state.version:
+                    continue  # a transition already shown
+                state.version, state.status = event.job_version, event.status
                 meta = event.metadata
-                text = output.status_text(
+                line.show(output.status_text(
                     event.status, meta.attempt, meta.error_code, meta.processing_time_ms
-                )
-                line.show(text)
+                ))  # fmt: skip
     except TimeoutError:
         line.end()
-        raise CliError(f"job {current.job_id} is still {output.status_name(current.status)} "
-                       f"after {wait_limit:g}s; follow it with: assay watch --job {current.job_id}"
-                       ) from None  # fmt: skip
+        job_id, status = submitted.job_id, output.status_name(state.status)
+        raise CliError(
+            f"job {job_id} is still {status} after {wait_limit:g}s; "
+            f"follow it with: assay watch --job {job_id}"
+        ) from None
     line.end()
     return events
 

@@ -131,10 +131,13 @@ class Connection:
         addr = self.target.addrs[service]
         channel = open_channel(addr, self.target.settings, token=self.target.token)
         try:
-            await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT)
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                connected = await _connect(channel)
         except TimeoutError:
+            connected = False
+        if not connected:
             await channel.close()
-            raise CliError(unreachable(service, addr)) from None
+            raise CliError(unreachable(service, addr))
         self.channels[service] = channel
         return channel
 
@@ -157,6 +160,17 @@ class Connection:
             if name in self.channels and addr in text:
                 return name
         return next(iter(self.channels), "assessment")
+
+
+async def _connect(channel: grpc.aio.Channel) -> bool:
+    """Connect; False as soon as the first attempt fails (nothing listens there)."""
+    state = channel.get_state(try_to_connect=True)
+    while state != grpc.ChannelConnectivity.READY:
+        if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            return False
+        await channel.wait_for_state_change(state)
+        state = channel.get_state(try_to_connect=True)
+    return True
 
 
 def unreachable(service: str, addr: str) -> str:
