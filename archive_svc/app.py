@@ -62,7 +62,11 @@ class ArchiveApp:
             allowed_roles=ALLOWED_ROLES,
         )
         relay = OutboxRelay(
-            engine, settings.nats_url, names, events_max_age=settings.events_max_age
+            engine,
+            settings.nats_url,
+            names,
+            events_max_age=settings.events_max_age,
+            stream_replicas=settings.stream_replicas,
         )
         await relay.start()
         log.info("archive serving on port %d", port)

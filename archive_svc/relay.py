@@ -51,6 +51,7 @@ class OutboxRelay:
         names: StreamNames,
         *,
         events_max_age: float,
+        stream_replicas: int = 1,
         batch_size: int = 256,
         poll_interval: float = 2.0,
         max_backoff: float = 5.0,
@@ -59,6 +60,7 @@ class OutboxRelay:
         self.nats_url = nats_url
         self.names = names
         self.events_max_age = events_max_age
+        self.stream_replicas = stream_replicas
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
@@ -127,8 +129,9 @@ class OutboxRelay:
                 allow_reconnect=True,
             )  # fmt: skip
             await ensure_streams(
-                self._nc.jetstream(), self.names, events_max_age=self.events_max_age
-            )
+                self._nc.jetstream(), self.names, events_max_age=self.events_max_age,
+                replicas=self.stream_replicas,
+            )  # fmt: skip
 
     async def _disconnect(self) -> None:
         listener, self._listener = self._listener, None

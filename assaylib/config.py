@@ -122,6 +122,11 @@ class Settings:
     watch_buffer: int = 256
     """Events buffered per WatchJobs stream; a subscriber that falls further behind gets
     RESOURCE_EXHAUSTED and resumes from its last cursor."""
+    watch_stall_timeout: float = 15.0
+    """Seconds a WatchJobs stream with a full buffer waits for its client before ending
+    with RESOURCE_EXHAUSTED (the client resumes from its last cursor)."""
+    stream_replicas: int = 1
+    """JetStream replicas of both streams: 3 on a three-node cluster."""
     analyzer_delay: float = 0.0
     """Test knob: seconds a worker waits, heartbeating, before analysing; 0 in production."""
     stream_prefix: str = ""
@@ -246,6 +251,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "shutdown_grace": parse_duration,
     "bookmark_interval": _positive_duration,
     "watch_buffer": _int_at_least(1),
+    "watch_stall_timeout": _positive_duration,
+    "stream_replicas": _int_at_least(1),
     "analyzer_delay": parse_duration,
     "log_level": _log_level,
 }

@@ -102,7 +102,7 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 
 
 async def ensure_streams(
-    js: JetStreamContext, names: StreamNames, *, events_max_age: float
+    js: JetStreamContext, names: StreamNames, *, events_max_age: float, replicas: int = 1
 ) -> None:
     """Create (or update) both streams; safe to call from every service at start-up."""
     await _ensure_stream(
@@ -113,6 +113,7 @@ async def ensure_streams(
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW,
+            num_replicas=replicas,
         ),
     )
     await _ensure_stream(
@@ -124,6 +125,7 @@ async def ensure_streams(
             storage=StorageType.FILE,
             max_age=events_max_age,
             duplicate_window=DUPLICATE_WINDOW,
+            num_replicas=replicas,
         ),
     )
 

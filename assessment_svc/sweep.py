@@ -36,6 +36,7 @@ log = logging.getLogger("assessment_svc.sweep")
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_HELD_BACK = 0, 1, 2, 3
 GUARD_MIN_COUNT = 5  # the guard needs this many stuck jobs: one dead worker is still swept
 BATCH = 500
+SWEEP_TIMEOUT = 40.0  # seconds; inside the CronJob's activeDeadlineSeconds (50)
 
 
 def sweep_request(settings: Settings, *, dry_run: bool, force: bool) -> pb.SweepStuckJobsRequest:
@@ -82,7 +83,7 @@ async def sweep_once(
     try:
         stub = pb_grpc.ArchiveServiceStub(channel)
         request = sweep_request(settings, dry_run=dry_run, force=force)
-        reply: pb.SweepStuckJobsResponse = await stub.SweepStuckJobs(request, timeout=60)
+        reply: pb.SweepStuckJobsResponse = await stub.SweepStuckJobs(request, timeout=SWEEP_TIMEOUT)
         return reply
     finally:
         await channel.close()

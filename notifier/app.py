@@ -43,6 +43,7 @@ class NotifierApp:
             settings.nats_url,
             StreamNames(settings.stream_prefix),
             events_max_age=settings.events_max_age,
+            stream_replicas=settings.stream_replicas,
         )
         await source.connect()
         channel = open_channel(
@@ -56,9 +57,7 @@ class NotifierApp:
             WatchLimits(
                 buffer=settings.watch_buffer,
                 bookmark_interval=settings.bookmark_interval,
-                # TODO(assaylib): a Settings.watch_stall_timeout of its own; until then a
-                # full buffer may wait one bookmark interval for the client.
-                stall_timeout=settings.bookmark_interval,
+                stall_timeout=settings.watch_stall_timeout,
             ),
         )
         servicer = NotifierServicer(hub)

@@ -107,10 +107,13 @@ class EventSubscription:
 class EventsSource:
     """The notifier's NATS connection and the events stream it reads."""
 
-    def __init__(self, nats_url: str, names: StreamNames, *, events_max_age: float) -> None:
+    def __init__(
+        self, nats_url: str, names: StreamNames, *, events_max_age: float, stream_replicas: int = 1
+    ) -> None:
         self.nats_url = nats_url
         self.names = names
         self.events_max_age = events_max_age
+        self.stream_replicas = stream_replicas
         self._nc: NatsClient | None = None
         self._on_closed: list[Callable[[], Awaitable[None]]] = []
 
@@ -137,7 +140,9 @@ class EventsSource:
                 log.warning("NATS connect failed, retrying in %.1fs: %r", backoff, err)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-        await ensure_streams(self.js, self.names, events_max_age=self.events_max_age)
+        await ensure_streams(
+            self.js, self.names, events_max_age=self.events_max_age, replicas=self.stream_replicas
+        )
 
     async def _closed(self) -> None:
         for callback in self._on_closed:
