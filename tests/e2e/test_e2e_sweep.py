@@ -62,7 +62,7 @@ async def sweeps(e2e: E2E) -> AsyncIterator[SweepLoop]:
     await loop.stop()
 
 
-async def submit_and_wait_started(e2e: E2E, user: str):  # type: ignore[no-untyped-def]
+async def submit_and_wait_started(e2e: E2E, user: str):
     await e2e.archive.grant(user, 1)
     watcher = e2e.watchers.open(user=user)
     await watcher.live()
@@ -78,7 +78,7 @@ async def acked_everything(e2e: E2E) -> bool:
     nc = await nats.connect(e2e.info.nats_url)
     try:
         info = await nc.jetstream().consumer_info(names.jobs_stream, names.worker_consumer)
-        return info.num_ack_pending == 0 and info.num_pending == 0
+        return bool(info.num_ack_pending == 0 and info.num_pending == 0)
     finally:
         await nc.close()
 
