@@ -15,18 +15,32 @@ from worker.app import WorkerApp
 log = logging.getLogger("worker")
 
 
-async def run(settings: Settings) -> None:
-    """Work until SIGTERM or SIGINT, then stop gracefully."""
+async def run(settings: Settings) -> int:
+    """Work until SIGTERM or SIGINT, then stop gracefully; the exit status."""
     start_metrics_server(settings.metrics_addr)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    app = await WorkerApp.start(settings)
+    # Starting waits for NATS (reconnecting forever); a SIGTERM meanwhile just exits.
+    starting = asyncio.create_task(WorkerApp.start(settings))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        log.info("stopped before NATS was reachable")
+        return 0
+    stopping.cancel()
+    try:
+        app = starting.result()
+    except Exception as err:  # e.g. the health port is taken: say so and let it restart
+        log.error("could not start: %s", err or type(err).__name__)
+        return 1
     await stop.wait()
     log.info("stopping: finishing held jobs for up to %.1fs", settings.shutdown_grace)
     await app.stop()
     log.info("stopped")
+    return 0
 
 
 def main() -> int:
@@ -37,8 +51,7 @@ def main() -> int:
         print(f"worker: {err}", file=sys.stderr)
         return 2
     configure_logging("worker", settings.log_level)
-    asyncio.run(run(settings))
-    return 0
+    return asyncio.run(run(settings))
 
 
 if __name__ == "__main__":

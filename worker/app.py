@@ -10,12 +10,14 @@ import secrets
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import grpc.aio
 import nats
 from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import HealthServicer
 from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
 
 from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
 from assaylib.auth import service_token_provider
@@ -34,6 +36,9 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "assay.worker"
 """The health-check name of a worker (it serves no RPCs of its own)."""
 ALLOWED_ROLES = ("user", "service", "operator")
+ServingStatus: TypeAlias = health_pb2.HealthCheckResponse.ServingStatus.ValueType
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def new_worker_id() -> str:
@@ -96,18 +101,13 @@ class WorkerApp:
             service_names=[SERVICE_NAME],
             allowed_roles=ALLOWED_ROLES,
         )
-        nc = await connect_nats(settings, health)
+        await set_health(health, NOT_SERVING)  # until NATS and the consumer are ready
+        try:
+            nc, subscription = await join_jobs_stream(settings, names, health)
+        except BaseException:  # cancelled while NATS is unreachable, or it refused us
+            await server.stop(0)
+            raise
         js = nc.jetstream()
-        await ensure_streams(js, names, events_max_age=settings.events_max_age)
-        await ensure_worker_consumer(
-            js,
-            names,
-            ack_wait=settings.lease_timeout,
-            max_deliver=max_deliver_for(settings.max_attempts),
-        )
-        subscription = await js.pull_subscribe_bind(
-            durable=names.worker_consumer, stream=names.jobs_stream
-        )
         channel = open_channel(
             settings.archive_addr,
             settings,
@@ -122,6 +122,7 @@ class WorkerApp:
         advisories = MaxDeliveriesWatcher(nc, js, names, archive, retry_for=settings.stuck_after)
         await advisories.start()
         await consumer.start()
+        await set_health(health, SERVING)
         log.info(
             "worker %s pulling %s (concurrency %d, health on port %d)",
             worker_id, names.worker_consumer, settings.worker_concurrency, port,
@@ -148,20 +149,45 @@ class WorkerApp:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-async def connect_nats(settings: Settings, health: HealthServicer) -> NatsClient:
-    """Connect to NATS, reconnecting forever; health is NOT_SERVING while disconnected."""
+async def join_jobs_stream(
+    settings: Settings, names: StreamNames, health: HealthServicer
+) -> tuple[NatsClient, JetStreamContext.PullSubscription]:
+    """Connect to NATS, declare the streams and the workers' consumer, and bind to it."""
+    nc = await connect_nats(settings, health)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js, names, events_max_age=settings.events_max_age)
+        await ensure_worker_consumer(
+            js,
+            names,
+            ack_wait=settings.lease_timeout,
+            max_deliver=max_deliver_for(settings.max_attempts),
+        )
+        subscription = await js.pull_subscribe_bind(
+            durable=names.worker_consumer, stream=names.jobs_stream
+        )
+    except BaseException:
+        await nc.close()
+        raise
+    return nc, subscription
 
-    async def set_health(status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
-        for name in ("", SERVICE_NAME):
-            await health.set(name, status)
+
+async def set_health(health: HealthServicer, status: ServingStatus) -> None:
+    """Set the worker's overall and named health status."""
+    for name in ("", SERVICE_NAME):
+        await health.set(name, status)
+
+
+async def connect_nats(settings: Settings, health: HealthServicer) -> NatsClient:
+    """Connect to NATS, retrying forever; health is NOT_SERVING while disconnected."""
 
     async def disconnected() -> None:
         log.warning("NATS disconnected")
-        await set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await set_health(health, NOT_SERVING)
 
     async def reconnected() -> None:
         log.info("NATS reconnected")
-        await set_health(health_pb2.HealthCheckResponse.SERVING)
+        await set_health(health, SERVING)
 
     async def error(err: Exception) -> None:
         log.warning("NATS error: %s", err)
