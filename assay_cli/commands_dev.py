@@ -58,6 +58,18 @@ def stop_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def stop_stack(stack: LocalStack) -> list[str]:
+    """Stop everything; a second Ctrl-C or SIGTERM does not cut the clean-up short (each
+    process gets a bounded grace, then SIGKILL)."""
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in signals}
+    try:
+        return stack.down()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 class DevStack(LocalStack):
     """The local stack plus the sweep loop (``python -m assessment_svc.sweep --loop``)."""
 
@@ -127,7 +139,7 @@ def dev_up(args: argparse.Namespace) -> int:
             return _serve(stack)
         except (KeyboardInterrupt, Stopped):
             output.progress("stopping")
-            stack.down()
+            stop_stack(stack)
             return EXIT_OK
 
 
@@ -138,18 +150,18 @@ def _serve(stack: DevStack) -> int:
         while True:
             if not state_file.exists():
                 output.progress("stopped by `assay dev down`")
-                stack.down()
+                stop_stack(stack)
                 return EXIT_OK
             name = stack.exited()
             if name:
                 log = stack.logs / f"{name}.log"
                 output.progress(f"{name} exited unexpectedly (see {log}); stopping everything")
-                stack.down()
+                stop_stack(stack)
                 return EXIT_ERROR
             time.sleep(0.5)
     except (KeyboardInterrupt, Stopped):
         output.progress("stopping")
-        stopped = stack.down()
+        stopped = stop_stack(stack)
         output.progress(f"stopped {', '.join(stopped) or 'nothing'}")
         return EXIT_OK
 
@@ -226,7 +238,7 @@ def run_demo(args: argparse.Namespace) -> int:
             return EXIT_INTERRUPTED
         finally:
             output.progress("stopping the stack")
-            stack.down()
+            stop_stack(stack)
             shutil.rmtree(workdir, ignore_errors=True)
 
 
