@@ -156,7 +156,9 @@ async def join_jobs_stream(
     nc = await connect_nats(settings, health)
     try:
         js = nc.jetstream()
-        await ensure_streams(js, names, events_max_age=settings.events_max_age)
+        await ensure_streams(
+            js, names, events_max_age=settings.events_max_age, replicas=settings.stream_replicas
+        )
         await ensure_worker_consumer(
             js,
             names,
