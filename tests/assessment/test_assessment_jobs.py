@@ -13,8 +13,8 @@ from assay.assessment.v1 import assessment_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assaylib.config import Settings
 from assaylib.errors import field_violations_of
-from tests.archive.helpers import expect_error, snapshot, talent_data
-from tests.assessment.conftest import check_invariants, grant, ledger, submission
+from tests.archive.helpers import check_invariants, expect_error, snapshot, talent_data
+from tests.assessment.conftest import grant, ledger, submission
 
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

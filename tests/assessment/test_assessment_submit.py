@@ -13,10 +13,9 @@ from assay.common.v1 import assessment_pb2, job_pb2
 from assaylib.config import Settings
 from assaylib.errors import field_violations_of
 from assaylib.validation import DEFAULT_ASSESSMENT, IQ_TEST
-from tests.archive.helpers import expect_error, snapshot, talent_data
+from tests.archive.helpers import check_invariants, expect_error, snapshot, talent_data
 from tests.assessment.conftest import (
     MAX_INFLIGHT,
-    check_invariants,
     grant,
     ledger,
     submission,
