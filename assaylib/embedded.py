@@ -10,14 +10,32 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 PG_SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(signum: int) -> Callable[[], None] | None:
+    """A preexec function asking Linux to signal the child when its parent dies, so a
+    test run killed with SIGKILL leaves no server behind (None elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork: nothing to import after
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signum))
+
+    return arm
 
 
 class EmbeddedServerError(RuntimeError):
@@ -104,8 +122,16 @@ def postgres_install_dir() -> Path:
 class EmbeddedPostgres:
     """A PostgreSQL server in `base_dir`, listening on 127.0.0.1:`port`."""
 
-    def __init__(self, base_dir: Path, port: int | None = None, *, durable: bool = False) -> None:
+    def __init__(
+        self,
+        base_dir: Path,
+        port: int | None = None,
+        *,
+        durable: bool = False,
+        die_with_parent: bool = False,
+    ) -> None:
         self.base_dir = base_dir
+        self.die_with_parent = die_with_parent  # tests: yes; `assay dev up --detach`: no
         self.data_dir = base_dir / "pgdata"
         self.log_path = base_dir / "postgres.log"
         self.port = port or free_port()
@@ -158,8 +184,9 @@ class EmbeddedPostgres:
                      "-c", "full_page_writes=off"]  # fmt: skip
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, user=self._user(), start_new_session=True
-        )
+            args, stdout=log, stderr=subprocess.STDOUT, user=self._user(), start_new_session=True,
+            preexec_fn=_die_with_parent(signal.SIGINT) if self.die_with_parent else None,
+        )  # fmt: skip
         log.close()
         if not self._wait_ready(timeout):
             self.kill()
@@ -208,8 +235,11 @@ class EmbeddedPostgres:
 class EmbeddedNats:
     """A NATS server with JetStream in `base_dir`, listening on 127.0.0.1:`port`."""
 
-    def __init__(self, base_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, base_dir: Path, port: int | None = None, *, die_with_parent: bool = False
+    ) -> None:
         self.base_dir = base_dir
+        self.die_with_parent = die_with_parent
         self.store_dir = base_dir / "jetstream"
         self.log_path = base_dir / "nats.log"
         self.port = port or free_port()
@@ -242,8 +272,9 @@ class EmbeddedNats:
         args = [self.binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
                 "-sd", str(self.store_dir), "-l", str(self.log_path)]  # fmt: skip
         self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_die_with_parent(signal.SIGTERM) if self.die_with_parent else None,
+        )  # fmt: skip
         if not wait_for_port("127.0.0.1", self.port, timeout, self.process):
             self.kill()
             raise EmbeddedServerError(f"NATS did not start; see {self.log_path}")

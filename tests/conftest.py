@@ -53,11 +53,11 @@ def servers() -> Iterator[Servers]:
         database_url = os.environ.get("ASSAY_TEST_DATABASE_URL", "")
         nats_url = os.environ.get("ASSAY_TEST_NATS_URL", "")
         if not database_url:
-            postgres = EmbeddedPostgres(base / "postgres")
+            postgres = EmbeddedPostgres(base / "postgres", die_with_parent=True)
             postgres.start()
             database_url = postgres.url()
         if not nats_url:
-            nats_server = EmbeddedNats(base / "nats")
+            nats_server = EmbeddedNats(base / "nats", die_with_parent=True)
             nats_server.start()
             nats_url = nats_server.url
         try:
