@@ -9,16 +9,15 @@ import sys
 
 from archive_svc.app import ArchiveApp
 from archive_svc.migrate import upgrade
-from assaylib.config import ConfigError, Settings, listen_addr
+from assaylib.config import Settings, listen_addr
+from assaylib.process import settings_or_exit
 from assaylib.server import serve_until_signal
-from assaylib.telemetry import configure_logging, start_metrics_server
 
 log = logging.getLogger("archive_svc")
 
 
 async def serve(settings: Settings) -> None:
     """Serve until SIGTERM, then drain and stop."""
-    start_metrics_server(settings.metrics_addr)
     app = await ArchiveApp.start(settings, listen_addr(settings.archive_addr))
     await serve_until_signal(
         app.server,
@@ -33,13 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m archive_svc", description=__doc__)
     parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
     args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env(allow_missing_secret=args.command == "migrate")
-    except ConfigError as err:
-        print(f"archive: {err}", file=sys.stderr)
-        return 2
-    configure_logging("archive", settings.log_level)
-    if args.command == "migrate":
+    migrate = args.command == "migrate"
+    settings = settings_or_exit(
+        "archive", listen="archive_addr", allow_missing_secret=migrate, metrics=not migrate
+    )
+    if migrate:
         upgrade(settings.database_url)
         log.info("database migrated to the latest revision")
         return 0

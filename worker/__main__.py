@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 
-from assaylib.config import ConfigError, Settings
-from assaylib.telemetry import configure_logging, start_metrics_server
+from assaylib.config import Settings
+from assaylib.process import settings_or_exit, stop_on_signals
 from worker.app import WorkerApp
 
 log = logging.getLogger("worker")
@@ -17,11 +16,7 @@ log = logging.getLogger("worker")
 
 async def run(settings: Settings) -> int:
     """Work until SIGTERM or SIGINT, then stop gracefully; the exit status."""
-    start_metrics_server(settings.metrics_addr)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_on_signals()
     # Starting waits for NATS (reconnecting forever); a SIGTERM meanwhile just exits.
     starting = asyncio.create_task(WorkerApp.start(settings))
     stopping = asyncio.create_task(stop.wait())
@@ -45,12 +40,7 @@ async def run(settings: Settings) -> int:
 
 def main() -> int:
     """Entry point."""
-    try:
-        settings = Settings.from_env()
-    except ConfigError as err:
-        print(f"worker: {err}", file=sys.stderr)
-        return 2
-    configure_logging("worker", settings.log_level)
+    settings = settings_or_exit("worker", listen="worker_addr")
     return asyncio.run(run(settings))
 
 
