@@ -33,6 +33,8 @@ CHANNEL = "assay_outbox"
 PUBLISHED = Counter("assay_outbox_published_total", "Outbox messages published to JetStream")
 FAILURES = Counter("assay_outbox_relay_failures_total", "Relay rounds that failed and backed off")
 UNSENT = Gauge("assay_outbox_unsent", "Outbox messages not yet published, at the last round")
+PURGED = Counter("assay_outbox_purged_total", "Published outbox rows deleted after retention")
+PURGE_EVERY = 3600.0  # seconds between purges of published rows
 
 
 def asyncpg_dsn(engine: AsyncEngine) -> str:
@@ -70,6 +72,7 @@ class OutboxRelay:
         self._nc: NatsClient | None = None
         self._listener: asyncpg.Connection | None = None
         self.idle = asyncio.Event()  # set whenever a round leaves nothing unsent
+        self._next_purge = 0.0
 
     async def start(self) -> None:
         """Start relaying in the background."""
@@ -152,12 +155,22 @@ class OutboxRelay:
             if not rows:
                 UNSENT.set(0)
                 self.idle.set()
+                await self._purge()
                 return
             self.idle.clear()
             await self._publish(js, rows)
             async with self.engine.begin() as conn:
                 await store.mark_sent(conn, [r["id"] for r in rows])
             PUBLISHED.inc(len(rows))
+
+    async def _purge(self) -> None:
+        # Published rows are kept as long as the events stream keeps their events.
+        now = asyncio.get_running_loop().time()
+        if now < self._next_purge:
+            return
+        self._next_purge = now + PURGE_EVERY
+        async with self.engine.begin() as conn:
+            PURGED.inc(await store.purge_sent(conn, self.events_max_age))
 
     @staticmethod
     async def _publish(js: JetStreamContext, rows: Sequence[RowMapping]) -> None:

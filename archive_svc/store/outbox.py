@@ -65,3 +65,15 @@ async def count_unsent(conn: AsyncConnection) -> int:
     """Outbox messages not yet published."""
     value = await conn.scalar(text("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
     return int(value or 0)
+
+
+async def purge_sent(conn: AsyncConnection, older_than: float) -> int:
+    """Delete messages published more than older_than seconds ago; returns how many."""
+    result = await conn.execute(
+        text(
+            "DELETE FROM outbox WHERE sent_at IS NOT NULL"
+            " AND sent_at < now() - make_interval(secs => :age)"
+        ),
+        {"age": older_than},
+    )
+    return int(result.rowcount or 0)

@@ -138,3 +138,18 @@ async def test_restarted_archive_relays_what_the_old_one_left(
         assert len(seen) == 6 and set(seen.values()) == {1}
     finally:
         await app.stop(grace=1)
+
+
+async def test_published_rows_are_purged_after_the_events_retention(
+    archive, archive_stub, database, settings
+) -> None:
+    client = Client(archive_stub)
+    await client.grant("alice", 2)
+    await client.submit()
+    await wait_until(lambda: all_sent(database), within=10)
+    async with archive.engine.begin() as conn:
+        assert await store.purge_sent(conn, older_than=3600) == 0  # young rows stay
+        assert await store.purge_sent(conn, older_than=0) == 2
+    await client.submit()
+    await wait_until(lambda: all_sent(database), within=10)
+    assert len(await outbox_ids(database)) == 2
