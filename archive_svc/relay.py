@@ -29,6 +29,11 @@ from assaylib.streams import StreamNames, ensure_streams
 
 log = logging.getLogger(__name__)
 
+
+class StandingBy(Exception):
+    """Another archive replica holds the relay lock; this one waits to take over."""
+
+
 CHANNEL = "assay_outbox"
 PUBLISHED = Counter("assay_outbox_published_total", "Outbox messages published to JetStream")
 FAILURES = Counter("assay_outbox_relay_failures_total", "Relay rounds that failed and backed off")
@@ -93,11 +98,18 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         backoff = 0.1
+        standing_by = False
         while not self._stopping.is_set():
             try:
                 await self._connect()
                 await self._drain()
-                backoff = 0.1
+                backoff, standing_by = 0.1, False
+            except StandingBy:
+                if not standing_by:
+                    log.info("another archive replica relays the outbox; standing by")
+                standing_by = True
+                await self._sleep(self.max_backoff)
+                continue
             except Exception as err:  # any failure: back off, reconnect, retry
                 FAILURES.inc()
                 log.warning("outbox relay round failed, retrying in %.1fs: %r", backoff, err)
@@ -120,7 +132,7 @@ class OutboxRelay:
                     "SELECT pg_try_advisory_lock($1)", store.RELAY_LOCK_KEY
                 )
                 if not locked:
-                    raise RuntimeError("another relay holds the relay lock; standing by")
+                    raise StandingBy()
                 await listener.add_listener(CHANNEL, lambda *_: self._wake.set())
             except BaseException:
                 await listener.close()

@@ -153,3 +153,21 @@ async def test_published_rows_are_purged_after_the_events_retention(
     await client.submit()
     await wait_until(lambda: all_sent(database), within=10)
     assert len(await outbox_ids(database)) == 2
+
+
+async def test_one_replica_relays_and_the_other_takes_over(
+    archive: ArchiveApp, archive_stub, database: str, settings: Settings
+) -> None:
+    standby = await ArchiveApp.start(settings, "127.0.0.1:0")
+    try:
+        client = Client(archive_stub)
+        await client.grant("alice", 4)
+        await client.submit()
+        await wait_until(lambda: all_sent(database), within=10)
+        await archive.relay.stop()  # the active relay goes away; its lock is released
+        await client.submit()
+        await wait_until(lambda: all_sent(database), within=15)  # the standby took over
+        seen = await stream_msg_ids(settings.nats_url, StreamNames(settings.stream_prefix))
+        assert set(seen) == await outbox_ids(database) and set(seen.values()) == {1}
+    finally:
+        await standby.stop(grace=1)
