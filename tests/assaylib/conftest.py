@@ -78,6 +78,23 @@ def probe_handler(servicer: ProbeServicer) -> grpc.GenericRpcHandler:
     )
 
 
+def probe_unary(
+    channel: grpc.aio.Channel, method: str
+) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+    """A raw-bytes unary callable for ``method`` (a Probe method name or a full path)."""
+    path = method if method.startswith("/") else f"/{PROBE}/{method}"
+    return channel.unary_unary(path, request_serializer=bytes, response_deserializer=bytes)
+
+
+def probe_stream(
+    channel: grpc.aio.Channel, method: str
+) -> grpc.aio.UnaryStreamMultiCallable[bytes, bytes]:
+    """A raw-bytes server-streaming callable for a Probe method."""
+    return channel.unary_stream(
+        f"/{PROBE}/{method}", request_serializer=bytes, response_deserializer=bytes
+    )
+
+
 class ServerFactory(Protocol):
     """Starts a probe server with server interceptors; returns a channel to it."""
 

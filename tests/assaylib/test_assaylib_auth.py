@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
 
 import grpc
 import grpc.aio
@@ -22,27 +21,7 @@ from assaylib.auth import (
     verify_token,
 )
 from assaylib.errors import ErrorMappingInterceptor
-
-PROBE = "assaytest.Probe"
-ServerFactory = Callable[..., Awaitable[grpc.aio.Channel]]
-
-
-def _unary(
-    channel: grpc.aio.Channel, method: str
-) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
-    """A raw-bytes unary callable for ``method`` (a Probe method name or a full path)."""
-    path = method if method.startswith("/") else f"/{PROBE}/{method}"
-    return channel.unary_unary(path, request_serializer=bytes, response_deserializer=bytes)
-
-
-def _stream(
-    channel: grpc.aio.Channel, method: str
-) -> grpc.aio.UnaryStreamMultiCallable[bytes, bytes]:
-    """A raw-bytes server-streaming callable for a Probe method."""
-    return channel.unary_stream(
-        f"/{PROBE}/{method}", request_serializer=bytes, response_deserializer=bytes
-    )
-
+from tests.assaylib.conftest import ServerFactory, probe_stream, probe_unary
 
 SECRET = "test-secret-0123456789-0123456789-abcdef"  # the same as conftest's jwt_secret
 
@@ -151,7 +130,7 @@ def _interceptors(roles: set[str]) -> list[grpc.aio.ServerInterceptor]:
 async def test_no_token_is_unauthenticated(probe_channel_for: ServerFactory) -> None:
     channel = await probe_channel_for(_interceptors({"user"}))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await _unary(channel, "Whoami")(b"", timeout=10)
+        await probe_unary(channel, "Whoami")(b"", timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert errors.reason_of(caught.value) == "UNAUTHENTICATED"
     assert "authorization" in (caught.value.details() or "")
@@ -163,7 +142,7 @@ async def test_malformed_header_is_unauthenticated(
 ) -> None:
     channel = await probe_channel_for(_interceptors({"user"}))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await _unary(channel, "Whoami")(b"", metadata=(("authorization", header),), timeout=10)
+        await probe_unary(channel, "Whoami")(b"", metadata=(("authorization", header),), timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -171,7 +150,7 @@ async def test_role_not_allowed_is_permission_denied(probe_channel_for: ServerFa
     channel = await probe_channel_for(_interceptors({"service", "operator"}))
     token = mint_token(SECRET, "user-1", ["user"])
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await _unary(channel, "Whoami")(
+        await probe_unary(channel, "Whoami")(
             b"", metadata=(("authorization", f"Bearer {token}"),), timeout=10
         )
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -183,7 +162,7 @@ async def test_auth_interceptor_alone_aborts_with_rich_status(
 ) -> None:
     channel = await probe_channel_for([AuthInterceptor(SECRET, {"user"})])
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await _unary(channel, "Whoami")(b"", timeout=10)
+        await probe_unary(channel, "Whoami")(b"", timeout=10)
     assert isinstance(errors.error_from_rpc(caught.value), errors.Unauthenticated)
 
 
@@ -192,22 +171,22 @@ async def test_valid_token_reaches_handler_with_principal(
 ) -> None:
     channel = await probe_channel_for(_interceptors({"user", "operator"}))
     token = mint_token(SECRET, "user-7", ["user", "operator"])
-    reply = await _unary(channel, "Whoami")(
+    reply = await probe_unary(channel, "Whoami")(
         b"", metadata=(("authorization", f"Bearer {token}"),), timeout=10
     )
     assert json.loads(reply) == {"user_id": "user-7", "roles": ["operator", "user"]}
 
 
-async def test_client_interceptors_cover_unary_and_stream(
+async def test_client_interceptors_cover_unary_andprobe_stream(
     probe_channel_for: ServerFactory,
 ) -> None:
     provide = service_token_provider(SECRET, "notifier")
     channel = await probe_channel_for(
         _interceptors({"service"}), client_interceptors=bearer_token_interceptors(provide)
     )
-    reply = await _unary(channel, "Whoami")(b"", timeout=10)
+    reply = await probe_unary(channel, "Whoami")(b"", timeout=10)
     assert json.loads(reply)["user_id"] == "notifier"
-    streamed = [m async for m in _stream(channel, "Stream")(b"", timeout=10)]
+    streamed = [m async for m in probe_stream(channel, "Stream")(b"", timeout=10)]
     assert streamed == [b"notifier", b"notifier"]
 
 
@@ -218,7 +197,7 @@ async def test_client_token_replaces_caller_authorization(
         _interceptors({"user"}),
         client_interceptors=bearer_token_interceptors(mint_token(SECRET, "u2", ["user"])),
     )
-    reply = await _unary(channel, "Whoami")(
+    reply = await probe_unary(channel, "Whoami")(
         b"", metadata=(("authorization", "Bearer stale"),), timeout=10
     )
     assert json.loads(reply)["user_id"] == "u2"

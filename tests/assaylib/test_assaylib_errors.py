@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
 import grpc
 import grpc.aio
@@ -12,30 +11,11 @@ from google.rpc import error_details_pb2
 
 from assaylib import errors
 from assaylib.errors import ErrorMappingInterceptor, FieldViolation
-
-PROBE = "assaytest.Probe"
-ServerFactory = Callable[..., Awaitable[grpc.aio.Channel]]
-
-
-def _unary(
-    channel: grpc.aio.Channel, method: str
-) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
-    """A raw-bytes unary callable for ``method`` (a Probe method name or a full path)."""
-    path = method if method.startswith("/") else f"/{PROBE}/{method}"
-    return channel.unary_unary(path, request_serializer=bytes, response_deserializer=bytes)
-
-
-def _stream(
-    channel: grpc.aio.Channel, method: str
-) -> grpc.aio.UnaryStreamMultiCallable[bytes, bytes]:
-    """A raw-bytes server-streaming callable for a Probe method."""
-    return channel.unary_stream(
-        f"/{PROBE}/{method}", request_serializer=bytes, response_deserializer=bytes
-    )
+from tests.assaylib.conftest import ServerFactory, probe_stream, probe_unary
 
 
 async def _fail(channel: grpc.aio.Channel, kind: str) -> grpc.aio.AioRpcError:
-    call = _unary(channel, "Fail")
+    call = probe_unary(channel, "Fail")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call(kind.encode(), timeout=10)
     return caught.value
@@ -139,7 +119,7 @@ async def test_timeout_is_deadline_exceeded(probe_channel_for: ServerFactory) ->
 async def test_error_in_a_stream_is_mapped(probe_channel_for: ServerFactory) -> None:
     channel = await probe_channel_for([ErrorMappingInterceptor()])
     # No auth interceptor: current_principal() raises Unauthenticated inside the stream.
-    call = _stream(channel, "Stream")(b"", timeout=10)
+    call = probe_stream(channel, "Stream")(b"", timeout=10)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         async for _ in call:
             pass
@@ -153,7 +133,7 @@ async def test_downstream_error_passes_through_unchanged(
     downstream = await probe_channel_for([ErrorMappingInterceptor()])
 
     async def relay(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        result: bytes = await _unary(downstream, "Fail")(request, timeout=10)
+        result: bytes = await probe_unary(downstream, "Fail")(request, timeout=10)
         return result
 
     server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
@@ -169,7 +149,7 @@ async def test_downstream_error_passes_through_unchanged(
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await _unary(channel, "/assaytest.Relay/Fail")(b"invalid", timeout=10)
+                await probe_unary(channel, "/assaytest.Relay/Fail")(b"invalid", timeout=10)
     finally:
         await server.stop(None)
     err = caught.value

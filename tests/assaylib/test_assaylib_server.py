@@ -21,8 +21,8 @@ from assaylib.auth import mint_token
 from assaylib.channels import open_channel
 from assaylib.config import Settings
 from assaylib.server import create_server, serve_until_signal, shutdown
+from tests.assaylib.conftest import PROBE, probe_unary
 
-PROBE = "assaytest.Probe"
 SECRET = "test-secret-0123456789-0123456789-abcdef"  # the same as conftest's jwt_secret
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -58,14 +58,6 @@ async def stack(probe_service: grpc.GenericRpcHandler, jwt_secret: str) -> Async
     await server.stop(None)
 
 
-def _unary(
-    channel: grpc.aio.Channel, method: str
-) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
-    return channel.unary_unary(
-        f"/{PROBE}/{method}", request_serializer=bytes, response_deserializer=bytes
-    )
-
-
 def _count(method: str, code: str) -> float:
     labels = {"service": PROBE, "method": method, "code": code}
     return REGISTRY.get_sample_value("assay_rpc_requests_total", labels) or 0.0
@@ -88,14 +80,14 @@ async def test_reflection_is_exempt_and_lists_services(stack: Stack) -> None:
 
 async def test_layering_auth_then_domain_errors(stack: Stack) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await _unary(stack.anonymous, "Fail")(b"invalid", timeout=10)
+        await probe_unary(stack.anonymous, "Fail")(b"invalid", timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await _unary(stack.channel, "Fail")(b"invalid", timeout=10)
+        await probe_unary(stack.channel, "Fail")(b"invalid", timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert len(errors.field_violations_of(caught.value)) == 2
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await _unary(stack.channel, "Fail")(b"boom", timeout=10)
+        await probe_unary(stack.channel, "Fail")(b"boom", timeout=10)
     assert caught.value.code() == grpc.StatusCode.INTERNAL
     assert "hunter2" not in (caught.value.details() or "")
 
@@ -106,11 +98,11 @@ async def test_metrics_count_by_code(stack: Stack) -> None:
         _count("Whoami", "UNAUTHENTICATED"),
         _count("Fail", "FAILED_PRECONDITION"),
     )
-    await _unary(stack.channel, "Whoami")(b"", timeout=10)
+    await probe_unary(stack.channel, "Whoami")(b"", timeout=10)
     with pytest.raises(grpc.aio.AioRpcError):
-        await _unary(stack.anonymous, "Whoami")(b"", timeout=10)
+        await probe_unary(stack.anonymous, "Whoami")(b"", timeout=10)
     with pytest.raises(grpc.aio.AioRpcError):
-        await _unary(stack.channel, "Fail")(b"tokens", timeout=10)
+        await probe_unary(stack.channel, "Fail")(b"tokens", timeout=10)
     assert _count("Whoami", "OK") == ok + 1
     assert _count("Whoami", "UNAUTHENTICATED") == denied + 1
     assert _count("Fail", "FAILED_PRECONDITION") == bad + 1
@@ -131,7 +123,7 @@ async def _watch_until(stub: health_pb2_grpc.HealthStub, status: int) -> None:
 async def test_graceful_shutdown_drains_in_flight_call(stack: Stack, probe: Any) -> None:
     health = health_pb2_grpc.HealthStub(stack.anonymous)
     watch = asyncio.create_task(_watch_until(health, NOT_SERVING))
-    in_flight = asyncio.ensure_future(_unary(stack.channel, "Slow")(b"", timeout=30))
+    in_flight = asyncio.ensure_future(probe_unary(stack.channel, "Slow")(b"", timeout=30))
     await asyncio.wait_for(probe.slow_started.wait(), 10)
     order: list[str] = []
 
@@ -142,7 +134,7 @@ async def test_graceful_shutdown_drains_in_flight_call(stack: Stack, probe: Any)
     await asyncio.wait_for(watch, 10)  # health flipped while the call is still running
     assert not in_flight.done()
     with pytest.raises(grpc.aio.AioRpcError):  # no new calls once stopping
-        await _unary(stack.channel, "Whoami")(b"", timeout=10)
+        await probe_unary(stack.channel, "Whoami")(b"", timeout=10)
     probe.release.set()
     assert await asyncio.wait_for(in_flight, 10) == b"done"
     await asyncio.wait_for(stopping, 10)
