@@ -9,7 +9,7 @@ the whole call: the await of a unary response, or the full iteration of a respon
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -77,3 +77,26 @@ def _wrap_stream(behaviour: _Behaviour, guard: Guard) -> Any:
                     yield response
 
     return responses
+
+
+class GuardingInterceptor(grpc.aio.ServerInterceptor):
+    """A server interceptor that runs each call inside the guard ``guard_for`` returns for
+    it (``None``: the call runs as it is)."""
+
+    def guard_for(self, details: grpc.HandlerCallDetails) -> Guard | None:
+        """The guard for one call; subclasses decide."""
+        raise NotImplementedError
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """Wrap the method's handler so the guard runs inside the call."""
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        guard = self.guard_for(handler_call_details)
+        return handler if guard is None else wrap_handler(handler, guard)

@@ -6,7 +6,7 @@ import contextlib
 import contextvars
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +16,7 @@ import grpc.aio
 import jwt
 
 from assaylib import errors
-from assaylib._handlers import Context, wrap_handler
+from assaylib._handlers import Context, Guard, GuardingInterceptor
 from assaylib.config import MIN_SECRET_BYTES
 
 __all__ = [
@@ -165,7 +165,7 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
     raise errors.Unauthenticated("missing authorization metadata ('Bearer <token>')")
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(GuardingInterceptor):
     """Requires a valid bearer token with one of ``allowed_roles`` on every non-exempt RPC.
 
     Bad or missing token → UNAUTHENTICATED; a role not allowed → PERMISSION_DENIED; otherwise
@@ -193,24 +193,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             )
         return principal
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        """Wrap non-exempt handlers so authentication happens inside the call."""
-        handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(self._exempt_prefixes):
-            return handler
+    def guard_for(self, details: grpc.HandlerCallDetails) -> Guard | None:
+        """Authenticate non-exempt calls inside the call."""
+        if details.method.startswith(self._exempt_prefixes):
+            return None
         try:
-            outcome: Principal | errors.AssayError = self.authenticate(
-                handler_call_details.invocation_metadata
-            )
+            outcome: Principal | errors.AssayError = self.authenticate(details.invocation_metadata)
         except errors.AssayError as err:
             outcome = err
-        return wrap_handler(handler, _principal_guard(outcome))
+        return _principal_guard(outcome)
 
 
 def _principal_guard(outcome: Principal | errors.AssayError) -> Callable[[Context], Any]:

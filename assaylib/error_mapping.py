@@ -8,14 +8,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
 import grpc.aio
 
-from assaylib._handlers import Context, wrap_handler
+from assaylib._handlers import Context, Guard, GuardingInterceptor
 from assaylib.errors import (
     STATUS_DETAILS_KEY,
     AssayError,
@@ -105,7 +105,7 @@ def _guard_for(method: str) -> Callable[[Context], Any]:
     return map_errors
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+class ErrorMappingInterceptor(GuardingInterceptor):
     """Ends each RPC whose servicer raised with the right status (see ``status_for_exception``).
 
     AssayError → its rich status; a downstream call's AioRpcError → passed through unchanged;
@@ -113,15 +113,6 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     else → INTERNAL "internal error", with the traceback logged but never sent.
     """
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        """Wrap the method's handler so its exceptions are mapped inside the call."""
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        return wrap_handler(handler, _guard_for(handler_call_details.method))
+    def guard_for(self, details: grpc.HandlerCallDetails) -> Guard:
+        """Map the exceptions of every call."""
+        return _guard_for(details.method)

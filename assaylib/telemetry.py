@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,7 +14,7 @@ import grpc
 import grpc.aio
 import prometheus_client
 
-from assaylib._handlers import Context, wrap_handler
+from assaylib._handlers import Context, Guard, GuardingInterceptor
 
 __all__ = [
     "RPC_DURATION",
@@ -138,18 +138,9 @@ def _observer(full_method: str) -> Callable[[Context], Any]:
     return observe
 
 
-class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
+class RpcMetricsInterceptor(GuardingInterceptor):
     """Counts calls by method and final status code and times them (outermost interceptor)."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        """Wrap the handler so the call is measured inside its own task."""
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        return wrap_handler(handler, _observer(handler_call_details.method))
+    def guard_for(self, details: grpc.HandlerCallDetails) -> Guard:
+        """Measure every call."""
+        return _observer(details.method)
