@@ -241,8 +241,14 @@ class LocalStack:
             raise StackError(f"`python -m {module} {' '.join(args)}` failed; see {log_path}")
 
     def start_service(self, name: str, *, as_name: str = "", **env: str) -> int:
-        """Start one service process (as_name for a second worker, say); returns its pid."""
+        """Start one service process (as_name for a second worker, say); returns its pid.
+        Starting a label again (a restart after a crash) requires its process to be gone."""
         label = as_name or name
+        previous = self.processes.get(label)
+        if previous is not None:
+            if previous.poll() is None:
+                raise StackError(f"{label} is still running (pid {previous.pid})")
+            previous.wait()  # reaped: the old process is gone for good
         process_env = dict(self.env)
         process_env.update(env)
         if as_name and name == "worker" and "ASSAY_WORKER_ADDR" not in env:

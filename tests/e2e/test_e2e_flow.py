@@ -3,6 +3,7 @@ with worker crashes, cancellation, retry and watcher resume."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
@@ -184,3 +185,26 @@ async def test_invalid_submission_leaves_nothing(e2e: E2E) -> None:
     assert await e2e.archive.balance("gus") == 1
     listed = await e2e.archive.stub.ListJobs(archive_pb.ListJobsRequest(user_id="gus"))
     assert not listed.jobs
+
+
+@pytest.mark.worker_env(ASSAY_ANALYZER_DELAY="1s")
+async def test_archive_killed_and_restarted_loses_nothing(e2e: E2E) -> None:
+    await e2e.archive.grant("hal", 6)
+    watcher = e2e.watchers.open(user="hal")
+    await watcher.live()
+    service = e2e.assessment("hal")
+    jobs = [(await service.SubmitAssessment(submit_request())).job for _ in range(4)]
+    await events_until(watcher, jobs[0].job_id, "analysis.started")
+    os.kill(e2e.info.pids["archive"], signal.SIGKILL)  # mid-flight: heartbeats, reports fail
+    await expect_error(service.SubmitAssessment(submit_request()), grpc.StatusCode.UNAVAILABLE)
+    e2e.stack.start_service("archive")
+    await asyncio.to_thread(e2e.stack.wait_healthy, "archive")
+    jobs.append((await service.SubmitAssessment(submit_request())).job)
+
+    async def all_completed() -> bool:
+        states = [(await e2e.archive.get(j.job_id)).status for j in jobs]
+        return all(s == job_pb2.JOB_STATUS_COMPLETED for s in states)
+
+    await wait_until(all_completed, within=60)
+    assert await e2e.archive.balance("hal") == 1
+    await check_invariants(e2e.info.database_url)  # one debit each, no refund, I2
