@@ -266,6 +266,12 @@ class LocalStack:
             self._save()
         return process.pid
 
+    def crash(self, label: str) -> None:
+        """Kill a started service with SIGKILL, as a crash would, and reap it."""
+        process = self.processes[label]
+        process.kill()
+        process.wait()
+
     def wait_healthy(self, name: str, timeout: float = 30.0) -> None:
         """Wait until a started service reports SERVING."""
         process = self.processes[name]

@@ -195,7 +195,7 @@ async def test_archive_killed_and_restarted_loses_nothing(e2e: E2E) -> None:
     service = e2e.assessment("hal")
     jobs = [(await service.SubmitAssessment(submit_request())).job for _ in range(4)]
     await events_until(watcher, jobs[0].job_id, "analysis.started")
-    os.kill(e2e.info.pids["archive"], signal.SIGKILL)  # mid-flight: heartbeats, reports fail
+    await asyncio.to_thread(e2e.stack.crash, "archive")  # kill -9 mid-flight
     await expect_error(service.SubmitAssessment(submit_request()), grpc.StatusCode.UNAVAILABLE)
     e2e.stack.start_service("archive")
     await asyncio.to_thread(e2e.stack.wait_healthy, "archive")
