@@ -23,7 +23,7 @@ async def serve(settings: Settings) -> None:
         app.server,
         app.health,
         grace=settings.shutdown_grace,
-        on_stop=[app.relay.stop, app.engine.dispose],
+        on_stop=app.on_stop,
     )
 
 

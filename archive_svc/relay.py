@@ -37,7 +37,7 @@ class StandingBy(Exception):
 CHANNEL = "assay_outbox"
 PUBLISHED = Counter("assay_outbox_published_total", "Outbox messages published to JetStream")
 FAILURES = Counter("assay_outbox_relay_failures_total", "Relay rounds that failed and backed off")
-UNSENT = Gauge("assay_outbox_unsent", "Outbox messages not yet published, at the last round")
+UNSENT = Gauge("assay_outbox_unsent", "Outbox messages waiting to be published (the backlog)")
 PURGED = Counter("assay_outbox_purged_total", "Published outbox rows deleted after retention")
 PURGE_EVERY = 3600.0  # seconds between purges of published rows
 
@@ -76,7 +76,6 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._nc: NatsClient | None = None
         self._listener: asyncpg.Connection | None = None
-        self.idle = asyncio.Event()  # set whenever a round leaves nothing unsent
         self._next_purge = 0.0
 
     async def start(self) -> None:
@@ -91,10 +90,6 @@ class OutboxRelay:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._disconnect()
-
-    def wake(self) -> None:
-        """Ask for a round now."""
-        self._wake.set()
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -166,13 +161,13 @@ class OutboxRelay:
                 rows = await store.unsent_outbox(conn, self.batch_size)
             if not rows:
                 UNSENT.set(0)
-                self.idle.set()
                 await self._purge()
                 return
-            self.idle.clear()
             await self._publish(js, rows)
             async with self.engine.begin() as conn:
                 await store.mark_sent(conn, [r["id"] for r in rows])
+                if len(rows) == self.batch_size:  # a backlog: count it (cheap, partial index)
+                    UNSENT.set(await store.count_unsent(conn))
             PUBLISHED.inc(len(rows))
 
     async def _purge(self) -> None:

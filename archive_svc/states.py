@@ -78,10 +78,3 @@ TABLE: tuple[Transition, ...] = (
     CANCEL_ACK,
     RETRY,
 )
-
-TERMINAL = frozenset({C, F, X})
-
-
-def allowed_targets(source: JobStatus) -> frozenset[JobStatus]:
-    """Every status a job in `source` may move to."""
-    return frozenset(t.target for t in TABLE if source in t.sources)

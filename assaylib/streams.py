@@ -28,12 +28,6 @@ def encode_user(user_id: str) -> str:
     return "u" + base64.urlsafe_b64encode(user_id.encode()).decode().rstrip("=")
 
 
-def decode_user(token: str) -> str:
-    """The user id encoded by encode_user."""
-    body = token[1:]
-    return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
-
-
 @dataclass(frozen=True)
 class StreamNames:
     """The names of Assay's streams and subjects under an optional test prefix."""
