@@ -53,7 +53,7 @@ class ArchiveApp:
         """Start the server on `bind` (port 0 picks a free one) and the relay."""
         names = StreamNames(settings.stream_prefix)
         engine = make_engine(settings.database_url)
-        archive = Archive.build(engine, names, policy_of(settings))
+        archive = Archive.build(engine, names, policy_of(settings), settings.jwt_secret)
         servicer = ArchiveServicer(archive)
         server, port, health = await create_server(
             bind,

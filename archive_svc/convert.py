@@ -61,6 +61,7 @@ def job_to_proto(row: Mapping[Any, Any]) -> job_pb2.Job:
         token_cost=row["token_cost"],
         request_id=row["request_id"] or "",
         processing_time_ms=row["processing_time_ms"] or 0,
+        requeues=row.get("requeues") or 0,
     )
     for name in ("created_at", "updated_at", "started_at", "heartbeat_at", "finished_at"):
         stamp = timestamp(row[name])
@@ -74,9 +75,19 @@ def to_json(message: Message) -> str:
     return json.dumps(json_format.MessageToDict(message), separators=(",", ":"))
 
 
-def _json(value: Any) -> Any:
+def json_value(value: Any) -> Any:
     # text() queries return JSONB as a string; typed ones as a dict.
     return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def submission_of(
+    row: Mapping[Any, Any],
+) -> tuple[assessment_pb2.AssessmentData, assessment_pb2.RawResponses]:
+    """The assessment data and raw answers of a row holding test_data and raw_responses."""
+    data, raw = assessment_pb2.AssessmentData(), assessment_pb2.RawResponses()
+    json_format.ParseDict(json_value(row["test_data"]), data, ignore_unknown_fields=True)
+    json_format.ParseDict(json_value(row["raw_responses"]), raw, ignore_unknown_fields=True)
+    return data, raw
 
 
 def result_to_proto(row: Mapping[Any, Any]) -> job_pb2.AnalysisResult:
@@ -87,11 +98,13 @@ def result_to_proto(row: Mapping[Any, Any]) -> job_pb2.AnalysisResult:
         job_id=str(row["job_id"]) if row["job_id"] else "",
         assessment_name=row["assessment_name"],
     )
-    json_format.ParseDict(_json(row["test_data"]), result.test_data, ignore_unknown_fields=True)
-    raw = _json(row["raw_responses"])
+    json_format.ParseDict(
+        json_value(row["test_data"]), result.test_data, ignore_unknown_fields=True
+    )
+    raw = json_value(row["raw_responses"])
     json_format.ParseDict(raw, result.raw_responses, ignore_unknown_fields=True)
     if row["test_result"] is not None:
-        profile = _json(row["test_result"])
+        profile = json_value(row["test_result"])
         json_format.ParseDict(profile, result.test_result, ignore_unknown_fields=True)
     for name in ("created_at", "updated_at"):
         stamp = timestamp(row[name])

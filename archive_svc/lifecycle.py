@@ -12,7 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from archive_svc import convert, store
 from archive_svc.events import event_row, queue_row
-from archive_svc.records import Policy, check_inflight, check_owner, parse_uuid
+from archive_svc.records import (
+    Policy,
+    check_inflight,
+    check_owner,
+    owner_violations,
+    parse_uuid,
+)
 from archive_svc.states import (
     CANCEL,
     CANCEL_ACK,
@@ -36,6 +42,7 @@ NEW_ATTEMPT = (
 )
 FINISH = "finished_at = now()"
 ATTEMPTS_EXHAUSTED = "ATTEMPTS_EXHAUSTED"
+MAX_ERROR_MESSAGE_CHARS = 4000
 
 
 def refund_for(row: RowMapping, reason: str) -> store.Refund:
@@ -47,6 +54,18 @@ def refund_for(row: RowMapping, reason: str) -> store.Refund:
         amount=row["token_cost"],
         reason=reason,
     )
+
+
+def error_text_violations(code: str, message: str) -> list[FieldViolation]:
+    """Violations of a failure report's code and message (stored and sent in events)."""
+    violations = v.text_violations(code, "error_code") + v.text_violations(message, "error_message")
+    if len(code) > v.MAX_ID_CHARS:
+        violations.append(FieldViolation("error_code", f"at most {v.MAX_ID_CHARS} characters"))
+    if len(message) > MAX_ERROR_MESSAGE_CHARS:
+        violations.append(
+            FieldViolation("error_message", f"at most {MAX_ERROR_MESSAGE_CHARS} characters")
+        )
+    return violations
 
 
 def attempt_violations(job_id: str, worker_id: str, attempt: int) -> list[FieldViolation]:
@@ -179,6 +198,9 @@ class Lifecycle:
         violations = attempt_violations(request.job_id, request.worker_id, request.attempt)
         if not request.HasField("test_result"):
             violations.append(FieldViolation("test_result", "required"))
+        profile = convert.to_json(request.test_result)
+        if v.JSON_NUL in profile:  # cheap test first; the walk names the fields
+            violations += v.message_text_violations(request.test_result, "test_result")
         v.require_valid(violations)
         job_id = uuid.UUID(request.job_id)
         async with self.engine.begin() as conn:
@@ -193,9 +215,7 @@ class Lifecycle:
             )
             if row is None:
                 raise await self._refused(conn, COMPLETE, job_id)
-            await store.set_test_result(
-                conn, row["result_id"], convert.to_json(request.test_result)
-            )
+            await store.set_test_result(conn, row["result_id"], profile)
             return await self._commit(conn, COMPLETE, row)
 
     async def fail(self, request: pb.FailJobRequest) -> job_pb2.Job:
@@ -206,6 +226,7 @@ class Lifecycle:
             violations = attempt_violations(request.job_id, request.worker_id, request.attempt)
         if not request.error_code:
             violations.append(FieldViolation("error_code", "required"))
+        violations += error_text_violations(request.error_code, request.error_message)
         v.require_valid(violations)
         job_id = uuid.UUID(request.job_id)
         params: dict[str, Any] = {
@@ -235,7 +256,9 @@ class Lifecycle:
         worker's report that it stopped: PROCESSING → CANCELLED."""
         if request.worker_id:
             return await self._acknowledge_cancel(request)
-        v.require_valid(v.uuid_violations(request.job_id, "job_id"))
+        v.require_valid(
+            v.uuid_violations(request.job_id, "job_id") + owner_violations(request.user_id)
+        )
         job_id = uuid.UUID(request.job_id)
         owner = {"owner": request.user_id}
         mine = "AND (:owner = '' OR user_id = :owner)"
@@ -268,6 +291,7 @@ class Lifecycle:
 
     async def retry(self, request: pb.RetryJobRequest) -> pb.RetryJobResponse:
         """FAILED → QUEUED, charging again and re-queueing the analysis."""
+        v.require_valid(owner_violations(request.user_id))
         job_id = parse_uuid(request.job_id, "job_id")
         cost = self.policy.token_cost
         async with self.engine.begin() as conn:
@@ -277,7 +301,7 @@ class Lifecycle:
                 job_id,
                 sets="attempt = 0, worker_id = NULL, error_code = NULL, error_message = NULL,"
                 " cancel_requested = false, started_at = NULL, heartbeat_at = NULL,"
-                " finished_at = NULL, processing_time_ms = NULL,"
+                " finished_at = NULL, processing_time_ms = NULL, requeues = 0,"
                 " charge_count = charge_count + 1, token_cost = :cost",
                 where="AND (:owner = '' OR user_id = :owner)",
                 params={"cost": cost, "owner": request.user_id},

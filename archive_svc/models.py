@@ -1,7 +1,7 @@
 """The archive's schema as SQLAlchemy models.
 
 The migrations in archive_svc/migrations build the same schema; a test diffs the two.
-Queries live in archive_svc/repository.py, not here.
+Queries live in archive_svc/store/, not here.
 """
 
 from __future__ import annotations
@@ -125,6 +125,7 @@ class Job(Base):
             "user_id",
             postgresql_where=text("status IN ('QUEUED', 'PROCESSING')"),
         ),
+        Index("ix_jobs_queued_updated", "updated_at", postgresql_where=text("status = 'QUEUED'")),
     )
 
     job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -155,6 +156,8 @@ class Job(Base):
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     processing_time_ms: Mapped[int | None] = mapped_column(BigInteger)
+    requeues: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    """Times the sweep re-published this QUEUED job's lost queue message (reset by retry)."""
 
 
 class Result(Base):

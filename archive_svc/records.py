@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from archive_svc import convert, store
 from archive_svc.events import event_row, queue_row
+from archive_svc.paging import PageTokens, page_limit
 from archive_svc.states import CREATE
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import job_pb2
@@ -29,8 +28,6 @@ from assaylib.errors import (
 )
 from assaylib.streams import StreamNames
 
-DEFAULT_PAGE_SIZE = 50
-
 
 @dataclass(frozen=True)
 class Policy:
@@ -41,37 +38,15 @@ class Policy:
     max_attempts: int = 3
 
 
-def encode_page_token(*parts: Any) -> str:
-    """An opaque page token for a keyset position."""
-    text = json.dumps([p.isoformat() if isinstance(p, dt.datetime) else str(p) for p in parts])
-    return base64.urlsafe_b64encode(text.encode()).decode()
-
-
-def decode_page_token(token: str, kinds: Sequence[type]) -> tuple[Any, ...] | None:
-    """The keyset position in a page token (None for the first page)."""
-    if not token:
-        return None
-    try:
-        parts = json.loads(base64.urlsafe_b64decode(token.encode()))
-        values = tuple(
-            dt.datetime.fromisoformat(p) if kind is dt.datetime else kind(p)
-            for p, kind in zip(parts, kinds, strict=True)
-        )
-    except (ValueError, TypeError):
-        raise InvalidArgument([FieldViolation("page_token", "not a token from this API")]) from None
-    return values
-
-
-def page_limit(page_size: int) -> int:
-    """The number of rows a page holds."""
-    v.require_valid(v.page_size_violations(page_size))
-    return page_size or DEFAULT_PAGE_SIZE
-
-
 def parse_uuid(value: str, field: str) -> uuid.UUID:
     """value as a UUID, or INVALID_ARGUMENT naming field."""
     v.require_valid(v.uuid_violations(value, field))
     return uuid.UUID(value)
+
+
+def owner_violations(owner: str) -> list[FieldViolation]:
+    """Violations of an optional owner filter (``user_id``; empty means any owner)."""
+    return v.id_violations(owner, "user_id", required=False)
 
 
 def check_owner(row: RowMapping | None, owner: str, what: str, ident: str) -> RowMapping:
@@ -84,10 +59,13 @@ def check_owner(row: RowMapping | None, owner: str, what: str, ident: str) -> Ro
 class Records:
     """Submissions, reads, results and tokens."""
 
-    def __init__(self, engine: AsyncEngine, names: StreamNames, policy: Policy) -> None:
+    def __init__(
+        self, engine: AsyncEngine, names: StreamNames, policy: Policy, pages: PageTokens
+    ) -> None:
         self.engine = engine
         self.names = names
         self.policy = policy
+        self.pages = pages
 
     async def create_submission(
         self, request: pb.CreateSubmissionRequest
@@ -182,6 +160,7 @@ class Records:
 
     async def get_job(self, job_id: str, owner: str) -> job_pb2.Job:
         """One job, scoped to owner when given."""
+        v.require_valid(owner_violations(owner))
         ident = parse_uuid(job_id, "job_id")
         async with self.engine.connect() as conn:
             row = await store.get_job(conn, ident)
@@ -190,20 +169,23 @@ class Records:
     async def list_jobs(self, request: pb.ListJobsRequest) -> pb.ListJobsResponse:
         """A page of jobs, newest first."""
         limit = page_limit(request.page_size)
-        after = decode_page_token(request.page_token, (dt.datetime, uuid.UUID))
+        v.require_valid(v.id_violations(request.user_id, "user_id", required=False))
         status = convert.PROTO_TO_STATUS.get(request.status)
         if request.status and status is None:
             raise InvalidArgument([FieldViolation("status", "unknown status")])
+        scope = f"jobs\0{request.user_id}\0{status}"
+        after = self.pages.decode(request.page_token, scope, (dt.datetime, uuid.UUID))
         async with self.engine.connect() as conn:
             rows = await store.jobs_page(conn, request.user_id, status, after, limit + 1)
         response = pb.ListJobsResponse(jobs=[convert.job_to_proto(r) for r in rows[:limit]])
         if len(rows) > limit:
             last = rows[limit - 1]
-            response.next_page_token = encode_page_token(last["created_at"], last["job_id"])
+            response.next_page_token = self.pages.encode(scope, last["created_at"], last["job_id"])
         return response
 
     async def get_result(self, result_id: str, owner: str) -> job_pb2.AnalysisResult:
         """One result row, scoped to owner when given."""
+        v.require_valid(owner_violations(owner))
         ident = parse_uuid(result_id, "result_id")
         async with self.engine.connect() as conn:
             row = await store.get_result(conn, ident)
@@ -212,7 +194,9 @@ class Records:
     async def list_results(self, request: pb.ListResultsRequest) -> pb.ListResultsResponse:
         """A page of result rows, newest first."""
         limit = page_limit(request.page_size)
-        after = decode_page_token(request.page_token, (dt.datetime, uuid.UUID))
+        v.require_valid(v.id_violations(request.user_id, "user_id", required=False))
+        scope = f"results\0{request.user_id}"
+        after = self.pages.decode(request.page_token, scope, (dt.datetime, uuid.UUID))
         async with self.engine.connect() as conn:
             rows = await store.results_page(conn, request.user_id, after, limit + 1)
         response = pb.ListResultsResponse(
@@ -220,7 +204,9 @@ class Records:
         )
         if len(rows) > limit:
             last = rows[limit - 1]
-            response.next_page_token = encode_page_token(last["created_at"], last["result_id"])
+            response.next_page_token = self.pages.encode(
+                scope, last["created_at"], last["result_id"]
+            )
         return response
 
     async def update_result(self, request: pb.UpdateResultRequest) -> job_pb2.AnalysisResult:
@@ -233,6 +219,10 @@ class Records:
 
     async def create_result(self, request: pb.CreateResultRequest) -> job_pb2.AnalysisResult:
         """Create and link the result row of a job that has none (idempotent)."""
+        v.require_valid(
+            v.raw_responses_violations(request.raw_responses)
+            + v.assessment_data_violations(request.test_data, v.CUSTOM)
+        )
         job_id = parse_uuid(request.job_id, "job_id")
         async with self.engine.begin() as conn:
             job = check_owner(await store.get_job(conn, job_id), "", "job", request.job_id)
@@ -265,6 +255,7 @@ class Records:
     async def grant(self, request: pb.GrantTokensRequest) -> pb.GrantTokensResponse:
         """Credit a user's balance."""
         violations = v.id_violations(request.user_id, "user_id")
+        violations += v.text_violations(request.reason, "reason")
         if request.amount <= 0:
             violations.append(FieldViolation("amount", "must be a positive number of tokens"))
         v.require_valid(violations)
@@ -277,8 +268,10 @@ class Records:
     async def ledger(self, request: pb.ListLedgerEntriesRequest) -> pb.ListLedgerEntriesResponse:
         """A page of ledger entries, newest first."""
         limit = page_limit(request.page_size)
+        v.require_valid(v.id_violations(request.user_id, "user_id", required=False))
         job_id = parse_uuid(request.job_id, "job_id") if request.job_id else None
-        after = decode_page_token(request.page_token, (int,))
+        scope = f"ledger\0{request.user_id}\0{job_id or ''}"
+        after = self.pages.decode(request.page_token, scope, (int,))
         before = after[0] if after else None
         async with self.engine.connect() as conn:
             rows = await store.ledger_page(conn, request.user_id, job_id, before, limit + 1)
@@ -286,7 +279,7 @@ class Records:
             entries=[convert.ledger_entry_to_proto(r) for r in rows[:limit]]
         )
         if len(rows) > limit:
-            response.next_page_token = encode_page_token(rows[limit - 1]["entry_id"])
+            response.next_page_token = self.pages.encode(scope, rows[limit - 1]["entry_id"])
         return response
 
 
@@ -317,5 +310,15 @@ def result_columns(request: pb.UpdateResultRequest) -> dict[str, Any]:
         violations.append(FieldViolation("update_mask", "name at least one field"))
     if "assessment_name" in paths:
         violations += v.assessment_name_violations(request.result.assessment_name)
+    if "raw_responses" in paths:
+        violations += v.raw_responses_violations(
+            request.result.raw_responses, "result.raw_responses"
+        )
+    if "test_data" in paths:
+        violations += v.assessment_data_violations(
+            request.result.test_data, v.CUSTOM, "result.test_data"
+        )
+    if "test_result" in paths:
+        violations += v.message_text_violations(request.result.test_result, "result.test_result")
     v.require_valid(violations)
     return {p: RESULT_MASK_PATHS[p](request.result) for p in paths}

@@ -12,6 +12,7 @@ import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from archive_svc.lifecycle import Lifecycle
+from archive_svc.paging import PageTokens
 from archive_svc.records import Policy, Records
 from archive_svc.sweep import Sweeper
 from assay.archive.v1 import archive_service_pb2 as pb
@@ -33,12 +34,13 @@ class Archive:
     sweeper: Sweeper
 
     @classmethod
-    def build(cls, engine: AsyncEngine, names: StreamNames, policy: Policy) -> Archive:
-        """Wire the domain modules to one engine."""
+    def build(cls, engine: AsyncEngine, names: StreamNames, policy: Policy, secret: str) -> Archive:
+        """Wire the domain modules to one engine; ``secret`` signs page tokens."""
+        pages = PageTokens(secret)
         return cls(
-            Records(engine, names, policy),
+            Records(engine, names, policy, pages),
             Lifecycle(engine, names, policy),
-            Sweeper(engine, names),
+            Sweeper(engine, names, policy, pages),
         )
 
 

@@ -62,6 +62,8 @@ TAKEOVER = Transition("takeover", (P,), P, Token.NONE, EventType.STARTED)
 COMPLETE = Transition("complete", (P,), C, Token.NONE, EventType.COMPLETED)
 FAIL = Transition("fail", (Q, P), F, Token.REFUND, EventType.FAILED)
 SWEEP = Transition("sweep", (P,), F, Token.REFUND, EventType.STUCK)
+# The sweep gives up on a QUEUED job whose message it re-published max_attempts times.
+SWEEP_QUEUED = Transition("sweep_queued", (Q,), F, Token.REFUND, EventType.STUCK)
 CANCEL = Transition("cancel", (Q,), X, Token.REFUND, EventType.CANCELLED)
 # The worker reports that it stopped a PROCESSING job whose cancellation it saw.
 CANCEL_ACK = Transition("cancel_ack", (P,), X, Token.REFUND, EventType.CANCELLED)
@@ -74,6 +76,7 @@ TABLE: tuple[Transition, ...] = (
     COMPLETE,
     FAIL,
     SWEEP,
+    SWEEP_QUEUED,
     CANCEL,
     CANCEL_ACK,
     RETRY,

@@ -10,10 +10,9 @@ from assay.assessment.v1 import assessment_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assay_cli import output
 from assay_cli.connect import Connection
+from assaylib.sweeps import sweep_request
 
 DEFAULT_LIMIT = 20
-SWEEP_BATCH = 500
-SWEEP_GUARD_MIN_COUNT = 5  # as `python -m assessment_svc.sweep`: one dead worker is still swept
 EXIT_OK, EXIT_HELD_BACK = 0, 3
 RPC_TIMEOUT = 30.0
 
@@ -199,27 +198,10 @@ async def stuck_jobs(args: argparse.Namespace, conn: Connection) -> int:
     return EXIT_OK
 
 
-def sweep_request(
-    conn: Connection, *, dry_run: bool, force: bool
-) -> archive_pb.SweepStuckJobsRequest:
-    """The archive request for one sweep with the configured thresholds."""
-    settings = conn.target.settings
-    request = archive_pb.SweepStuckJobsRequest(
-        limit=SWEEP_BATCH,
-        dry_run=dry_run,
-        max_fraction=settings.sweep_max_fraction,
-        force=force,
-        guard_min_count=SWEEP_GUARD_MIN_COUNT,
-    )
-    request.stuck_after.FromNanoseconds(int(settings.stuck_after * 1e9))
-    request.max_processing.FromNanoseconds(int(settings.max_processing * 1e9))
-    return request
-
-
 async def sweep_stuck(args: argparse.Namespace, conn: Connection) -> int:
     """``assay sweep [--dry-run] [--force]``: exit 3 when the guard held it back."""
     stub = await conn.archive()
-    request = sweep_request(conn, dry_run=args.dry_run, force=args.force)
+    request = sweep_request(conn.target.settings, dry_run=args.dry_run, force=args.force)
     reply = await stub.SweepStuckJobs(request, timeout=60)
     if args.json:
         output.print_json(output.to_dict(reply))
@@ -230,7 +212,10 @@ async def sweep_stuck(args: argparse.Namespace, conn: Connection) -> int:
     else:
         verb = "would fail" if args.dry_run else "failed and refunded"
         count = len(reply.jobs) if args.dry_run else reply.failed
-        print(f"{reply.found} stuck of {reply.in_flight} processing; {verb} {count}")
+        print(
+            f"{reply.found} stuck of {reply.in_flight} processing; {verb} {count}; "
+            f"{reply.queued_found} lost of {reply.queued} queued, re-published {reply.requeued}"
+        )
         if reply.jobs:
             print(output.jobs_table(reply.jobs))
     return EXIT_HELD_BACK if reply.held_back else EXIT_OK

@@ -10,22 +10,29 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import grpc.aio
 
+from assaylib import errors
+
 Context = grpc.aio.ServicerContext[Any, Any]
-Guard = Callable[[Context], AbstractAsyncContextManager[None]]
+Guard = Callable[[Context, Any], AbstractAsyncContextManager[None]]
+"""Builds the context manager one call runs in, from its context and its request."""
 _Behaviour = Callable[..., Any]
 
 
 def wrap_handler(
-    handler: grpc.RpcMethodHandler[Any, Any], guard: Guard
+    handler: grpc.RpcMethodHandler[Any, Any],
+    guard: Guard,
+    deserializer: Callable[[bytes], Any] | None = None,
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """Return a copy of ``handler`` whose behaviour runs inside ``guard(context)``."""
-    deserializer = handler.request_deserializer
+    """Return a copy of ``handler`` whose behaviour runs inside ``guard(context, request)``
+    (and whose request deserializer is ``deserializer``, when given)."""
+    deserializer = deserializer or handler.request_deserializer
     serializer = handler.response_serializer
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
@@ -48,7 +55,7 @@ def wrap_handler(
 
 def _wrap_unary(behaviour: _Behaviour, guard: Guard) -> Any:
     async def unary(request: Any, context: Context) -> Any:
-        async with guard(context):
+        async with guard(context, request):
             response = behaviour(request, context)
             if inspect.isawaitable(response):
                 response = await response
@@ -61,13 +68,13 @@ def _wrap_stream(behaviour: _Behaviour, guard: Guard) -> Any:
     if inspect.iscoroutinefunction(behaviour):
         # A coroutine stream handler writes with context.write() and returns None.
         async def writer(request: Any, context: Context) -> None:
-            async with guard(context):
+            async with guard(context, request):
                 await behaviour(request, context)
 
         return writer
 
     async def responses(request: Any, context: Context) -> AsyncIterator[Any]:
-        async with guard(context):
+        async with guard(context, request):
             produced = behaviour(request, context)
             if inspect.isasyncgen(produced):
                 async for response in produced:
@@ -77,6 +84,57 @@ def _wrap_stream(behaviour: _Behaviour, guard: Guard) -> Any:
                     yield response
 
     return responses
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """What a tolerant deserializer returns for bytes that are not the request message: the
+    call goes on (authentication first), and the decode guard refuses it."""
+
+    error: str
+
+
+def tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``deserializer``, returning Undecodable instead of raising (grpc would answer UNKNOWN
+    before any interceptor runs)."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as err:  # DecodeError: bad bytes, invalid UTF-8, nesting too deep
+            return Undecodable(f"{type(err).__name__}: {err}")
+
+    return deserialize
+
+
+@asynccontextmanager
+async def _refuse_undecodable(context: Context, request: Any) -> AsyncIterator[None]:
+    if isinstance(request, Undecodable):
+        violation = errors.FieldViolation("request", f"not a valid message ({request.error})")
+        raise errors.InvalidArgument([violation])
+    yield
+
+
+class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
+    """The innermost interceptor: a request body that does not decode is INVALID_ARGUMENT
+    on ``request``, raised inside the call (after authentication, through the error mapping)
+    instead of grpc's UNKNOWN "Unexpected error" before any interceptor runs."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """Make the deserializer tolerant and the call refuse what it could not read."""
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_streaming:
+            return handler
+        deserializer = tolerant(handler.request_deserializer)
+        return wrap_handler(handler, _refuse_undecodable, deserializer)
 
 
 class GuardingInterceptor(grpc.aio.ServerInterceptor):

@@ -204,9 +204,9 @@ class AuthInterceptor(GuardingInterceptor):
         return _principal_guard(outcome)
 
 
-def _principal_guard(outcome: Principal | errors.AssayError) -> Callable[[Context], Any]:
+def _principal_guard(outcome: Principal | errors.AssayError) -> Guard:
     @asynccontextmanager
-    async def guard(context: Context) -> AsyncIterator[None]:
+    async def guard(context: Context, request: Any) -> AsyncIterator[None]:
         if isinstance(outcome, errors.AssayError):
             await context.abort_with_status(outcome.to_status())
         token = _current.set(outcome)

@@ -115,6 +115,12 @@ class Settings:
     tls_ca: str = ""
     """Path of a PEM CA bundle: clients verify servers with it; servers then require client
     certificates."""
+    reflection: bool = True
+    """Serve gRPC server reflection (unauthenticated: it lists every RPC and message); the
+    prod overlay turns it off."""
+    max_queued: float = 600.0
+    """A QUEUED job older than this had its queue message lost: the sweep re-publishes it,
+    and fails it (refunded) after ASSAY_MAX_ATTEMPTS re-publications."""
     log_level: str = "INFO"
     """Logging level name (DEBUG, INFO, WARNING, ERROR)."""
     bookmark_interval: float = 15.0
@@ -222,6 +228,15 @@ def _address(optional: bool) -> Callable[[str], str]:
     return parse
 
 
+def _bool(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError("not a boolean (true/false)")
+
+
 def _log_level(raw: str) -> str:
     level = raw.upper()
     if not isinstance(logging.getLevelName(level), int):
@@ -255,4 +270,6 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "stream_replicas": _int_at_least(1),
     "analyzer_delay": parse_duration,
     "log_level": _log_level,
+    "reflection": _bool,
+    "max_queued": _positive_duration,
 }

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -92,9 +92,9 @@ def status_for_exception(err: Exception, method: str = "") -> grpc.Status:
     return Internal("internal error").to_status()
 
 
-def _guard_for(method: str) -> Callable[[Context], Any]:
+def _guard_for(method: str) -> Guard:
     @asynccontextmanager
-    async def map_errors(context: Context) -> AsyncIterator[None]:
+    async def map_errors(context: Context, request: Any) -> AsyncIterator[None]:
         try:
             yield
         except grpc.aio.AbortError:

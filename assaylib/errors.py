@@ -54,8 +54,22 @@ DOMAIN = "assay"
 """``ErrorInfo.domain`` of every error Assay raises."""
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 """Trailing-metadata key holding the serialized ``google.rpc.Status``."""
+MAX_MESSAGE_CHARS = 300
+"""Longest status message sent; longer ones (quoting hostile input) are cut."""
+MAX_FIELD_CHARS = 120
+"""Longest field path or metadata value in a status; a path can hold a caller's map key."""
+MAX_DESCRIPTION_CHARS = 160
+"""Longest field-violation description; descriptions may quote the bad value."""
+MAX_VIOLATIONS = 10
+"""Field violations reported one by one; the rest are counted in one more violation, so a
+status always fits in a client's 8 KiB metadata limit whatever the request held."""
 
 log = logging.getLogger(__name__)
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, marked with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -89,11 +103,15 @@ class AssayError(Exception):
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> None:
+        message = clip(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
         if reason is not None:
             self.reason = reason
-        self.metadata: dict[str, str] = dict(metadata or {})
+        self.metadata: dict[str, str] = {
+            clip(key, MAX_FIELD_CHARS): clip(value, MAX_FIELD_CHARS)
+            for key, value in (metadata or {}).items()
+        }
 
     def details(self) -> list[Message]:
         """The ``google.rpc`` detail messages this error carries."""
@@ -128,7 +146,7 @@ class InvalidArgument(AssayError):
     reason = "INVALID_ARGUMENT"
 
     def __init__(self, violations: Sequence[FieldViolation], message: str = "") -> None:
-        self.violations = list(violations)
+        self.violations = reported_violations(violations)
         if not message:
             fields = ", ".join(v.field for v in self.violations) or "request"
             message = f"invalid {fields}"
@@ -145,6 +163,19 @@ class InvalidArgument(AssayError):
             ]
         )
         return [*super().details(), bad_request]
+
+
+def reported_violations(violations: Sequence[FieldViolation]) -> list[FieldViolation]:
+    """The violations a status carries: the first MAX_VIOLATIONS, clipped, then one counting
+    the rest."""
+    reported = [
+        FieldViolation(clip(v.field, MAX_FIELD_CHARS), clip(v.description, MAX_DESCRIPTION_CHARS))
+        for v in violations[:MAX_VIOLATIONS]
+    ]
+    if len(violations) > MAX_VIOLATIONS:
+        more = len(violations) - MAX_VIOLATIONS
+        reported.append(FieldViolation("request", f"and {more} more violation(s) not listed"))
+    return reported
 
 
 class NotFound(AssayError):

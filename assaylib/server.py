@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from assaylib._handlers import DecodeGuardInterceptor
 from assaylib.auth import AuthInterceptor
 from assaylib.config import Settings
 from assaylib.error_mapping import ErrorMappingInterceptor
@@ -66,13 +67,16 @@ async def create_server(
     its health servicer (a ``grpc_health.v1.health.aio.HealthServicer``).
 
     Interceptors, outermost first: metrics, error mapping, authentication (health and
-    reflection are exempt). Every name in ``service_names`` and "" is set SERVING.
+    reflection are exempt), then the decode guard (a request that does not decode is
+    INVALID_ARGUMENT, after authentication). Every name in ``service_names`` and "" is set
+    SERVING. Server reflection is served when ``settings.reflection`` (it is unauthenticated).
     """
     server = grpc.aio.server(
         interceptors=[
             RpcMetricsInterceptor(),
             ErrorMappingInterceptor(),
             AuthInterceptor(settings.jwt_secret, allowed_roles),
+            DecodeGuardInterceptor(),
         ],
         options=SERVER_OPTIONS,
     )
@@ -82,9 +86,10 @@ async def create_server(
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     for name in ("", *service_names):
         await health.set(name, SERVING)
-    reflection.enable_server_reflection(
-        [*service_names, HEALTH_SERVICE, reflection.SERVICE_NAME], server
-    )
+    if settings.reflection:
+        reflection.enable_server_reflection(
+            [*service_names, HEALTH_SERVICE, reflection.SERVICE_NAME], server
+        )
     credentials = server_credentials(settings)
     if credentials is None:
         port = server.add_insecure_port(bind)

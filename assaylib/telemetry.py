@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -115,11 +115,11 @@ def _code_name(code: object) -> str:
     return "OK" if code is None else "UNKNOWN"
 
 
-def _observer(full_method: str) -> Callable[[Context], Any]:
+def _observer(full_method: str) -> Guard:
     service, method = split_method(full_method)
 
     @asynccontextmanager
-    async def observe(context: Context) -> AsyncIterator[None]:
+    async def observe(context: Context, request: Any) -> AsyncIterator[None]:
         started = time.perf_counter()
         code = "UNKNOWN"
         try:

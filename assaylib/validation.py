@@ -11,6 +11,7 @@ import math
 import uuid
 from typing import Literal
 
+from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
 from assay.common.v1 import assessment_pb2
@@ -70,10 +71,48 @@ def assessment_data_violations(
     return violations
 
 
+NUL = "\x00"
+JSON_NUL = "\\u0000"
+"""How json.dumps writes U+0000: its absence from a JSON text proves no string held NUL."""
+NUL_VIOLATION = "must not contain the NUL character (U+0000)"
+
+
+def text_violations(text: str, path: str) -> list[FieldViolation]:
+    """A violation when text holds U+0000, which PostgreSQL cannot store in text or jsonb."""
+    return [FieldViolation(path, NUL_VIOLATION)] if NUL in text else []
+
+
+def struct_violations(struct: struct_pb2.Struct, path: str) -> list[FieldViolation]:
+    """Violations anywhere inside a free-form Struct: NUL in a key or a string, or a number
+    that JSON cannot hold (NaN, ±Infinity). Walked without recursion, so depth costs nothing
+    but time (the protobuf decoder already bounds it)."""
+    violations: list[FieldViolation] = []
+    pending: list[tuple[struct_pb2.Struct | struct_pb2.ListValue, str]] = [(struct, path)]
+    while pending:
+        container, where = pending.pop()
+        if isinstance(container, struct_pb2.Struct):
+            entries = [(f"{where}.{key}", key, value) for key, value in container.fields.items()]
+        else:
+            entries = [(f"{where}[{i}]", "", value) for i, value in enumerate(container.values)]
+        for field, key, value in entries:
+            violations += text_violations(key, field)
+            kind = value.WhichOneof("kind")
+            if kind == "string_value":
+                violations += text_violations(value.string_value, field)
+            elif kind == "number_value" and not math.isfinite(value.number_value):
+                violations.append(FieldViolation(field, "must be a finite number"))
+            elif kind == "struct_value":
+                pending.append((value.struct_value, field))
+            elif kind == "list_value":
+                pending.append((value.list_value, field))
+    return violations
+
+
 def _item_violations(item: assessment_pb2.RawResponseItem, path: str) -> list[FieldViolation]:
     violations = []
     if not item.question_id:
         violations.append(FieldViolation(f"{path}.question_id", "required"))
+    violations += text_violations(item.question_id, f"{path}.question_id")
     kind = item.WhichOneof("value")
     if kind is None:
         violations.append(FieldViolation(f"{path}.value", "required: a number, text or bool"))
@@ -85,22 +124,56 @@ def _item_violations(item: assessment_pb2.RawResponseItem, path: str) -> list[Fi
         violations.append(
             FieldViolation(f"{path}.text_value", f"must be at most {MAX_TEXT_CHARS} characters")
         )
+    elif kind == "text_value":
+        violations += text_violations(item.text_value, f"{path}.text_value")
     if item.HasField("weight") and not math.isfinite(item.weight):
         violations.append(FieldViolation(f"{path}.weight", "must be a finite number"))
+    if item.HasField("meta"):
+        violations += struct_violations(item.meta, f"{path}.meta")
     return violations
 
 
 def raw_responses_violations(
     raw: assessment_pb2.RawResponses, path: str = "raw_responses"
 ) -> list[FieldViolation]:
-    """Violations in the raw answers: each item has a question id and a valid value."""
+    """Violations in the raw answers: each item has a question id and a valid value, and no
+    text anywhere holds NUL."""
     violations = []
     for key in sorted(raw.responses):
         if not key.strip():
             violations.append(FieldViolation(f"{path}.responses", "type keys must be non-empty"))
+        violations += text_violations(key, f"{path}.responses")
         for index, item in enumerate(raw.responses[key].items):
             violations += _item_violations(item, f"{path}.responses[{key}].items[{index}]")
     return violations
+
+
+def message_text_violations(message: Message, path: str) -> list[FieldViolation]:
+    """Violations for every string anywhere in ``message`` that holds NUL (repeated fields,
+    maps and nested messages included): for messages stored as JSON, such as a profile."""
+    violations: list[FieldViolation] = []
+    for field, value in message.ListFields():
+        where = f"{path}.{field.name}" if path else field.name
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            for key, entry in value.items():
+                violations += text_violations(str(key), where)
+                violations += _value_text_violations(entry, f"{where}[{key}]")
+        elif field.is_repeated:
+            for index, entry in enumerate(value):
+                violations += _value_text_violations(entry, f"{where}[{index}]")
+        else:
+            violations += _value_text_violations(value, where)
+    return violations
+
+
+def _value_text_violations(value: object, path: str) -> list[FieldViolation]:
+    if isinstance(value, struct_pb2.Struct):
+        return struct_violations(value, path)
+    if isinstance(value, Message):
+        return message_text_violations(value, path)
+    if isinstance(value, str):
+        return text_violations(value, path)
+    return []
 
 
 def assessment_name_violations(name: str, path: str = "assessment_name") -> list[FieldViolation]:

@@ -29,28 +29,13 @@ from assaylib.auth import service_token_provider
 from assaylib.channels import open_channel
 from assaylib.config import ConfigError, Settings
 from assaylib.errors import error_from_rpc
+from assaylib.sweeps import sweep_request
 from assaylib.telemetry import configure_logging
 
 log = logging.getLogger("assessment_svc.sweep")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_HELD_BACK = 0, 1, 2, 3
-GUARD_MIN_COUNT = 5  # the guard needs this many stuck jobs: one dead worker is still swept
-BATCH = 500
 SWEEP_TIMEOUT = 40.0  # seconds; inside the CronJob's activeDeadlineSeconds (50)
-
-
-def sweep_request(settings: Settings, *, dry_run: bool, force: bool) -> pb.SweepStuckJobsRequest:
-    """The archive request for one sweep with these settings."""
-    request = pb.SweepStuckJobsRequest(
-        limit=BATCH,
-        dry_run=dry_run,
-        max_fraction=settings.sweep_max_fraction,
-        force=force,
-        guard_min_count=GUARD_MIN_COUNT,
-    )
-    request.stuck_after.FromNanoseconds(int(settings.stuck_after * 1e9))
-    request.max_processing.FromNanoseconds(int(settings.max_processing * 1e9))
-    return request
 
 
 def summary(reply: pb.SweepStuckJobsResponse, *, dry_run: bool) -> dict[str, Any]:
@@ -63,6 +48,9 @@ def summary(reply: pb.SweepStuckJobsResponse, *, dry_run: bool) -> dict[str, Any
         "held_back": reply.held_back,
         "lock_busy": reply.lock_busy,
         "in_flight": reply.in_flight,
+        "queued": reply.queued,
+        "queued_found": reply.queued_found,
+        "requeued": reply.requeued,
         "dry_run": dry_run,
         "jobs": [job.job_id for job in reply.jobs],
         "reason": reply.reason,
@@ -97,8 +85,12 @@ def report(reply: pb.SweepStuckJobsResponse, *, dry_run: bool) -> None:
         print(f"held back: {reply.reason}", file=sys.stderr)
     else:
         verb = "would fail" if dry_run else "failed and refunded"
-        print(f"{reply.found} stuck of {reply.in_flight} in flight; {verb} "
-              f"{len(reply.jobs) if dry_run else reply.failed}", file=sys.stderr)  # fmt: skip
+        count = len(reply.jobs) if dry_run else reply.failed
+        print(
+            f"{reply.found} stuck of {reply.in_flight} in flight, {reply.queued_found} lost of "
+            f"{reply.queued} queued; {verb} {count}, re-published {reply.requeued}",
+            file=sys.stderr,
+        )
     print(json.dumps(summary(reply, dry_run=dry_run)), flush=True)
 
 

@@ -17,9 +17,10 @@ from assay.archive.v1 import archive_service_pb2 as pb
 from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
 from assay.common.v1 import assessment_pb2, job_pb2
 from assaylib import errors
-from assaylib.errors import error_from_rpc
+from assaylib.errors import clip, error_from_rpc
 
 Reply = TypeVar("Reply", bound=Message)
+MAX_ERROR_MESSAGE = 1000  # characters of a failure's message sent to the archive
 
 REFUSALS: tuple[type[errors.AssayError], ...] = (
     errors.FailedPrecondition,
@@ -100,13 +101,14 @@ class ArchiveClient:
         worker_id: str = "",
         attempt: int = 0,
     ) -> job_pb2.Job:
-        """Fail the job (refunding it). Without worker_id: a QUEUED job or an expired lease."""
+        """Fail the job (refunding it). Without worker_id: a QUEUED job or an expired lease.
+        The message (often an exception's text) is made storable: NUL replaced, clipped."""
         request = pb.FailJobRequest(
             job_id=job_id,
             worker_id=worker_id,
             attempt=attempt,
             error_code=error_code,
-            error_message=error_message,
+            error_message=clip(error_message.replace("\x00", "\ufffd"), MAX_ERROR_MESSAGE),
         )
         reply: pb.FailJobResponse = await self._call(self.stub.FailJob, request)
         return reply.job

@@ -14,7 +14,8 @@ from archive_svc.states import Transition
 JOB_COLUMNS = (
     "job_id, user_id, result_id, assessment_name, status, attempt, worker_id, version,"
     " cancel_requested, error_code, error_message, charge_count, token_cost, request_id,"
-    " created_at, updated_at, started_at, heartbeat_at, finished_at, processing_time_ms"
+    " created_at, updated_at, started_at, heartbeat_at, finished_at, processing_time_ms,"
+    " requeues"
 )
 RESULT_COLUMNS = (
     "result_id, job_id, user_id, assessment_name, test_data, raw_responses, test_result,"

@@ -36,7 +36,7 @@ async def test_concurrent_migrations_on_an_empty_database(servers: Servers) -> N
         assert [m.returncode for m in migrators] == [0, 0, 0], outcomes
         conn = await asyncpg.connect(dsn(url))
         try:
-            assert await conn.fetchval("SELECT version_num FROM alembic_version") == "0001"
+            assert await conn.fetchval("SELECT version_num FROM alembic_version") == "0002"
             assert await conn.fetchval("SELECT count(*) FROM alembic_version") == 1
         finally:
             await conn.close()

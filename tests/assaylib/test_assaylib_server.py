@@ -78,6 +78,29 @@ async def test_reflection_is_exempt_and_lists_services(stack: Stack) -> None:
     assert {PROBE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
 
 
+async def test_reflection_off_is_not_served(
+    probe_service: grpc.GenericRpcHandler, jwt_secret: str
+) -> None:
+    settings = Settings(jwt_secret=jwt_secret, reflection=False)
+    server, port, _health = await create_server(
+        "127.0.0.1:0",
+        settings=settings,
+        register=[lambda s: s.add_generic_rpc_handlers([probe_service])],
+        service_names=[PROBE],
+        allowed_roles={"user"},
+    )
+    try:
+        async with open_channel(f"127.0.0.1:{port}", settings) as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            request = reflection_pb2.ServerReflectionRequest(list_services="")
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async for _ in stub.ServerReflectionInfo(iter([request]), timeout=10):
+                    pass
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await server.stop(None)
+
+
 async def test_layering_auth_then_domain_errors(stack: Stack) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await probe_unary(stack.anonymous, "Fail")(b"invalid", timeout=10)

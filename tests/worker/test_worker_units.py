@@ -138,3 +138,23 @@ def test_error_codes_of_transient_failures() -> None:
     assert error_code_of(RuntimeError("boom")) == INTERNAL_ERROR
     assert error_code_of(errors.Unavailable("down")) == "ARCHIVE_UNAVAILABLE"
     assert error_code_of(UnsupportedAssessmentType("x")) == "UNSUPPORTED_ASSESSMENT_TYPE"
+
+
+class CapturingStub:
+    """An archive stub that records the FailJob request it receives."""
+
+    def __init__(self) -> None:
+        self.requests: list[pb.FailJobRequest] = []
+
+    async def FailJob(self, request: pb.FailJobRequest, timeout: float) -> pb.FailJobResponse:
+        self.requests.append(request)
+        return pb.FailJobResponse()
+
+
+async def test_a_failure_message_is_made_storable_before_it_is_sent() -> None:
+    stub = CapturingStub()
+    client = ArchiveClient(cast(Any, stub), timeout=1.0)
+    await client.fail_job("job", "BROKEN", "bad \x00 byte " + "x" * 5000, worker_id="w", attempt=1)
+    sent = stub.requests[0].error_message
+    assert "\x00" not in sent and sent.startswith("bad \ufffd byte")
+    assert len(sent) == 1000 and sent.endswith("…")

@@ -819,6 +819,7 @@ class SweepStuckJobsRequest(_message.Message):
     MAX_FRACTION_FIELD_NUMBER: _builtins.int
     FORCE_FIELD_NUMBER: _builtins.int
     GUARD_MIN_COUNT_FIELD_NUMBER: _builtins.int
+    MAX_QUEUED_FIELD_NUMBER: _builtins.int
     limit: _builtins.int
     """Batch size; zero means the server default."""
     dry_run: _builtins.bool
@@ -835,6 +836,13 @@ class SweepStuckJobsRequest(_message.Message):
     def stuck_after(self) -> _duration_pb2.Duration: ...
     @_builtins.property
     def max_processing(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def max_queued(self) -> _duration_pb2.Duration:
+        """A QUEUED job whose queue message was published longer ago than this is lost: it is
+        re-published, and failed (code STUCK, refunded) once it was re-published as many
+        times as a job has attempts. Zero skips this pass.
+        """
+
     def __init__(
         self,
         *,
@@ -845,10 +853,11 @@ class SweepStuckJobsRequest(_message.Message):
         max_fraction: _builtins.float = ...,
         force: _builtins.bool = ...,
         guard_min_count: _builtins.int = ...,
+        max_queued: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["max_processing", b"max_processing", "stuck_after", b"stuck_after"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["max_processing", b"max_processing", "max_queued", b"max_queued", "stuck_after", b"stuck_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "force", b"force", "guard_min_count", b"guard_min_count", "limit", b"limit", "max_fraction", b"max_fraction", "max_processing", b"max_processing", "stuck_after", b"stuck_after"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "force", b"force", "guard_min_count", b"guard_min_count", "limit", b"limit", "max_fraction", b"max_fraction", "max_processing", b"max_processing", "max_queued", b"max_queued", "stuck_after", b"stuck_after"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -869,6 +878,10 @@ class SweepStuckJobsResponse(_message.Message):
     LOCK_BUSY_FIELD_NUMBER: _builtins.int
     IN_FLIGHT_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    QUEUED_FOUND_FIELD_NUMBER: _builtins.int
+    REQUEUED_FIELD_NUMBER: _builtins.int
+    REQUEUED_JOB_IDS_FIELD_NUMBER: _builtins.int
     found: _builtins.int
     """Stuck jobs found."""
     failed: _builtins.int
@@ -885,9 +898,19 @@ class SweepStuckJobsResponse(_message.Message):
     """Jobs PROCESSING when the sweep began."""
     reason: _builtins.str
     """Why the sweep held back, in a sentence."""
+    queued: _builtins.int
+    """Jobs QUEUED when the sweep began."""
+    queued_found: _builtins.int
+    """QUEUED jobs found lost (queued longer than max_queued)."""
+    requeued: _builtins.int
+    """Lost QUEUED jobs re-published to the workers' queue (the rest of queued_found failed)."""
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]:
         """The jobs swept (or, on a dry run, the jobs that would be)."""
+
+    @_builtins.property
+    def requeued_job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The ids of the re-published jobs."""
 
     def __init__(
         self,
@@ -901,10 +924,14 @@ class SweepStuckJobsResponse(_message.Message):
         lock_busy: _builtins.bool = ...,
         in_flight: _builtins.int = ...,
         reason: _builtins.str = ...,
+        queued: _builtins.int = ...,
+        queued_found: _builtins.int = ...,
+        requeued: _builtins.int = ...,
+        requeued_job_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "found", b"found", "held_back", b"held_back", "in_flight", b"in_flight", "jobs", b"jobs", "lock_busy", b"lock_busy", "reason", b"reason", "refunded", b"refunded", "skipped", b"skipped"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "found", b"found", "held_back", b"held_back", "in_flight", b"in_flight", "jobs", b"jobs", "lock_busy", b"lock_busy", "queued", b"queued", "queued_found", b"queued_found", "reason", b"reason", "refunded", b"refunded", "requeued", b"requeued", "requeued_job_ids", b"requeued_job_ids", "skipped", b"skipped"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
