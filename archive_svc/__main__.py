@@ -1,14 +1,17 @@
-"""`python -m archive_svc` serves the archive; `python -m archive_svc migrate` migrates."""
+"""`python -m archive_svc` serves the archive; `python -m archive_svc migrate` migrates;
+`python -m archive_svc audit [--json]` checks the invariants over the database."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 
+from archive_svc import audit
 from archive_svc.app import ArchiveApp
+from archive_svc.db import libpq_dsn
 from archive_svc.migrate import upgrade
+from assaylib import process
 from assaylib.config import Settings, listen_addr
 from assaylib.process import settings_or_exit
 from assaylib.server import serve_until_signal
@@ -30,8 +33,14 @@ async def serve(settings: Settings) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(prog="python -m archive_svc", description=__doc__)
-    parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
+    parser.add_argument(
+        "command", nargs="?", choices=["serve", "migrate", "audit"], default="serve"
+    )
+    parser.add_argument("--json", action="store_true", help="audit: one JSON object")
     args = parser.parse_args(argv)
+    if args.command == "audit":
+        settings = settings_or_exit("archive", allow_missing_secret=True, metrics=False)
+        return audit.main(libpq_dsn(settings.database_url), args.json)
     migrate = args.command == "migrate"
     settings = settings_or_exit(
         "archive", listen="archive_addr", allow_missing_secret=migrate, metrics=not migrate
@@ -40,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         upgrade(settings.database_url)
         log.info("database migrated to the latest revision")
         return 0
-    asyncio.run(serve(settings))
+    process.run(serve(settings))
     return 0
 
 

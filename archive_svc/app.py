@@ -1,4 +1,4 @@
-"""Wiring of the archive process: engine, domain, gRPC server and outbox relay."""
+"""Wiring of the archive process: pool, domain, gRPC server and outbox relay."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import asyncpg
 import grpc
 from grpc_health.v1.health import HealthServicer
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from archive_svc.db import create_pool
 from archive_svc.records import Policy
 from archive_svc.relay import OutboxRelay
 from archive_svc.server import ALLOWED_ROLES, SERVICE_NAME, Archive, ArchiveServicer
@@ -19,13 +20,6 @@ from assaylib.server import create_server, shutdown
 from assaylib.streams import StreamNames
 
 log = logging.getLogger(__name__)
-
-
-def make_engine(database_url: str, pool_size: int = 20) -> AsyncEngine:
-    """The archive's connection pool."""
-    return create_async_engine(
-        database_url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True, pool_timeout=10
-    )
 
 
 def policy_of(settings: Settings) -> Policy:
@@ -45,15 +39,15 @@ class ArchiveApp:
     port: int
     health: HealthServicer
     relay: OutboxRelay
-    engine: AsyncEngine
+    pool: asyncpg.Pool
     archive: Archive
 
     @classmethod
     async def start(cls, settings: Settings, bind: str) -> ArchiveApp:
         """Start the server on `bind` (port 0 picks a free one) and the relay."""
         names = StreamNames(settings.stream_prefix)
-        engine = make_engine(settings.database_url)
-        archive = Archive.build(engine, names, policy_of(settings), settings.jwt_secret)
+        pool = await create_pool(settings.database_url, min_size=0, max_size=settings.db_pool_size)
+        archive = Archive.build(pool, policy_of(settings), settings.jwt_secret)
         servicer = ArchiveServicer(archive)
         server, port, health = await create_server(
             bind,
@@ -63,7 +57,8 @@ class ArchiveApp:
             allowed_roles=ALLOWED_ROLES,
         )
         relay = OutboxRelay(
-            engine,
+            pool,
+            settings.database_url,
             settings.nats_url,
             names,
             events_max_age=settings.events_max_age,
@@ -71,12 +66,12 @@ class ArchiveApp:
         )
         await relay.start()
         log.info("archive serving on port %d", port)
-        return cls(server, port, health, relay, engine, archive)
+        return cls(server, port, health, relay, pool, archive)
 
     @property
     def on_stop(self) -> list[Callable[[], Awaitable[None]]]:
         """What runs once the server has drained: the relay stops, then the pool closes."""
-        return [self.relay.stop, self.engine.dispose]
+        return [self.relay.stop, self.pool.close]
 
     async def stop(self, grace: float) -> None:
         """Stop serving (draining calls within grace), then the relay, then the pool."""

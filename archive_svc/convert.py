@@ -30,13 +30,29 @@ LEDGER_KIND_TO_PROTO = {
 }
 
 
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def timestamp(value: dt.datetime | None) -> Timestamp | None:
     """A protobuf Timestamp for value, or None."""
     if value is None:
         return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+    return Timestamp(**_seconds_nanos(value))
+
+
+def stamp(value: dt.datetime) -> Timestamp:
+    """A protobuf Timestamp for a datetime."""
+    return Timestamp(**_seconds_nanos(value))
+
+
+def _seconds_nanos(value: dt.datetime) -> dict[str, int]:
+    # Timestamp.FromDatetime is several times slower; this is on every reply and event.
+    delta = value - EPOCH if value.tzinfo else value.replace(tzinfo=dt.UTC) - EPOCH
+    seconds = delta.days * 86400 + delta.seconds
+    return {"seconds": seconds, "nanos": delta.microseconds * 1000}
+
+
+JOB_TIMES = ("created_at", "updated_at", "started_at", "heartbeat_at", "finished_at")
 
 
 def _enum_name(value: Any) -> str:
@@ -61,12 +77,13 @@ def job_to_proto(row: Mapping[Any, Any]) -> job_pb2.Job:
         token_cost=row["token_cost"],
         request_id=row["request_id"] or "",
         processing_time_ms=row["processing_time_ms"] or 0,
-        requeues=row.get("requeues") or 0,
+        requeues=row["requeues"] or 0,
+        **{
+            name: Timestamp(**_seconds_nanos(row[name]))
+            for name in JOB_TIMES
+            if row[name] is not None
+        },
     )
-    for name in ("created_at", "updated_at", "started_at", "heartbeat_at", "finished_at"):
-        stamp = timestamp(row[name])
-        if stamp is not None:
-            getattr(job, name).CopyFrom(stamp)
     return job
 
 

@@ -1,80 +1,70 @@
-"""Builds the outbox messages a transition writes: its event and, on (re)queue, the
-queue message for the worker."""
+"""What the relay publishes for an outbox row: the JobEvent its typed columns describe, or
+the queue message that hands a job to a worker (stored, or built from the result row)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from archive_svc.convert import STATUS_TO_PROTO, timestamp
-from archive_svc.states import EventType
-from archive_svc.store import OutboxRow
+from archive_svc.convert import STATUS_TO_PROTO, submission_of, timestamp
 from assay.common.v1 import assessment_pb2
 from assay.events.v1 import events_pb2
 from assaylib.streams import StreamNames
 
 
-def _status_name(row: Mapping[Any, Any]) -> str:
-    return str(getattr(row["status"], "value", row["status"]))
-
-
-def event_row(names: StreamNames, row: Mapping[Any, Any], event_type: EventType) -> OutboxRow:
-    """The event for the transition that produced job row `row`."""
-    event_id = uuid.uuid4()
+def encode_event(row: Mapping[str, Any]) -> bytes:
+    """The JobEvent of an event row (its id is the row's id, also its Nats-Msg-Id)."""
     event = events_pb2.JobEvent(
-        event_id=str(event_id),
-        event_type=event_type.value,
+        event_id=str(row["id"]),
+        event_type=row["event_type"],
         user_id=row["user_id"],
         job_id=str(row["job_id"]),
         result_id=str(row["result_id"]) if row["result_id"] else "",
-        status=STATUS_TO_PROTO[_status_name(row)],
-        job_version=row["version"],
+        status=STATUS_TO_PROTO[str(row["status"])],
+        job_version=row["job_version"],
+        occurred_at=timestamp(row["occurred_at"] or dt.datetime.now(dt.UTC)),
         metadata=events_pb2.JobEventMetadata(
-            assessment_name=row["assessment_name"],
+            assessment_name=row["assessment_name"] or "",
             error_code=row["error_code"] or "",
             error_message=row["error_message"] or "",
             processing_time_ms=row["processing_time_ms"] or 0,
-            attempt=row["attempt"],
+            attempt=row["attempt"] or 0,
         ),
     )
-    occurred = timestamp(row["updated_at"]) or timestamp(dt.datetime.now(dt.UTC))
-    assert occurred is not None
-    event.occurred_at.CopyFrom(occurred)
-    return OutboxRow(
-        id=event_id,
-        subject=names.event_subject(row["user_id"], str(row["job_id"])),
-        kind="event",
-        job_id=row["job_id"],
-        payload=event.SerializeToString(),
-    )
+    return event.SerializeToString()
 
 
-def queue_row(
-    names: StreamNames,
-    row: Mapping[Any, Any],
+def queue_message(
+    job: Mapping[str, Any],
     data: assessment_pb2.AssessmentData,
     raw: assessment_pb2.RawResponses,
-) -> OutboxRow:
-    """The queue message that hands job row `row` to a worker."""
-    message_id = uuid.uuid4()
+    charge_count: int,
+) -> bytes:
+    """The queue message for a job: what a worker needs to analyse it."""
     message = events_pb2.AnalysisJobMessage(
-        job_id=str(row["job_id"]),
-        user_id=row["user_id"],
-        result_id=str(row["result_id"]) if row["result_id"] else "",
-        assessment_name=row["assessment_name"],
+        job_id=str(job["job_id"]),
+        user_id=job["user_id"],
+        result_id=str(job["result_id"]) if job["result_id"] else "",
+        assessment_name=job["assessment_name"],
         assessment_data=data,
         raw_responses=raw,
-        charge_count=row["charge_count"],
+        charge_count=charge_count,
+        enqueued_at=timestamp(job.get("occurred_at") or dt.datetime.now(dt.UTC)),
     )
-    enqueued = timestamp(row["updated_at"])
-    if enqueued is not None:
-        message.enqueued_at.CopyFrom(enqueued)
-    return OutboxRow(
-        id=message_id,
-        subject=names.analysis_subject,
-        kind="job",
-        job_id=row["job_id"],
-        payload=message.SerializeToString(),
-    )
+    return message.SerializeToString()
+
+
+def publication(names: StreamNames, row: Mapping[str, Any]) -> tuple[str, bytes]:
+    """The subject and payload the relay publishes for one outbox row."""
+    if row["kind"] == "event":
+        subject = row["subject"] or names.event_subject(row["user_id"], str(row["job_id"]))
+        payload = row["payload"] or encode_event(row)
+        return subject, bytes(payload)
+    subject = row["subject"] or names.analysis_subject
+    if row["payload"] is not None:
+        return subject, bytes(row["payload"])
+    data, raw = assessment_pb2.AssessmentData(), assessment_pb2.RawResponses()
+    if row["test_data"] is not None:
+        data, raw = submission_of(row)
+    return subject, queue_message(row, data, raw, row["charge_count"] or 1)

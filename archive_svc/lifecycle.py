@@ -1,59 +1,77 @@
-"""The job lifecycle: every transition of the state table, with its token movement and
-its event written in the same transaction."""
+"""The job lifecycle: each RPC is an operation of the state table, applied to one job or a
+batch in one statement (``store.transitions``). This module validates requests, names the
+operations and turns outcomes into replies and refusals."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import RowMapping
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+import asyncpg
 
-from archive_svc import convert, store
-from archive_svc.events import event_row, queue_row
-from archive_svc.records import (
-    Policy,
-    check_inflight,
-    check_owner,
-    owner_violations,
-    parse_uuid,
-)
+from archive_svc import convert, db, store
+from archive_svc.records import Policy, owner_violations, refused
 from archive_svc.states import (
     CANCEL,
     CANCEL_ACK,
+    CANCEL_EXPIRED,
     COMPLETE,
+    EXHAUSTED,
     FAIL,
-    RETRY,
+    FAIL_UNHELD,
+    HEARTBEAT,
+    REQUEST_CANCEL,
     START,
     TAKEOVER,
-    Transition,
 )
+from archive_svc.store.transitions import Applied, Operation, Rule
 from assay.archive.v1 import archive_service_pb2 as pb
-from assay.common.v1 import assessment_pb2, job_pb2
+from assay.common.v1 import job_pb2
 from assaylib import validation as v
-from assaylib.errors import FieldViolation, InsufficientTokens, InvalidTransition
-from assaylib.streams import StreamNames
-
-LEASE_EXPIRED = "heartbeat_at < now() - make_interval(secs => :lease)"
-HOLDER = "worker_id = :worker_id AND attempt = :attempt"
-NEW_ATTEMPT = (
-    "attempt = attempt + 1, worker_id = :worker_id, heartbeat_at = now(), started_at = now()"
+from assaylib.errors import (
+    AssayError,
+    FieldViolation,
+    InsufficientTokens,
+    InvalidArgument,
+    NotFound,
+    RateLimited,
 )
-FINISH = "finished_at = now()"
-ATTEMPTS_EXHAUSTED = "ATTEMPTS_EXHAUSTED"
+
 MAX_ERROR_MESSAGE_CHARS = 4000
+MAX_BATCH = 1000
 
-
-def refund_for(row: RowMapping, reason: str) -> store.Refund:
-    """The refund of a job row's current charge."""
-    return store.Refund(
-        user_id=row["user_id"],
-        job_id=row["job_id"],
-        charge_no=row["charge_count"],
-        amount=row["token_cost"],
-        reason=reason,
-    )
+WORKER = (("worker_id", "text"), ("attempt", "int4"))
+START_OP = Operation(
+    "start",
+    (Rule(START), Rule(TAKEOVER), Rule(CANCEL_EXPIRED), Rule(EXHAUSTED)),
+    (("job_id", "uuid"), ("worker_id", "text"), ("lease", "float8"), ("max_attempts", "int4")),
+)
+HEARTBEAT_OP = Operation("heartbeat", (Rule(HEARTBEAT),), (("job_id", "uuid"), *WORKER))
+REPORT_OP = Operation(
+    "report",
+    (
+        Rule(COMPLETE, "i.report = 'complete'"),
+        Rule(FAIL, "i.report = 'fail'"),
+        Rule(FAIL_UNHELD, "i.report = 'fail_unheld'"),
+        Rule(CANCEL_ACK, "i.report = 'cancelled'"),
+    ),
+    (
+        ("job_id", "uuid"),
+        ("report", "text"),
+        *WORKER,
+        ("test_result", "jsonb"),
+        ("error_code", "text"),
+        ("error_message", "text"),
+        ("lease", "float8"),
+    ),
+    writes_result=True,
+)
+CANCEL_OP = Operation(
+    "cancel", (Rule(CANCEL), Rule(REQUEST_CANCEL)), (("job_id", "uuid"), ("owner", "text"))
+)
 
 
 def error_text_violations(code: str, message: str) -> list[FieldViolation]:
@@ -76,258 +94,272 @@ def attempt_violations(job_id: str, worker_id: str, attempt: int) -> list[FieldV
     return violations
 
 
-class Lifecycle:
-    """Every job transition, as compare-and-set SQL."""
+def report_of(report: pb.JobReport) -> pb.CompleteJobRequest | pb.FailJobRequest | Any:
+    """The request inside a JobReport."""
+    kind = report.WhichOneof("report")
+    if kind is None:
+        raise InvalidArgument([FieldViolation("report", "complete, fail or cancelled")])
+    return getattr(report, kind)
 
-    def __init__(self, engine: AsyncEngine, names: StreamNames, policy: Policy) -> None:
-        self.engine = engine
-        self.names = names
+
+@dataclass(frozen=True)
+class Outcome:
+    """One job's outcome in a batch: the job row, or the error."""
+
+    job: asyncpg.Record | None = None
+    error: AssayError | None = None
+
+    def unwrap(self) -> asyncpg.Record:
+        """The job, or raise the error."""
+        if self.error is not None:
+            raise self.error
+        assert self.job is not None
+        return self.job
+
+
+class Lifecycle:
+    """Every job transition, as one statement per call (one per batch)."""
+
+    def __init__(self, pool: asyncpg.Pool, policy: Policy) -> None:
+        self.pool = pool
         self.policy = policy
 
-    async def _refused(
-        self, conn: AsyncConnection, rule: Transition, job_id: uuid.UUID, owner: str = ""
-    ) -> InvalidTransition:
-        """The error for a refused transition: NOT_FOUND when the job is not there (or not
-        the owner's), else INVALID_TRANSITION naming the job's state."""
-        row = check_owner(await store.get_job(conn, job_id), owner, "job", str(job_id))
-        status = getattr(row["status"], "value", row["status"])
-        return InvalidTransition(
-            f"job {job_id} is {status} (attempt {row['attempt']}); {rule.name} is not allowed",
-            metadata={"status": status, "attempt": str(row["attempt"])},
-        )
+    async def _apply(
+        self, operation: Operation, requests: Sequence[dict[str, Any] | AssayError]
+    ) -> list[Outcome]:
+        """Apply an operation to the valid requests of a batch in one statement; an invalid
+        request keeps its error, in place."""
+        valid = {n: r for n, r in enumerate(requests) if not isinstance(r, AssayError)}
+        if not store.unique_jobs([str(r["job_id"]) for r in valid.values()]):
+            raise InvalidArgument([FieldViolation("job_id", "a batch names each job once")])
+        applied: dict[int, Applied] = {}
+        if valid:
+            positions = list(valid)
+            rows = list(valid.values())
+            done = await db.retrying(lambda: store.apply(self.pool, operation, rows))
+            applied = {positions[a.position - 1]: a for a in done}
+        outcomes = []
+        for n, request in enumerate(requests):
+            if isinstance(request, AssayError):
+                outcomes.append(Outcome(error=request))
+                continue
+            found = applied.get(n)
+            if found is None:
+                outcomes.append(Outcome(error=NotFound(f"job {request['job_id']} not found")))
+            elif found.rule is None:
+                error = refused(operation.name, found.job, request.get("owner", ""))
+                outcomes.append(Outcome(job=found.job, error=error))
+            else:
+                outcomes.append(Outcome(job=found.job))
+        return outcomes
 
-    async def _commit(
-        self, conn: AsyncConnection, rule: Transition, row: RowMapping, refund_reason: str = ""
-    ) -> job_pb2.Job:
-        """Write the refund (if the rule refunds) and the event of a committed CAS."""
-        if refund_reason:
-            await store.refund(conn, [refund_for(row, refund_reason)])
-        await store.insert_outbox(conn, [event_row(self.names, row, rule.event)])
-        return convert.job_to_proto(row)
+    # ---- start ---------------------------------------------------------------------------
+
+    def _start_request(self, request: pb.StartJobRequest) -> dict[str, Any] | AssayError:
+        violations = v.uuid_violations(request.job_id, "job_id") + v.id_violations(
+            request.worker_id, "worker_id"
+        )
+        if violations:
+            return InvalidArgument(violations)
+        return {
+            "job_id": uuid.UUID(request.job_id),
+            "worker_id": request.worker_id,
+            "lease": self.policy.lease_timeout,
+            "max_attempts": self.policy.max_attempts,
+        }
+
+    def _started(self, job: asyncpg.Record) -> pb.StartJobResponse:
+        response = pb.StartJobResponse(job=convert.job_to_proto(job))
+        if job["status"] == "PROCESSING":
+            expires = job["heartbeat_at"] + dt.timedelta(seconds=self.policy.lease_timeout)
+            response.lease_expires_at.CopyFrom(convert.stamp(expires))
+        return response
 
     async def start(self, request: pb.StartJobRequest) -> pb.StartJobResponse:
         """QUEUED → PROCESSING, or take over an attempt whose lease expired. An expired
         attempt that had been asked to cancel, or that used the last attempt, is finished
         instead (CANCELLED or FAILED, refunded) and returned so the worker drops it."""
-        v.require_valid(
-            v.uuid_violations(request.job_id, "job_id")
-            + v.id_violations(request.worker_id, "worker_id")
-        )
-        job_id = uuid.UUID(request.job_id)
-        params = {
-            "worker_id": request.worker_id,
-            "lease": self.policy.lease_timeout,
-            "max_attempts": self.policy.max_attempts,
-        }
-        async with self.engine.begin() as conn:
-            job = await self._start_or_take_over(conn, job_id, params)
-            if job is None:
-                job = await self._finish_expired(conn, job_id, params)
-            if job is None:
-                raise await self._refused(conn, START, job_id)
-        response = pb.StartJobResponse(job=job)
-        if job.status == job_pb2.JOB_STATUS_PROCESSING:
-            expires = job.heartbeat_at.ToDatetime(dt.UTC)
-            response.lease_expires_at.FromDatetime(
-                expires + dt.timedelta(seconds=self.policy.lease_timeout)
-            )
+        (outcome,) = await self._apply(START_OP, [self._start_request(request)])
+        return self._started(outcome.unwrap())
+
+    async def start_many(self, request: pb.StartJobsRequest) -> pb.StartJobsResponse:
+        """StartJob for a batch, in one statement; an outcome per start."""
+        _check_batch(len(request.starts), "starts")
+        outcomes = await self._apply(START_OP, [self._start_request(s) for s in request.starts])
+        response = pb.StartJobsResponse()
+        for outcome in outcomes:
+            item = response.outcomes.add()
+            if outcome.error is not None:
+                _fill_error(item.error, outcome.error)
+            else:
+                assert outcome.job is not None
+                item.started.CopyFrom(self._started(outcome.job))
         return response
 
-    async def _start_or_take_over(
-        self, conn: AsyncConnection, job_id: uuid.UUID, params: dict[str, Any]
-    ) -> job_pb2.Job | None:
-        row = await store.transition(conn, START, job_id, sets=NEW_ATTEMPT, params=params)
-        if row is not None:
-            return await self._commit(conn, START, row)
-        row = await store.transition(
-            conn,
-            TAKEOVER,
-            job_id,
-            sets=NEW_ATTEMPT,
-            where=f"AND NOT cancel_requested AND attempt < :max_attempts AND {LEASE_EXPIRED}",
-            params=params,
-        )
-        return None if row is None else await self._commit(conn, TAKEOVER, row)
+    # ---- heartbeat -----------------------------------------------------------------------
 
-    async def _finish_expired(
-        self, conn: AsyncConnection, job_id: uuid.UUID, params: dict[str, Any]
-    ) -> job_pb2.Job | None:
-        lease = {"lease": params["lease"]}
-        row = await store.transition(
-            conn,
-            CANCEL_ACK,
-            job_id,
-            sets=FINISH,
-            where=f"AND cancel_requested AND {LEASE_EXPIRED}",
-            params=lease,
-        )
-        if row is not None:
-            return await self._commit(conn, CANCEL_ACK, row, "cancelled")
-        row = await store.transition(
-            conn,
-            FAIL,
-            job_id,
-            sets=f"{FINISH}, error_code = :code, error_message = :message",
-            where=f"AND status = 'PROCESSING' AND attempt >= :max_attempts AND {LEASE_EXPIRED}",
-            params={
-                **lease,
-                "max_attempts": params["max_attempts"],
-                "code": ATTEMPTS_EXHAUSTED,
-                "message": f"gave up after {params['max_attempts']} attempt(s)",
-            },
-        )
-        return None if row is None else await self._commit(conn, FAIL, row, "attempts exhausted")
+    def _heartbeat_request(self, request: pb.HeartbeatRequest) -> dict[str, Any] | AssayError:
+        violations = attempt_violations(request.job_id, request.worker_id, request.attempt)
+        if violations:
+            return InvalidArgument(violations)
+        return {
+            "job_id": uuid.UUID(request.job_id),
+            "worker_id": request.worker_id,
+            "attempt": request.attempt,
+        }
+
+    def _beat(self, outcome: Outcome) -> pb.HeartbeatResponse:
+        if outcome.error is not None or outcome.job is None:
+            return pb.HeartbeatResponse(lease_lost=True)
+        job = outcome.job
+        response = pb.HeartbeatResponse(cancel_requested=job["cancel_requested"])
+        expires = job["heartbeat_at"] + dt.timedelta(seconds=self.policy.lease_timeout)
+        response.lease_expires_at.CopyFrom(convert.stamp(expires))
+        return response
 
     async def heartbeat(self, request: pb.HeartbeatRequest) -> pb.HeartbeatResponse:
         """Extend the lease of the current attempt; lease_lost when it is not current."""
-        v.require_valid(attempt_violations(request.job_id, request.worker_id, request.attempt))
-        job_id = uuid.UUID(request.job_id)
-        async with self.engine.begin() as conn:
-            row = await store.heartbeat(conn, job_id, request.worker_id, request.attempt)
-            if row is None:
-                check_owner(await store.get_job(conn, job_id), "", "job", request.job_id)
-                return pb.HeartbeatResponse(lease_lost=True)
-        response = pb.HeartbeatResponse(cancel_requested=row["cancel_requested"])
-        response.lease_expires_at.FromDatetime(
-            row["heartbeat_at"] + dt.timedelta(seconds=self.policy.lease_timeout)
+        (outcome,) = await self._apply(HEARTBEAT_OP, [self._heartbeat_request(request)])
+        if isinstance(outcome.error, NotFound | InvalidArgument):
+            raise outcome.error
+        return self._beat(outcome)
+
+    async def heartbeat_many(self, request: pb.HeartbeatsRequest) -> pb.HeartbeatsResponse:
+        """Heartbeat for a batch; an unknown or superseded attempt is lease_lost."""
+        _check_batch(len(request.heartbeats), "heartbeats")
+        outcomes = await self._apply(
+            HEARTBEAT_OP, [self._heartbeat_request(h) for h in request.heartbeats]
         )
+        return pb.HeartbeatsResponse(replies=[self._beat(o) for o in outcomes])
+
+    # ---- reports: complete, fail, a worker's cancel --------------------------------------
+
+    def _report_request(self, report: Any) -> dict[str, Any] | AssayError:
+        try:
+            return self._report_values(report)
+        except InvalidArgument as err:
+            return err
+
+    def _report_values(self, report: Any) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "test_result": None,
+            "error_code": None,
+            "error_message": None,
+            "lease": self.policy.lease_timeout,
+            "worker_id": report.worker_id,
+            "attempt": report.attempt,
+        }
+        if isinstance(report, pb.CompleteJobRequest):
+            values.update(report="complete", test_result=self._profile_json(report))
+        elif isinstance(report, pb.FailJobRequest):
+            self._check_failure(report)
+            values.update(
+                report="fail" if report.worker_id else "fail_unheld",
+                error_code=report.error_code,
+                error_message=report.error_message,
+            )
+            if not report.worker_id:
+                values.update(worker_id="", attempt=0)
+        else:
+            v.require_valid(attempt_violations(report.job_id, report.worker_id, report.attempt))
+            values["report"] = "cancelled"
+        values["job_id"] = uuid.UUID(report.job_id)
+        return values
+
+    @staticmethod
+    def _profile_json(report: pb.CompleteJobRequest) -> str:
+        violations = attempt_violations(report.job_id, report.worker_id, report.attempt)
+        if not report.HasField("test_result"):
+            violations.append(FieldViolation("test_result", "required"))
+        profile = convert.to_json(report.test_result)
+        if v.JSON_NUL in profile:  # a cheap test first; the walk names the fields
+            violations += v.message_text_violations(report.test_result, "test_result")
+        v.require_valid(violations)
+        return profile
+
+    @staticmethod
+    def _check_failure(report: pb.FailJobRequest) -> None:
+        violations = v.uuid_violations(report.job_id, "job_id")
+        if report.worker_id:
+            violations = attempt_violations(report.job_id, report.worker_id, report.attempt)
+        if not report.error_code:
+            violations.append(FieldViolation("error_code", "required"))
+        violations += error_text_violations(report.error_code, report.error_message)
+        v.require_valid(violations)
+
+    async def report(self, report: Any) -> job_pb2.Job:
+        """Apply one report (CompleteJob, FailJob, or a worker's CancelJob)."""
+        (outcome,) = await self._apply(REPORT_OP, [self._report_request(report)])
+        return convert.job_to_proto(outcome.unwrap())
+
+    async def report_many(self, request: pb.ReportJobsRequest) -> pb.ReportJobsResponse:
+        """Reports for a batch, in one statement; an outcome per report."""
+        _check_batch(len(request.reports), "reports")
+        requests: list[dict[str, Any] | AssayError] = []
+        for report in request.reports:
+            try:
+                requests.append(self._report_request(report_of(report)))
+            except InvalidArgument as err:
+                requests.append(err)
+        response = pb.ReportJobsResponse()
+        for outcome in await self._apply(REPORT_OP, requests):
+            item = response.outcomes.add()
+            if outcome.error is not None:
+                _fill_error(item.error, outcome.error)
+            else:
+                assert outcome.job is not None
+                item.job.CopyFrom(convert.job_to_proto(outcome.job))
         return response
 
-    async def complete(self, request: pb.CompleteJobRequest) -> job_pb2.Job:
-        """PROCESSING → COMPLETED for the worker holding the current attempt."""
-        violations = attempt_violations(request.job_id, request.worker_id, request.attempt)
-        if not request.HasField("test_result"):
-            violations.append(FieldViolation("test_result", "required"))
-        profile = convert.to_json(request.test_result)
-        if v.JSON_NUL in profile:  # cheap test first; the walk names the fields
-            violations += v.message_text_violations(request.test_result, "test_result")
-        v.require_valid(violations)
-        job_id = uuid.UUID(request.job_id)
-        async with self.engine.begin() as conn:
-            row = await store.transition(
-                conn,
-                COMPLETE,
-                job_id,
-                sets=f"{FINISH}, processing_time_ms ="
-                " CAST(extract(epoch FROM now() - started_at) * 1000 AS bigint)",
-                where=f"AND {HOLDER} AND result_id IS NOT NULL",
-                params={"worker_id": request.worker_id, "attempt": request.attempt},
-            )
-            if row is None:
-                raise await self._refused(conn, COMPLETE, job_id)
-            await store.set_test_result(conn, row["result_id"], profile)
-            return await self._commit(conn, COMPLETE, row)
-
-    async def fail(self, request: pb.FailJobRequest) -> job_pb2.Job:
-        """→ FAILED with a refund: by the worker holding the attempt, or without a worker
-        for a QUEUED job or one whose lease expired (JetStream gave up on its message)."""
-        violations = v.uuid_violations(request.job_id, "job_id")
-        if request.worker_id:
-            violations = attempt_violations(request.job_id, request.worker_id, request.attempt)
-        if not request.error_code:
-            violations.append(FieldViolation("error_code", "required"))
-        violations += error_text_violations(request.error_code, request.error_message)
-        v.require_valid(violations)
-        job_id = uuid.UUID(request.job_id)
-        params: dict[str, Any] = {
-            "code": request.error_code,
-            "message": request.error_message,
-            "worker_id": request.worker_id,
-            "attempt": request.attempt,
-            "lease": self.policy.lease_timeout,
-        }
-        holder = f"AND status = 'PROCESSING' AND {HOLDER}"
-        unheld = f"AND (status = 'QUEUED' OR {LEASE_EXPIRED})"
-        async with self.engine.begin() as conn:
-            row = await store.transition(
-                conn,
-                FAIL,
-                job_id,
-                sets=f"{FINISH}, error_code = :code, error_message = :message",
-                where=holder if request.worker_id else unheld,
-                params=params,
-            )
-            if row is None:
-                raise await self._refused(conn, FAIL, job_id)
-            return await self._commit(conn, FAIL, row, f"failed: {request.error_code}")
+    # ---- cancel and retry ----------------------------------------------------------------
 
     async def cancel(self, request: pb.CancelJobRequest) -> job_pb2.Job:
         """QUEUED → CANCELLED; on PROCESSING, mark cancel_requested. With worker_id, the
         worker's report that it stopped: PROCESSING → CANCELLED."""
         if request.worker_id:
-            return await self._acknowledge_cancel(request)
+            return await self.report(request)
         v.require_valid(
             v.uuid_violations(request.job_id, "job_id") + owner_violations(request.user_id)
         )
-        job_id = uuid.UUID(request.job_id)
-        owner = {"owner": request.user_id}
-        mine = "AND (:owner = '' OR user_id = :owner)"
-        async with self.engine.begin() as conn:
-            row = await store.transition(
-                conn, CANCEL, job_id, sets=FINISH, where=mine, params=owner
-            )
-            if row is not None:
-                return await self._commit(conn, CANCEL, row, "cancelled")
-            row = await store.request_cancel(conn, job_id)
-            if row is not None and (not request.user_id or row["user_id"] == request.user_id):
-                return convert.job_to_proto(row)
-            raise await self._refused(conn, CANCEL, job_id, request.user_id)
-
-    async def _acknowledge_cancel(self, request: pb.CancelJobRequest) -> job_pb2.Job:
-        v.require_valid(attempt_violations(request.job_id, request.worker_id, request.attempt))
-        job_id = uuid.UUID(request.job_id)
-        async with self.engine.begin() as conn:
-            row = await store.transition(
-                conn,
-                CANCEL_ACK,
-                job_id,
-                sets=FINISH,
-                where=f"AND cancel_requested AND {HOLDER}",
-                params={"worker_id": request.worker_id, "attempt": request.attempt},
-            )
-            if row is None:
-                raise await self._refused(conn, CANCEL_ACK, job_id)
-            return await self._commit(conn, CANCEL_ACK, row, "cancelled")
+        requests: list[dict[str, Any] | AssayError] = [
+            {"job_id": uuid.UUID(request.job_id), "owner": request.user_id}
+        ]
+        (outcome,) = await self._apply(CANCEL_OP, requests)
+        return convert.job_to_proto(outcome.unwrap())
 
     async def retry(self, request: pb.RetryJobRequest) -> pb.RetryJobResponse:
         """FAILED → QUEUED, charging again and re-queueing the analysis."""
-        v.require_valid(owner_violations(request.user_id))
-        job_id = parse_uuid(request.job_id, "job_id")
+        v.require_valid(
+            v.uuid_violations(request.job_id, "job_id") + owner_violations(request.user_id)
+        )
         cost = self.policy.token_cost
-        async with self.engine.begin() as conn:
-            row = await store.transition(
-                conn,
-                RETRY,
-                job_id,
-                sets="attempt = 0, worker_id = NULL, error_code = NULL, error_message = NULL,"
-                " cancel_requested = false, started_at = NULL, heartbeat_at = NULL,"
-                " finished_at = NULL, processing_time_ms = NULL, requeues = 0,"
-                " charge_count = charge_count + 1, token_cost = :cost",
-                where="AND (:owner = '' OR user_id = :owner)",
-                params={"cost": cost, "owner": request.user_id},
+        row = await db.retrying(
+            lambda: store.retry_job(
+                self.pool, uuid.UUID(request.job_id), request.user_id, cost, request.max_inflight
             )
-            if row is None:
-                raise await self._refused(conn, RETRY, job_id, request.user_id)
-            balance = await store.debit(
-                conn, row["user_id"], cost, job_id, charge_no=row["charge_count"]
+        )
+        outcome = row["outcome"]
+        if outcome == "not_found":
+            raise NotFound(f"job {request.job_id} not found")
+        if outcome == "refused":
+            raise refused("retry", row)
+        if outcome == "insufficient":
+            raise InsufficientTokens(f"a retry costs {cost} token(s); not enough left")
+        if outcome == "rate_limited":
+            raise RateLimited(
+                f"the owner already has {request.max_inflight} job(s) in flight; wait for one",
+                metadata={"max_inflight": str(request.max_inflight)},
             )
-            if balance is None:
-                raise InsufficientTokens(f"a retry costs {cost} token(s); not enough left")
-            await check_inflight(conn, row["user_id"], request.max_inflight)
-            data, raw = await self._submission_of(conn, row)
-            await store.insert_outbox(
-                conn,
-                [queue_row(self.names, row, data, raw), event_row(self.names, row, RETRY.event)],
-            )
-        return pb.RetryJobResponse(job=convert.job_to_proto(row), tokens_remaining=balance)
+        return pb.RetryJobResponse(job=convert.job_to_proto(row), tokens_remaining=row["balance"])
 
-    async def _submission_of(
-        self, conn: AsyncConnection, row: RowMapping
-    ) -> tuple[assessment_pb2.AssessmentData, assessment_pb2.RawResponses]:
-        data, raw = assessment_pb2.AssessmentData(), assessment_pb2.RawResponses()
-        if row["result_id"] is not None:
-            result = await store.get_result(conn, row["result_id"])
-            if result is not None:
-                stored = convert.result_to_proto(result)
-                data, raw = stored.test_data, stored.raw_responses
-        return data, raw
+
+def _check_batch(size: int, field: str) -> None:
+    if size > MAX_BATCH:
+        raise InvalidArgument([FieldViolation(field, f"at most {MAX_BATCH} per call")])
+
+
+def _fill_error(item: pb.ItemError, error: AssayError) -> None:
+    item.code = error.code.value[0]
+    item.message = error.message
+    item.reason = error.reason
+    item.metadata.update(error.metadata)

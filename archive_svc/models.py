@@ -187,7 +187,9 @@ class Result(Base):
 
 
 class OutboxMessage(Base):
-    """A message to publish to JetStream, written in the transaction that caused it."""
+    """A message to publish to JetStream, written in the transaction that caused it: a queue
+    message (``kind`` 'job': ``payload``, or built from the result row when empty) or an event
+    (``kind`` 'event': the typed columns, encoded as a JobEvent by the relay)."""
 
     __tablename__ = "outbox"
     __table_args__ = (
@@ -197,18 +199,33 @@ class OutboxMessage(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, Identity(always=False), nullable=False)
-    subject: Mapped[str] = mapped_column(Text, nullable=False)
+    subject: Mapped[str | None] = mapped_column(Text)
     kind: Mapped[str] = mapped_column(Text, nullable=False)
     job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
-    payload: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    payload: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=NOW
     )
     sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    event_type: Mapped[str | None] = mapped_column(Text)
+    user_id: Mapped[str | None] = mapped_column(Text)
+    result_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    status: Mapped[JobStatus | None] = mapped_column(
+        Enum(JobStatus, name="job_status", native_enum=True, create_type=False)
+    )
+    job_version: Mapped[int | None] = mapped_column(BigInteger)
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    processing_time_ms: Mapped[int | None] = mapped_column(BigInteger)
+    assessment_name: Mapped[str | None] = mapped_column(Text)
+    charge_count: Mapped[int | None] = mapped_column(Integer)
+    occurred_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class IdempotencyKey(Base):
-    """The first reply to a (user, request_id) submission, replayed on repeats."""
+    """The first reply to a (user, request_id) submission, replayed on repeats: the job, its
+    cost and the balance after it."""
 
     __tablename__ = "idempotency_keys"
 
@@ -217,6 +234,9 @@ class IdempotencyKey(Base):
     payload_hash: Mapped[str] = mapped_column(Text, nullable=False)
     job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     response: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The stored first reply (keys written before migration 0003)."""
+    token_cost: Mapped[int | None] = mapped_column(BigInteger)
+    balance_after: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=NOW
     )

@@ -8,25 +8,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import RowMapping
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+import asyncpg
 
-from archive_svc import convert, store
-from archive_svc.events import event_row, queue_row
+from archive_svc import convert, db, store
+from archive_svc.events import queue_message
 from archive_svc.paging import PageTokens, page_limit
-from archive_svc.states import CREATE
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assaylib import validation as v
 from assaylib.errors import (
     AlreadyExists,
+    AssayError,
     FieldViolation,
     InsufficientTokens,
     InvalidArgument,
+    InvalidTransition,
     NotFound,
     RateLimited,
 )
-from assaylib.streams import StreamNames
 
 
 @dataclass(frozen=True)
@@ -49,21 +48,30 @@ def owner_violations(owner: str) -> list[FieldViolation]:
     return v.id_violations(owner, "user_id", required=False)
 
 
-def check_owner(row: RowMapping | None, owner: str, what: str, ident: str) -> RowMapping:
+def check_owner(row: asyncpg.Record | None, owner: str, what: str, ident: str) -> asyncpg.Record:
     """The row if it exists and belongs to owner (any owner when empty); else NOT_FOUND."""
     if row is None or (owner and row["user_id"] != owner):
         raise NotFound(f"{what} {ident} not found")
     return row
 
 
+def refused(operation: str, job: asyncpg.Record, owner: str = "") -> AssayError:
+    """The error for a refused operation: NOT_FOUND when the job is not the owner's (its
+    existence is not revealed), else INVALID_TRANSITION naming the job's state."""
+    if owner and job["user_id"] != owner:
+        return NotFound(f"job {job['job_id']} not found")
+    status = str(job["status"])
+    return InvalidTransition(
+        f"job {job['job_id']} is {status} (attempt {job['attempt']}); {operation} is not allowed",
+        metadata={"status": status, "attempt": str(job["attempt"])},
+    )
+
+
 class Records:
     """Submissions, reads, results and tokens."""
 
-    def __init__(
-        self, engine: AsyncEngine, names: StreamNames, policy: Policy, pages: PageTokens
-    ) -> None:
-        self.engine = engine
-        self.names = names
+    def __init__(self, pool: asyncpg.Pool, policy: Policy, pages: PageTokens) -> None:
+        self.pool = pool
         self.policy = policy
         self.pages = pages
 
@@ -82,88 +90,61 @@ class Records:
             )
         )
         name = request.assessment_name or v.DEFAULT_ASSESSMENT
-        async with self.engine.begin() as conn:
-            if request.request_id:
-                replay = await self._replay(conn, request, name)
-                if replay is not None:
-                    return replay
-            response = await self._submit(conn, request, name)
-            if request.request_id:
-                await store.save_reply(
-                    conn,
-                    request.user_id,
-                    request.request_id,
-                    uuid.UUID(response.job.job_id),
-                    response.SerializeToString(),
-                )
-            return response
+        job_id, result_id = uuid.uuid4(), uuid.uuid4()
+        job = {
+            "job_id": job_id,
+            "user_id": request.user_id,
+            "result_id": result_id,
+            "assessment_name": name,
+        }
+        submission = store.Submission(
+            user_id=request.user_id,
+            job_id=job_id,
+            result_id=result_id,
+            assessment_name=name,
+            cost=self.policy.token_cost,
+            request_id=request.request_id or None,
+            payload_hash=convert.submission_hash(
+                name, request.assessment_data, request.raw_responses
+            ),
+            max_inflight=request.max_inflight,
+            test_data=convert.to_json(request.assessment_data),
+            raw_responses=convert.to_json(request.raw_responses),
+            queue_payload=queue_message(job, request.assessment_data, request.raw_responses, 1),
+        )
+        row = await db.retrying(lambda: store.create_submission(self.pool, submission))
+        return self._submitted(request, row)
 
-    async def _replay(
-        self, conn: AsyncConnection, request: pb.CreateSubmissionRequest, name: str
-    ) -> pb.CreateSubmissionResponse | None:
-        digest = convert.submission_hash(name, request.assessment_data, request.raw_responses)
-        first = await store.claim_request(conn, request.user_id, request.request_id, digest)
-        if first is None:
-            return None
-        if first["payload_hash"] != digest:
+    def _submitted(
+        self, request: pb.CreateSubmissionRequest, row: asyncpg.Record
+    ) -> pb.CreateSubmissionResponse:
+        outcome, cost = row["outcome"], self.policy.token_cost
+        if outcome == "created":
+            job = convert.job_to_proto(row)
+            return pb.CreateSubmissionResponse(job=job, tokens_remaining=row["balance"])
+        if outcome == "insufficient":
+            raise InsufficientTokens(
+                f"an analysis costs {cost} token(s); {request.user_id} has {row['balance']}",
+                metadata={"balance": str(row["balance"]), "cost": str(cost)},
+            )
+        if outcome == "rate_limited":
+            raise RateLimited(
+                f"{request.user_id} already has {request.max_inflight} job(s) in flight;"
+                " wait for one to finish",
+                metadata={"max_inflight": str(request.max_inflight)},
+            )
+        if outcome == "reused":
             raise AlreadyExists(
                 f"request_id {request.request_id!r} was already used with a different payload",
                 reason="REQUEST_ID_REUSED",
             )
-        reply = pb.CreateSubmissionResponse.FromString(first["response"])
-        reply.replayed = True
-        return reply
-
-    async def _submit(
-        self, conn: AsyncConnection, request: pb.CreateSubmissionRequest, name: str
-    ) -> pb.CreateSubmissionResponse:
-        job_id, result_id = uuid.uuid4(), uuid.uuid4()
-        cost = self.policy.token_cost
-        balance = await store.debit(conn, request.user_id, cost, job_id, charge_no=1)
-        if balance is None:
-            have = await store.balance_of(conn, request.user_id)
-            raise InsufficientTokens(
-                f"an analysis costs {cost} token(s); {request.user_id} has {have}",
-                metadata={"balance": str(have), "cost": str(cost)},
-            )
-        await check_inflight(conn, request.user_id, request.max_inflight)
-        job = await store.insert_job(
-            conn,
-            {
-                "job_id": job_id,
-                "user_id": request.user_id,
-                "result_id": result_id,
-                "assessment_name": name,
-                "token_cost": cost,
-                "request_id": request.request_id or None,
-            },
-        )
-        await store.insert_result(
-            conn,
-            {
-                "result_id": result_id,
-                "job_id": job_id,
-                "user_id": request.user_id,
-                "assessment_name": name,
-                "test_data": convert.to_json(request.assessment_data),
-                "raw_responses": convert.to_json(request.raw_responses),
-            },
-        )
-        await store.insert_outbox(
-            conn,
-            [
-                queue_row(self.names, job, request.assessment_data, request.raw_responses),
-                event_row(self.names, job, CREATE.event),
-            ],
-        )
-        return pb.CreateSubmissionResponse(job=convert.job_to_proto(job), tokens_remaining=balance)
+        return replay(row)
 
     async def get_job(self, job_id: str, owner: str) -> job_pb2.Job:
         """One job, scoped to owner when given."""
         v.require_valid(owner_violations(owner))
         ident = parse_uuid(job_id, "job_id")
-        async with self.engine.connect() as conn:
-            row = await store.get_job(conn, ident)
+        row = await store.get_job(self.pool, ident)
         return convert.job_to_proto(check_owner(row, owner, "job", job_id))
 
     async def list_jobs(self, request: pb.ListJobsRequest) -> pb.ListJobsResponse:
@@ -175,8 +156,7 @@ class Records:
             raise InvalidArgument([FieldViolation("status", "unknown status")])
         scope = f"jobs\0{request.user_id}\0{status}"
         after = self.pages.decode(request.page_token, scope, (dt.datetime, uuid.UUID))
-        async with self.engine.connect() as conn:
-            rows = await store.jobs_page(conn, request.user_id, status, after, limit + 1)
+        rows = await store.jobs_page(self.pool, request.user_id, status, after, limit + 1)
         response = pb.ListJobsResponse(jobs=[convert.job_to_proto(r) for r in rows[:limit]])
         if len(rows) > limit:
             last = rows[limit - 1]
@@ -187,8 +167,7 @@ class Records:
         """One result row, scoped to owner when given."""
         v.require_valid(owner_violations(owner))
         ident = parse_uuid(result_id, "result_id")
-        async with self.engine.connect() as conn:
-            row = await store.get_result(conn, ident)
+        row = await store.get_result(self.pool, ident)
         return convert.result_to_proto(check_owner(row, owner, "result", result_id))
 
     async def list_results(self, request: pb.ListResultsRequest) -> pb.ListResultsResponse:
@@ -197,8 +176,7 @@ class Records:
         v.require_valid(v.id_violations(request.user_id, "user_id", required=False))
         scope = f"results\0{request.user_id}"
         after = self.pages.decode(request.page_token, scope, (dt.datetime, uuid.UUID))
-        async with self.engine.connect() as conn:
-            rows = await store.results_page(conn, request.user_id, after, limit + 1)
+        rows = await store.results_page(self.pool, request.user_id, after, limit + 1)
         response = pb.ListResultsResponse(
             results=[convert.result_to_proto(r) for r in rows[:limit]]
         )
@@ -213,8 +191,7 @@ class Records:
         """Update the masked fields of a result row."""
         ident = parse_uuid(request.result.result_id, "result.result_id")
         columns = result_columns(request)
-        async with self.engine.begin() as conn:
-            row = await store.update_result(conn, ident, columns)
+        row = await store.update_result(self.pool, ident, columns)
         return convert.result_to_proto(check_owner(row, "", "result", str(ident)))
 
     async def create_result(self, request: pb.CreateResultRequest) -> job_pb2.AnalysisResult:
@@ -224,33 +201,23 @@ class Records:
             + v.assessment_data_violations(request.test_data, v.CUSTOM)
         )
         job_id = parse_uuid(request.job_id, "job_id")
-        async with self.engine.begin() as conn:
-            job = check_owner(await store.get_job(conn, job_id), "", "job", request.job_id)
-            if job["result_id"] is None:
-                result_id = uuid.uuid4()
-                linked = await store.link_result(conn, job_id, result_id)
-                if linked is not None:
-                    row = await store.insert_result(
-                        conn,
-                        {
-                            "result_id": result_id,
-                            "job_id": job_id,
-                            "user_id": job["user_id"],
-                            "assessment_name": job["assessment_name"],
-                            "test_data": convert.to_json(request.test_data),
-                            "raw_responses": convert.to_json(request.raw_responses),
-                        },
-                    )
-                    return convert.result_to_proto(row)
-                job = check_owner(await store.get_job(conn, job_id), "", "job", request.job_id)
-            existing = await store.get_result(conn, job["result_id"])
+        created = await store.create_legacy_result(
+            self.pool,
+            job_id,
+            uuid.uuid4(),
+            convert.to_json(request.test_data),
+            convert.to_json(request.raw_responses),
+        )
+        if created is not None:
+            return convert.result_to_proto(created)
+        job = check_owner(await store.get_job(self.pool, job_id), "", "job", request.job_id)
+        existing = await store.get_result(self.pool, job["result_id"])
         return convert.result_to_proto(check_owner(existing, "", "result", str(job["result_id"])))
 
     async def balance(self, user_id: str) -> int:
         """A user's balance."""
         v.require_valid(v.id_violations(user_id, "user_id"))
-        async with self.engine.connect() as conn:
-            return await store.balance_of(conn, user_id)
+        return await store.balance_of(self.pool, user_id)
 
     async def grant(self, request: pb.GrantTokensRequest) -> pb.GrantTokensResponse:
         """Credit a user's balance."""
@@ -259,8 +226,7 @@ class Records:
         if request.amount <= 0:
             violations.append(FieldViolation("amount", "must be a positive number of tokens"))
         v.require_valid(violations)
-        async with self.engine.begin() as conn:
-            row = await store.grant(conn, request.user_id, request.amount, request.reason)
+        row = await store.grant(self.pool, request.user_id, request.amount, request.reason)
         return pb.GrantTokensResponse(
             balance=row["balance"], entry=convert.ledger_entry_to_proto(row)
         )
@@ -273,8 +239,7 @@ class Records:
         scope = f"ledger\0{request.user_id}\0{job_id or ''}"
         after = self.pages.decode(request.page_token, scope, (int,))
         before = after[0] if after else None
-        async with self.engine.connect() as conn:
-            rows = await store.ledger_page(conn, request.user_id, job_id, before, limit + 1)
+        rows = await store.ledger_page(self.pool, request.user_id, job_id, before, limit + 1)
         response = pb.ListLedgerEntriesResponse(
             entries=[convert.ledger_entry_to_proto(r) for r in rows[:limit]]
         )
@@ -283,14 +248,34 @@ class Records:
         return response
 
 
-async def check_inflight(conn: AsyncConnection, user_id: str, max_inflight: int) -> None:
-    """RATE_LIMITED when the user already has max_inflight jobs queued or processing. Called
-    after the debit has locked the user's account row, so concurrent submits count right."""
-    if max_inflight > 0 and await store.count_inflight(conn, user_id) >= max_inflight:
-        raise RateLimited(
-            f"{user_id} already has {max_inflight} job(s) in flight; wait for one to finish",
-            metadata={"max_inflight": str(max_inflight)},
-        )
+def replay(row: asyncpg.Record) -> pb.CreateSubmissionResponse:
+    """The first reply to a submission, for a repeat of its request: stored (keys older than
+    migration 0003), or rebuilt from the job as it was created."""
+    if row["first_response"] is not None:
+        reply = pb.CreateSubmissionResponse.FromString(row["first_response"])
+    else:
+        first = convert.job_to_proto(row)
+        first.status = job_pb2.JOB_STATUS_QUEUED
+        first.token_cost = row["first_cost"]
+        first.charge_count, first.version, first.attempt, first.requeues = 1, 1, 0, 0
+        for name in FIRST_REPLY_UNSET:
+            first.ClearField(name)  # type: ignore[arg-type]
+        first.updated_at.CopyFrom(first.created_at)
+        reply = pb.CreateSubmissionResponse(job=first, tokens_remaining=row["balance"])
+    reply.replayed = True
+    return reply
+
+
+FIRST_REPLY_UNSET = (
+    "worker_id",
+    "error_code",
+    "error_message",
+    "processing_time_ms",
+    "cancel_requested",
+    "started_at",
+    "heartbeat_at",
+    "finished_at",
+)
 
 
 RESULT_MASK_PATHS: dict[str, Callable[[job_pb2.AnalysisResult], str]] = {

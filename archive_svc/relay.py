@@ -14,17 +14,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge
-from sqlalchemy import RowMapping
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from archive_svc import store
+from archive_svc.db import libpq_dsn
+from archive_svc.events import publication
 from assaylib.streams import StreamNames, ensure_streams
 
 log = logging.getLogger(__name__)
@@ -40,12 +40,7 @@ FAILURES = Counter("assay_outbox_relay_failures_total", "Relay rounds that faile
 UNSENT = Gauge("assay_outbox_unsent", "Outbox messages waiting to be published (the backlog)")
 PURGED = Counter("assay_outbox_purged_total", "Published outbox rows deleted after retention")
 PURGE_EVERY = 3600.0  # seconds between purges of published rows
-
-
-def asyncpg_dsn(engine: AsyncEngine) -> str:
-    """The plain libpq DSN of an engine's database."""
-    url = make_url(engine.url).set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
+PUBLISH_TIMEOUT = 10.0  # seconds for JetStream to acknowledge one batch
 
 
 class OutboxRelay:
@@ -53,7 +48,8 @@ class OutboxRelay:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        pool: asyncpg.Pool,
+        database_url: str,
         nats_url: str,
         names: StreamNames,
         *,
@@ -63,7 +59,8 @@ class OutboxRelay:
         poll_interval: float = 2.0,
         max_backoff: float = 5.0,
     ) -> None:
-        self.engine = engine
+        self.pool = pool
+        self.database_url = database_url
         self.nats_url = nats_url
         self.names = names
         self.events_max_age = events_max_age
@@ -75,6 +72,7 @@ class OutboxRelay:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
         self._listener: asyncpg.Connection | None = None
         self._next_purge = 0.0
 
@@ -121,7 +119,7 @@ class OutboxRelay:
 
     async def _connect(self) -> None:
         if self._listener is None or self._listener.is_closed():
-            listener = await asyncpg.connect(asyncpg_dsn(self.engine))
+            listener = await asyncpg.connect(libpq_dsn(self.database_url))
             try:
                 locked = await listener.fetchval(
                     "SELECT pg_try_advisory_lock($1)", store.RELAY_LOCK_KEY
@@ -135,40 +133,50 @@ class OutboxRelay:
             self._listener = listener
         if self._nc is None or not self._nc.is_connected:
             self._nc = await nats.connect(
-                self.nats_url, connect_timeout=2, max_reconnect_attempts=3, reconnect_time_wait=0.5,
+                self.nats_url,
+                connect_timeout=2,
+                max_reconnect_attempts=3,
+                reconnect_time_wait=0.5,
                 allow_reconnect=True,
-            )  # fmt: skip
+            )
+            self._js = self._nc.jetstream()
             await ensure_streams(
-                self._nc.jetstream(), self.names, events_max_age=self.events_max_age,
+                self._js,
+                self.names,
+                events_max_age=self.events_max_age,
                 replicas=self.stream_replicas,
-            )  # fmt: skip
+            )
 
     async def _disconnect(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None and not listener.is_closed():
             with contextlib.suppress(Exception):
                 await listener.close(timeout=2)
-        nc, self._nc = self._nc, None
+        nc, self._nc, self._js = self._nc, None, None
         if nc is not None and not nc.is_closed:
             with contextlib.suppress(Exception):
                 await nc.close()
 
     async def _drain(self) -> None:
-        assert self._nc is not None
-        js = self._nc.jetstream()
+        """Publish until the outbox is empty: each round marks the previous batch sent and
+        fetches the next in one statement."""
+        assert self._js is not None
+        js = self._js
+        sent: list[Any] = []
         while not self._stopping.is_set():
-            async with self.engine.connect() as conn:
-                rows = await store.unsent_outbox(conn, self.batch_size)
+            rows = await store.next_unsent(self.pool, sent, self.batch_size)
+            if sent:
+                PUBLISHED.inc(len(sent))
             if not rows:
                 UNSENT.set(0)
                 await self._purge()
                 return
+            if len(rows) == self.batch_size:  # a backlog: count it (cheap, partial index)
+                UNSENT.set(await store.count_unsent(self.pool))
             await self._publish(js, rows)
-            async with self.engine.begin() as conn:
-                await store.mark_sent(conn, [r["id"] for r in rows])
-                if len(rows) == self.batch_size:  # a backlog: count it (cheap, partial index)
-                    UNSENT.set(await store.count_unsent(conn))
-            PUBLISHED.inc(len(rows))
+            sent = [row["id"] for row in rows]
+        if sent:  # stopping: mark what went out, so the next relay does not send it again
+            await store.next_unsent(self.pool, sent, 0)
 
     async def _purge(self) -> None:
         # Published rows are kept as long as the events stream keeps their events.
@@ -176,22 +184,15 @@ class OutboxRelay:
         if now < self._next_purge:
             return
         self._next_purge = now + PURGE_EVERY
-        async with self.engine.begin() as conn:
-            PURGED.inc(await store.purge_sent(conn, self.events_max_age))
+        PURGED.inc(await store.purge_sent(self.pool, self.events_max_age))
 
-    @staticmethod
-    async def _publish(js: JetStreamContext, rows: Sequence[RowMapping]) -> None:
-        # Tasks start in order and each sends before it awaits its ack, so the stream
-        # receives the batch in outbox order.
-        acks = [
-            asyncio.ensure_future(
-                js.publish(
-                    row["subject"],
-                    bytes(row["payload"]),
-                    timeout=5,
-                    headers={"Nats-Msg-Id": str(row["id"])},
-                )
+    async def _publish(self, js: JetStreamContext, rows: Sequence[asyncpg.Record]) -> None:
+        # publish_async sends in order and collects the acks; the stream receives the batch
+        # in outbox order, and the Nats-Msg-Id drops a copy a crash made us send again.
+        acks = []
+        for row in rows:
+            subject, payload = publication(self.names, row)
+            acks.append(
+                await js.publish_async(subject, payload, headers={"Nats-Msg-Id": str(row["id"])})
             )
-            for row in rows
-        ]
-        await asyncio.gather(*acks)
+        await asyncio.wait_for(asyncio.gather(*acks), PUBLISH_TIMEOUT)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import asyncpg
 import grpc
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from archive_svc.lifecycle import Lifecycle
 from archive_svc.paging import PageTokens
@@ -17,7 +17,6 @@ from archive_svc.records import Policy, Records
 from archive_svc.sweep import Sweeper
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
-from assaylib.streams import StreamNames
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ArchiveService"].full_name
 ALLOWED_ROLES = ("service", "operator")
@@ -34,13 +33,13 @@ class Archive:
     sweeper: Sweeper
 
     @classmethod
-    def build(cls, engine: AsyncEngine, names: StreamNames, policy: Policy, secret: str) -> Archive:
-        """Wire the domain modules to one engine; ``secret`` signs page tokens."""
+    def build(cls, pool: asyncpg.Pool, policy: Policy, secret: str) -> Archive:
+        """Wire the domain modules to one pool; ``secret`` signs page tokens."""
         pages = PageTokens(secret)
         return cls(
-            Records(engine, names, policy, pages),
-            Lifecycle(engine, names, policy),
-            Sweeper(engine, names, policy, pages),
+            Records(pool, policy, pages),
+            Lifecycle(pool, policy),
+            Sweeper(pool, policy, pages),
         )
 
 
@@ -106,11 +105,11 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
         self, request: pb.CompleteJobRequest, context: Context
     ) -> pb.CompleteJobResponse:
         """Store the profile and complete the job."""
-        return pb.CompleteJobResponse(job=await self.archive.lifecycle.complete(request))
+        return pb.CompleteJobResponse(job=await self.archive.lifecycle.report(request))
 
     async def FailJob(self, request: pb.FailJobRequest, context: Context) -> pb.FailJobResponse:
         """Fail the job and refund it."""
-        return pb.FailJobResponse(job=await self.archive.lifecycle.fail(request))
+        return pb.FailJobResponse(job=await self.archive.lifecycle.report(request))
 
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: Context
@@ -146,6 +145,24 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
     ) -> pb.GrantTokensResponse:
         """Credit a user's balance."""
         return await self.archive.records.grant(request)
+
+    async def StartJobs(
+        self, request: pb.StartJobsRequest, context: Context
+    ) -> pb.StartJobsResponse:
+        """Begin or take over many attempts in one transaction."""
+        return await self.archive.lifecycle.start_many(request)
+
+    async def ReportJobs(
+        self, request: pb.ReportJobsRequest, context: Context
+    ) -> pb.ReportJobsResponse:
+        """Report the end of many attempts in one transaction."""
+        return await self.archive.lifecycle.report_many(request)
+
+    async def Heartbeats(
+        self, request: pb.HeartbeatsRequest, context: Context
+    ) -> pb.HeartbeatsResponse:
+        """Extend many leases in one statement."""
+        return await self.archive.lifecycle.heartbeat_many(request)
 
     async def ListLedgerEntries(
         self, request: pb.ListLedgerEntriesRequest, context: Context

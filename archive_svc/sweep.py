@@ -6,23 +6,34 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
+import asyncpg
 from prometheus_client import Counter
-from sqlalchemy import RowMapping
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from archive_svc import convert, store
-from archive_svc.events import event_row, queue_row
+from archive_svc import convert, db, store
 from archive_svc.paging import PageTokens, page_limit
 from archive_svc.records import Policy
-from archive_svc.states import SWEEP, SWEEP_QUEUED, Transition
+from archive_svc.states import REQUEUE, SWEEP, SWEEP_QUEUED
+from archive_svc.store.transitions import Applied, Operation, Rule
 from assay.archive.v1 import archive_service_pb2 as pb
 from assaylib.errors import FieldViolation, InvalidArgument
-from assaylib.streams import StreamNames
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 500
+SWEEP_OP = Operation(
+    "sweep",
+    (Rule(SWEEP),),
+    (("stuck_after", "float8"), ("max_processing", "float8")),
+    scan="j.heartbeat_at",
+)
+QUEUED_OP = Operation(
+    "sweep_queued",
+    (Rule(REQUEUE), Rule(SWEEP_QUEUED)),
+    (("max_queued", "float8"), ("max_requeues", "int4")),
+    scan="j.updated_at",
+)
 SWEPT = Counter("assay_sweep_jobs_failed_total", "Stuck jobs failed (code STUCK) by sweeps")
 HELD_BACK = Counter("assay_sweep_held_back_total", "Sweeps held back by the mass-failure guard")
 REQUEUED = Counter(
@@ -45,13 +56,10 @@ def limits_of(request: pb.SweepStuckJobsRequest | pb.ListStuckJobsRequest) -> tu
 
 
 class Sweeper:
-    """Lists and sweeps stuck jobs."""
+    """Lists and sweeps stuck jobs, and recovers lost queued ones."""
 
-    def __init__(
-        self, engine: AsyncEngine, names: StreamNames, policy: Policy, pages: PageTokens
-    ) -> None:
-        self.engine = engine
-        self.names = names
+    def __init__(self, pool: asyncpg.Pool, policy: Policy, pages: PageTokens) -> None:
+        self.pool = pool
         self.policy = policy
         self.pages = pages
 
@@ -61,9 +69,8 @@ class Sweeper:
         limit = page_limit(request.page_size)
         scope = f"stuck\0{stuck_after}\0{max_processing}"
         after = self.pages.decode(request.page_token, scope, (dt.datetime, uuid.UUID))
-        async with self.engine.connect() as conn:
-            rows = await store.stuck_page(conn, stuck_after, max_processing, after, limit + 1)
-            in_flight = await store.count_processing(conn)
+        rows = await store.stuck_page(self.pool, stuck_after, max_processing, after, limit + 1)
+        in_flight = await store.count_processing(self.pool)
         response = pb.ListStuckJobsResponse(
             jobs=[convert.job_to_proto(r) for r in rows[:limit]], in_flight=in_flight
         )
@@ -76,7 +83,7 @@ class Sweeper:
 
     async def sweep(self, request: pb.SweepStuckJobsRequest) -> pb.SweepStuckJobsResponse:
         """One sweep under the sweep lock: count, apply the guard, then fail stuck jobs and
-        recover lost queued ones in batches."""
+        recover lost queued ones in batches (one statement each)."""
         stuck_after, max_processing = limits_of(request)
         if request.limit < 0 or not 0 <= request.max_fraction <= 1:
             raise InvalidArgument(
@@ -84,21 +91,17 @@ class Sweeper:
                 if request.limit < 0
                 else [FieldViolation("max_fraction", "must be between 0 and 1")]
             )
-        async with self.engine.connect() as conn:
+        async with self.pool.acquire() as conn:
             if not await store.try_advisory_lock(conn, store.SWEEP_LOCK_KEY):
-                await conn.commit()
                 return pb.SweepStuckJobsResponse(lock_busy=True, reason="another sweep is running")
-            await conn.commit()
             try:
                 return await self._sweep_locked(conn, request, stuck_after, max_processing)
             finally:
-                await conn.rollback()
                 await store.advisory_unlock(conn, store.SWEEP_LOCK_KEY)
-                await conn.commit()
 
     async def _sweep_locked(
         self,
-        conn: AsyncConnection,
+        conn: asyncpg.Connection,
         request: pb.SweepStuckJobsRequest,
         stuck_after: float,
         max_processing: float,
@@ -111,102 +114,66 @@ class Sweeper:
         if max_queued > 0:
             response.queued = await store.count_queued(conn)
             response.queued_found = await store.count_lost(conn, max_queued)
-        await conn.commit()
         batch = request.limit or DEFAULT_BATCH
         if request.dry_run:
             rows = await store.stuck_page(conn, stuck_after, max_processing, None, batch)
             response.jobs.extend(convert.job_to_proto(r) for r in rows)
             return response
-        reasons = [
-            reason
-            for reason in (
-                hold_back(request, response.found, response.in_flight, PROCESSING_GUARD),
-                hold_back(request, response.queued_found, response.queued, QUEUED_GUARD),
-            )
-            if reason
-        ]
-        if reasons:
+        processing = hold_back(request, response.found, response.in_flight, PROCESSING_GUARD)
+        queued = hold_back(request, response.queued_found, response.queued, QUEUED_GUARD)
+        if processing or queued:
             HELD_BACK.inc()
-            response.held_back, response.reason = True, "; ".join(reasons)
-        if not hold_back(request, response.found, response.in_flight, PROCESSING_GUARD):
-            await self._fail_stuck(conn, stuck_after, max_processing, batch, response)
-        if max_queued > 0 and not hold_back(
-            request, response.queued_found, response.queued, QUEUED_GUARD
-        ):
-            await self._recover_lost(conn, max_queued, batch, response)
+            response.held_back = True
+            response.reason = "; ".join(reason for reason in (processing, queued) if reason)
+        if not processing:
+            params = {"stuck_after": stuck_after, "max_processing": max_processing}
+            swept = await self._batches(conn, SWEEP_OP, params, batch, response)
+            response.skipped = max(response.found - swept, 0)
+        if max_queued > 0 and not queued:
+            params = {"max_queued": max_queued, "max_requeues": self.policy.max_attempts}
+            await self._batches(conn, QUEUED_OP, params, batch, response)
+            response.requeued = len(response.requeued_job_ids)
+            REQUEUED.inc(response.requeued)
         response.refunded = response.failed
         return response
 
-    async def _fail_stuck(
+    async def _batches(
         self,
-        conn: AsyncConnection,
-        stuck_after: float,
-        max_processing: float,
+        conn: asyncpg.Connection,
+        operation: Operation,
+        params: dict[str, Any],
         batch: int,
         response: pb.SweepStuckJobsResponse,
-    ) -> None:
-        swept = 0
-        for _ in range(response.found // batch + 1):
-            rows = await store.sweep_batch(conn, stuck_after, max_processing, batch)
-            await self._announce(conn, rows, SWEEP, response, "swept stuck job")
-            swept += len(rows)
-            if len(rows) < batch:
+    ) -> int:
+        """Apply a scanning operation batch after batch until a batch comes back short;
+        report each job; return how many jobs were failed."""
+        failed = 0
+        while True:
+            applied: Sequence[Applied] = await db.retrying(
+                lambda: store.apply(conn, operation, [params], limit=batch)
+            )
+            for outcome in applied:
+                job = outcome.job
+                extra = {"job_id": str(job["job_id"]), "worker_id": job["worker_id"]}
+                if outcome.rule == REQUEUE.name:
+                    response.requeued_job_ids.append(str(job["job_id"]))
+                    log.warning(
+                        "re-published lost queued job (re-publication %d of %d)",
+                        job["requeues"],
+                        self.policy.max_attempts,
+                        extra=extra,
+                    )
+                elif outcome.rule is not None:
+                    response.jobs.append(convert.job_to_proto(job))
+                    failed += 1
+                    log.warning(
+                        "swept job (%s): %s", outcome.rule, job["error_message"], extra=extra
+                    )
+            if len(applied) < batch:
                 break
-        response.skipped = max(response.found - swept, 0)
-        SWEPT.inc(swept)
-
-    async def _recover_lost(
-        self,
-        conn: AsyncConnection,
-        max_queued: float,
-        batch: int,
-        response: pb.SweepStuckJobsResponse,
-    ) -> None:
-        """Re-publish lost QUEUED jobs through the outbox (a new message id, so the stream's
-        duplicate window cannot drop it); fail those re-published max_attempts times."""
-        max_requeues = self.policy.max_attempts
-        for _ in range(response.queued_found // batch + 1):
-            rows = await store.requeue_batch(conn, max_queued, max_requeues, batch)
-            await store.insert_outbox(conn, [self._queue_message(r) for r in rows])
-            await conn.commit()
-            response.requeued_job_ids.extend(str(r["job_id"]) for r in rows)
-            for row in rows:
-                log.warning(
-                    "re-published lost queued job (re-publication %d of %d)",
-                    row["requeues"],
-                    max_requeues,
-                    extra={"job_id": str(row["job_id"]), "user_id": row["user_id"]},
-                )
-            if len(rows) < batch:
-                break
-        response.requeued = len(response.requeued_job_ids)
-        REQUEUED.inc(response.requeued)
-        for _ in range(response.queued_found // batch + 1):
-            rows = await store.fail_lost_batch(conn, max_queued, max_requeues, batch)
-            await self._announce(conn, rows, SWEEP_QUEUED, response, "failed lost queued job")
-            SWEPT.inc(len(rows))
-            if len(rows) < batch:
-                break
-
-    async def _announce(
-        self,
-        conn: AsyncConnection,
-        rows: Sequence[RowMapping],
-        rule: Transition,
-        response: pb.SweepStuckJobsResponse,
-        what: str,
-    ) -> None:
-        """Write the events of a batch the sweep failed, commit it, and report each job."""
-        await store.insert_outbox(conn, [event_row(self.names, r, rule.event) for r in rows])
-        await conn.commit()
-        response.jobs.extend(convert.job_to_proto(r) for r in rows)
-        response.failed += len(rows)
-        for row in rows:
-            log.warning(what, extra={"job_id": str(row["job_id"]), "worker_id": row["worker_id"]})
-
-    def _queue_message(self, row: RowMapping) -> store.OutboxRow:
-        data, raw = convert.submission_of(row)
-        return queue_row(self.names, row, data, raw)
+        response.failed += failed
+        SWEPT.inc(failed)
+        return failed
 
 
 PROCESSING_GUARD = (

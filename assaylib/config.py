@@ -104,6 +104,8 @@ class Settings:
     """Jobs one worker process analyses at once."""
     events_max_age: float = 7 * 86400.0
     """How long the events stream keeps events (the WatchJobs resume window)."""
+    db_pool_size: int = 10
+    """PostgreSQL connections of one archive process (its pool's maximum)."""
     shutdown_grace: float = 10.0
     """Seconds in-flight RPCs get to finish on SIGTERM."""
     metrics_addr: str = ""
@@ -268,6 +270,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "watch_buffer": _int_at_least(1),
     "watch_stall_timeout": _positive_duration,
     "stream_replicas": _int_at_least(1),
+    "db_pool_size": _int_at_least(1),
     "analyzer_delay": parse_duration,
     "log_level": _log_level,
     "reflection": _bool,

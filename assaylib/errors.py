@@ -44,6 +44,7 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "UnsupportedAssessmentType",
+    "error_from_parts",
     "error_from_rpc",
     "field_violations_of",
     "reason_of",
@@ -367,6 +368,14 @@ def _build_error(
     )
     error.code = code
     return error
+
+
+def error_from_parts(
+    code: int, message: str, reason: str, metadata: Mapping[str, str]
+) -> AssayError:
+    """Rebuild an AssayError from a batch item's error (its numeric code, message, reason)."""
+    status = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+    return _build_error(status, message, reason or None, metadata, [])
 
 
 def reason_of(err: BaseException) -> str:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
+from assaylib import process
 from assaylib.config import Settings, listen_addr
 from assaylib.process import settings_or_exit
 from assaylib.server import serve_until_signal
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m assessment_svc", description=__doc__)
     parser.parse_args(argv)
     settings = settings_or_exit("assessment", listen="assessment_addr")
-    asyncio.run(serve(settings))
+    process.run(serve(settings))
     return 0
 
 

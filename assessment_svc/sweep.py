@@ -25,6 +25,7 @@ import grpc
 
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
+from assaylib import process
 from assaylib.auth import service_token_provider
 from assaylib.channels import open_channel
 from assaylib.config import ConfigError, Settings
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("sweep", settings.log_level)
     if args.loop:
         return _loop(settings, force=args.force)
-    return asyncio.run(run(settings, dry_run=args.dry_run, force=args.force))
+    return process.run(run(settings, dry_run=args.dry_run, force=args.force))
 
 
 def _loop(settings: Settings, *, force: bool) -> int:
@@ -148,7 +149,7 @@ def _loop(settings: Settings, *, force: bool) -> int:
             loop.add_signal_handler(signum, stop.set)
         await run_forever(settings, force=force, stop=stop)
 
-    asyncio.run(serve())
+    process.run(serve())
     return EXIT_OK
 
 

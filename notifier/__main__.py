@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 
+from assaylib import process
 from assaylib.config import Settings, listen_addr
 from assaylib.process import settings_or_exit, stop_on_signals
 from notifier.app import NotifierApp
@@ -24,7 +24,7 @@ async def serve(settings: Settings) -> None:
 def main() -> int:
     """Entry point."""
     settings = settings_or_exit("notifier", listen="notifier_addr")
-    asyncio.run(serve(settings))
+    process.run(serve(settings))
     return 0
 
 

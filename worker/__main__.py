@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 
+from assaylib import process
 from assaylib.config import Settings
 from assaylib.process import settings_or_exit, stop_on_signals
 from worker.app import WorkerApp
@@ -41,7 +42,7 @@ async def run(settings: Settings) -> int:
 def main() -> int:
     """Entry point."""
     settings = settings_or_exit("worker", listen="worker_addr")
-    return asyncio.run(run(settings))
+    return process.run(run(settings))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ meant (``InvalidTransition``, ``NotFound``, ``Unavailable`` …), never as a raw
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import grpc
@@ -18,6 +18,7 @@ from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
 from assay.common.v1 import assessment_pb2, job_pb2
 from assaylib import errors
 from assaylib.errors import clip, error_from_rpc
+from worker.batching import Batcher
 
 Reply = TypeVar("Reply", bound=Message)
 MAX_ERROR_MESSAGE = 1000  # characters of a failure's message sent to the archive
@@ -40,18 +41,68 @@ def is_transient(err: BaseException) -> bool:
     return isinstance(err, errors.AssayError) and not is_refusal(err)
 
 
+Report = pb.CompleteJobRequest | pb.FailJobRequest | pb.CancelJobRequest
+
+
+def _report(request: Report) -> pb.JobReport:
+    if isinstance(request, pb.CompleteJobRequest):
+        return pb.JobReport(complete=request)
+    if isinstance(request, pb.FailJobRequest):
+        return pb.JobReport(fail=request)
+    return pb.JobReport(cancelled=request)
+
+
+def _item_error(item: pb.ItemError) -> errors.AssayError:
+    return errors.error_from_parts(item.code, item.message, item.reason, item.metadata)
+
+
 class ArchiveClient:
-    """The worker's view of the archive: one method per RPC it calls, each with a deadline."""
+    """The worker's view of the archive: one method per call it makes, each with a deadline.
+    Starts, heartbeats and reports of concurrent jobs travel together in batch RPCs
+    (``worker.batching``); each still succeeds or fails on its own."""
 
     def __init__(self, stub: pb_grpc.ArchiveServiceAsyncStub, *, timeout: float) -> None:
         self.stub = stub
         self.timeout = timeout
+        self._starts: Batcher[pb.StartJobRequest, job_pb2.Job] = Batcher(
+            "StartJobs", self._start_batch, key=lambda r: r.job_id
+        )
+        self._reports: Batcher[Report, job_pb2.Job] = Batcher(
+            "ReportJobs", self._report_batch, key=lambda r: r.job_id
+        )
+        self._beats: Batcher[pb.HeartbeatRequest, pb.HeartbeatResponse] = Batcher(
+            "Heartbeats", self._heartbeat_batch, key=lambda r: r.job_id
+        )
 
     async def _call(self, method: Callable[..., Awaitable[Reply]], request: Message) -> Reply:
         try:
             return await method(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as err:
             raise error_from_rpc(err) from err
+
+    async def _start_batch(
+        self, requests: Sequence[pb.StartJobRequest]
+    ) -> list[job_pb2.Job | BaseException]:
+        reply: pb.StartJobsResponse = await self._call(
+            self.stub.StartJobs, pb.StartJobsRequest(starts=requests)
+        )
+        return [
+            o.started.job if o.HasField("started") else _item_error(o.error) for o in reply.outcomes
+        ]
+
+    async def _report_batch(self, requests: Sequence[Report]) -> list[job_pb2.Job | BaseException]:
+        reply: pb.ReportJobsResponse = await self._call(
+            self.stub.ReportJobs, pb.ReportJobsRequest(reports=[_report(r) for r in requests])
+        )
+        return [o.job if o.HasField("job") else _item_error(o.error) for o in reply.outcomes]
+
+    async def _heartbeat_batch(
+        self, requests: Sequence[pb.HeartbeatRequest]
+    ) -> list[pb.HeartbeatResponse | BaseException]:
+        reply: pb.HeartbeatsResponse = await self._call(
+            self.stub.Heartbeats, pb.HeartbeatsRequest(heartbeats=requests)
+        )
+        return list(reply.replies)
 
     async def create_result(
         self,
@@ -68,15 +119,12 @@ class ArchiveClient:
 
     async def start_job(self, job_id: str, worker_id: str) -> job_pb2.Job:
         """Begin an attempt (or take over an expired one); the job may come back finished."""
-        request = pb.StartJobRequest(job_id=job_id, worker_id=worker_id)
-        reply: pb.StartJobResponse = await self._call(self.stub.StartJob, request)
-        return reply.job
+        return await self._starts.submit(pb.StartJobRequest(job_id=job_id, worker_id=worker_id))
 
     async def heartbeat(self, job_id: str, worker_id: str, attempt: int) -> pb.HeartbeatResponse:
         """Extend the attempt's lease; the reply says whether to go on."""
         request = pb.HeartbeatRequest(job_id=job_id, worker_id=worker_id, attempt=attempt)
-        reply: pb.HeartbeatResponse = await self._call(self.stub.Heartbeat, request)
-        return reply
+        return await self._beats.submit(request)
 
     async def complete_job(
         self,
@@ -89,8 +137,7 @@ class ArchiveClient:
         request = pb.CompleteJobRequest(
             job_id=job_id, worker_id=worker_id, attempt=attempt, test_result=test_result
         )
-        reply: pb.CompleteJobResponse = await self._call(self.stub.CompleteJob, request)
-        return reply.job
+        return await self._reports.submit(request)
 
     async def fail_job(
         self,
@@ -110,11 +157,9 @@ class ArchiveClient:
             error_code=error_code,
             error_message=clip(error_message.replace("\x00", "\ufffd"), MAX_ERROR_MESSAGE),
         )
-        reply: pb.FailJobResponse = await self._call(self.stub.FailJob, request)
-        return reply.job
+        return await self._reports.submit(request)
 
     async def report_cancelled(self, job_id: str, worker_id: str, attempt: int) -> job_pb2.Job:
         """Report that this attempt stopped after seeing cancel_requested."""
         request = pb.CancelJobRequest(job_id=job_id, worker_id=worker_id, attempt=attempt)
-        reply: pb.CancelJobResponse = await self._call(self.stub.CancelJob, request)
-        return reply.job
+        return await self._reports.submit(request)

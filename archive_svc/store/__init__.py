@@ -1,11 +1,12 @@
-"""Every SQL statement of the archive, named, in one place (this package).
+"""Every SQL statement of the archive, named, in one place (this package), on asyncpg.
 
-Each function runs on a connection inside the caller's transaction. Transitions are
-compare-and-set UPDATEs (`WHERE status = ANY(:sources) AND … RETURNING`), never
-read-then-write: zero rows returned means the job was not in a state that allows it.
+Each function runs on the pool (its own autocommit statement) or on a connection. A job's
+transitions are single statements built from the state table (``store.transitions``):
+compare-and-set, ledger movement and outbox rows together, never read-then-write.
 """
 
 from archive_svc.store.jobs import *  # noqa: F403
 from archive_svc.store.outbox import *  # noqa: F403
 from archive_svc.store.stuck import *  # noqa: F403
 from archive_svc.store.tokens import *  # noqa: F403
+from archive_svc.store.transitions import *  # noqa: F403

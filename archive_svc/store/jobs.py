@@ -1,223 +1,124 @@
-"""Jobs and result rows: inserts, reads, pages and compare-and-set transitions."""
+"""Jobs and result rows: reads, pages, and the result-row writes outside transitions."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
-from sqlalchemy import RowMapping, text
-from sqlalchemy.ext.asyncio import AsyncConnection
+import asyncpg
 
-from archive_svc.states import Transition
+from archive_svc.store.transitions import JOB_COLUMNS
 
-JOB_COLUMNS = (
-    "job_id, user_id, result_id, assessment_name, status, attempt, worker_id, version,"
-    " cancel_requested, error_code, error_message, charge_count, token_cost, request_id,"
-    " created_at, updated_at, started_at, heartbeat_at, finished_at, processing_time_ms,"
-    " requeues"
-)
+Db: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
+"""Where a statement runs: a connection (inside its transaction) or the pool (autocommit)."""
+
+JOBS = ", ".join(JOB_COLUMNS)
 RESULT_COLUMNS = (
     "result_id, job_id, user_id, assessment_name, test_data, raw_responses, test_result,"
     " created_at, updated_at"
 )
-STATUSES = "CAST(:sources AS job_status[])"
 
 
-async def count_inflight(conn: AsyncConnection, user_id: str) -> int:
-    """The user's jobs that are QUEUED or PROCESSING."""
-    value = await conn.scalar(
-        text(
-            "SELECT count(*) FROM jobs WHERE user_id = :user_id"
-            " AND status IN ('QUEUED', 'PROCESSING')"
-        ),
-        {"user_id": user_id},
-    )
-    return int(value or 0)
-
-
-async def insert_job(conn: AsyncConnection, values: Mapping[str, Any]) -> RowMapping:
-    """Insert a QUEUED job; returns it."""
-    row = await conn.execute(
-        text(
-            "INSERT INTO jobs (job_id, user_id, result_id, assessment_name, status, token_cost,"
-            " request_id) VALUES (:job_id, :user_id, :result_id, :assessment_name, 'QUEUED',"
-            f" :token_cost, :request_id) RETURNING {JOB_COLUMNS}"
-        ),
-        dict(values),
-    )
-    return row.mappings().one()
-
-
-async def insert_result(conn: AsyncConnection, values: Mapping[str, Any]) -> RowMapping:
-    """Insert a result row; returns it."""
-    row = await conn.execute(
-        text(
-            "INSERT INTO results (result_id, job_id, user_id, assessment_name, test_data,"
-            " raw_responses) VALUES (:result_id, :job_id, :user_id, :assessment_name,"
-            f" CAST(:test_data AS jsonb), CAST(:raw_responses AS jsonb)) RETURNING {RESULT_COLUMNS}"
-        ),
-        dict(values),
-    )
-    return row.mappings().one()
-
-
-async def get_job(conn: AsyncConnection, job_id: uuid.UUID) -> RowMapping | None:
+async def get_job(db: Db, job_id: uuid.UUID) -> asyncpg.Record | None:
     """One job, or None."""
-    row = await conn.execute(
-        text(f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = :job_id"), {"job_id": job_id}
+    row: asyncpg.Record | None = await db.fetchrow(
+        f"SELECT {JOBS} FROM jobs WHERE job_id = $1", job_id
     )
-    return row.mappings().one_or_none()
+    return row
 
 
-async def get_result(conn: AsyncConnection, result_id: uuid.UUID) -> RowMapping | None:
+async def get_result(db: Db, result_id: uuid.UUID) -> asyncpg.Record | None:
     """One result row, or None."""
-    row = await conn.execute(
-        text(f"SELECT {RESULT_COLUMNS} FROM results WHERE result_id = :result_id"),
-        {"result_id": result_id},
+    row: asyncpg.Record | None = await db.fetchrow(
+        f"SELECT {RESULT_COLUMNS} FROM results WHERE result_id = $1", result_id
     )
-    return row.mappings().one_or_none()
+    return row
 
 
 async def jobs_page(
-    conn: AsyncConnection, user_id: str, status: str | None, after: tuple[Any, Any] | None,
+    db: Db,
+    user_id: str,
+    status: str | None,
+    after: tuple[dt.datetime, uuid.UUID] | None,
     limit: int,
-) -> Sequence[RowMapping]:  # fmt: skip
+) -> Sequence[asyncpg.Record]:
     """Jobs newest first, keyset-paginated by (created_at, job_id)."""
-    rows = await conn.execute(
-        text(
-            f"SELECT {JOB_COLUMNS} FROM jobs"
-            " WHERE (:user_id = '' OR user_id = :user_id)"
-            " AND (CAST(:status AS job_status) IS NULL OR status = CAST(:status AS job_status))"
-            " AND (CAST(:created AS timestamptz) IS NULL"
-            "  OR (created_at, job_id) < (CAST(:created AS timestamptz), CAST(:job_id AS uuid)))"
-            " ORDER BY created_at DESC, job_id DESC LIMIT :limit"
-        ),
-        {
-            "user_id": user_id,
-            "status": status,
-            "created": after[0] if after else None,
-            "job_id": after[1] if after else None,
-            "limit": limit,
-        },
+    rows: list[asyncpg.Record] = await db.fetch(
+        f"SELECT {JOBS} FROM jobs WHERE ($1 = '' OR user_id = $1)"
+        " AND ($2::job_status IS NULL OR status = $2::job_status)"
+        " AND ($3::timestamptz IS NULL OR (created_at, job_id) < ($3, $4::uuid))"
+        " ORDER BY created_at DESC, job_id DESC LIMIT $5",
+        user_id,
+        status,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
     )
-    return rows.mappings().all()
+    return rows
 
 
 async def results_page(
-    conn: AsyncConnection, user_id: str, after: tuple[Any, Any] | None, limit: int
-) -> Sequence[RowMapping]:
+    db: Db, user_id: str, after: tuple[dt.datetime, uuid.UUID] | None, limit: int
+) -> Sequence[asyncpg.Record]:
     """Result rows newest first, keyset-paginated by (created_at, result_id)."""
-    rows = await conn.execute(
-        text(
-            f"SELECT {RESULT_COLUMNS} FROM results WHERE (:user_id = '' OR user_id = :user_id)"
-            " AND (CAST(:created AS timestamptz) IS NULL OR (created_at, result_id)"
-            "  < (CAST(:created AS timestamptz), CAST(:result_id AS uuid)))"
-            " ORDER BY created_at DESC, result_id DESC LIMIT :limit"
-        ),
-        {
-            "user_id": user_id,
-            "created": after[0] if after else None,
-            "result_id": after[1] if after else None,
-            "limit": limit,
-        },
+    rows: list[asyncpg.Record] = await db.fetch(
+        f"SELECT {RESULT_COLUMNS} FROM results WHERE ($1 = '' OR user_id = $1)"
+        " AND ($2::timestamptz IS NULL OR (created_at, result_id) < ($2, $3::uuid))"
+        " ORDER BY created_at DESC, result_id DESC LIMIT $4",
+        user_id,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
     )
-    return rows.mappings().all()
+    return rows
 
 
 async def update_result(
-    conn: AsyncConnection, result_id: uuid.UUID, columns: Mapping[str, Any]
-) -> RowMapping | None:
-    """Set the given JSON or text columns of a result row; returns it, or None."""
+    db: Db, result_id: uuid.UUID, columns: Mapping[str, Any]
+) -> asyncpg.Record | None:
+    """Set the given JSON or text columns of a result row; returns it, or None. Column names
+    come from the field-mask table, never from a caller."""
+    names = list(columns)
     sets = ", ".join(
-        f"{name} = CAST(:{name} AS jsonb)" if name != "assessment_name" else f"{name} = :{name}"
-        for name in columns
+        f"{name} = ${k}::jsonb" if name != "assessment_name" else f"{name} = ${k}"
+        for k, name in enumerate(names, 2)
     )
-    row = await conn.execute(
-        text(
-            f"UPDATE results SET {sets}, updated_at = now() WHERE result_id = :result_id"
-            f" RETURNING {RESULT_COLUMNS}"
-        ),
-        {"result_id": result_id, **columns},
+    row: asyncpg.Record | None = await db.fetchrow(
+        f"UPDATE results SET {sets}, updated_at = now() WHERE result_id = $1"
+        f" RETURNING {RESULT_COLUMNS}",
+        result_id,
+        *(columns[name] for name in names),
     )
-    return row.mappings().one_or_none()
+    return row
 
 
-async def link_result(
-    conn: AsyncConnection, job_id: uuid.UUID, result_id: uuid.UUID
-) -> RowMapping | None:
-    """Link a result row to a job that has none; None when it already has one."""
-    row = await conn.execute(
-        text(
-            "UPDATE jobs SET result_id = :result_id, updated_at = now()"
-            f" WHERE job_id = :job_id AND result_id IS NULL RETURNING {JOB_COLUMNS}"
-        ),
-        {"job_id": job_id, "result_id": result_id},
+async def create_legacy_result(
+    db: Db, job_id: uuid.UUID, result_id: uuid.UUID, test_data: str, raw_responses: str
+) -> asyncpg.Record | None:
+    """Create and link the result row of a job that has none (an older producer's job), in
+    one statement; None when the job has one already (or does not exist)."""
+    row: asyncpg.Record | None = await db.fetchrow(
+        "WITH linked AS (UPDATE jobs SET result_id = $2, updated_at = now()"
+        " WHERE job_id = $1 AND result_id IS NULL"
+        " RETURNING job_id, user_id, assessment_name)"
+        " INSERT INTO results (result_id, job_id, user_id, assessment_name, test_data,"
+        " raw_responses) SELECT $2, job_id, user_id, assessment_name, $3::jsonb, $4::jsonb"
+        f" FROM linked RETURNING {RESULT_COLUMNS}",
+        job_id,
+        result_id,
+        test_data,
+        raw_responses,
     )
-    return row.mappings().one_or_none()
+    return row
 
 
-async def transition(
-    conn: AsyncConnection,
-    rule: Transition,
-    job_id: uuid.UUID,
-    *,
-    sets: str = "",
-    where: str = "",
-    params: Mapping[str, Any] | None = None,
-) -> RowMapping | None:
-    """Compare-and-set one job from rule.sources to rule.target; None when refused.
-    `sets` and `where` add SQL fragments from this module's callers, never user text."""
-    row = await conn.execute(
-        text(
-            "UPDATE jobs SET status = :target, version = version + 1, updated_at = now()"
-            f"{', ' + sets if sets else ''}"
-            f" WHERE job_id = :job_id AND status = ANY({STATUSES}) {where}"
-            f" RETURNING {JOB_COLUMNS}"
-        ),
-        {
-            "target": rule.target.value,
-            "sources": rule.source_names,
-            "job_id": job_id,
-            **(params or {}),
-        },
-    )
-    return row.mappings().one_or_none()
-
-
-async def heartbeat(
-    conn: AsyncConnection, job_id: uuid.UUID, worker_id: str, attempt: int
-) -> RowMapping | None:
-    """Extend the current attempt's lease; None when the attempt is not current."""
-    row = await conn.execute(
-        text(
-            "UPDATE jobs SET heartbeat_at = now() WHERE job_id = :job_id"
-            " AND status = 'PROCESSING' AND worker_id = :worker_id AND attempt = :attempt"
-            " RETURNING cancel_requested, heartbeat_at"
-        ),
-        {"job_id": job_id, "worker_id": worker_id, "attempt": attempt},
-    )
-    return row.mappings().one_or_none()
-
-
-async def request_cancel(conn: AsyncConnection, job_id: uuid.UUID) -> RowMapping | None:
-    """Mark a PROCESSING job for cancellation (not a transition: no version bump)."""
-    row = await conn.execute(
-        text(
-            "UPDATE jobs SET cancel_requested = true, updated_at = now()"
-            f" WHERE job_id = :job_id AND status = 'PROCESSING' RETURNING {JOB_COLUMNS}"
-        ),
-        {"job_id": job_id},
-    )
-    return row.mappings().one_or_none()
-
-
-async def set_test_result(conn: AsyncConnection, result_id: uuid.UUID, test_result: str) -> None:
-    """Store the persona profile in the job's result row."""
-    await conn.execute(
-        text(
-            "UPDATE results SET test_result = CAST(:test_result AS jsonb), updated_at = now()"
-            " WHERE result_id = :result_id"
-        ),
-        {"result_id": result_id, "test_result": test_result},
+async def count_inflight(db: Db, user_id: str) -> int:
+    """The user's jobs that are QUEUED or PROCESSING."""
+    return int(
+        await db.fetchval(
+            "SELECT count(*) FROM jobs WHERE user_id = $1 AND status IN ('QUEUED', 'PROCESSING')",
+            user_id,
+        )
     )

@@ -1,4 +1,5 @@
-"""Token accounts, the ledger and idempotency keys."""
+"""Token accounts, the ledger, and the two debiting transitions (CREATE and RETRY), which run
+as the functions of migration 0003."""
 
 from __future__ import annotations
 
@@ -6,151 +7,99 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import RowMapping, text
-from sqlalchemy.ext.asyncio import AsyncConnection
+import asyncpg
+
+from archive_svc.store.jobs import Db
 
 
 @dataclass(frozen=True)
-class Refund:
-    """One refund of one charge."""
+class Submission:
+    """Everything CreateSubmission writes."""
 
     user_id: str
     job_id: uuid.UUID
-    charge_no: int
-    amount: int
-    reason: str
+    result_id: uuid.UUID
+    assessment_name: str
+    cost: int
+    request_id: str | None
+    payload_hash: str
+    max_inflight: int
+    test_data: str
+    raw_responses: str
+    queue_payload: bytes
 
 
-async def grant(conn: AsyncConnection, user_id: str, amount: int, reason: str) -> RowMapping:
+async def create_submission(db: Db, submission: Submission) -> asyncpg.Record:
+    """Debit, insert the job, its result row and its two outbox rows (or replay the first
+    request with this key), in one call. ``outcome`` says which: created, replayed, reused,
+    insufficient, rate_limited."""
+    row: asyncpg.Record = await db.fetchrow(
+        "SELECT * FROM assay_create_submission($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb,"
+        " $10::jsonb, $11)",
+        submission.user_id,
+        submission.job_id,
+        submission.result_id,
+        submission.assessment_name,
+        submission.cost,
+        submission.request_id,
+        submission.payload_hash,
+        submission.max_inflight,
+        submission.test_data,
+        submission.raw_responses,
+        submission.queue_payload,
+    )
+    return row
+
+
+async def retry_job(
+    db: Db, job_id: uuid.UUID, owner: str, cost: int, max_inflight: int
+) -> asyncpg.Record:
+    """FAILED → QUEUED with a new debit, in one call. ``outcome``: retried, not_found,
+    refused, insufficient, rate_limited."""
+    row: asyncpg.Record = await db.fetchrow(
+        "SELECT * FROM assay_retry_job($1, $2, $3, $4)", job_id, owner, cost, max_inflight
+    )
+    return row
+
+
+async def grant(db: Db, user_id: str, amount: int, reason: str) -> asyncpg.Record:
     """Credit a user (creating the account) and write the GRANT entry; returns the entry
     with the new balance."""
-    row = await conn.execute(
-        text(
-            "WITH account AS ("
-            " INSERT INTO token_accounts (user_id, balance) VALUES (:user_id, :amount)"
-            " ON CONFLICT (user_id) DO UPDATE"
-            " SET balance = token_accounts.balance + EXCLUDED.balance, updated_at = now()"
-            " RETURNING balance)"
-            " INSERT INTO ledger_entries (user_id, kind, amount, reason)"
-            " VALUES (:user_id, 'GRANT', :amount, :reason)"
-            " RETURNING entry_id, user_id, kind, amount, job_id, charge_no, reason, created_at,"
-            " (SELECT balance FROM account) AS balance"
-        ),
-        {"user_id": user_id, "amount": amount, "reason": reason},
+    row: asyncpg.Record = await db.fetchrow(
+        "WITH account AS ("
+        " INSERT INTO token_accounts (user_id, balance) VALUES ($1, $2)"
+        " ON CONFLICT (user_id) DO UPDATE"
+        " SET balance = token_accounts.balance + EXCLUDED.balance, updated_at = now()"
+        " RETURNING balance)"
+        " INSERT INTO ledger_entries (user_id, kind, amount, reason)"
+        " VALUES ($1, 'GRANT', $2, $3)"
+        " RETURNING entry_id, user_id, kind, amount, job_id, charge_no, reason, created_at,"
+        " (SELECT balance FROM account) AS balance",
+        user_id,
+        amount,
+        reason,
     )
-    return row.mappings().one()
+    return row
 
 
-async def debit(
-    conn: AsyncConnection, user_id: str, amount: int, job_id: uuid.UUID, charge_no: int
-) -> int | None:
-    """Debit a charge if the balance covers it; returns the new balance, or None (nothing
-    written). The UPDATE locks the account row, serialising one user's debits."""
-    balance = await conn.scalar(
-        text(
-            "UPDATE token_accounts SET balance = balance - :amount, updated_at = now()"
-            " WHERE user_id = :user_id AND balance >= :amount RETURNING balance"
-        ),
-        {"user_id": user_id, "amount": amount},
-    )
-    if balance is None:
-        return None
-    await conn.execute(
-        text(
-            "INSERT INTO ledger_entries (user_id, kind, amount, job_id, charge_no, reason)"
-            " VALUES (:user_id, 'DEBIT', :amount, :job_id, :charge_no, 'analysis')"
-        ),
-        {"user_id": user_id, "amount": -amount, "job_id": job_id, "charge_no": charge_no},
-    )
-    return int(balance)
-
-
-async def refund(conn: AsyncConnection, refunds: Sequence[Refund]) -> None:
-    """Write REFUND entries and credit the balances, in one statement for any number.
-    The unique (job_id, charge_no, kind) constraint makes a second refund impossible."""
-    if not refunds:
-        return
-    await conn.execute(
-        text(
-            "WITH r AS (SELECT * FROM unnest(CAST(:user_ids AS text[]), CAST(:job_ids AS uuid[]),"
-            " CAST(:charge_nos AS int[]), CAST(:amounts AS bigint[]), CAST(:reasons AS text[]))"
-            " AS t(user_id, job_id, charge_no, amount, reason)),"
-            " entries AS (INSERT INTO ledger_entries (user_id, kind, amount, job_id, charge_no,"
-            " reason) SELECT user_id, 'REFUND', amount, job_id, charge_no, reason FROM r"
-            " RETURNING user_id, amount)"
-            " UPDATE token_accounts a SET balance = a.balance + s.total, updated_at = now()"
-            " FROM (SELECT user_id, sum(amount) AS total FROM entries GROUP BY user_id) s"
-            " WHERE a.user_id = s.user_id"
-        ),
-        {
-            "user_ids": [r.user_id for r in refunds],
-            "job_ids": [r.job_id for r in refunds],
-            "charge_nos": [r.charge_no for r in refunds],
-            "amounts": [r.amount for r in refunds],
-            "reasons": [r.reason for r in refunds],
-        },
-    )
-
-
-async def balance_of(conn: AsyncConnection, user_id: str) -> int:
+async def balance_of(db: Db, user_id: str) -> int:
     """A user's balance (0 without an account)."""
-    value = await conn.scalar(
-        text("SELECT balance FROM token_accounts WHERE user_id = :user_id"), {"user_id": user_id}
-    )
+    value = await db.fetchval("SELECT balance FROM token_accounts WHERE user_id = $1", user_id)
     return int(value or 0)
 
 
 async def ledger_page(
-    conn: AsyncConnection, user_id: str, job_id: uuid.UUID | None, before: int | None, limit: int
-) -> Sequence[RowMapping]:
+    db: Db, user_id: str, job_id: uuid.UUID | None, before: int | None, limit: int
+) -> Sequence[asyncpg.Record]:
     """Ledger entries newest first, keyset-paginated by entry_id."""
-    rows = await conn.execute(
-        text(
-            "SELECT entry_id, user_id, kind, amount, job_id, charge_no, reason, created_at"
-            " FROM ledger_entries"
-            " WHERE (:user_id = '' OR user_id = :user_id)"
-            " AND (CAST(:job_id AS uuid) IS NULL OR job_id = CAST(:job_id AS uuid))"
-            " AND (CAST(:before AS bigint) IS NULL OR entry_id < CAST(:before AS bigint))"
-            " ORDER BY entry_id DESC LIMIT :limit"
-        ),
-        {"user_id": user_id, "job_id": job_id, "before": before, "limit": limit},
+    rows: list[asyncpg.Record] = await db.fetch(
+        "SELECT entry_id, user_id, kind, amount, job_id, charge_no, reason, created_at"
+        " FROM ledger_entries WHERE ($1 = '' OR user_id = $1)"
+        " AND ($2::uuid IS NULL OR job_id = $2) AND ($3::bigint IS NULL OR entry_id < $3)"
+        " ORDER BY entry_id DESC LIMIT $4",
+        user_id,
+        job_id,
+        before,
+        limit,
     )
-    return rows.mappings().all()
-
-
-async def claim_request(
-    conn: AsyncConnection, user_id: str, request_id: str, payload_hash: str
-) -> RowMapping | None:
-    """Claim (user, request_id) for this transaction. Returns None when claimed, or the
-    existing row (payload_hash, response) when a first request already committed. A
-    concurrent first request makes this wait for its commit."""
-    claimed = await conn.scalar(
-        text(
-            "INSERT INTO idempotency_keys (user_id, request_id, payload_hash)"
-            " VALUES (:user_id, :request_id, :hash) ON CONFLICT DO NOTHING RETURNING 1"
-        ),
-        {"user_id": user_id, "request_id": request_id, "hash": payload_hash},
-    )
-    if claimed:
-        return None
-    row = await conn.execute(
-        text(
-            "SELECT payload_hash, response FROM idempotency_keys"
-            " WHERE user_id = :user_id AND request_id = :request_id"
-        ),
-        {"user_id": user_id, "request_id": request_id},
-    )
-    return row.mappings().one()
-
-
-async def save_reply(
-    conn: AsyncConnection, user_id: str, request_id: str, job_id: uuid.UUID, response: bytes
-) -> None:
-    """Store the first reply for replay."""
-    await conn.execute(
-        text(
-            "UPDATE idempotency_keys SET job_id = :job_id, response = :response"
-            " WHERE user_id = :user_id AND request_id = :request_id"
-        ),
-        {"user_id": user_id, "request_id": request_id, "job_id": job_id, "response": response},
-    )
+    return rows

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections import Counter, defaultdict
 from typing import Any
 
 import asyncpg
 import grpc
 from sqlalchemy.engine import make_url
 
+from archive_svc.audit import audit
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
 from assay.common.v1 import assessment_pb2, job_pb2
-from assay.events.v1 import events_pb2
 from assaylib.errors import error_from_rpc
 from assaylib.validation import score_fields
 
@@ -141,57 +140,11 @@ async def snapshot(database_url: str) -> dict[str, Any]:
 
 
 async def check_invariants(database_url: str) -> dict[str, Any]:
-    """Assert I1 and I2 over the whole database; return counts for further asserts.
-
-    I1: one debit per charge; one refund for each FAILED/CANCELLED job's current charge and
-    for every earlier (retried) charge; none for a COMPLETED job's current charge; balances
-    equal ledger sums. I2: one event per committed transition (a job at version v has
-    exactly v events, versions 1..v in outbox order) and the event matches its job.
-    """
-    conn = await asyncpg.connect(dsn(database_url))
-    try:
-        jobs = await conn.fetch("SELECT * FROM jobs")
-        ledger = await conn.fetch("SELECT * FROM ledger_entries ORDER BY entry_id")
-        events = await conn.fetch(
-            "SELECT job_id, payload FROM outbox WHERE kind = 'event' ORDER BY seq"
-        )
-        sums = dict(await conn.fetch("SELECT user_id, sum(amount) FROM ledger_entries GROUP BY 1"))
-        balances = dict(await conn.fetch("SELECT user_id, balance FROM token_accounts"))
-    finally:
-        await conn.close()
-    assert balances == {user: int(total) for user, total in sums.items()}, "balance ≠ ledger sum"
-    entries = Counter(
-        (e["job_id"], e["charge_no"], str(e["kind"])) for e in ledger if e["job_id"] is not None
-    )
-    assert all(n == 1 for n in entries.values()), f"duplicate ledger entries: {entries}"
-    _check_charges(jobs, entries)
-    _check_events(jobs, events)
-    return {"jobs": len(jobs), "ledger": len(ledger), "events": len(events)}
-
-
-def _check_charges(jobs: list[asyncpg.Record], entries: Counter[tuple[Any, Any, str]]) -> None:
-    for job in jobs:
-        for charge in range(1, job["charge_count"] + 1):
-            assert entries[(job["job_id"], charge, "DEBIT")] == 1, f"{job['job_id']} debit"
-            current = charge == job["charge_count"]
-            refunded = str(job["status"]) in ("FAILED", "CANCELLED") or not current
-            assert entries[(job["job_id"], charge, "REFUND")] == int(refunded), (
-                f"job {job['job_id']} ({job['status']}) charge {charge}: refunds "
-                f"{entries[(job['job_id'], charge, 'REFUND')]}, expected {int(refunded)}"
-            )
-
-
-def _check_events(jobs: list[asyncpg.Record], events: list[asyncpg.Record]) -> None:
-    versions: dict[Any, list[int]] = defaultdict(list)
-    for row in events:
-        event = events_pb2.JobEvent.FromString(row["payload"])
-        versions[row["job_id"]].append(event.job_version)
-    for job in jobs:
-        seen = versions.pop(job["job_id"], [])
-        assert seen == list(range(1, job["version"] + 1)), (
-            f"job {job['job_id']} at version {job['version']} has event versions {seen}"
-        )
-    assert not versions, f"events without a job: {list(versions)}"
+    """Assert I1 and I2 over the whole database (``archive_svc.audit``); return the counts
+    for further asserts."""
+    report = await audit(dsn(database_url))
+    assert report.ok, "\n".join(report.violations)
+    return {"jobs": report.jobs, "ledger": report.ledger, "events": report.events}
 
 
 async def wait_until(predicate: Any, within: float = 20.0, interval: float = 0.05) -> None:

@@ -35,6 +35,7 @@ def bad_scores() -> assessment_pb2.AssessmentData:
 
 
 # RPC name → (a bad request, field paths that must be named in the violations).
+SAME = "7d1d2a4e-5f0c-4d2b-9e1a-3c4b5d6e7f80"
 BAD_REQUESTS: dict[str, tuple[Any, set[str]]] = {
     "CreateSubmission": (
         pb.CreateSubmissionRequest(assessment_data=bad_scores(), assessment_name="Palmistry"),
@@ -67,6 +68,26 @@ BAD_REQUESTS: dict[str, tuple[Any, set[str]]] = {
     "GetTokenBalance": (pb.GetTokenBalanceRequest(), {"user_id"}),
     "GrantTokens": (pb.GrantTokensRequest(user_id="u", amount=0), {"amount"}),
     "ListLedgerEntries": (pb.ListLedgerEntriesRequest(page_token="@@@"), {"page_token"}),
+    # A batch's items fail on their own; only the batch itself can be bad as a whole.
+    "StartJobs": (
+        pb.StartJobsRequest(starts=[pb.StartJobRequest(job_id=SAME, worker_id="w")] * 2),
+        {"job_id"},
+    ),
+    "ReportJobs": (
+        pb.ReportJobsRequest(
+            reports=[
+                pb.JobReport(cancelled=pb.CancelJobRequest(job_id=SAME, worker_id="w", attempt=1))
+            ]
+            * 2
+        ),
+        {"job_id"},
+    ),
+    "Heartbeats": (
+        pb.HeartbeatsRequest(
+            heartbeats=[pb.HeartbeatRequest(job_id=SAME, worker_id="w", attempt=1)] * 1001
+        ),
+        {"heartbeats"},
+    ),
 }
 
 

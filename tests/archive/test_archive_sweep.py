@@ -109,13 +109,11 @@ async def test_guard_lets_a_single_dead_worker_be_swept(archive_stub, database: 
 
 
 async def test_second_concurrent_sweep_finds_the_lock_taken(archive, archive_stub) -> None:
-    async with archive.engine.connect() as conn:
+    async with archive.pool.acquire() as conn:
         assert await store.try_advisory_lock(conn, store.SWEEP_LOCK_KEY)
-        await conn.commit()
         busy = await archive_stub.SweepStuckJobs(sweep_request())
         assert busy.lock_busy and "another sweep" in busy.reason
         await store.advisory_unlock(conn, store.SWEEP_LOCK_KEY)
-        await conn.commit()
     free = await archive_stub.SweepStuckJobs(sweep_request())
     assert not free.lock_busy
 

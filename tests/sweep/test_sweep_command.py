@@ -70,12 +70,10 @@ async def test_guard_holds_back_and_force_overrides(archive, archive_stub, datab
 
 
 async def test_second_sweep_exits_zero_when_the_lock_is_held(archive, settings):
-    async with archive.engine.connect() as conn:
+    async with archive.pool.acquire() as conn:
         assert await store.try_advisory_lock(conn, store.SWEEP_LOCK_KEY)
-        await conn.commit()
         code, summary, said = await run_sweep(settings, archive.port)
         await store.advisory_unlock(conn, store.SWEEP_LOCK_KEY)
-        await conn.commit()
     assert code == 0 and summary["lock_busy"] and "another sweep holds the lock" in said
 
 

@@ -10,6 +10,7 @@ from typing import Any, cast
 import pytest
 
 from assay.archive.v1 import archive_service_pb2 as pb
+from assay.common.v1 import job_pb2
 from assay.events.v1 import events_pb2
 from assaylib import errors
 from worker.analyzers.errors import UnsupportedAssessmentType
@@ -141,14 +142,15 @@ def test_error_codes_of_transient_failures() -> None:
 
 
 class CapturingStub:
-    """An archive stub that records the FailJob request it receives."""
+    """An archive stub that records the failure reports it receives."""
 
     def __init__(self) -> None:
         self.requests: list[pb.FailJobRequest] = []
 
-    async def FailJob(self, request: pb.FailJobRequest, timeout: float) -> pb.FailJobResponse:
-        self.requests.append(request)
-        return pb.FailJobResponse()
+    async def ReportJobs(self, request: pb.ReportJobsRequest, **options: Any) -> Any:
+        self.requests += [report.fail for report in request.reports]
+        done = pb.JobReportOutcome(job=job_pb2.Job())
+        return pb.ReportJobsResponse(outcomes=[done for _ in request.reports])
 
 
 async def test_a_failure_message_is_made_storable_before_it_is_sent() -> None:

@@ -126,6 +126,21 @@ class ArchiveServiceStub:
                 request_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ListLedgerEntriesRequest.SerializeToString,
                 response_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ListLedgerEntriesResponse.FromString,
                 _registered_method=True)
+        self.StartJobs = channel.unary_unary(
+                '/assay.archive.v1.ArchiveService/StartJobs',
+                request_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.StartJobsRequest.SerializeToString,
+                response_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.StartJobsResponse.FromString,
+                _registered_method=True)
+        self.ReportJobs = channel.unary_unary(
+                '/assay.archive.v1.ArchiveService/ReportJobs',
+                request_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ReportJobsRequest.SerializeToString,
+                response_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ReportJobsResponse.FromString,
+                _registered_method=True)
+        self.Heartbeats = channel.unary_unary(
+                '/assay.archive.v1.ArchiveService/Heartbeats',
+                request_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.HeartbeatsRequest.SerializeToString,
+                response_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.HeartbeatsResponse.FromString,
+                _registered_method=True)
 
 
 class ArchiveServiceServicer:
@@ -261,6 +276,29 @@ class ArchiveServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartJobs(self, request, context):
+        """StartJobs is StartJob for many jobs in one transaction, each fenced on its own: the
+        outcomes come back in request order, each a started job or its own error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportJobs(self, request, context):
+        """ReportJobs is CompleteJob, FailJob and a worker's CancelJob for many jobs in one
+        transaction, each fenced by its own attempt; outcomes in request order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Heartbeats(self, request, context):
+        """Heartbeats is Heartbeat for every attempt a worker holds, in one statement.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArchiveServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -353,6 +391,21 @@ def add_ArchiveServiceServicer_to_server(servicer, server):
                     servicer.ListLedgerEntries,
                     request_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ListLedgerEntriesRequest.FromString,
                     response_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ListLedgerEntriesResponse.SerializeToString,
+            ),
+            'StartJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartJobs,
+                    request_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.StartJobsRequest.FromString,
+                    response_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.StartJobsResponse.SerializeToString,
+            ),
+            'ReportJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportJobs,
+                    request_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ReportJobsRequest.FromString,
+                    response_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ReportJobsResponse.SerializeToString,
+            ),
+            'Heartbeats': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeats,
+                    request_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.HeartbeatsRequest.FromString,
+                    response_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.HeartbeatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -843,6 +896,87 @@ class ArchiveService:
             '/assay.archive.v1.ArchiveService/ListLedgerEntries',
             assay_dot_archive_dot_v1_dot_archive__service__pb2.ListLedgerEntriesRequest.SerializeToString,
             assay_dot_archive_dot_v1_dot_archive__service__pb2.ListLedgerEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assay.archive.v1.ArchiveService/StartJobs',
+            assay_dot_archive_dot_v1_dot_archive__service__pb2.StartJobsRequest.SerializeToString,
+            assay_dot_archive_dot_v1_dot_archive__service__pb2.StartJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assay.archive.v1.ArchiveService/ReportJobs',
+            assay_dot_archive_dot_v1_dot_archive__service__pb2.ReportJobsRequest.SerializeToString,
+            assay_dot_archive_dot_v1_dot_archive__service__pb2.ReportJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assay.archive.v1.ArchiveService/Heartbeats',
+            assay_dot_archive_dot_v1_dot_archive__service__pb2.HeartbeatsRequest.SerializeToString,
+            assay_dot_archive_dot_v1_dot_archive__service__pb2.HeartbeatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -75,6 +75,16 @@ class ArchiveServiceStub:
     """GrantTokens credits a user's balance."""
     ListLedgerEntries: _grpc.UnaryUnaryMultiCallable[_archive_service_pb2.ListLedgerEntriesRequest, _archive_service_pb2.ListLedgerEntriesResponse]
     """ListLedgerEntries lists a user's ledger entries, newest first."""
+    StartJobs: _grpc.UnaryUnaryMultiCallable[_archive_service_pb2.StartJobsRequest, _archive_service_pb2.StartJobsResponse]
+    """StartJobs is StartJob for many jobs in one transaction, each fenced on its own: the
+    outcomes come back in request order, each a started job or its own error.
+    """
+    ReportJobs: _grpc.UnaryUnaryMultiCallable[_archive_service_pb2.ReportJobsRequest, _archive_service_pb2.ReportJobsResponse]
+    """ReportJobs is CompleteJob, FailJob and a worker's CancelJob for many jobs in one
+    transaction, each fenced by its own attempt; outcomes in request order.
+    """
+    Heartbeats: _grpc.UnaryUnaryMultiCallable[_archive_service_pb2.HeartbeatsRequest, _archive_service_pb2.HeartbeatsResponse]
+    """Heartbeats is Heartbeat for every attempt a worker holds, in one statement."""
 
 @_typing.type_check_only
 class ArchiveServiceAsyncStub(ArchiveServiceStub):
@@ -123,6 +133,16 @@ class ArchiveServiceAsyncStub(ArchiveServiceStub):
     """GrantTokens credits a user's balance."""
     ListLedgerEntries: _aio.UnaryUnaryMultiCallable[_archive_service_pb2.ListLedgerEntriesRequest, _archive_service_pb2.ListLedgerEntriesResponse]  # type: ignore[assignment]
     """ListLedgerEntries lists a user's ledger entries, newest first."""
+    StartJobs: _aio.UnaryUnaryMultiCallable[_archive_service_pb2.StartJobsRequest, _archive_service_pb2.StartJobsResponse]  # type: ignore[assignment]
+    """StartJobs is StartJob for many jobs in one transaction, each fenced on its own: the
+    outcomes come back in request order, each a started job or its own error.
+    """
+    ReportJobs: _aio.UnaryUnaryMultiCallable[_archive_service_pb2.ReportJobsRequest, _archive_service_pb2.ReportJobsResponse]  # type: ignore[assignment]
+    """ReportJobs is CompleteJob, FailJob and a worker's CancelJob for many jobs in one
+    transaction, each fenced by its own attempt; outcomes in request order.
+    """
+    Heartbeats: _aio.UnaryUnaryMultiCallable[_archive_service_pb2.HeartbeatsRequest, _archive_service_pb2.HeartbeatsResponse]  # type: ignore[assignment]
+    """Heartbeats is Heartbeat for every attempt a worker holds, in one statement."""
 
 class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
     """ArchiveService is the system of record: jobs, results, the token ledger and the outbox.
@@ -276,5 +296,33 @@ class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_archive_service_pb2.ListLedgerEntriesResponse, _abc.Awaitable[_archive_service_pb2.ListLedgerEntriesResponse]]:
         """ListLedgerEntries lists a user's ledger entries, newest first."""
+
+    @_abc_1.abstractmethod
+    def StartJobs(
+        self,
+        request: _archive_service_pb2.StartJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_service_pb2.StartJobsResponse, _abc.Awaitable[_archive_service_pb2.StartJobsResponse]]:
+        """StartJobs is StartJob for many jobs in one transaction, each fenced on its own: the
+        outcomes come back in request order, each a started job or its own error.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportJobs(
+        self,
+        request: _archive_service_pb2.ReportJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_service_pb2.ReportJobsResponse, _abc.Awaitable[_archive_service_pb2.ReportJobsResponse]]:
+        """ReportJobs is CompleteJob, FailJob and a worker's CancelJob for many jobs in one
+        transaction, each fenced by its own attempt; outcomes in request order.
+        """
+
+    @_abc_1.abstractmethod
+    def Heartbeats(
+        self,
+        request: _archive_service_pb2.HeartbeatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_service_pb2.HeartbeatsResponse, _abc.Awaitable[_archive_service_pb2.HeartbeatsResponse]]:
+        """Heartbeats is Heartbeat for every attempt a worker holds, in one statement."""
 
 def add_ArchiveServiceServicer_to_server(servicer: ArchiveServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,82 @@
+"""`python -m bench <scenario>`: measure Assay on this machine (see bench/README.md).
+
+    python -m bench e2e --jobs 2000 --concurrency 16 --users 16 --watchers 1 [--workers 1]
+    python -m bench submit-latency --rate 150 --duration 20
+    python -m bench sweep --stuck 10000
+    python -m bench watchers --count 1000
+    python -m bench peer --jobs 2000
+
+Every report prints the machine, versions, settings and command line; --json FILE writes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bench import peer, scenarios
+from bench.report import emit
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    root = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = root.add_subparsers(dest="scenario", required=True)
+
+    def scenario(name: str, text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+        if name != "peer":
+            sub.add_argument("--workers", type=int, default=1, help="worker processes")
+            sub.add_argument(
+                "--set",
+                action="append",
+                default=[],
+                metavar="ASSAY_NAME=VALUE",
+                help="a setting of the measured stack (repeatable)",
+            )
+        return sub
+
+    e2e = scenario("e2e", "end-to-end jobs/s, submit and event latency, invariants")
+    e2e.add_argument("--jobs", type=int, default=2000)
+    e2e.add_argument("--concurrency", type=int, default=16, help="concurrent submitters")
+    e2e.add_argument("--users", type=int, default=16, help="distinct submitting users")
+    e2e.add_argument("--watchers", type=int, default=1, help="WatchJobs streams (≥ 1)")
+    e2e.add_argument("--profile", metavar="DIR", help="py-spy every service into DIR")
+
+    latency = scenario("submit-latency", "submit latency at a fixed offered rate (open loop)")
+    latency.add_argument("--rate", type=float, default=100.0, help="submissions per second")
+    latency.add_argument("--duration", type=float, default=20.0, help="seconds")
+    latency.add_argument("--users", type=int, default=16)
+
+    sweep = scenario("sweep", "one sweep of N stuck jobs made directly in the database")
+    sweep.add_argument("--stuck", type=int, default=10_000)
+    sweep.add_argument("--batch", type=int, default=500, help="jobs per sweep transaction")
+
+    watchers = scenario("watchers", "idle WatchJobs streams: memory each, event latency")
+    watchers.add_argument("--count", type=int, default=1000)
+    watchers.add_argument("--jobs", type=int, default=200, help="jobs run with them open")
+    watchers.add_argument("--rate", type=float, default=50.0, help="submissions per second")
+
+    comparison = scenario("peer", "procrastinate on the same PostgreSQL: N no-op jobs")
+    comparison.add_argument("--jobs", type=int, default=2000)
+    comparison.add_argument("--concurrency", type=int, default=16, help="concurrent deferrers")
+    comparison.add_argument("--worker-concurrency", type=int, default=16)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one scenario and report it."""
+    args = parser().parse_args(argv)
+    result = peer.run(args) if args.scenario == "peer" else scenarios.run(args.scenario, args)
+    emit(result, args.json)
+    failed = result.get("invariants_ok") is False or result.get("ok") is False
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

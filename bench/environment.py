@@ -1,0 +1,126 @@
+"""What a measurement ran on: cores, memory, versions, settings, the command line; and the
+CPU each process of the stack spent."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+PACKAGES = ("grpcio", "protobuf", "asyncpg", "SQLAlchemy", "nats-py", "uvloop", "procrastinate")
+
+
+def machine() -> dict[str, Any]:
+    """Cores, memory, Python and package versions, and the command line."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "packages": versions,
+        "command": " ".join(["python -m bench", *sys.argv[1:]]),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def server_versions(postgres_bin: str | None, nats_bin: str | None) -> dict[str, str]:
+    """The PostgreSQL and nats-server versions (when their binaries are known)."""
+    found = {}
+    for name, binary in (("postgres", postgres_bin), ("nats-server", nats_bin)):
+        if binary:
+            done = subprocess.run([binary, "--version"], capture_output=True, text=True)
+            found[name] = (done.stdout or done.stderr).strip()
+    return found
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """Cumulative CPU seconds (user + system) of each named process and its children."""
+
+    seconds: dict[str, float]
+
+    @classmethod
+    def take(cls, pids: Mapping[str, int]) -> CpuSample:
+        """Sample every process in ``pids`` (PostgreSQL with all of its backends)."""
+        seconds = {}
+        for name, pid in pids.items():
+            try:
+                process = psutil.Process(pid)
+                tree = [process, *process.children(recursive=True)]
+                total = 0.0
+                for member in tree:
+                    try:
+                        times = member.cpu_times()
+                        total += times.user + times.system
+                    except psutil.NoSuchProcess:
+                        continue
+                seconds[name] = total
+            except psutil.NoSuchProcess:
+                continue
+        return cls(seconds)
+
+    def since(self, earlier: CpuSample) -> dict[str, float]:
+        """CPU seconds spent by each process between two samples."""
+        return {
+            name: round(value - earlier.seconds.get(name, 0.0), 2)
+            for name, value in self.seconds.items()
+        }
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of one process."""
+    return int(psutil.Process(pid).memory_info().rss)
+
+
+PROFILED = ("archive", "assessment", "worker", "notifier")
+
+
+def start_profilers(
+    pids: Mapping[str, int], directory: str | None
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy on every service process, writing collapsed stacks to ``directory`` (none when
+    ``directory`` is None)."""
+    if not directory:
+        return []
+    os.makedirs(directory, exist_ok=True)
+    return [
+        subprocess.Popen(
+            ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+             "--nonblocking", "-o", os.path.join(directory, f"{name}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for name, pid in pids.items()
+        if name in PROFILED or name.startswith("worker")
+    ]  # fmt: skip
+
+
+def stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
+    """Stop the profilers; each writes its file as it exits."""
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)
+    for profiler in profilers:
+        profiler.wait(60)

@@ -1,0 +1,260 @@
+"""The measurements: end to end, open-loop submit latency, one big sweep, idle watchers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+import asyncpg
+
+from assay.archive.v1 import archive_service_pb2 as archive_pb
+from bench import environment
+from bench.load import Submitter, Watcher, user_name
+from bench.report import percentiles, progress
+from bench.stack import BenchStack, running_stack, settings_of
+
+EVENT_TYPES = ("analysis.queued", "analysis.started", "analysis.completed")
+
+
+def header(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
+    """What every report starts with: the machine, the servers, the settings."""
+    return {
+        "machine": environment.machine(),
+        "servers": stack.versions(),
+        "settings": dict(sorted(stack.settings.items())),
+        "processes": {"workers": args.workers},
+    }
+
+
+async def open_watchers(stack: BenchStack, count: int, users: int) -> tuple[Any, list[Watcher]]:
+    """``count`` streams: the first watches every user (an operator's view), the others one
+    user each, round robin. Returns once every stream is live."""
+    channel, stub = stack.notifier()
+    watchers = [Watcher(stub)] + [Watcher(stub, user_name(i % users)) for i in range(count - 1)]
+    for watcher in watchers:
+        watcher.start()
+    await asyncio.wait_for(asyncio.gather(*(w.live.wait() for w in watchers)), 60)
+    failed = [w.error for w in watchers if w.error]
+    if failed:
+        raise SystemExit(f"a watch failed to open: {failed[0]}")
+    return channel, watchers
+
+
+async def report_progress(watcher: Watcher, total: int, done: asyncio.Event) -> None:
+    """A progress line every two seconds until ``done``."""
+    while not done.is_set():
+        try:
+            await asyncio.wait_for(done.wait(), 2.0)
+        except TimeoutError:
+            progress(f"{watcher.counts['analysis.completed']} of {total} completed")
+
+
+async def run_e2e(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
+    """Submit N jobs from C callers over U users; completion observed through watchers."""
+    users = [user_name(i) for i in range(args.users)]
+    await stack.grant(users, args.jobs // args.users + 1)
+    channel, watchers = await open_watchers(stack, max(1, args.watchers), args.users)
+    everyone = watchers[0]
+    completed = everyone.expect("analysis.completed", args.jobs)
+    submitter = Submitter(stack, args.users)
+    profilers = environment.start_profilers(stack.pids, args.profile)
+    cpu_before = environment.CpuSample.take(stack.pids)
+    ticker = asyncio.create_task(report_progress(everyone, args.jobs, completed))
+    progress(f"submitting {args.jobs} jobs from {args.concurrency} callers")
+    submissions = await submitter.closed_loop(args.jobs, args.concurrency)
+    submitted_at = time.perf_counter()
+    timeout = 120 + args.jobs / 20
+    try:
+        await asyncio.wait_for(completed.wait(), timeout)
+    except TimeoutError:
+        progress(f"gave up waiting after {timeout:.0f}s")
+    ticker.cancel()
+    cpu = environment.CpuSample.take(stack.pids).since(cpu_before)
+    environment.stop_profilers(profilers)
+    await submitter.close()
+    for watcher in watchers:
+        await watcher.stop()
+    await channel.close()
+    done = everyone.counts["analysis.completed"]
+    elapsed = (everyone.last_completed or time.perf_counter()) - submissions.started
+    latencies = [x for w in watchers for x in w.latencies]
+    progress("auditing the database")
+    audit = stack.audit()
+    return {
+        **header(stack, args),
+        "jobs": args.jobs,
+        "completed": done,
+        "submit_failures": dict(submissions.failures),
+        "jobs_per_second": round(done / elapsed, 1) if elapsed > 0 else 0.0,
+        "submits_per_second": round(
+            len(submissions.latencies) / max(submitted_at - submissions.started, 1e-9), 1
+        ),
+        "elapsed_s": round(elapsed, 2),
+        "submit_latency_ms": percentiles(submissions.latencies, 50, 95, 99),
+        "event_latency_ms": percentiles(latencies, 50, 99),
+        "events_seen": dict(everyone.counts),
+        "cpu_seconds": cpu,
+        "cpu_ms_per_job": {k: round(v * 1000 / max(done, 1), 2) for k, v in cpu.items()},
+        "invariants_ok": bool(audit.get("ok")) and done == args.jobs,
+        "audit": audit,
+    }
+
+
+async def run_submit_latency(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
+    """An open loop at a fixed offered rate while the workers run."""
+    users = [user_name(i) for i in range(args.users)]
+    total = int(args.rate * args.duration)
+    await stack.grant(users, total // args.users + 1)
+    channel, watchers = await open_watchers(stack, 1, args.users)
+    completed = watchers[0].expect("analysis.completed", total)
+    submitter = Submitter(stack, args.users)
+    progress(f"offering {args.rate}/s for {args.duration}s")
+    submissions = await submitter.open_loop(args.rate, args.duration)
+    achieved = len(submissions.latencies) / max(time.perf_counter() - submissions.started, 1e-9)
+    try:
+        await asyncio.wait_for(completed.wait(), 120 + total / 20)
+    except TimeoutError:
+        progress("not every job completed in time")
+    await submitter.close()
+    await watchers[0].stop()
+    await channel.close()
+    audit = stack.audit()
+    return {
+        **header(stack, args),
+        "offered_rate": args.rate,
+        "achieved_rate": round(achieved, 1),
+        "jobs": total,
+        "completed": watchers[0].counts["analysis.completed"],
+        "submit_failures": dict(submissions.failures),
+        "submit_latency_ms": percentiles(submissions.latencies, 50, 95, 99),
+        "event_latency_ms": percentiles(watchers[0].latencies, 50, 99),
+        "invariants_ok": bool(audit.get("ok")),
+        "audit": audit,
+    }
+
+
+STUCK_SQL = """
+WITH users AS (
+  INSERT INTO token_accounts (user_id, balance)
+  SELECT 'stuck-' || u, 0 FROM generate_series(0, $2 - 1) AS u RETURNING user_id
+), jobs AS (
+  INSERT INTO jobs (job_id, user_id, result_id, assessment_name, status, attempt, worker_id,
+                    version, token_cost, started_at, heartbeat_at, created_at, updated_at)
+  SELECT gen_random_uuid(), 'stuck-' || (n % $2), NULL, 'AI-Driven Talent Mapping',
+         'PROCESSING', 1, 'gone-worker', 2, 1, now() - interval '1 hour',
+         now() - interval '1 hour', now() - interval '1 hour', now() - interval '1 hour'
+  FROM generate_series(1, $1) AS n RETURNING job_id, user_id
+)
+INSERT INTO ledger_entries (user_id, kind, amount, job_id, charge_no, reason)
+SELECT user_id, 'DEBIT', -1, job_id, 1, 'bench' FROM jobs
+"""
+
+
+async def run_sweep(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
+    """N stuck jobs made directly in the database, then one sweep, timed."""
+    dsn = stack.info.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(dsn)
+    try:
+        users = max(1, args.stuck // 10)
+        # Each stuck user was granted what its jobs cost: balance 0 = grants − debits.
+        await conn.execute(STUCK_SQL, args.stuck, users)
+        await conn.execute(
+            "INSERT INTO ledger_entries (user_id, kind, amount, reason)"
+            " SELECT user_id, 'GRANT', count(*), 'bench' FROM ledger_entries"
+            " WHERE user_id LIKE 'stuck-%' AND kind = 'DEBIT' GROUP BY user_id"
+        )
+    finally:
+        await conn.close()
+    channel, archive = stack.archive()
+    request = archive_pb.SweepStuckJobsRequest(limit=args.batch, force=True)
+    request.stuck_after.FromSeconds(120)
+    request.max_processing.FromSeconds(600)
+    progress(f"sweeping {args.stuck} stuck jobs")
+    started = time.perf_counter()
+    async with channel:
+        reply = await archive.SweepStuckJobs(request, timeout=600)
+    elapsed = time.perf_counter() - started
+    conn = await asyncpg.connect(dsn)
+    try:
+        refunds = await conn.fetchval(
+            "SELECT count(*) FROM ledger_entries WHERE kind = 'REFUND' AND reason = 'stuck'"
+        )
+        events = await conn.fetchval(
+            "SELECT count(*) FROM outbox o JOIN jobs j ON j.job_id = o.job_id"
+            " WHERE o.kind = 'event' AND j.error_code = 'STUCK'"
+        )
+        failed = await conn.fetchval("SELECT count(*) FROM jobs WHERE error_code = 'STUCK'")
+    finally:
+        await conn.close()
+    return {
+        **header(stack, args),
+        "stuck": args.stuck,
+        "batch": args.batch,
+        "sweep_seconds": round(elapsed, 3),
+        "failed": reply.failed,
+        "failed_in_database": failed,
+        "refunds_in_database": refunds,
+        "events_in_outbox": events,
+        "ok": reply.failed == failed == refunds == events == args.stuck,
+    }
+
+
+async def run_watchers(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
+    """W idle streams: the notifier's memory per stream, then event latency with them open."""
+    notifier_pid = stack.pids["notifier"]
+    before = environment.rss_bytes(notifier_pid)
+    users = max(1, args.count)
+    channels = []
+    watchers: list[Watcher] = []
+    per_channel = 500
+    progress(f"opening {args.count} idle watches")
+    for start in range(0, args.count, per_channel):
+        channel, stub = stack.notifier()
+        channels.append(channel)
+        batch = [
+            Watcher(stub, user_name(i)) for i in range(start, min(start + per_channel, args.count))
+        ]
+        for watcher in batch:
+            watcher.start()
+        await asyncio.wait_for(asyncio.gather(*(w.live.wait() for w in batch)), 120)
+        watchers += batch
+    opened = environment.rss_bytes(notifier_pid)
+    active = [w for w in watchers if not w.error]
+    jobs = args.jobs
+    sample_users = min(jobs, users)
+    await stack.grant([user_name(i) for i in range(sample_users)], jobs)
+    targets = [watchers[i].expect("analysis.completed", 1) for i in range(sample_users)]
+    submitter = Submitter(stack, sample_users)
+    progress(f"{jobs} jobs at {args.rate}/s with the watches open")
+    await submitter.open_loop(args.rate, jobs / args.rate)
+    await asyncio.wait_for(asyncio.gather(*(t.wait() for t in targets)), 120 + jobs / 10)
+    await submitter.close()
+    latencies = [x for w in watchers for x in w.latencies]
+    for watcher in watchers:
+        await watcher.stop()
+    for channel in channels:
+        await channel.close()
+    return {
+        **header(stack, args),
+        "watchers": args.count,
+        "watchers_open": len(active),
+        "notifier_rss_before_mib": round(before / 2**20, 1),
+        "notifier_rss_open_mib": round(opened / 2**20, 1),
+        "kib_per_watcher": round((opened - before) / 1024 / max(len(active), 1), 1),
+        "jobs": jobs,
+        "event_latency_ms": percentiles(latencies, 50, 99),
+    }
+
+
+def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Start a stack, run one scenario against it, stop the stack."""
+    scenarios = {
+        "e2e": run_e2e,
+        "submit-latency": run_submit_latency,
+        "sweep": run_sweep,
+        "watchers": run_watchers,
+    }
+    with running_stack(settings_of(args.set), workers=args.workers) as stack:
+        return asyncio.run(scenarios[name](stack, args))
