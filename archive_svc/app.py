@@ -10,7 +10,7 @@ import asyncpg
 import grpc
 from grpc_health.v1.health import HealthServicer
 
-from archive_svc.db import create_pool
+from archive_svc.db import create_pool, libpq_dsn
 from archive_svc.records import Policy
 from archive_svc.relay import OutboxRelay
 from archive_svc.server import ALLOWED_ROLES, SERVICE_NAME, Archive, ArchiveServicer
@@ -47,7 +47,9 @@ class ArchiveApp:
         """Start the server on `bind` (port 0 picks a free one) and the relay."""
         names = StreamNames(settings.stream_prefix)
         pool = await create_pool(settings.database_url, min_size=0, max_size=settings.db_pool_size)
-        archive = Archive.build(pool, policy_of(settings), settings.jwt_secret)
+        archive = Archive.build(
+            pool, libpq_dsn(settings.database_url), policy_of(settings), settings.jwt_secret
+        )
         servicer = ArchiveServicer(archive)
         server, port, health = await create_server(
             bind,

@@ -38,8 +38,15 @@ async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 1
         statement_cache_size=256,
         max_inactive_connection_lifetime=300.0,
         command_timeout=60.0,
+        reset=_keep_session,
     )
     return pool
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Skip asyncpg's RESET ALL round trip on every release: pool connections only ever run
+    autocommit statements and never change session state (the sweep's session lock takes a
+    connection of its own)."""
 
 
 async def retrying(statement: Callable[[], Awaitable[T]]) -> T:

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from archive_svc import convert, db, store
-from archive_svc.records import Policy, owner_violations, refused
+from archive_svc.records import MAX_BATCH, Policy, fill_item_error, owner_violations, refused
 from archive_svc.states import (
     CANCEL,
     CANCEL_ACK,
@@ -41,7 +41,6 @@ from assaylib.errors import (
 )
 
 MAX_ERROR_MESSAGE_CHARS = 4000
-MAX_BATCH = 1000
 
 WORKER = (("worker_id", "text"), ("attempt", "int4"))
 START_OP = Operation(
@@ -190,7 +189,7 @@ class Lifecycle:
         for outcome in outcomes:
             item = response.outcomes.add()
             if outcome.error is not None:
-                _fill_error(item.error, outcome.error)
+                fill_item_error(item.error, outcome.error)
             else:
                 assert outcome.job is not None
                 item.started.CopyFrom(self._started(outcome.job))
@@ -305,7 +304,7 @@ class Lifecycle:
         for outcome in await self._apply(REPORT_OP, requests):
             item = response.outcomes.add()
             if outcome.error is not None:
-                _fill_error(item.error, outcome.error)
+                fill_item_error(item.error, outcome.error)
             else:
                 assert outcome.job is not None
                 item.job.CopyFrom(convert.job_to_proto(outcome.job))
@@ -356,10 +355,3 @@ class Lifecycle:
 def _check_batch(size: int, field: str) -> None:
     if size > MAX_BATCH:
         raise InvalidArgument([FieldViolation(field, f"at most {MAX_BATCH} per call")])
-
-
-def _fill_error(item: pb.ItemError, error: AssayError) -> None:
-    item.code = error.code.value[0]
-    item.message = error.message
-    item.reason = error.reason
-    item.metadata.update(error.metadata)

@@ -67,6 +67,18 @@ def refused(operation: str, job: asyncpg.Record, owner: str = "") -> AssayError:
     )
 
 
+MAX_BATCH = 1000
+"""Items one batch RPC may carry."""
+
+
+def fill_item_error(item: pb.ItemError, error: AssayError) -> None:
+    """A batch item's error, as the single RPC would have ended."""
+    item.code = error.code.value[0]
+    item.message = error.message
+    item.reason = error.reason
+    item.metadata.update(error.metadata)
+
+
 class Records:
     """Submissions, reads, results and tokens."""
 
@@ -75,10 +87,8 @@ class Records:
         self.policy = policy
         self.pages = pages
 
-    async def create_submission(
-        self, request: pb.CreateSubmissionRequest
-    ) -> pb.CreateSubmissionResponse:
-        """Debit, insert the job, its result row and its two outbox messages, atomically."""
+    def _submission(self, request: pb.CreateSubmissionRequest) -> store.Submission:
+        """Validate a submission (INVALID_ARGUMENT) and prepare what the archive writes."""
         v.require_valid(
             v.id_violations(request.user_id, "user_id")
             + v.id_violations(request.request_id, "request_id", required=False)
@@ -97,7 +107,7 @@ class Records:
             "result_id": result_id,
             "assessment_name": name,
         }
-        submission = store.Submission(
+        return store.Submission(
             user_id=request.user_id,
             job_id=job_id,
             result_id=result_id,
@@ -112,8 +122,46 @@ class Records:
             raw_responses=convert.to_json(request.raw_responses),
             queue_payload=queue_message(job, request.assessment_data, request.raw_responses, 1),
         )
+
+    async def create_submission(
+        self, request: pb.CreateSubmissionRequest
+    ) -> pb.CreateSubmissionResponse:
+        """Debit, insert the job, its result row and its two outbox messages, atomically."""
+        submission = self._submission(request)
         row = await db.retrying(lambda: store.create_submission(self.pool, submission))
         return self._submitted(request, row)
+
+    async def create_submissions(
+        self, request: pb.CreateSubmissionsRequest
+    ) -> pb.CreateSubmissionsResponse:
+        """CreateSubmission for a batch in one statement; an outcome per submission."""
+        if len(request.submissions) > MAX_BATCH:
+            raise InvalidArgument([FieldViolation("submissions", f"at most {MAX_BATCH}")])
+        outcomes: dict[int, pb.CreateSubmissionResponse | AssayError] = {}
+        prepared: dict[int, store.Submission] = {}
+        for n, item in enumerate(request.submissions):
+            try:
+                prepared[n] = self._submission(item)
+            except AssayError as err:
+                outcomes[n] = err
+        order = sorted(prepared, key=lambda n: prepared[n].user_id)  # accounts lock in order
+        if order:
+            batch = [prepared[n] for n in order]
+            rows = await db.retrying(lambda: store.create_submissions(self.pool, batch))
+            for n, row in zip(order, rows, strict=True):
+                try:
+                    outcomes[n] = self._submitted(request.submissions[n], row)
+                except AssayError as err:
+                    outcomes[n] = err
+        response = pb.CreateSubmissionsResponse()
+        for n in range(len(request.submissions)):
+            slot = response.outcomes.add()
+            outcome = outcomes[n]
+            if isinstance(outcome, AssayError):
+                fill_item_error(slot.error, outcome)
+            else:
+                slot.created.CopyFrom(outcome)
+        return response
 
     def _submitted(
         self, request: pb.CreateSubmissionRequest, row: asyncpg.Record

@@ -33,13 +33,14 @@ class Archive:
     sweeper: Sweeper
 
     @classmethod
-    def build(cls, pool: asyncpg.Pool, policy: Policy, secret: str) -> Archive:
-        """Wire the domain modules to one pool; ``secret`` signs page tokens."""
+    def build(cls, pool: asyncpg.Pool, dsn: str, policy: Policy, secret: str) -> Archive:
+        """Wire the domain modules to one pool (``dsn`` for the sweep's own session);
+        ``secret`` signs page tokens."""
         pages = PageTokens(secret)
         return cls(
             Records(pool, policy, pages),
             Lifecycle(pool, policy),
-            Sweeper(pool, policy, pages),
+            Sweeper(pool, dsn, policy, pages),
         )
 
 
@@ -145,6 +146,12 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
     ) -> pb.GrantTokensResponse:
         """Credit a user's balance."""
         return await self.archive.records.grant(request)
+
+    async def CreateSubmissions(
+        self, request: pb.CreateSubmissionsRequest, context: Context
+    ) -> pb.CreateSubmissionsResponse:
+        """Charge, record and queue many submissions in one transaction."""
+        return await self.archive.records.create_submissions(request)
 
     async def StartJobs(
         self, request: pb.StartJobsRequest, context: Context

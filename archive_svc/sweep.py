@@ -58,8 +58,9 @@ def limits_of(request: pb.SweepStuckJobsRequest | pb.ListStuckJobsRequest) -> tu
 class Sweeper:
     """Lists and sweeps stuck jobs, and recovers lost queued ones."""
 
-    def __init__(self, pool: asyncpg.Pool, policy: Policy, pages: PageTokens) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str, policy: Policy, pages: PageTokens) -> None:
         self.pool = pool
+        self.dsn = dsn
         self.policy = policy
         self.pages = pages
 
@@ -91,13 +92,14 @@ class Sweeper:
                 if request.limit < 0
                 else [FieldViolation("max_fraction", "must be between 0 and 1")]
             )
-        async with self.pool.acquire() as conn:
+        # A connection of its own: the session lock dies with it, whatever happens.
+        conn = await asyncpg.connect(self.dsn)
+        try:
             if not await store.try_advisory_lock(conn, store.SWEEP_LOCK_KEY):
                 return pb.SweepStuckJobsResponse(lock_busy=True, reason="another sweep is running")
-            try:
-                return await self._sweep_locked(conn, request, stuck_after, max_processing)
-            finally:
-                await store.advisory_unlock(conn, store.SWEEP_LOCK_KEY)
+            return await self._sweep_locked(conn, request, stuck_after, max_processing)
+        finally:
+            await conn.close()
 
     async def _sweep_locked(
         self,

@@ -199,7 +199,8 @@ class LocalStack:
         if url:
             return url
         on_progress("starting PostgreSQL")
-        self.postgres = EmbeddedPostgres(self.state_dir / "postgres", durable=True)
+        options = tuple(filter(None, self.env.get("ASSAY_DEV_POSTGRES_OPTIONS", "").split(";")))
+        self.postgres = EmbeddedPostgres(self.state_dir / "postgres", durable=True, options=options)
         self.postgres.start()
         self._create_database(self.postgres, "assay")
         return self.postgres.url("assay")

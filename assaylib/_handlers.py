@@ -12,7 +12,7 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import grpc.aio
@@ -23,6 +23,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 Guard = Callable[[Context, Any], AbstractAsyncContextManager[None]]
 """Builds the context manager one call runs in, from its context and its request."""
 _Behaviour = Callable[..., Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 def wrap_handler(
@@ -122,6 +123,9 @@ class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
     on ``request``, raised inside the call (after authentication, through the error mapping)
     instead of grpc's UNKNOWN "Unexpected error" before any interceptor runs."""
 
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[
@@ -133,17 +137,38 @@ class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_streaming:
             return handler
+        known = self._wrapped.get(handler_call_details.method)
+        if known is not None and known[0] is handler:
+            return known[1]
         deserializer = tolerant(handler.request_deserializer)
-        return wrap_handler(handler, _refuse_undecodable, deserializer)
+        wrapped = wrap_handler(handler, _refuse_undecodable, deserializer)
+        self._wrapped[handler_call_details.method] = (handler, wrapped)
+        return wrapped
 
 
 class GuardingInterceptor(grpc.aio.ServerInterceptor):
     """A server interceptor that runs each call inside the guard ``guard_for`` returns for
-    it (``None``: the call runs as it is)."""
+    its method (``None``: the call runs as it is). A guard depends on the method only (it
+    reads the call's metadata from the context), so each method's wrapped handler is built
+    once and reused by every call."""
 
     def guard_for(self, details: grpc.HandlerCallDetails) -> Guard | None:
-        """The guard for one call; subclasses decide."""
+        """The guard for a method's calls; subclasses decide."""
         raise NotImplementedError
+
+    def _wrapped(
+        self, details: grpc.HandlerCallDetails, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        cache: dict[str, tuple[Handler, Handler]] = self.__dict__.setdefault(
+            "_wrapped_handlers", {}
+        )
+        known = cache.get(details.method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        guard = self.guard_for(details)
+        wrapped = handler if guard is None else wrap_handler(handler, guard)
+        cache[details.method] = (handler, wrapped)
+        return wrapped
 
     async def intercept_service(
         self,
@@ -156,5 +181,4 @@ class GuardingInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        guard = self.guard_for(handler_call_details)
-        return handler if guard is None else wrap_handler(handler, guard)
+        return self._wrapped(handler_call_details, handler)

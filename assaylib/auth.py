@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -39,6 +39,7 @@ ISSUER = "assay"
 AUDIENCE = "assay"
 ALGORITHM = "HS256"
 AUTHORIZATION = "authorization"
+TOKEN_CACHE_SIZE = 10_000
 DEFAULT_EXEMPT_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 TokenSource = str | Callable[[], str]
@@ -50,6 +51,8 @@ class Principal:
 
     user_id: str
     roles: frozenset[str]
+    expires_at: float = field(default=float("inf"), compare=False)
+    """The token's ``exp`` (seconds since the epoch)."""
 
     @property
     def is_operator(self) -> bool:
@@ -136,7 +139,9 @@ def _principal_from_claims(claims: dict[str, Any]) -> Principal:
     unknown = set(roles) - ROLES
     if unknown:
         raise errors.Unauthenticated(f"token has unknown roles {sorted(unknown)}")
-    return Principal(user_id=subject, roles=frozenset(roles))
+    return Principal(
+        user_id=subject, roles=frozenset(roles), expires_at=float(claims.get("exp", 0))
+    )
 
 
 _current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
@@ -182,10 +187,24 @@ class AuthInterceptor(GuardingInterceptor):
         self._secret = secret
         self._allowed_roles = frozenset(allowed_roles)
         self._exempt_prefixes = tuple(exempt_prefixes)
+        self._verified_tokens: dict[str, tuple[Principal, float]] = {}
+
+    def _verified(self, token: str) -> Principal:
+        """verify_token, remembered until the token expires: a caller reuses its token for
+        many calls, and checking an HS256 signature costs more than the rest of a call's
+        authentication. A bad token is never remembered."""
+        known = self._verified_tokens.get(token)
+        if known is not None and known[1] > time.time():
+            return known[0]
+        principal = verify_token(self._secret, token)
+        if len(self._verified_tokens) >= TOKEN_CACHE_SIZE:
+            self._verified_tokens.clear()  # simple and bounded; refilled by the next calls
+        self._verified_tokens[token] = (principal, principal.expires_at)
+        return principal
 
     def authenticate(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Principal:
         """The principal of a call's metadata; raises Unauthenticated or PermissionDenied."""
-        principal = verify_token(self._secret, bearer_token(metadata))
+        principal = self._verified(bearer_token(metadata))
         if not principal.roles & self._allowed_roles:
             raise errors.PermissionDenied(
                 f"roles {sorted(principal.roles)} may not call this service "
@@ -194,30 +213,24 @@ class AuthInterceptor(GuardingInterceptor):
         return principal
 
     def guard_for(self, details: grpc.HandlerCallDetails) -> Guard | None:
-        """Authenticate non-exempt calls inside the call."""
+        """Authenticate every call of a non-exempt method, inside the call."""
         if details.method.startswith(self._exempt_prefixes):
             return None
-        try:
-            outcome: Principal | errors.AssayError = self.authenticate(details.invocation_metadata)
-        except errors.AssayError as err:
-            outcome = err
-        return _principal_guard(outcome)
+        return self._principal_guard
 
-
-def _principal_guard(outcome: Principal | errors.AssayError) -> Guard:
     @asynccontextmanager
-    async def guard(context: Context, request: Any) -> AsyncIterator[None]:
-        if isinstance(outcome, errors.AssayError):
-            await context.abort_with_status(outcome.to_status())
-        token = _current.set(outcome)
+    async def _principal_guard(self, context: Context, request: Any) -> AsyncIterator[None]:
+        try:
+            principal = self.authenticate(context.invocation_metadata())
+        except errors.AssayError as err:
+            await context.abort_with_status(err.to_status())
+        token = _current.set(principal)
         try:
             yield
         finally:
             # A stream closed from another context cannot reset; its task ends anyway.
             with contextlib.suppress(ValueError):
                 _current.reset(token)
-
-    return guard
 
 
 # ---- client side -------------------------------------------------------------------------

@@ -129,8 +129,10 @@ class EmbeddedPostgres:
         *,
         durable: bool = False,
         die_with_parent: bool = False,
+        options: tuple[str, ...] = (),
     ) -> None:
         self.base_dir = base_dir
+        self.options = options  # extra `-c name=value` settings (the bench's statistics)
         self.die_with_parent = die_with_parent  # tests: yes; `assay dev up --detach`: no
         self.data_dir = base_dir / "pgdata"
         self.log_path = base_dir / "postgres.log"
@@ -179,6 +181,8 @@ class EmbeddedPostgres:
             "-p", str(self.port), "-h", "127.0.0.1", "-k", str(self.data_dir),
             "-c", "max_connections=300", "-c", "shared_buffers=64MB",
         ]  # fmt: skip
+        for option in self.options:
+            args += ["-c", option]
         if not self.durable:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off",
                      "-c", "full_page_writes=off"]  # fmt: skip

@@ -10,9 +10,10 @@ not the caller's bad token.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import grpc
@@ -23,6 +24,7 @@ from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
 from assay.common.v1 import job_pb2
 from assaylib import errors
 from assaylib.auth import service_token_provider
+from assaylib.batching import Batcher
 from assaylib.channels import open_channel
 from assaylib.config import Settings
 
@@ -64,6 +66,9 @@ class ArchiveClient:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._channel = channel
         self._stub = pb_grpc.ArchiveServiceStub(channel)
+        self._submissions: Batcher[pb.CreateSubmissionRequest, pb.CreateSubmissionResponse] = (
+            Batcher("CreateSubmissions", self._submit_batch, key=id)
+        )
 
     @classmethod
     def connect(cls, settings: Settings) -> ArchiveClient:
@@ -78,8 +83,20 @@ class ArchiveClient:
     async def create_submission(
         self, request: pb.CreateSubmissionRequest, budget: Budget
     ) -> pb.CreateSubmissionResponse:
-        """Charge, record and queue a validated submission."""
-        return await _call(self._stub.CreateSubmission, request, budget)
+        """Charge, record and queue a validated submission. Concurrent submissions travel
+        together in one CreateSubmissions call; each keeps its own outcome and deadline."""
+        return await asyncio.wait_for(self._submissions.submit(request), budget.remaining())
+
+    async def _submit_batch(
+        self, requests: Sequence[pb.CreateSubmissionRequest]
+    ) -> list[pb.CreateSubmissionResponse | BaseException]:
+        batch = pb.CreateSubmissionsRequest(submissions=requests)
+        reply: pb.CreateSubmissionsResponse = await _call(
+            self._stub.CreateSubmissions, batch, Budget(None)
+        )
+        return [
+            o.created if o.HasField("created") else _item_error(o.error) for o in reply.outcomes
+        ]
 
     async def get_job(self, job_id: str, owner: str, budget: Budget) -> job_pb2.Job:
         """One job; NOT_FOUND unless it belongs to ``owner`` (any owner when empty)."""
@@ -120,6 +137,10 @@ async def _call(method: Callable[..., Awaitable[Reply]], request: object, budget
         return await method(request, timeout=budget.remaining())
     except grpc.aio.AioRpcError as err:
         raise _translate(err) from err
+
+
+def _item_error(item: pb.ItemError) -> errors.AssayError:
+    return errors.error_from_parts(item.code, item.message, item.reason, item.metadata)
 
 
 def _translate(err: grpc.aio.AioRpcError) -> Exception:

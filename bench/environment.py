@@ -70,7 +70,8 @@ class CpuSample:
         for name, pid in pids.items():
             try:
                 process = psutil.Process(pid)
-                tree = [process, *process.children(recursive=True)]
+                own = pid == os.getpid()  # the stack's processes are this one's children
+                tree = [process] if own else [process, *process.children(recursive=True)]
                 total = 0.0
                 for member in tree:
                     try:

@@ -39,7 +39,10 @@ def render(result: dict[str, Any], indent: str = "") -> str:
     """The result as indented ``key: value`` lines."""
     lines = []
     for key, value in result.items():
-        if isinstance(value, dict) and not value:
+        if isinstance(value, list):
+            lines.append(f"{indent}{key}:")
+            lines += [f"{indent}  {item}" for item in value]
+        elif isinstance(value, dict) and not value:
             lines.append(f"{indent}{key}: none")
         elif isinstance(value, dict):
             lines.append(f"{indent}{key}:")

@@ -60,7 +60,9 @@ async def run_e2e(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]
     completed = everyone.expect("analysis.completed", args.jobs)
     submitter = Submitter(stack, args.users)
     profilers = environment.start_profilers(stack.pids, args.profile)
-    cpu_before = environment.CpuSample.take(stack.pids)
+    if args.pg_stats:
+        await statement_stats(stack, reset=True)
+    cpu_before = environment.CpuSample.take(stack.measured_pids)
     ticker = asyncio.create_task(report_progress(everyone, args.jobs, completed))
     progress(f"submitting {args.jobs} jobs from {args.concurrency} callers")
     submissions = await submitter.closed_loop(args.jobs, args.concurrency)
@@ -71,8 +73,9 @@ async def run_e2e(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]
     except TimeoutError:
         progress(f"gave up waiting after {timeout:.0f}s")
     ticker.cancel()
-    cpu = environment.CpuSample.take(stack.pids).since(cpu_before)
+    cpu = environment.CpuSample.take(stack.measured_pids).since(cpu_before)
     environment.stop_profilers(profilers)
+    statements = await statement_stats(stack) if args.pg_stats else []
     await submitter.close()
     for watcher in watchers:
         await watcher.stop()
@@ -99,7 +102,30 @@ async def run_e2e(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]
         "cpu_ms_per_job": {k: round(v * 1000 / max(done, 1), 2) for k, v in cpu.items()},
         "invariants_ok": bool(audit.get("ok")) and done == args.jobs,
         "audit": audit,
+        **({"postgres_statements": statements} if statements else {}),
     }
+
+
+PG_STATS = "shared_preload_libraries=pg_stat_statements;pg_stat_statements.track=all"
+
+
+async def statement_stats(stack: BenchStack, *, reset: bool = False) -> list[str]:
+    """PostgreSQL's busiest statements (pg_stat_statements), or reset its counters."""
+    dsn = stack.info.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(dsn)
+    try:
+        if reset:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            await conn.execute("SELECT pg_stat_statements_reset()")
+            return []
+        rows = await conn.fetch(
+            "SELECT calls, round(total_exec_time::numeric, 1) AS ms, left(regexp_replace("
+            "query, '\\s+', ' ', 'g'), 90) AS query FROM pg_stat_statements"
+            " ORDER BY total_exec_time DESC LIMIT 15"
+        )
+    finally:
+        await conn.close()
+    return [f"{r['ms']:>9} ms {r['calls']:>7} calls  {r['query']}" for r in rows]
 
 
 async def run_submit_latency(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
@@ -256,5 +282,8 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "sweep": run_sweep,
         "watchers": run_watchers,
     }
-    with running_stack(settings_of(args.set), workers=args.workers) as stack:
+    settings = settings_of(args.set)
+    if getattr(args, "pg_stats", False):
+        settings["ASSAY_DEV_POSTGRES_OPTIONS"] = PG_STATS
+    with running_stack(settings, workers=args.workers) as stack:
         return asyncio.run(scenarios[name](stack, args))

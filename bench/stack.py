@@ -47,6 +47,11 @@ class BenchStack:
         """Every process of the stack by name (PostgreSQL and NATS included)."""
         return dict(self.info.pids)
 
+    @property
+    def measured_pids(self) -> dict[str, int]:
+        """The stack's processes and this one (the load generator shares the machine)."""
+        return {**self.pids, "bench (load and watchers)": os.getpid()}
+
     def channel(self, addr: str, token: str) -> grpc.aio.Channel:
         """A channel to one service carrying ``token``."""
         return grpc.aio.insecure_channel(

@@ -29,6 +29,9 @@ class Submission:
     queue_payload: bytes
 
 
+SUBMISSION_FIELDS = tuple(Submission.__dataclass_fields__)
+
+
 async def create_submission(db: Db, submission: Submission) -> asyncpg.Record:
     """Debit, insert the job, its result row and its two outbox rows (or replay the first
     request with this key), in one call. ``outcome`` says which: created, replayed, reused,
@@ -49,6 +52,24 @@ async def create_submission(db: Db, submission: Submission) -> asyncpg.Record:
         submission.queue_payload,
     )
     return row
+
+
+async def create_submissions(db: Db, submissions: Sequence[Submission]) -> list[asyncpg.Record]:
+    """create_submission for many, in one statement and so one transaction; a row per
+    submission with its position ``n``. Accounts are locked in the order given (callers sort
+    by user), so concurrent batches do not deadlock."""
+    columns = [[getattr(s, name) for s in submissions] for name in SUBMISSION_FIELDS]
+    rows: list[asyncpg.Record] = await db.fetch(
+        "SELECT s.n, f.* FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[],"
+        " $5::bigint[], $6::text[], $7::text[], $8::int4[], $9::jsonb[], $10::jsonb[],"
+        " $11::bytea[]) WITH ORDINALITY AS s(user_id, job_id, result_id, name, cost, request,"
+        " hash, max_inflight, test_data, raw, queue, n)"
+        " CROSS JOIN LATERAL assay_create_submission(s.user_id, s.job_id, s.result_id, s.name,"
+        " s.cost, s.request, s.hash, s.max_inflight, s.test_data, s.raw, s.queue) f"
+        " ORDER BY s.n",
+        *columns,
+    )
+    return rows
 
 
 async def retry_job(

@@ -11,7 +11,7 @@ import grpc
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assaylib.errors import error_from_parts
-from tests.archive.helpers import Client, check_invariants, profile
+from tests.archive.helpers import Client, check_invariants, profile, talent_data
 
 
 def error_of(item: pb.ItemError) -> tuple[grpc.StatusCode, str]:
@@ -148,3 +148,40 @@ async def test_overlapping_batches_start_each_job_once(archive_stub, database: s
     assert len(refused) == 3 * 20
     assert {e.metadata["status"] for e in refused} == {"PROCESSING"}
     await check_invariants(database)
+
+
+async def test_create_submissions_charges_refuses_and_replays_each_on_its_own(
+    archive_stub, database: str
+) -> None:
+    client = Client(archive_stub)
+    await client.grant("alice", 2)
+    await client.grant("bob", 5)
+    first = await client.submit("bob", request_id="r-1")
+    submissions = [
+        pb.CreateSubmissionRequest(user_id="alice", assessment_data=talent_data()),
+        pb.CreateSubmissionRequest(user_id="bob", assessment_data=talent_data(), request_id="r-1"),
+        pb.CreateSubmissionRequest(user_id="alice", assessment_data=talent_data()),
+        pb.CreateSubmissionRequest(user_id="alice", assessment_data=talent_data()),  # no tokens
+        pb.CreateSubmissionRequest(user_id="", assessment_data=talent_data()),
+        pb.CreateSubmissionRequest(user_id="carol", assessment_data=talent_data()),
+    ]
+
+    reply = await archive_stub.CreateSubmissions(
+        pb.CreateSubmissionsRequest(submissions=submissions)
+    )
+
+    kinds = [o.WhichOneof("outcome") for o in reply.outcomes]
+    assert kinds == ["created", "created", "created", "error", "error", "error"]
+    assert reply.outcomes[1].created.replayed and reply.outcomes[1].created.job.job_id == (
+        first.job_id
+    )
+    balances = sorted(o.created.tokens_remaining for o in (reply.outcomes[0], reply.outcomes[2]))
+    assert balances == [0, 1]
+    assert [error_of(o.error)[1] for o in reply.outcomes[3:]] == [
+        "INSUFFICIENT_TOKENS",
+        "INVALID_ARGUMENT",
+        "INSUFFICIENT_TOKENS",
+    ]
+    assert await client.balance("alice") == 0 and await client.balance("bob") == 4
+    counts = await check_invariants(database)
+    assert counts["jobs"] == 3

@@ -69,6 +69,10 @@ BAD_REQUESTS: dict[str, tuple[Any, set[str]]] = {
     "GrantTokens": (pb.GrantTokensRequest(user_id="u", amount=0), {"amount"}),
     "ListLedgerEntries": (pb.ListLedgerEntriesRequest(page_token="@@@"), {"page_token"}),
     # A batch's items fail on their own; only the batch itself can be bad as a whole.
+    "CreateSubmissions": (
+        pb.CreateSubmissionsRequest(submissions=[pb.CreateSubmissionRequest()] * 1001),
+        {"submissions"},
+    ),
     "StartJobs": (
         pb.StartJobsRequest(starts=[pb.StartJobRequest(job_id=SAME, worker_id="w")] * 2),
         {"job_id"},

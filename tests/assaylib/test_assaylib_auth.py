@@ -201,3 +201,14 @@ async def test_client_token_replaces_caller_authorization(
         b"", metadata=(("authorization", "Bearer stale"),), timeout=10
     )
     assert json.loads(reply)["user_id"] == "u2"
+
+
+def test_a_remembered_token_is_checked_again_once_it_expires() -> None:
+    interceptor = AuthInterceptor(SECRET, {"user"})
+    token = mint_token(SECRET, "u1", ["user"])
+    assert interceptor.authenticate([("authorization", f"Bearer {token}")]).user_id == "u1"
+    # A remembered entry past its expiry is not trusted: the token is verified again.
+    forged = "not.a.token"
+    interceptor._verified_tokens[forged] = (Principal("u1", frozenset({"user"})), time.time() - 1)
+    with pytest.raises(errors.Unauthenticated):
+        interceptor.authenticate([("authorization", f"Bearer {forged}")])

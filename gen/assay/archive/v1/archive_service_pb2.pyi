@@ -114,6 +114,78 @@ class CreateSubmissionResponse(_message.Message):
 Global___CreateSubmissionResponse: _TypeAlias = CreateSubmissionResponse  # noqa: Y015
 
 @_typing.final
+class CreateSubmissionsRequest(_message.Message):
+    """CreateSubmissionsRequest records many submissions at once."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBMISSIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def submissions(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateSubmissionRequest]: ...
+    def __init__(
+        self,
+        *,
+        submissions: _abc.Iterable[Global___CreateSubmissionRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["submissions", b"submissions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSubmissionsRequest: _TypeAlias = CreateSubmissionsRequest  # noqa: Y015
+
+@_typing.final
+class CreateSubmissionsResponse(_message.Message):
+    """CreateSubmissionsResponse holds one outcome per submission, in request order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateSubmissionOutcome]: ...
+    def __init__(
+        self,
+        *,
+        outcomes: _abc.Iterable[Global___CreateSubmissionOutcome] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSubmissionsResponse: _TypeAlias = CreateSubmissionsResponse  # noqa: Y015
+
+@_typing.final
+class CreateSubmissionOutcome(_message.Message):
+    """CreateSubmissionOutcome is the reply CreateSubmission would give, or its error."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATED_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def created(self) -> Global___CreateSubmissionResponse: ...
+    @_builtins.property
+    def error(self) -> Global___ItemError: ...
+    def __init__(
+        self,
+        *,
+        created: Global___CreateSubmissionResponse | None = ...,
+        error: Global___ItemError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "error", b"error", "outcome", b"outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "error", b"error", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["created", "error"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___CreateSubmissionOutcome: _TypeAlias = CreateSubmissionOutcome  # noqa: Y015
+
+@_typing.final
 class GetJobRequest(_message.Message):
     """GetJobRequest names a job; a non-empty user_id restricts it to that owner."""
 

@@ -126,6 +126,11 @@ class ArchiveServiceStub:
                 request_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ListLedgerEntriesRequest.SerializeToString,
                 response_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ListLedgerEntriesResponse.FromString,
                 _registered_method=True)
+        self.CreateSubmissions = channel.unary_unary(
+                '/assay.archive.v1.ArchiveService/CreateSubmissions',
+                request_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.CreateSubmissionsRequest.SerializeToString,
+                response_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.CreateSubmissionsResponse.FromString,
+                _registered_method=True)
         self.StartJobs = channel.unary_unary(
                 '/assay.archive.v1.ArchiveService/StartJobs',
                 request_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.StartJobsRequest.SerializeToString,
@@ -276,6 +281,14 @@ class ArchiveServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSubmissions(self, request, context):
+        """CreateSubmissions is CreateSubmission for many submissions in one transaction; each
+        is charged, refused or replayed on its own; outcomes in request order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StartJobs(self, request, context):
         """StartJobs is StartJob for many jobs in one transaction, each fenced on its own: the
         outcomes come back in request order, each a started job or its own error.
@@ -391,6 +404,11 @@ def add_ArchiveServiceServicer_to_server(servicer, server):
                     servicer.ListLedgerEntries,
                     request_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ListLedgerEntriesRequest.FromString,
                     response_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ListLedgerEntriesResponse.SerializeToString,
+            ),
+            'CreateSubmissions': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSubmissions,
+                    request_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.CreateSubmissionsRequest.FromString,
+                    response_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.CreateSubmissionsResponse.SerializeToString,
             ),
             'StartJobs': grpc.unary_unary_rpc_method_handler(
                     servicer.StartJobs,
@@ -896,6 +914,33 @@ class ArchiveService:
             '/assay.archive.v1.ArchiveService/ListLedgerEntries',
             assay_dot_archive_dot_v1_dot_archive__service__pb2.ListLedgerEntriesRequest.SerializeToString,
             assay_dot_archive_dot_v1_dot_archive__service__pb2.ListLedgerEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSubmissions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assay.archive.v1.ArchiveService/CreateSubmissions',
+            assay_dot_archive_dot_v1_dot_archive__service__pb2.CreateSubmissionsRequest.SerializeToString,
+            assay_dot_archive_dot_v1_dot_archive__service__pb2.CreateSubmissionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -75,6 +75,10 @@ class ArchiveServiceStub:
     """GrantTokens credits a user's balance."""
     ListLedgerEntries: _grpc.UnaryUnaryMultiCallable[_archive_service_pb2.ListLedgerEntriesRequest, _archive_service_pb2.ListLedgerEntriesResponse]
     """ListLedgerEntries lists a user's ledger entries, newest first."""
+    CreateSubmissions: _grpc.UnaryUnaryMultiCallable[_archive_service_pb2.CreateSubmissionsRequest, _archive_service_pb2.CreateSubmissionsResponse]
+    """CreateSubmissions is CreateSubmission for many submissions in one transaction; each
+    is charged, refused or replayed on its own; outcomes in request order.
+    """
     StartJobs: _grpc.UnaryUnaryMultiCallable[_archive_service_pb2.StartJobsRequest, _archive_service_pb2.StartJobsResponse]
     """StartJobs is StartJob for many jobs in one transaction, each fenced on its own: the
     outcomes come back in request order, each a started job or its own error.
@@ -133,6 +137,10 @@ class ArchiveServiceAsyncStub(ArchiveServiceStub):
     """GrantTokens credits a user's balance."""
     ListLedgerEntries: _aio.UnaryUnaryMultiCallable[_archive_service_pb2.ListLedgerEntriesRequest, _archive_service_pb2.ListLedgerEntriesResponse]  # type: ignore[assignment]
     """ListLedgerEntries lists a user's ledger entries, newest first."""
+    CreateSubmissions: _aio.UnaryUnaryMultiCallable[_archive_service_pb2.CreateSubmissionsRequest, _archive_service_pb2.CreateSubmissionsResponse]  # type: ignore[assignment]
+    """CreateSubmissions is CreateSubmission for many submissions in one transaction; each
+    is charged, refused or replayed on its own; outcomes in request order.
+    """
     StartJobs: _aio.UnaryUnaryMultiCallable[_archive_service_pb2.StartJobsRequest, _archive_service_pb2.StartJobsResponse]  # type: ignore[assignment]
     """StartJobs is StartJob for many jobs in one transaction, each fenced on its own: the
     outcomes come back in request order, each a started job or its own error.
@@ -296,6 +304,16 @@ class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_archive_service_pb2.ListLedgerEntriesResponse, _abc.Awaitable[_archive_service_pb2.ListLedgerEntriesResponse]]:
         """ListLedgerEntries lists a user's ledger entries, newest first."""
+
+    @_abc_1.abstractmethod
+    def CreateSubmissions(
+        self,
+        request: _archive_service_pb2.CreateSubmissionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_service_pb2.CreateSubmissionsResponse, _abc.Awaitable[_archive_service_pb2.CreateSubmissionsResponse]]:
+        """CreateSubmissions is CreateSubmission for many submissions in one transaction; each
+        is charged, refused or replayed on its own; outcomes in request order.
+        """
 
     @_abc_1.abstractmethod
     def StartJobs(

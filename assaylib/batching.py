@@ -1,6 +1,7 @@
-"""Coalesce the archive calls a worker's jobs make at the same moment into batch RPCs.
+"""Coalesce calls made at the same moment into batch RPCs (the worker's starts, reports and
+heartbeats; the assessment service's submissions).
 
-Every job task still makes its own call (``await batcher.submit(item)``); the calls made in
+Every task still makes its own call (``await batcher.submit(item)``); the calls made in
 the same turn of the event loop, and those made while a batch is in flight, leave together
 as one batch RPC. Nothing waits on a timer: an idle worker's call leaves at once, and under
 load batches grow by themselves. A batch never names a job twice (one statement locks a job
@@ -19,8 +20,8 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 BATCH_SIZES = Histogram(
-    "assay_worker_archive_batch_size",
-    "Items per batch RPC the worker sent to the archive",
+    "assay_rpc_batch_size",
+    "Items per batch RPC sent (by RPC)",
     ["rpc"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
