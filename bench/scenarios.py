@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections import Counter
 from typing import Any
 
 import asyncpg
@@ -269,6 +270,7 @@ async def run_watchers(stack: BenchStack, args: argparse.Namespace) -> dict[str,
         "notifier_rss_before_mib": round(before / 2**20, 1),
         "notifier_rss_open_mib": round(opened / 2**20, 1),
         "kib_per_watcher": round((opened - before) / 1024 / max(len(active), 1), 1),
+        "watch_errors": dict(Counter(w.error for w in watchers if w.error).most_common(3)),
         "jobs": jobs,
         "event_latency_ms": percentiles(latencies, 50, 99),
     }

@@ -60,6 +60,7 @@ class NotifierApp:
                 stall_timeout=settings.watch_stall_timeout,
             ),
         )
+        await hub.start()
         servicer = NotifierServicer(hub)
         try:
             server, port, health = await create_server(
@@ -70,6 +71,7 @@ class NotifierApp:
                 allowed_roles=ALLOWED_ROLES,
             )
         except BaseException:
+            await hub.stop()
             await channel.close()
             await source.close()
             raise
@@ -88,5 +90,5 @@ class NotifierApp:
             self.server,
             self.health,
             grace=grace,
-            on_stop=[self.source.close, self.archive_channel.close],
+            on_stop=[self.hub.stop, self.source.close, self.archive_channel.close],
         )

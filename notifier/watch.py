@@ -1,38 +1,42 @@
-"""One WatchJobs stream: subscribe, snapshot, replay, a bounded buffer, periodic bookmarks.
+"""One WatchJobs stream: registered with the hub's shared feed, snapshot, a bounded buffer,
+bookmarks, and catch-up from the events stream when it is behind.
 
 Order of a stream: the snapshot (if asked for), then a bookmark whose cursor is where the
-events start (the watch is live from here), then events in stream order with a bookmark
-every ``bookmark_interval``. The consumer is created *before* the snapshot is read, so an
-event committed in between is delivered (possibly also reflected in the snapshot; clients
-compare ``job_version``), never lost.
+events start (the watch is live from here), then events in stream order, with a bookmark now
+and then. The watch is registered with the hub *before* the snapshot is read, so an event
+committed in between is delivered (possibly also reflected in the snapshot; clients compare
+``job_version``), never lost.
 
-Events wait in a buffer of ``buffer`` entries while the client reads; when it is full the
-consumer waits too (JetStream flow control holds the server), so a replay burst to a
-client that keeps reading never overflows. A client that takes nothing for
-``stall_timeout`` while the buffer is full gets RESOURCE_EXHAUSTED and resumes from its
-last cursor: nothing is dropped silently, and no watcher ever slows another (each has its
-own consumer).
+Live events come from the notifier's one shared subscription (``WatchHub``): a watch costs no
+JetStream consumer while it keeps up. A watch that resumes from an earlier cursor, or whose
+buffer is full when an event arrives, *catches up*: a consumer of its own replays the stream
+from the first event it lacks, waiting for the client as it goes (flow control holds the
+server, so a burst to a client that keeps reading never overflows), until it has reached the
+end of the stream; then the watch is live again and the consumer is gone. A client that takes
+nothing for ``stall_timeout`` while its buffer is full gets RESOURCE_EXHAUSTED and resumes
+from its last cursor: nothing is dropped silently, and no watcher ever slows another.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter
 
 from assay.archive.v1 import archive_service_pb2 as archive_pb
 from assay.archive.v1 import archive_service_pb2_grpc as archive_grpc
+from assay.events.v1 import events_pb2
 from assay.notifier.v1 import notifier_service_pb2 as pb
 from assaylib import errors
 from assaylib.validation import MAX_PAGE_SIZE
 from notifier.events_source import DeliveredEvent, EventsSource, EventSubscription
-from notifier.scope import WatchScope, check_resume, start_sequence
+from notifier.scope import WatchScope, check_resume
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,11 @@ BOOKMARKS_SENT = Counter("assay_notifier_bookmarks_sent", "Bookmarks written to 
 OVERFLOWS = Counter(
     "assay_notifier_watch_overflows", "WatchJobs streams ended because the client fell behind"
 )
+CATCH_UPS = Counter(
+    "assay_notifier_catch_ups", "Replays from the events stream (resumes and full buffers)"
+)
 ARCHIVE_TIMEOUT = 10.0  # seconds per snapshot call to the archive
+CAUGHT_UP_CHECK = 0.05  # seconds a catch-up waits for more before asking if it is done
 
 Write = Callable[[pb.WatchJobsResponse], Awaitable[None]]
 Ending = Callable[[int], errors.AssayError]
@@ -57,10 +65,6 @@ class WatchLimits:
     buffer: int
     bookmark_interval: float
     stall_timeout: float
-
-
-class _Ended(Exception):
-    """The watch is ending: the writer stops at this message boundary."""
 
 
 def overflow(buffer: int) -> Ending:
@@ -86,6 +90,25 @@ def bookmark(cursor: int) -> pb.WatchJobsResponse:
 class Watch:
     """One WatchJobs call: ``run`` streams until the client leaves or ``end`` is called."""
 
+    __slots__ = (
+        "_archive",
+        "_catch_up",
+        "_ending",
+        "_limits",
+        "_live_cursor",
+        "_on_ending",
+        "_pending",
+        "_pending_lost",
+        "_queue",
+        "_room",
+        "_source",
+        "_wake",
+        "queued_cursor",
+        "request",
+        "scope",
+        "sent_cursor",
+    )
+
     def __init__(
         self,
         request: pb.WatchJobsRequest,
@@ -94,140 +117,194 @@ class Watch:
         source: EventsSource,
         archive: archive_grpc.ArchiveServiceAsyncStub,
         limits: WatchLimits,
+        live_cursor: Callable[[], int],
     ) -> None:
         self.request = request
         self.scope = scope
         self._source = source
         self._archive = archive
         self._limits = limits
-        # Events wait here for the client; a bookmark, too, when there is room.
-        self._queue: asyncio.Queue[pb.WatchJobsResponse] = asyncio.Queue(limits.buffer)
-        self._bookmark_queued = False
-        self._ending: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
-        self._start_seq = 1
-        self._last_received: DeliveredEvent | None = None  # for the consumer's accounting
-        self._last_cursor = 0  # the newest event queued
-        self._sent_cursor = 0  # the newest cursor written to the client
-        self._writing = False  # a write is in flight (and must not be cancelled)
+        self._live_cursor = live_cursor
+        self._queue: collections.deque[pb.WatchJobsResponse] = collections.deque()
+        self._wake = asyncio.Event()
+        self._ending: Ending | None = None
+        self._on_ending: list[Callable[[], None]] = []
+        self.queued_cursor = 0  # the newest event queued (or the start of the watch)
+        self.sent_cursor = 0  # the newest cursor written to the client
+        self._catch_up: asyncio.Task[None] | None = None
+        self._pending: list[events_pb2.JobEvent] = []  # live events that came mid-catch-up
+        self._pending_lost = False
+        self._room = asyncio.Event()  # set whenever the client took an item
+
+    # ---- state -----------------------------------------------------------------------
 
     @property
     def ending(self) -> bool:
         """Whether the watch is ending (it may still be finishing its last write)."""
-        return self._ending.done()
+        return self._ending is not None
+
+    @property
+    def catching_up(self) -> bool:
+        """Whether the watch replays from the stream instead of taking live events."""
+        return self._catch_up is not None
 
     def on_ending(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` when the watch starts ending."""
-        self._ending.add_done_callback(lambda _: callback())
+        self._on_ending.append(callback)
 
     def end(self, ending: Ending) -> None:
         """End the stream with the status ``ending`` builds (first call wins)."""
-        if not self._ending.done():
-            self._ending.set_result(ending)
-
-    async def run(self, write: Write) -> None:
-        """Subscribe, then snapshot, then stream events and bookmarks through ``write``.
-
-        Returns never; raises the ending's AssayError, or what the archive raised.
-        """
-        bounds = await self._source.bounds()
-        self._start_seq = start_sequence(self.request.resume_after, bounds)
-        self._sent_cursor = self._start_seq - 1
-        subscription = await self._source.subscribe(
-            self.scope.filter_subject(self._source.names), self._start_seq, self._deliver
-        )
-        try:
-            if self.request.resume_after:
-                # Events may have aged out while the consumer was being created.
-                check_resume(self.request.resume_after, await self._source.bounds())
-            await self._serve(write, subscription)
-        finally:
-            await subscription.close()
-
-    async def _serve(self, write: Write, subscription: EventSubscription) -> None:
-        writer = asyncio.create_task(self._write_all(write), name="watch-writer")
-        ticker = asyncio.create_task(self._bookmarks(subscription), name="watch-bookmarks")
-        try:
-            racing: list[asyncio.Future[Any]] = [writer, self._ending]
-            await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
-            if writer.done():
-                writer.result()  # the writer ends early only by raising (the archive's error)
-            ending = self._ending.result()
-            ticker.cancel()
-            await subscription.close()
-            self._queue = asyncio.Queue()  # free the buffer while the last write finishes
-            await self._stop_writer(writer)
-            raise ending(self._sent_cursor)
-        finally:
-            for task in (writer, ticker):
-                task.cancel()
-            await asyncio.gather(writer, ticker, return_exceptions=True)
-
-    async def _stop_writer(self, writer: asyncio.Task[None]) -> None:
-        """Stop the writer at a message boundary: grpc cannot end a call while a write is
-        in flight, so a write to a slow client is finished (the client reads it right
-        before the status), and only an idle writer is cancelled."""
-        if not self._writing:
-            writer.cancel()
-        await asyncio.gather(writer, return_exceptions=True)
-
-    # ---- the subscription's side -------------------------------------------------------
-
-    async def _deliver(self, delivered: DeliveredEvent) -> None:
-        """Called in stream order for each event the consumer receives; waits while the
-        buffer is full, and ends the watch if the client takes nothing for a whole
-        ``stall_timeout`` (a replay burst to a reading client never overflows)."""
-        cursor = delivered.cursor
-        if cursor < self._start_seq or cursor <= self._last_cursor or self._ending.done():
-            self._last_received = delivered
-            return  # a consumer re-created from an earlier sequence repeats itself
-        try:
-            await asyncio.wait_for(
-                self._queue.put(pb.WatchJobsResponse(event=delivered.event)),
-                self._limits.stall_timeout,
-            )
-        except TimeoutError:
-            OVERFLOWS.inc()
-            log.warning(
-                "watch overflowed: %d events buffered, none taken for %.1fs; ending it",
-                self._limits.buffer,
-                self._limits.stall_timeout,
-                extra={"job_id": delivered.event.job_id},
-            )
-            self.end(overflow(self._limits.buffer))
+        if self._ending is not None:
             return
-        self._last_cursor = cursor
-        self._last_received = delivered
+        self._ending = ending
+        self._wake.set()
+        self._room.set()
+        for callback in self._on_ending:
+            callback()
 
-    # ---- the client's side -------------------------------------------------------------
+    # ---- the hub's side: live events and bookmarks ------------------------------------
 
-    async def _write_all(self, write: Write) -> None:
-        with contextlib.suppress(_Ended):
-            await self._write_items(write)
+    def offer(self, event: events_pb2.JobEvent) -> None:
+        """A live event in this watch's scope (from the shared feed; never blocks)."""
+        if self._ending is not None or event.cursor <= self.queued_cursor:
+            return
+        if self._catch_up is not None:
+            if len(self._pending) < self._limits.buffer:
+                self._pending.append(event)
+            else:
+                self._pending_lost = True  # the replay will read them from the stream
+            return
+        if len(self._queue) >= self._limits.buffer:
+            self._start_catch_up()  # full: replay from the first event it lacks, waiting
+            self._pending.append(event)
+            return
+        self._enqueue_event(event)
 
-    async def _write_items(self, write: Write) -> None:
-        await self._snapshot(write)
-        await self._send(write, bookmark(self._start_seq - 1))
-        while not self._ending.done():
-            item = await self._queue.get()
-            if item.HasField("bookmark"):
-                self._bookmark_queued = False
-            await self._send(write, item)
+    def offer_bookmark(self) -> None:
+        """A periodic bookmark, when the watch is live and has nothing waiting: its cursor is
+        the newest the shared feed has dispatched (everything before it in scope was sent)."""
+        if self._ending is not None or self._catch_up is not None or self._queue:
+            return
+        self._queue.append(bookmark(max(self.queued_cursor, self._live_cursor())))
+        self._wake.set()
+
+    def _enqueue_event(self, event: events_pb2.JobEvent) -> None:
+        self.queued_cursor = event.cursor
+        self._queue.append(pb.WatchJobsResponse(event=event))
+        self._wake.set()
+
+    # ---- catching up from the events stream --------------------------------------------
+
+    def _start_catch_up(self) -> None:
+        CATCH_UPS.inc()
+        self._pending, self._pending_lost = [], False
+        self._catch_up = asyncio.get_running_loop().create_task(
+            self._replay(self.queued_cursor + 1), name="watch-catch-up"
+        )
+
+    async def _replay(self, start_seq: int) -> None:
+        """Deliver every event in scope from ``start_seq`` until the stream has nothing more
+        and no live event was missed meanwhile; then go live."""
+        arrived = asyncio.Event()
+        last: list[DeliveredEvent] = []
+
+        async def deliver(delivered: DeliveredEvent) -> None:
+            last[:] = [delivered]
+            arrived.set()
+            if delivered.cursor > self.queued_cursor:
+                await self._wait_for_room()
+                if self._ending is None:
+                    self._enqueue_event(delivered.event)
+
+        subscription: EventSubscription | None = None
+        try:
+            subscription = await self._source.subscribe(
+                self.scope.filter_subject(self._source.names), start_seq, deliver
+            )
+            while self._ending is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrived.wait(), CAUGHT_UP_CHECK)
+                    arrived.clear()
+                    continue
+                if not await subscription.delivered_all(last[0] if last else None):
+                    continue
+                if self._pending_lost:  # live events were dropped: read on
+                    self._pending, self._pending_lost = [], False
+                    continue
+                self._go_live()
+                return
+        except Exception as err:  # the stream or NATS failed: the client resumes elsewhere
+            log.warning("watch catch-up failed: %r", err)
+            self.end(_unavailable("the watch could not read the events stream"))
+        finally:
+            if subscription is not None:
+                await subscription.close()
+
+    def _go_live(self) -> None:
+        pending, self._pending = self._pending, []
+        self._catch_up = None
+        for event in pending:
+            if event.cursor > self.queued_cursor:
+                self._enqueue_event(event)
+
+    async def _wait_for_room(self) -> None:
+        """Wait while the buffer is full; end the watch if the client takes nothing for the
+        whole ``stall_timeout``."""
+        while len(self._queue) >= self._limits.buffer and self._ending is None:
+            self._room.clear()
+            try:
+                await asyncio.wait_for(self._room.wait(), self._limits.stall_timeout)
+            except TimeoutError:
+                OVERFLOWS.inc()
+                log.warning(
+                    "watch overflowed: %d events buffered, none taken for %.1fs; ending it",
+                    self._limits.buffer,
+                    self._limits.stall_timeout,
+                )
+                self.end(overflow(self._limits.buffer))
+
+    # ---- the client's side ---------------------------------------------------------------
+
+    async def run(self, write: Write, start_cursor: int) -> None:
+        """Snapshot, then the first bookmark, then events and bookmarks through ``write``.
+
+        ``start_cursor`` is the cursor the watch starts after (the resume point, or the
+        shared feed's position when it registered). Returns never; raises the ending's
+        AssayError, or what the archive raised.
+        """
+        self.queued_cursor = self.sent_cursor = start_cursor
+        try:
+            if start_cursor < self._live_cursor():
+                self._start_catch_up()
+            if self.request.resume_after:
+                # Events may have aged out while the watch was being set up.
+                check_resume(self.request.resume_after, await self._source.bounds())
+            await self._snapshot(write)
+            await self._send(write, bookmark(start_cursor))
+            while True:
+                if self._ending is not None:
+                    raise self._ending(self.sent_cursor)
+                if not self._queue:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                await self._send(write, self._queue.popleft())
+                self._room.set()
+        finally:
+            if self._catch_up is not None:
+                self._catch_up.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._catch_up
 
     async def _send(self, write: Write, item: pb.WatchJobsResponse) -> None:
-        if self._ending.done():
-            raise _Ended
-        self._writing = True
-        try:
-            await write(item)
-        finally:
-            self._writing = False
+        await write(item)
         kind = item.WhichOneof("kind")
         if kind == "event":
             EVENTS_SENT.inc()
-            self._sent_cursor = item.event.cursor
+            self.sent_cursor = item.event.cursor
         elif kind == "bookmark":
             BOOKMARKS_SENT.inc()
-            self._sent_cursor = max(self._sent_cursor, item.bookmark.cursor)
+            self.sent_cursor = max(self.sent_cursor, item.bookmark.cursor)
         else:
             SNAPSHOTS_SENT.inc()
 
@@ -257,29 +334,20 @@ class Watch:
             if not page_token:
                 return
 
-    # ---- bookmarks ---------------------------------------------------------------------
 
-    async def _bookmarks(self, subscription: EventSubscription) -> None:
-        while True:
-            await asyncio.sleep(self._limits.bookmark_interval)
-            if self._bookmark_queued or self._queue.full():
-                continue  # the client has not taken the last one yet, or is behind
-            cursor = await self._bookmark_cursor(subscription)
-            self._bookmark_queued = True
-            self._queue.put_nowait(bookmark(max(cursor, self._last_cursor)))
+def _unavailable(why: str) -> Ending:
+    def build(cursor: int) -> errors.AssayError:
+        return errors.Unavailable(
+            f"{why}; watch again with resume_after set to the last cursor received "
+            f"(at least {cursor})",
+            metadata={"resume_after": str(cursor)},
+        )
 
-    async def _bookmark_cursor(self, subscription: EventSubscription) -> int:
-        """The newest cursor a resume may start after without missing an event in scope.
+    return build
 
-        Once the consumer has handed over everything the stream held at some moment, the
-        stream's last sequence then is safe even if none of it was ours: an idle watcher's
-        cursor keeps up with the stream and does not expire.
-        """
-        cursor = max(self._last_cursor, self._start_seq - 1)
-        try:
-            bounds = await self._source.bounds()
-            if await subscription.delivered_all(self._last_received):
-                cursor = max(cursor, bounds.last_seq)
-        except Exception as err:  # a bookmark is best effort; the next one retries
-            log.debug("bookmark cursor lookup failed: %r", err)
-        return cursor
+
+def matches(scope: WatchScope, event: events_pb2.JobEvent) -> bool:
+    """Whether an event is in a watch's scope."""
+    if scope.job_id and event.job_id != scope.job_id:
+        return False
+    return not scope.user_id or event.user_id == scope.user_id

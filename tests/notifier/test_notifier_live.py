@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import grpc
+import nats
 
 from assay.common.v1 import job_pb2
 from assay.events.v1 import events_pb2
 from assaylib.errors import field_violations_of
+from assaylib.streams import StreamNames
 from tests.archive.helpers import Client
 from tests.notifier.watcher import Watchers
 
@@ -167,3 +169,30 @@ async def test_snapshot_then_live_events_nothing_lost_between(
         assert versions == sorted(set(versions))
         latest[event.job_id] = max(latest[event.job_id], event.job_version)
     assert latest == {done.job_id: done.version, queued.job_id: started.version}
+
+
+async def test_many_watches_share_one_consumer_and_each_gets_its_own_events(
+    watchers: Watchers, client: Client, settings
+) -> None:
+    users = [f"user-{n}" for n in range(40)]
+    for user in users:
+        await client.grant(user, 1)
+    opened = {user: watchers.open("user", user) for user in users}
+    everyone = watchers.open("operator", "ops")
+    for watcher in [*opened.values(), everyone]:
+        await watcher.live()
+
+    names = StreamNames(settings.stream_prefix)
+    nc = await nats.connect(settings.nats_url)
+    try:
+        info = await nc.jetstream().stream_info(names.events_stream)
+    finally:
+        await nc.close()
+    assert info.state.consumer_count == 1, "live watches read the notifier's one feed"
+
+    jobs = {user: await client.submit(user) for user in users}
+    for user, watcher in opened.items():
+        (event,) = await watcher.events(1)
+        assert (event.user_id, event.job_id) == (user, jobs[user].job_id)
+    seen = await everyone.events(len(users))
+    assert {e.job_id for e in seen} == {j.job_id for j in jobs.values()}
