@@ -142,20 +142,24 @@ class LocalStack:
         self,
         on_progress: Callable[[str], None] = lambda _: None,
         worker_env: Mapping[str, str] | None = None,
+        archives: int = 1,
     ) -> StackInfo:
         """Start everything, wait for every health check, record and return the stack.
-        worker_env adds environment for the worker only (tests make it slow, say)."""
+        worker_env adds environment for the worker only (tests make it slow, say); with
+        ``archives`` > 1 the other services balance over that many archive replicas."""
         if self.is_up():
             raise StackError(f"a stack is already up in {self.state_dir}; run `assay dev down`")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         try:
-            return self._up(on_progress, dict(worker_env or {}))
+            return self._up(on_progress, dict(worker_env or {}), archives)
         except BaseException:
             self.down()
             raise
 
-    def _up(self, on_progress: Callable[[str], None], worker_env: dict[str, str]) -> StackInfo:
+    def _up(
+        self, on_progress: Callable[[str], None], worker_env: dict[str, str], archives: int
+    ) -> StackInfo:
         database_url = self._database(on_progress)
         nats_url = self._nats(on_progress)
         secret = self.env.get("ASSAY_JWT_SECRET") or os.urandom(DEV_SECRET_BYTES).hex()
@@ -185,10 +189,23 @@ class LocalStack:
             self.info.pids["postgres"] = self.postgres.pid
         if self.nats is not None and self.nats.pid:
             self.info.pids["nats"] = self.nats.pid
+        replicas = []
+        for index in range(2, archives + 1):
+            label = f"archive{index}"
+            addr = f"127.0.0.1:{free_port()}"
+            on_progress(f"starting {label}")
+            self.start_service("archive", as_name=label, ASSAY_ARCHIVE_ADDR=addr)
+            replicas.append(label)
+        own = {"ASSAY_ARCHIVE_ADDR": self.env["ASSAY_ARCHIVE_ADDR"]}
+        if replicas:  # the other services balance over every replica (round robin)
+            self.env["ASSAY_ARCHIVE_ADDR"] = ",".join(
+                [own["ASSAY_ARCHIVE_ADDR"], *(self.addrs[r] for r in replicas)]
+            )
         for name in SERVICES:
             on_progress(f"starting {name}")
-            self.start_service(name, **(worker_env if name == "worker" else {}))
-        for name in SERVICES:
+            extra = {"archive": own, "worker": worker_env}.get(name, {})
+            self.start_service(name, **extra)
+        for name in [*SERVICES, *replicas]:
             on_progress(f"waiting for {name} to be healthy")
             self.wait_healthy(name)
         self._save()

@@ -11,7 +11,7 @@ import grpc.aio
 from assaylib.auth import bearer_token_interceptors
 from assaylib.config import Settings
 
-__all__ = ["CHANNEL_OPTIONS", "client_credentials", "open_channel"]
+__all__ = ["CHANNEL_OPTIONS", "channel_target", "client_credentials", "open_channel"]
 
 CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     # Detect a dead peer (e.g. a killed pod) within ~40 s even on an idle long stream.
@@ -22,6 +22,9 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     # Reconnect quickly after a server restart.
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 5_000),
+    # Spread calls over every address the name resolves to (archive replicas behind a
+    # headless Service, or a comma-separated list), not just the first.
+    ("grpc.lb_policy_name", "round_robin"),
     # Submissions are at most 1 MiB; leave headroom for the envelope.
     ("grpc.max_send_message_length", 4 * 1024 * 1024),
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
@@ -42,6 +45,12 @@ def client_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
     return grpc.ssl_channel_credentials(root_certificates=root)
 
 
+def channel_target(addr: str) -> str:
+    """The gRPC target for an address: ``host:port`` (resolved by DNS: every address of a
+    headless Service), or ``ip:port,ip:port`` for a fixed list of replicas."""
+    return f"ipv4:{addr}" if "," in addr else addr
+
+
 def open_channel(
     addr: str, settings: Settings, token: str | Callable[[], str] | None = None
 ) -> grpc.aio.Channel:
@@ -49,7 +58,9 @@ def open_channel(
     interceptors = bearer_token_interceptors(token) if token is not None else None
     credentials = client_credentials(settings)
     if credentials is None:
-        return grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS, interceptors=interceptors)
+        return grpc.aio.insecure_channel(
+            channel_target(addr), options=CHANNEL_OPTIONS, interceptors=interceptors
+        )
     return grpc.aio.secure_channel(
-        addr, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
+        channel_target(addr), credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
     )

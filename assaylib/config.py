@@ -224,7 +224,8 @@ def _address(optional: bool) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         if optional and not raw:
             return raw
-        listen_addr(raw)  # validates host:port
+        for part in raw.split(","):  # replicas: ip:port,ip:port
+            listen_addr(part)  # validates host:port
         return raw
 
     return parse

@@ -32,6 +32,7 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--json", metavar="FILE", help="also write the report as JSON")
         if name != "peer":
             sub.add_argument("--workers", type=int, default=1, help="worker processes")
+            sub.add_argument("--archives", type=int, default=1, help="archive replicas")
             sub.add_argument(
                 "--set",
                 action="append",

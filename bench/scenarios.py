@@ -25,7 +25,7 @@ def header(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
         "machine": environment.machine(),
         "servers": stack.versions(),
         "settings": dict(sorted(stack.settings.items())),
-        "processes": {"workers": args.workers},
+        "processes": {"workers": args.workers, "archives": args.archives},
     }
 
 
@@ -287,5 +287,5 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
     settings = settings_of(args.set)
     if getattr(args, "pg_stats", False):
         settings["ASSAY_DEV_POSTGRES_OPTIONS"] = PG_STATS
-    with running_stack(settings, workers=args.workers) as stack:
+    with running_stack(settings, workers=args.workers, archives=args.archives) as stack:
         return asyncio.run(scenarios[name](stack, args))

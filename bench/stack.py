@@ -137,13 +137,15 @@ def running_stack(
     env.update(settings)
     with tempfile.TemporaryDirectory(prefix="assay-bench-") as tmp:
         stack = LocalStack(Path(tmp) / "stack", env)
-        progress("starting the stack (PostgreSQL with fsync, NATS, four services)")
-        info = stack.up()
+        progress(
+            f"starting the stack (PostgreSQL with fsync, NATS, four services, {archives}"
+            f" archive(s), {workers} worker(s))"
+        )
+        info = stack.up(archives=archives)
         try:
             for index in range(2, workers + 1):
                 stack.start_service("worker", as_name=f"worker{index}")
                 stack.wait_healthy(f"worker{index}")
-            del archives  # one archive process for now
             yield BenchStack(stack, info, dict(settings))
         finally:
             progress("stopping the stack")

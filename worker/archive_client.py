@@ -17,8 +17,8 @@ from assay.archive.v1 import archive_service_pb2 as pb
 from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
 from assay.common.v1 import assessment_pb2, job_pb2
 from assaylib import errors
-from assaylib.errors import clip, error_from_rpc
 from assaylib.batching import Batcher
+from assaylib.errors import clip, error_from_rpc
 
 Reply = TypeVar("Reply", bound=Message)
 MAX_ERROR_MESSAGE = 1000  # characters of a failure's message sent to the archive

@@ -1,0 +1,53 @@
+"""`python -m bench` cannot rot: a tiny end-to-end run through the real stack writes every
+field its report promises, with the invariants checked. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_tiny_e2e_run_reports_every_figure_and_holds_the_invariants(tmp_path: Path) -> None:
+    report = tmp_path / "e2e.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "e2e",
+            "--jobs",
+            "6",
+            "--concurrency",
+            "3",
+            "--users",
+            "2",
+            "--watchers",
+            "2",
+            "--json",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads(report.read_text())
+    assert result["jobs"] == result["completed"] == 6
+    assert result["invariants_ok"] is True and result["audit"]["events"] == 18
+    assert result["jobs_per_second"] > 0
+    assert set(result["submit_latency_ms"]) == {"p50", "p95", "p99"}
+    assert set(result["event_latency_ms"]) == {"p50", "p99"}
+    assert {"cores", "memory_gib", "packages", "command"} <= set(result["machine"])
+    assert result["events_seen"] == {
+        "analysis.queued": 6,
+        "analysis.started": 6,
+        "analysis.completed": 6,
+    }
+    assert "jobs_per_second:" in done.stdout  # the printed report
