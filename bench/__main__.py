@@ -49,6 +49,7 @@ def parser() -> argparse.ArgumentParser:
     e2e.add_argument("--watchers", type=int, default=1, help="WatchJobs streams (≥ 1)")
     e2e.add_argument("--profile", metavar="DIR", help="py-spy every service into DIR")
     e2e.add_argument("--pg-stats", action="store_true", help="PostgreSQL's busiest statements")
+    e2e.add_argument("--peer", metavar="FILE", help="a `bench peer --json` report to compare")
 
     latency = scenario("submit-latency", "submit latency at a fixed offered rate (open loop)")
     latency.add_argument("--rate", type=float, default=100.0, help="submissions per second")

@@ -111,7 +111,8 @@ def start_profilers(
     return [
         subprocess.Popen(
             ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
-             "--nonblocking", "-o", os.path.join(directory, f"{name}.txt")],
+             *(["--native"] if os.environ.get("BENCH_NATIVE") else ["--nonblocking"]),
+             "-o", os.path.join(directory, f"{name}.txt")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         for name, pid in pids.items()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -104,6 +106,18 @@ async def run_e2e(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]
         "invariants_ok": bool(audit.get("ok")) and done == args.jobs,
         "audit": audit,
         **({"postgres_statements": statements} if statements else {}),
+        **compared(args, done / elapsed if elapsed > 0 else 0.0),
+    }
+
+
+def compared(args: argparse.Namespace, jobs_per_second: float) -> dict[str, Any]:
+    """The ratio to a peer run (``--peer FILE``, from ``python -m bench peer --json FILE``)."""
+    if not getattr(args, "peer", None):
+        return {}
+    peer = json.loads(Path(args.peer).read_text())
+    return {
+        "peer_jobs_per_second": peer["jobs_per_second"],
+        "ratio_to_peer": round(jobs_per_second / peer["jobs_per_second"], 2),
     }
 
 
@@ -120,13 +134,17 @@ async def statement_stats(stack: BenchStack, *, reset: bool = False) -> list[str
             await conn.execute("SELECT pg_stat_statements_reset()")
             return []
         rows = await conn.fetch(
-            "SELECT calls, round(total_exec_time::numeric, 1) AS ms, left(regexp_replace("
-            "query, '\\s+', ' ', 'g'), 90) AS query FROM pg_stat_statements"
+            "SELECT calls, round(total_exec_time::numeric, 1) AS ms,"
+            " (wal_bytes / greatest(calls, 1))::bigint AS wal,"
+            " left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS query FROM pg_stat_statements"
             " ORDER BY total_exec_time DESC LIMIT 15"
         )
     finally:
         await conn.close()
-    return [f"{r['ms']:>9} ms {r['calls']:>7} calls  {r['query']}" for r in rows]
+    return [
+        f"{r['ms']:>9} ms {r['calls']:>7} calls {r['wal']:>6} B WAL/call  {r['query']}"
+        for r in rows
+    ]
 
 
 async def run_submit_latency(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:

@@ -29,7 +29,9 @@ from bench.report import progress
 DEFAULTS = {
     "ASSAY_MAX_INFLIGHT_PER_USER": "0",
     "ASSAY_LOG_LEVEL": "WARNING",
-    "ASSAY_WORKER_CONCURRENCY": "16",
+    # The bench's analyses take 0.2 ms: a worker keeps many in flight to keep its archive
+    # calls batched (measured in bench/RESULTS.md; 16 held the worker back).
+    "ASSAY_WORKER_CONCURRENCY": "64",
 }
 """Settings of a measured stack unless the command line sets them (--set KEY=VALUE)."""
 
