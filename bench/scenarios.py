@@ -18,8 +18,6 @@ from bench.load import Submitter, Watcher, user_name
 from bench.report import percentiles, progress
 from bench.stack import BenchStack, running_stack, settings_of
 
-EVENT_TYPES = ("analysis.queued", "analysis.started", "analysis.completed")
-
 
 def header(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
     """What every report starts with: the machine, the servers, the settings."""

@@ -112,13 +112,3 @@ async def create_legacy_result(
         raw_responses,
     )
     return row
-
-
-async def count_inflight(db: Db, user_id: str) -> int:
-    """The user's jobs that are QUEUED or PROCESSING."""
-    return int(
-        await db.fetchval(
-            "SELECT count(*) FROM jobs WHERE user_id = $1 AND status IN ('QUEUED', 'PROCESSING')",
-            user_id,
-        )
-    )

@@ -20,7 +20,6 @@ another transaction holds (``SKIP LOCKED``).
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -251,11 +250,3 @@ async def apply(
 def unique_jobs(job_ids: Sequence[str]) -> bool:
     """Whether a batch names each job at most once (one statement locks a row once)."""
     return len(set(job_ids)) == len(job_ids)
-
-
-_PLACEHOLDER = re.compile(r"\$\d+")
-
-
-def placeholders(sql: str) -> int:
-    """How many distinct ``$n`` parameters a statement takes (for tests and logs)."""
-    return len(set(_PLACEHOLDER.findall(sql)))
