@@ -10,7 +10,7 @@ import asyncpg
 import grpc
 from grpc_health.v1.health import HealthServicer
 
-from archive_svc.db import create_pool, libpq_dsn
+from archive_svc.db import TRANSIENT, create_pool, libpq_dsn
 from archive_svc.records import Policy
 from archive_svc.relay import OutboxRelay
 from archive_svc.server import ALLOWED_ROLES, SERVICE_NAME, Archive, ArchiveServicer
@@ -57,6 +57,7 @@ class ArchiveApp:
             register=[lambda s: pb_grpc.add_ArchiveServiceServicer_to_server(servicer, s)],
             service_names=[SERVICE_NAME],
             allowed_roles=ALLOWED_ROLES,
+            transient_errors=TRANSIENT,
         )
         relay = OutboxRelay(
             pool,

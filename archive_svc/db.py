@@ -20,6 +20,13 @@ RETRIES = 3
 """Times a statement that lost a deadlock or a serialization race is run again; it changed
 nothing (each statement is its own transaction), so running it again is safe."""
 RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+TRANSIENT: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.PostgresConnectionError,  # cannot connect, too many connections …
+    asyncpg.exceptions.InterfaceError,  # the connection closed under the statement
+    asyncpg.exceptions.OperatorInterventionError,  # the server is shutting down
+    *RETRYABLE,  # still losing after the retries
+)
+"""PostgreSQL errors that mean "try again later": the archive answers UNAVAILABLE."""
 
 
 def libpq_dsn(database_url: str) -> str:

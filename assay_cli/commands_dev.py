@@ -77,9 +77,12 @@ class DevStack(LocalStack):
         """Start the sweep loop, recorded in pids as "sweep"; returns its pid."""
         log = open(self.logs / "sweep.log", "ab")  # noqa: SIM115 - the child owns it
         process = subprocess.Popen(
-            [sys.executable, "-m", SWEEP_MODULE, "--loop"], env=self.env, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [sys.executable, "-m", SWEEP_MODULE, "--loop"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         self.processes["sweep"] = process
         if self.info is not None:
@@ -106,8 +109,9 @@ class DevStack(LocalStack):
         return ""
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
-             common: argparse.ArgumentParser) -> None:  # fmt: skip
+def register(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     """Add ``dev up|down`` and ``demo``."""
     dev = commands.add_parser("dev", help="the local stack").add_subparsers(
         dest="action", required=True, metavar="ACTION"
@@ -128,8 +132,9 @@ def dev_up(args: argparse.Namespace) -> int:
     """``assay dev up``."""
     stack = DevStack(state_dir(args.state_dir))
     if stack.is_up():
-        raise CliError(f"the stack is already up in {stack.state_dir}; "
-                       "stop it with: assay dev down")  # fmt: skip
+        raise CliError(
+            f"the stack is already up in {stack.state_dir}; stop it with: assay dev down"
+        )
     with stop_signals():
         try:
             info = stack.start()

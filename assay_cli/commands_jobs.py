@@ -39,8 +39,9 @@ def positive_int(text: str) -> int:
     return value
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
-             common: argparse.ArgumentParser) -> None:  # fmt: skip
+def register(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     """Add the job, result, stuck and sweep commands."""
     jobs = commands.add_parser("jobs", help="list or show jobs").add_subparsers(
         dest="action", required=True, metavar="ACTION"
@@ -63,8 +64,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
     which.add_argument("--result-id", default="")
     result.set_defaults(run=results_get)
 
-    for name, run, text in (("retry", retry, "re-queue a failed job (charges again)"),
-                            ("cancel", cancel, "cancel a queued or processing job")):  # fmt: skip
+    for name, run, text in (
+        ("retry", retry, "re-queue a failed job (charges again)"),
+        ("cancel", cancel, "cancel a queued or processing job"),
+    ):
         command = commands.add_parser(name, parents=[common], help=text)
         command.add_argument("job_id", metavar="JOB")
         command.set_defaults(run=run)
@@ -148,8 +151,10 @@ async def retry(args: argparse.Namespace, conn: Connection) -> int:
     if args.json:
         output.print_json(output.to_dict(reply))
     else:
-        print(f"job {reply.job.job_id}: {output.job_status(reply.job)} "
-              f"({reply.tokens_remaining} token(s) left)")  # fmt: skip
+        print(
+            f"job {reply.job.job_id}: {output.job_status(reply.job)} "
+            f"({reply.tokens_remaining} token(s) left)"
+        )
     return EXIT_OK
 
 

@@ -36,8 +36,9 @@ CATCH_UP = 3.0  # seconds to wait for the events of a job found already finished
 EXIT_OK, EXIT_JOB_FAILED = 0, 1
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
-             common: argparse.ArgumentParser) -> None:  # fmt: skip
+def register(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     """Add ``submit`` and ``watch``."""
     submit = commands.add_parser(
         "submit", parents=[common], help="submit an assessment file (ours or the original format)"
@@ -49,8 +50,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
     submit.set_defaults(run=submit_command)
     watch = commands.add_parser("watch", parents=[common], help="stream job status events")
     watch.add_argument("--job", default="", help="one job; ends when it finishes")
-    watch.add_argument("--resume", type=int, default=0, metavar="CURSOR",
-                       help="replay the events after this cursor")  # fmt: skip
+    watch.add_argument(
+        "--resume",
+        type=int,
+        default=0,
+        metavar="CURSOR",
+        help="replay the events after this cursor",
+    )
     watch.add_argument("--user", default="", help="operators: this user's jobs (default all)")
     watch.add_argument("--snapshot", action="store_true", help="start with the current jobs")
     watch.add_argument("--timeout", type=float, default=0.0, help="stop after N s")
@@ -122,8 +128,10 @@ async def submit_command(args: argparse.Namespace, conn: Connection) -> int:
     if args.json:
         output.print_json(output.to_dict(reply))
     else:
-        print(f"submitted job {reply.job.job_id} ({output.job_status(reply.job)}); "
-              f"{reply.tokens_remaining} token(s) left")  # fmt: skip
+        print(
+            f"submitted job {reply.job.job_id} ({output.job_status(reply.job)}); "
+            f"{reply.tokens_remaining} token(s) left"
+        )
         print(f"follow it with: assay watch --job {reply.job.job_id}")
     return EXIT_OK
 
@@ -152,8 +160,9 @@ async def submit_and_follow(
             await stub.GetResult(pb.GetResultRequest(job_id=job_id), timeout=RPC_TIMEOUT)
         ).result
     if json_mode:
-        document: dict[str, Any] = output.to_dict(pb.SubmitAssessmentResponse(
-            job=job, tokens_remaining=reply.tokens_remaining))  # fmt: skip
+        document: dict[str, Any] = output.to_dict(
+            pb.SubmitAssessmentResponse(job=job, tokens_remaining=reply.tokens_remaining)
+        )
         document["events"] = [output.to_dict(event) for event in events]
         if result is not None:
             document["result"] = output.to_dict(result)
@@ -207,9 +216,11 @@ async def follow(
                     continue  # a transition already shown
                 state.version, state.status = event.job_version, event.status
                 meta = event.metadata
-                line.show(output.status_text(
-                    event.status, meta.attempt, meta.error_code, meta.processing_time_ms
-                ))  # fmt: skip
+                line.show(
+                    output.status_text(
+                        event.status, meta.attempt, meta.error_code, meta.processing_time_ms
+                    )
+                )
     except TimeoutError:
         line.end()
         job_id, status = submitted.job_id, output.status_name(state.status)
@@ -237,9 +248,11 @@ async def watch_command(args: argparse.Namespace, conn: Connection) -> int:
     """``assay watch``: events as they happen (JSON Lines with --json)."""
     notifier = await conn.notifier()
     request = notifier_pb.WatchJobsRequest(
-        user_id=args.user, job_id=args.job, resume_after=args.resume,
+        user_id=args.user,
+        job_id=args.job,
+        resume_after=args.resume,
         include_snapshot=bool(args.job) or args.snapshot,
-    )  # fmt: skip
+    )
     async with watching(notifier, request) as stream:
         try:
             async with asyncio.timeout(args.timeout or None):

@@ -26,8 +26,9 @@ def duration_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
-             common: argparse.ArgumentParser) -> None:  # fmt: skip
+def register(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     """Add ``tokens balance|grant`` and ``token mint``."""
     tokens = commands.add_parser("tokens", help="token balances").add_subparsers(
         dest="action", required=True, metavar="ACTION"
@@ -49,9 +50,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
     )
     mint.add_argument("--user", required=True)
     mint.add_argument(
-        "--role", action="append", choices=sorted(ROLES), required=True,
+        "--role",
+        action="append",
+        choices=sorted(ROLES),
+        required=True,
         help="repeat for several roles",
-    )  # fmt: skip
+    )
     mint.add_argument("--ttl", type=duration_arg, default=DEFAULT_TTL, help="default 1h")
     mint.set_defaults(run=token_mint, offline=True)
 
@@ -96,8 +100,14 @@ async def token_mint(args: argparse.Namespace, conn: Connection) -> int:
         raise CliError(f"cannot mint a token: {err}", exit_code=2) from None
     if args.json:
         expires = jwt.decode(token, options={"verify_signature": False})["exp"]
-        output.print_json({"token": token, "user_id": args.user,
-                           "roles": sorted(set(args.role)), "expires_at": expires})  # fmt: skip
+        output.print_json(
+            {
+                "token": token,
+                "user_id": args.user,
+                "roles": sorted(set(args.role)),
+                "expires_at": expires,
+            }
+        )
     else:
         print(token)
     return 0

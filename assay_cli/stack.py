@@ -252,9 +252,12 @@ class LocalStack:
         log_path = self.logs / f"{module}-{args[0] if args else 'run'}.log"
         with open(log_path, "wb") as log:
             done = subprocess.run(
-                [sys.executable, "-m", module, *args], env=self.env, stdout=log,
-                stderr=subprocess.STDOUT, check=False,
-            )  # fmt: skip
+                [sys.executable, "-m", module, *args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
         if done.returncode != 0:
             raise StackError(f"`python -m {module} {' '.join(args)}` failed; see {log_path}")
 
@@ -273,9 +276,12 @@ class LocalStack:
             process_env["ASSAY_WORKER_ADDR"] = f"127.0.0.1:{free_port()}"
         log = open(self.logs / f"{label}.log", "ab")  # noqa: SIM115 - the child owns it
         process = subprocess.Popen(
-            [sys.executable, "-m", MODULES[name]], env=process_env, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [sys.executable, "-m", MODULES[name]],
+            env=process_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         self.processes[label] = process
         self.addrs[label] = process_env[ADDR_VARS[name]]

@@ -249,43 +249,13 @@ def _with_authorization(
     )
 
 
-class BearerTokenInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor
-):
-    """Adds ``authorization: Bearer <token>`` to each call; ``token`` may be a callable.
-
-    grpc.aio files a multi-kind interceptor under its *first* kind only, so pass the list
-    from ``bearer_token_interceptors`` (or use ``channels.open_channel``) to cover
-    streaming calls too.
-    """
+class _Bearer:
+    """Adds ``authorization: Bearer <token>`` to a call; ``token`` may be a callable."""
 
     def __init__(self, token: TokenSource) -> None:
         self._token = token
 
-    async def intercept_unary_unary(
-        self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        """Send a unary call with the bearer token."""
-        return await continuation(_with_authorization(client_call_details, self._token), request)
-
-    async def intercept_unary_stream(
-        self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        """Start a server-streaming call with the bearer token."""
-        return await continuation(_with_authorization(client_call_details, self._token), request)
-
-
-class _BearerUnaryStream(grpc.aio.UnaryStreamClientInterceptor):
-    def __init__(self, token: TokenSource) -> None:
-        self._token = token
-
-    async def intercept_unary_stream(
+    async def _intercept(
         self,
         continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
         client_call_details: grpc.aio.ClientCallDetails,
@@ -294,32 +264,24 @@ class _BearerUnaryStream(grpc.aio.UnaryStreamClientInterceptor):
         return await continuation(_with_authorization(client_call_details, self._token), request)
 
 
-class _BearerStreamUnary(grpc.aio.StreamUnaryClientInterceptor):
-    def __init__(self, token: TokenSource) -> None:
-        self._token = token
+# grpc.aio files an interceptor under one call kind only (its first base), so each kind has
+# its own class; they share the one body above.
+class BearerTokenInterceptor(_Bearer, grpc.aio.UnaryUnaryClientInterceptor):
+    """The bearer token on unary calls (``bearer_token_interceptors`` covers every kind)."""
 
-    async def intercept_stream_unary(
-        self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request_iterator: Any,
-    ) -> Any:
-        details = _with_authorization(client_call_details, self._token)
-        return await continuation(details, request_iterator)
+    intercept_unary_unary = _Bearer._intercept
 
 
-class _BearerStreamStream(grpc.aio.StreamStreamClientInterceptor):
-    def __init__(self, token: TokenSource) -> None:
-        self._token = token
+class _BearerUnaryStream(_Bearer, grpc.aio.UnaryStreamClientInterceptor):
+    intercept_unary_stream = _Bearer._intercept
 
-    async def intercept_stream_stream(
-        self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request_iterator: Any,
-    ) -> Any:
-        details = _with_authorization(client_call_details, self._token)
-        return await continuation(details, request_iterator)
+
+class _BearerStreamUnary(_Bearer, grpc.aio.StreamUnaryClientInterceptor):
+    intercept_stream_unary = _Bearer._intercept  # type: ignore[assignment]
+
+
+class _BearerStreamStream(_Bearer, grpc.aio.StreamStreamClientInterceptor):
+    intercept_stream_stream = _Bearer._intercept  # type: ignore[assignment]
 
 
 def bearer_token_interceptors(token: TokenSource) -> list[grpc.aio.ClientInterceptor]:

@@ -168,29 +168,59 @@ class EmbeddedPostgres:
         if (self.data_dir / "PG_VERSION").exists():
             return
         subprocess.run(
-            [str(self._bin("initdb")), "-D", str(self.data_dir), "-U", "postgres",
-             "--auth=trust", "--encoding=UTF8", "--no-sync"],
-            check=True, capture_output=True, user=self._user(),
-        )  # fmt: skip
+            [
+                str(self._bin("initdb")),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            user=self._user(),
+        )
 
     def start(self, timeout: float = 30.0) -> None:
         """Initialise the data directory if needed and start the server; wait until ready."""
         self._initdb()
         args = [
-            str(self._bin("postgres")), "-D", str(self.data_dir),
-            "-p", str(self.port), "-h", "127.0.0.1", "-k", str(self.data_dir),
-            "-c", "max_connections=300", "-c", "shared_buffers=64MB",
-        ]  # fmt: skip
+            str(self._bin("postgres")),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-h",
+            "127.0.0.1",
+            "-k",
+            str(self.data_dir),
+            "-c",
+            "max_connections=300",
+            "-c",
+            "shared_buffers=64MB",
+        ]
         for option in self.options:
             args += ["-c", option]
         if not self.durable:
-            args += ["-c", "fsync=off", "-c", "synchronous_commit=off",
-                     "-c", "full_page_writes=off"]  # fmt: skip
+            args += [
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, user=self._user(), start_new_session=True,
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            user=self._user(),
+            start_new_session=True,
             preexec_fn=_die_with_parent(signal.SIGINT) if self.die_with_parent else None,
-        )  # fmt: skip
+        )
         log.close()
         if not self._wait_ready(timeout):
             self.kill()
@@ -273,12 +303,25 @@ class EmbeddedNats:
     def start(self, timeout: float = 20.0) -> None:
         """Start the server with JetStream on; wait until it accepts connections."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        args = [self.binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
-                "-sd", str(self.store_dir), "-l", str(self.log_path)]  # fmt: skip
+        args = [
+            self.binary(),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-js",
+            "-sd",
+            str(self.store_dir),
+            "-l",
+            str(self.log_path),
+        ]
         self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
             preexec_fn=_die_with_parent(signal.SIGTERM) if self.die_with_parent else None,
-        )  # fmt: skip
+        )
         if not wait_for_port("127.0.0.1", self.port, timeout, self.process):
             self.kill()
             raise EmbeddedServerError(f"NATS did not start; see {self.log_path}")

@@ -1,85 +1,54 @@
 """Server side of the error model: end each RPC whose servicer raised with the right status.
 
-Re-exported from ``assaylib.errors``; see ``status_for_exception`` for the mapping.
+Each service says which exception types mean "a backing service is down" (its database
+driver's, NATS's) when it builds its server; nothing here imports a driver by name.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
 import grpc.aio
+from google.rpc import status_pb2
+from grpc_status import rpc_status
 
 from assaylib._handlers import Context, Guard, GuardingInterceptor
-from assaylib.errors import (
-    STATUS_DETAILS_KEY,
-    AssayError,
-    DeadlineExceeded,
-    GrpcStatus,
-    Internal,
-    Unavailable,
-)
+from assaylib.errors import AssayError, DeadlineExceeded, Internal, Unavailable, rich_status_of
 
 __all__ = ["ErrorMappingInterceptor", "status_for_exception"]
 
 log = logging.getLogger(__name__)
 
-
-@functools.cache
-def _transient_types() -> tuple[type[BaseException], ...]:
-    """Exception types meaning "a backing service is down": imported lazily, if installed."""
-    found: list[type[BaseException]] = []
-    candidates = {
-        "asyncpg.exceptions": (
-            "PostgresConnectionError",
-            "InterfaceError",
-            "CannotConnectNowError",
-        ),
-        "sqlalchemy.exc": ("OperationalError", "InterfaceError", "TimeoutError"),
-        "nats.errors": (
-            "ConnectionClosedError",
-            "NoServersError",
-            "TimeoutError",
-            "NoRespondersError",
-            "StaleConnectionError",
-        ),
-        "nats.js.errors": ("ServiceUnavailableError",),
-    }
-    for module_name, names in candidates.items():
-        try:
-            module = __import__(module_name, fromlist=list(names))
-        except ImportError:
-            continue
-        found += [getattr(module, name) for name in names if hasattr(module, name)]
-    return tuple(found)
+Transient = tuple[type[BaseException], ...]
 
 
-def _is_transient(err: BaseException) -> bool:
-    if isinstance(err, _transient_types()):
-        return True
-    # SQLAlchemy wraps driver errors; a dropped connection is flagged on the wrapper.
-    return bool(getattr(err, "connection_invalidated", False))
+def _is_transient(err: BaseException, transient: Transient) -> bool:
+    return isinstance(err, transient)
 
 
 def _passthrough_status(err: grpc.aio.AioRpcError) -> grpc.Status:
-    trailing = tuple(
-        (key, value) for key, value in err.trailing_metadata() or () if key == STATUS_DETAILS_KEY
+    """A downstream call's failure, forwarded as it was (rich details included)."""
+    status = rich_status_of(err) or status_pb2.Status(
+        code=err.code().value[0], message=err.details() or ""
     )
-    return GrpcStatus(err.code(), err.details() or "", trailing)
+    forwarded: grpc.Status = rpc_status.to_status(status)
+    return forwarded
 
 
-def status_for_exception(err: Exception, method: str = "") -> grpc.Status:
+def status_for_exception(
+    err: Exception, method: str = "", transient: Transient = ()
+) -> grpc.Status:
     """The status a servicer exception should end its RPC with; logs what it hides."""
     if isinstance(err, AssayError):
         return err.to_status()
     if isinstance(err, grpc.aio.AioRpcError):
         return _passthrough_status(err)
-    if _is_transient(err):
+    if _is_transient(err, transient) or isinstance(err, ConnectionError):
         log.warning("%s: dependency unavailable: %r", method, err)
         return Unavailable(f"a dependency is unavailable ({type(err).__name__}); retry").to_status()
     if isinstance(err, asyncio.TimeoutError):
@@ -92,27 +61,29 @@ def status_for_exception(err: Exception, method: str = "") -> grpc.Status:
     return Internal("internal error").to_status()
 
 
-def _guard_for(method: str) -> Guard:
-    @asynccontextmanager
-    async def map_errors(context: Context, request: Any) -> AsyncIterator[None]:
-        try:
-            yield
-        except grpc.aio.AbortError:
-            raise  # the servicer (or an inner interceptor) already chose the status
-        except Exception as err:
-            await context.abort_with_status(status_for_exception(err, method))
-
-    return map_errors
-
-
 class ErrorMappingInterceptor(GuardingInterceptor):
     """Ends each RPC whose servicer raised with the right status (see ``status_for_exception``).
 
     AssayError → its rich status; a downstream call's AioRpcError → passed through unchanged;
-    PostgreSQL/NATS/connection failures → UNAVAILABLE; timeouts → DEADLINE_EXCEEDED; anything
-    else → INTERNAL "internal error", with the traceback logged but never sent.
+    a ``transient`` exception (PostgreSQL or NATS down), a connection or OS error →
+    UNAVAILABLE; timeouts → DEADLINE_EXCEEDED; anything else → INTERNAL "internal error",
+    with the traceback logged but never sent.
     """
+
+    def __init__(self, transient: Sequence[type[BaseException]] = ()) -> None:
+        self._transient: Transient = tuple(transient)
 
     def guard_for(self, details: grpc.HandlerCallDetails) -> Guard:
         """Map the exceptions of every call."""
-        return _guard_for(details.method)
+        method, transient = details.method, self._transient
+
+        @asynccontextmanager
+        async def map_errors(context: Context, request: Any) -> AsyncIterator[None]:
+            try:
+                yield
+            except grpc.aio.AbortError:
+                raise  # the servicer (or an inner interceptor) already chose the status
+            except Exception as err:
+                await context.abort_with_status(status_for_exception(err, method, transient))
+
+        return map_errors

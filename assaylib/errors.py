@@ -1,9 +1,11 @@
 """Domain errors and their gRPC status form (ARCHITECTURE §7, AIP-193).
 
-Servicers raise an ``AssayError`` subclass; ``ErrorMappingInterceptor`` turns it into a
-``google.rpc.Status`` carrying ``ErrorInfo{reason, domain: "assay"}`` (and, for
-``InvalidArgument``, a ``BadRequest`` with one field violation per bad field). Clients turn a
-failed call back into the same subclass with ``error_from_rpc``.
+Servicers raise an ``AssayError`` subclass; the server's error mapping
+(``assaylib.error_mapping``) ends the call with its ``google.rpc.Status`` carrying
+``ErrorInfo{reason, domain: "assay"}`` (and, for ``InvalidArgument``, a ``BadRequest`` with
+one field violation per bad field), through ``grpc_status.rpc_status``. Clients turn a failed
+call back into the same subclass with ``error_from_rpc``. This module imports nothing of
+Assay's; the mapping imports it, never the other way round.
 """
 
 from __future__ import annotations
@@ -11,16 +13,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 import grpc
 import grpc.aio
 from google.protobuf import any_pb2
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
-
-if TYPE_CHECKING:
-    from assaylib.error_mapping import ErrorMappingInterceptor, status_for_exception
+from grpc_status import rpc_status
 
 __all__ = [
     "DOMAIN",
@@ -28,7 +27,6 @@ __all__ = [
     "AlreadyExists",
     "AssayError",
     "DeadlineExceeded",
-    "ErrorMappingInterceptor",
     "FailedPrecondition",
     "FieldViolation",
     "InsufficientTokens",
@@ -40,7 +38,6 @@ __all__ = [
     "RateLimited",
     "ResourceExhausted",
     "ResumeTokenExpired",
-    "StaleAttempt",
     "Unauthenticated",
     "Unavailable",
     "UnsupportedAssessmentType",
@@ -48,7 +45,7 @@ __all__ = [
     "error_from_rpc",
     "field_violations_of",
     "reason_of",
-    "status_for_exception",
+    "rich_status_of",
 ]
 
 DOMAIN = "assay"
@@ -79,16 +76,6 @@ class FieldViolation:
 
     field: str
     description: str
-
-
-class _Status(NamedTuple):
-    code: grpc.StatusCode
-    details: str
-    trailing_metadata: tuple[tuple[str, str | bytes], ...]
-
-
-class GrpcStatus(_Status, grpc.Status):
-    """A concrete ``grpc.Status`` for ``context.abort_with_status``."""
 
 
 class AssayError(Exception):
@@ -131,10 +118,8 @@ class AssayError(Exception):
 
     def to_status(self) -> grpc.Status:
         """This error as a ``grpc.Status`` for ``context.abort_with_status``."""
-        rich = self.to_rpc_status()
-        return GrpcStatus(
-            self.code, rich.message, ((STATUS_DETAILS_KEY, rich.SerializeToString()),)
-        )
+        status: grpc.Status = rpc_status.to_status(self.to_rpc_status())
+        return status
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, reason={self.reason!r})"
@@ -212,12 +197,6 @@ class InvalidTransition(FailedPrecondition):
     reason = "INVALID_TRANSITION"
 
 
-class StaleAttempt(FailedPrecondition):
-    """A worker reported for an attempt that was superseded or swept."""
-
-    reason = "STALE_ATTEMPT"
-
-
 class UnsupportedAssessmentType(FailedPrecondition):
     """A valid assessment name for which no analyzer is available."""
 
@@ -284,7 +263,6 @@ _BY_REASON: dict[str, type[AssayError]] = {
     for cls in (
         InsufficientTokens,
         InvalidTransition,
-        StaleAttempt,
         UnsupportedAssessmentType,
         RateLimited,
         ResumeTokenExpired,
@@ -311,16 +289,13 @@ _BY_CODE: dict[grpc.StatusCode, type[AssayError]] = {
 
 
 def rich_status_of(err: grpc.RpcError) -> status_pb2.Status | None:
-    """The ``google.rpc.Status`` in a failed call's trailing metadata, if any."""
-    trailing = getattr(err, "trailing_metadata", None)
-    pairs = trailing() if callable(trailing) else None
-    for key, value in pairs or ():
-        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
-            try:
-                return status_pb2.Status.FromString(value)
-            except DecodeError:
-                return None
-    return None
+    """The ``google.rpc.Status`` in a failed call's trailing metadata, if any (and well
+    formed)."""
+    try:
+        status: status_pb2.Status | None = rpc_status.from_call(err)
+    except Exception:  # no metadata, a code that disagrees, bytes that do not decode
+        return None
+    return status
 
 
 def error_from_rpc(err: grpc.RpcError) -> AssayError:
@@ -392,12 +367,3 @@ def field_violations_of(err: BaseException) -> list[FieldViolation]:
     if isinstance(err, grpc.RpcError):
         err = error_from_rpc(err)
     return list(err.violations) if isinstance(err, InvalidArgument) else []
-
-
-def __getattr__(name: str) -> Any:
-    # The server-side mapping lives in error_mapping (it imports this module); re-exported here.
-    if name in ("ErrorMappingInterceptor", "status_for_exception"):
-        from assaylib import error_mapping
-
-        return getattr(error_mapping, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

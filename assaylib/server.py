@@ -62,9 +62,11 @@ async def create_server(
     register: Sequence[Callable[[grpc.aio.Server], None]],
     service_names: Sequence[str],
     allowed_roles: Iterable[str],
+    transient_errors: Sequence[type[BaseException]] = (),
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
     """Start a server on ``bind`` with the servicers ``register`` adds; return it, its port and
     its health servicer (a ``grpc_health.v1.health.aio.HealthServicer``).
+    ``transient_errors`` are the exceptions that mean a backing service is down (UNAVAILABLE).
 
     Interceptors, outermost first: metrics, error mapping, authentication (health and
     reflection are exempt), then the decode guard (a request that does not decode is
@@ -74,7 +76,7 @@ async def create_server(
     server = grpc.aio.server(
         interceptors=[
             RpcMetricsInterceptor(),
-            ErrorMappingInterceptor(),
+            ErrorMappingInterceptor(transient_errors),
             AuthInterceptor(settings.jwt_secret, allowed_roles),
             DecodeGuardInterceptor(),
         ],

@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
+import nats.errors
+import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -19,6 +21,16 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError
 
+NATS_TRANSIENT: tuple[type[BaseException], ...] = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.NoServersError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.StaleConnectionError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.APIError,  # the server refused for now (limits, leadership change)
+)
+"""NATS errors that mean "try again later": a server answers UNAVAILABLE."""
 DUPLICATE_WINDOW = 600.0  # seconds; ≥ 2 min, long enough to cover a relay restart
 WORKER_CONSUMER = "analysis-workers"
 

@@ -110,14 +110,25 @@ def start_profilers(
     os.makedirs(directory, exist_ok=True)
     return [
         subprocess.Popen(
-            ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
-             *(["--native"] if os.environ.get("BENCH_NATIVE") else ["--nonblocking"]),
-             "-o", os.path.join(directory, f"{name}.txt")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "py-spy",
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                *(["--native"] if os.environ.get("BENCH_NATIVE") else ["--nonblocking"]),
+                "-o",
+                os.path.join(directory, f"{name}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         for name, pid in pids.items()
         if name in PROFILED or name.startswith("worker")
-    ]  # fmt: skip
+    ]
 
 
 def stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:

@@ -26,8 +26,10 @@ def main() -> None:
             if not stack or (args.match and args.match not in stack):
                 continue
             count = int(count_text)
-            frames = [frame.split(" (")[0] + " " + frame.split("/")[-1].rstrip(")")
-                      for frame in stack.split(";")]  # fmt: skip
+            frames = [
+                frame.split(" (")[0] + " " + frame.split("/")[-1].rstrip(")")
+                for frame in stack.split(";")
+            ]
             total += count
             for frame in set(frames):
                 inclusive[frame] += count

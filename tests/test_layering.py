@@ -47,3 +47,51 @@ def test_generated_code_imports_nothing_of_ours() -> None:
         if names - {"assay"}
     }
     assert not violations
+
+
+def module_name(path: Path) -> str:
+    """The dotted module name of a source file under the repository root."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(packages: tuple[str, ...]) -> dict[str, set[str]]:
+    """Module → the modules of ours it imports (any import, at any depth in the file)."""
+    modules = {
+        module_name(path): path for package in packages for path in (ROOT / package).rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                # `from package import submodule` needs the submodule, not the package's body.
+                submodules = {f"{node.module}.{alias.name}" for alias in node.names}
+                found = submodules & modules.keys()
+                targets |= found
+                if len(found) < len(submodules):
+                    targets.add(node.module)
+        graph[name] = {target for target in targets if target in modules and target != name}
+    return graph
+
+
+def test_no_import_cycle_anywhere_in_the_tree() -> None:
+    graph = import_graph((*SERVICES, "assaylib", "assay_cli", "bench"))
+    state: dict[str, str] = {}
+    cycles: list[list[str]] = []
+
+    def visit(module: str, trail: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                cycles.append([*trail[trail.index(target) :], target])
+            elif target not in state:
+                visit(target, [*trail, target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, f"import cycles: {cycles[:5]}"

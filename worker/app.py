@@ -24,7 +24,12 @@ from assaylib.auth import service_token_provider
 from assaylib.channels import open_channel
 from assaylib.config import Settings, listen_addr
 from assaylib.server import create_server, shutdown
-from assaylib.streams import StreamNames, ensure_streams, ensure_worker_consumer
+from assaylib.streams import (
+    NATS_TRANSIENT,
+    StreamNames,
+    ensure_streams,
+    ensure_worker_consumer,
+)
 from worker.advisories import MaxDeliveriesWatcher
 from worker.analyzers import analyze as default_analyze
 from worker.archive_client import ArchiveClient
@@ -100,6 +105,7 @@ class WorkerApp:
             register=[],
             service_names=[SERVICE_NAME],
             allowed_roles=ALLOWED_ROLES,
+            transient_errors=NATS_TRANSIENT,
         )
         await set_health(health, NOT_SERVING)  # until NATS and the consumer are ready
         try:
@@ -125,8 +131,11 @@ class WorkerApp:
         await set_health(health, SERVING)
         log.info(
             "worker %s pulling %s (concurrency %d, health on port %d)",
-            worker_id, names.worker_consumer, settings.worker_concurrency, port,
-        )  # fmt: skip
+            worker_id,
+            names.worker_consumer,
+            settings.worker_concurrency,
+            port,
+        )
         return cls(
             settings, worker_id, nc, channel, consumer, advisories, server, port, health, executor
         )

@@ -132,9 +132,12 @@ class JobRunner:
             finally:
                 await heartbeat.stop()
             log.info(
-                "job message %s: %s (%s)", decision.action.value, decision.outcome, decision.reason,
+                "job message %s: %s (%s)",
+                decision.action.value,
+                decision.outcome,
+                decision.reason,
                 extra=heartbeat.log_extra,
-            )  # fmt: skip
+            )
             return await self._dispose(msg, decision)
         finally:
             metrics.JOBS_IN_FLIGHT.dec()
@@ -274,9 +277,13 @@ class JobRunner:
     async def _retry_or_give_up(self, lease: Lease, err: BaseException) -> Decision:
         code = error_code_of(err)
         log.warning(
-            "attempt %d of %d failed: %s: %s", lease.attempt, self.settings.max_attempts, code,
-            err or type(err).__name__, extra=lease.log_extra(),
-        )  # fmt: skip
+            "attempt %d of %d failed: %s: %s",
+            lease.attempt,
+            self.settings.max_attempts,
+            code,
+            err or type(err).__name__,
+            extra=lease.log_extra(),
+        )
         if lease.attempt >= self.settings.max_attempts:
             message = f"gave up after {lease.attempt} attempt(s); last error {code}: {err}"
             return await self._fail(lease, ATTEMPTS_EXHAUSTED, message)

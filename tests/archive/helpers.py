@@ -77,20 +77,25 @@ class Client:
         """Complete job as its current worker and attempt."""
         reply = await self.stub.CompleteJob(
             pb.CompleteJobRequest(
-                job_id=job.job_id, worker_id=job.worker_id, attempt=job.attempt,
+                job_id=job.job_id,
+                worker_id=job.worker_id,
+                attempt=job.attempt,
                 test_result=profile(),
             )
-        )  # fmt: skip
+        )
         return reply.job
 
     async def fail(self, job: job_pb2.Job, code: str = "BROKEN") -> job_pb2.Job:
         """Fail job as its current worker (or without one when QUEUED)."""
         reply = await self.stub.FailJob(
             pb.FailJobRequest(
-                job_id=job.job_id, worker_id=job.worker_id, attempt=job.attempt,
-                error_code=code, error_message="it broke",
+                job_id=job.job_id,
+                worker_id=job.worker_id,
+                attempt=job.attempt,
+                error_code=code,
+                error_message="it broke",
             )
-        )  # fmt: skip
+        )
         return reply.job
 
     async def cancel(self, job: job_pb2.Job, user: str = "") -> job_pb2.Job:

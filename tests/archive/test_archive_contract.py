@@ -139,8 +139,10 @@ async def test_no_token_is_unauthenticated(archive) -> None:
         )
 
 
-@pytest.mark.parametrize(("role", "code"), [("user", grpc.StatusCode.PERMISSION_DENIED),
-                                            ("operator", grpc.StatusCode.OK)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("role", "code"),
+    [("user", grpc.StatusCode.PERMISSION_DENIED), ("operator", grpc.StatusCode.OK)],
+)
 async def test_archive_accepts_only_service_and_operator(archive, role, code) -> None:
     interceptors = bearer_token_interceptors(token(role, "someone"))
     async with grpc.aio.insecure_channel(
@@ -170,8 +172,9 @@ async def test_migrated_schema_matches_the_models(database: str) -> None:
 def test_generated_code_is_fresh(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, str(ROOT / "tools" / "gen_protos.py"), str(tmp_path)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
     stale = _differences(filecmp.dircmp(ROOT / "gen" / "assay", tmp_path / "assay"))
     assert not stale, f"gen/ is stale; run `make gen`: {stale}"
 

@@ -46,8 +46,11 @@ async def test_sweep_fails_only_stuck_jobs(archive_stub, database: str) -> None:
     stored = await client.get(stale.job_id)
     assert stored.status == job_pb2.JOB_STATUS_FAILED and stored.error_code == "STUCK"
     assert "no heartbeat" in stored.error_message
-    for job, status in ((fresh, job_pb2.JOB_STATUS_PROCESSING), (queued, job_pb2.JOB_STATUS_QUEUED),
-                        (done, job_pb2.JOB_STATUS_COMPLETED)):  # fmt: skip
+    for job, status in (
+        (fresh, job_pb2.JOB_STATUS_PROCESSING),
+        (queued, job_pb2.JOB_STATUS_QUEUED),
+        (done, job_pb2.JOB_STATUS_COMPLETED),
+    ):
         assert (await client.get(job.job_id)).status == status
     again = await archive_stub.SweepStuckJobs(sweep_request())
     assert again.found == 0 and not again.jobs  # refunded exactly once

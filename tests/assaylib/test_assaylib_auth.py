@@ -20,7 +20,7 @@ from assaylib.auth import (
     service_token_provider,
     verify_token,
 )
-from assaylib.errors import ErrorMappingInterceptor
+from assaylib.error_mapping import ErrorMappingInterceptor
 from tests.assaylib.conftest import ServerFactory, probe_stream, probe_unary
 
 SECRET = "test-secret-0123456789-0123456789-abcdef"  # the same as conftest's jwt_secret

@@ -10,7 +10,8 @@ import pytest
 from google.rpc import error_details_pb2
 
 from assaylib import errors
-from assaylib.errors import ErrorMappingInterceptor, FieldViolation
+from assaylib.error_mapping import ErrorMappingInterceptor
+from assaylib.errors import FieldViolation
 from tests.assaylib.conftest import ServerFactory, probe_stream, probe_unary
 
 

@@ -26,14 +26,38 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 def _issue(name: str, cwd: Path) -> None:
     _openssl(
-        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-        "-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", cwd=cwd,
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", f"{name}.pem", "-days", "1", "-copy_extensions", "copy",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        "-subj",
+        f"/CN={name}",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost",
         cwd=cwd,
-    )  # fmt: skip
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        f"{name}.pem",
+        "-days",
+        "1",
+        "-copy_extensions",
+        "copy",
+        cwd=cwd,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +65,21 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A throwaway CA with a server and a client certificate."""
     cwd = tmp_path_factory.mktemp("pki")
     _openssl(
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-        "-days", "1", "-subj", "/CN=assay-test-ca", cwd=cwd,
-    )  # fmt: skip
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=assay-test-ca",
+        cwd=cwd,
+    )
     _issue("server", cwd)
     _issue("client", cwd)
     return cwd

@@ -174,10 +174,14 @@ def process_env(**extra: str) -> dict[str, str]:
 
 async def test_bad_configuration_exits_2_with_one_line() -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "assessment_svc",
-        cwd=REPO, env=process_env(ASSAY_TOKEN_COST="lots"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "assessment_svc",
+        cwd=REPO,
+        env=process_env(ASSAY_TOKEN_COST="lots"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 2
     lines = stderr.decode().strip().splitlines()
@@ -196,7 +200,9 @@ async def wait_serving(port: int, within: float = 30.0) -> None:
 async def test_process_serves_and_stops_on_sigterm(archive, archive_stub) -> None:
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "assessment_svc",
+        sys.executable,
+        "-m",
+        "assessment_svc",
         cwd=REPO,
         env=process_env(
             ASSAY_JWT_SECRET=JWT_SECRET,
@@ -204,8 +210,9 @@ async def test_process_serves_and_stops_on_sigterm(archive, archive_stub) -> Non
             ASSAY_ARCHIVE_ADDR=f"127.0.0.1:{archive.port}",
             ASSAY_SHUTDOWN_GRACE="2s",
         ),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         await wait_serving(port)
         await grant(archive_stub, "alice", 1)

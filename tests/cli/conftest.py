@@ -52,9 +52,15 @@ class Cli:
     ) -> asyncio.subprocess.Process:
         """Start the CLI without waiting for it."""
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "assay_cli", *args, cwd=REPO, env=env or self.env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "assay_cli",
+            *args,
+            cwd=REPO,
+            env=env or self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
 
     async def run(
         self, *args: str, env: dict[str, str] | None = None, limit: float = RUN_TIMEOUT

@@ -87,6 +87,7 @@ async def test_refusals_from_a_running_stack(cli: Cli, stack) -> None:
     broke = await cli.run("submit", str(EXAMPLES / "teacher-social.json"), "--token", token)
     user_error(broke, 1, "error: FAILED_PRECONDITION INSUFFICIENT_TOKENS: ")
 
-    not_operator = await cli.run("tokens", "grant", "--user", "ivy", "--amount", "9",
-                                 "--token", token)  # fmt: skip
+    not_operator = await cli.run(
+        "tokens", "grant", "--user", "ivy", "--amount", "9", "--token", token
+    )
     user_error(not_operator, 1, "error: PERMISSION_DENIED")

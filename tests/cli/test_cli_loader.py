@@ -21,9 +21,11 @@ def violations_of(name: str) -> list[str]:
     request, warnings = load_submission(EXAMPLES / f"{name}.json")
     assert warnings == []
     found = submission_violations(
-        request.assessment_name, request.assessment_data, request.raw_responses,
+        request.assessment_name,
+        request.assessment_data,
+        request.raw_responses,
         request.ByteSize(),
-    )  # fmt: skip
+    )
     return [f"{v.field}: {v.description}" for v in found]
 
 
@@ -59,14 +61,18 @@ def test_original_format_equals_ours() -> None:
 
 
 def test_raw_responses_in_every_shape() -> None:
-    request, _ = parse_submission({
-        "rawResponses": {
-            "riasec": [{"questionId": "R1", "value": 4, "weight": 2}],
-            "open": [{"question_id": "why", "value": "because"},
-                     {"question_id": "ok", "value": True}],
-            "proto": {"items": [{"questionId": "P", "numberValue": 7, "meta": {"k": "v"}}]},
+    request, _ = parse_submission(
+        {
+            "rawResponses": {
+                "riasec": [{"questionId": "R1", "value": 4, "weight": 2}],
+                "open": [
+                    {"question_id": "why", "value": "because"},
+                    {"question_id": "ok", "value": True},
+                ],
+                "proto": {"items": [{"questionId": "P", "numberValue": 7, "meta": {"k": "v"}}]},
+            }
         }
-    })  # fmt: skip
+    )
     responses = request.raw_responses.responses
     first = responses["riasec"].items[0]
     assert (first.question_id, first.number_value, first.weight) == ("R1", 4.0, 2.0)
@@ -85,13 +91,15 @@ def test_proto3_json_of_a_request_round_trips() -> None:
 
 def test_mistakes_the_request_cannot_hold() -> None:
     with pytest.raises(SubmissionFileError) as caught:
-        parse_submission({
-            "assessment_data": {
-                "riasec": {"realistic": "high", "social": True, "artistic": 4.5, "nope": 1},
-                "industry": {},
-            },
-            "raw_responses": {"x": [{"question_id": 3, "value": [1]}]},
-        })  # fmt: skip
+        parse_submission(
+            {
+                "assessment_data": {
+                    "riasec": {"realistic": "high", "social": True, "artistic": 4.5, "nope": 1},
+                    "industry": {},
+                },
+                "raw_responses": {"x": [{"question_id": 3, "value": [1]}]},
+            }
+        )
     fields = [v.field for v in caught.value.violations]
     assert fields == [
         "assessment_data.riasec.realistic",

@@ -23,8 +23,18 @@ from tests.cli.conftest import (
 )
 
 SERVICES = {"archive", "assessment", "worker", "notifier", "sweep"}
-STACK_KEYS = {"assessment", "archive", "notifier", "worker", "token", "jwt_secret", "state_dir",
-              "database_url", "nats_url", "pids"}  # fmt: skip
+STACK_KEYS = {
+    "assessment",
+    "archive",
+    "notifier",
+    "worker",
+    "token",
+    "jwt_secret",
+    "state_dir",
+    "database_url",
+    "nats_url",
+    "pids",
+}
 
 pytestmark = pytest.mark.e2e
 
@@ -54,8 +64,10 @@ async def test_up_submit_watch_down_leaves_no_process(cli: Cli, cli_env) -> None
         assert outcome["tokensRemaining"] == "2"
         events = outcome["events"]
         assert [e["eventType"] for e in events] == [
-            "analysis.queued", "analysis.started", "analysis.completed"
-        ]  # fmt: skip
+            "analysis.queued",
+            "analysis.started",
+            "analysis.completed",
+        ]
         assert {e["jobId"] for e in events} == {job["jobId"]}
         versions = [int(e["jobVersion"]) for e in events]
         assert versions == sorted(set(versions))

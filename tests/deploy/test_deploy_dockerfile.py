@@ -107,8 +107,14 @@ def test_the_context_admits_every_package_and_nothing_else():
         where = "gen/assay" if package == "assay" else package
         assert _admitted(f"{where}/__init__.py"), f"{where} is not in the build context"
     assert _admitted("pyproject.toml") and _admitted("README.md")
-    for private in (".venv/bin/python", ".git/config", "tests/conftest.py", ".assay/state",
-                    "archive_svc/__pycache__/x.pyc", "bench/run.py"):  # fmt: skip
+    for private in (
+        ".venv/bin/python",
+        ".git/config",
+        "tests/conftest.py",
+        ".assay/state",
+        "archive_svc/__pycache__/x.pyc",
+        "bench/run.py",
+    ):
         assert not _admitted(private), private
 
 
@@ -131,10 +137,24 @@ def test_the_build_context_makes_a_complete_wheel(tmp_path):
     context.mkdir()
     _context(context)
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation",
-         "--quiet", "--wheel-dir", str(tmp_path / "dist")],
-        cwd=context, capture_output=True, text=True, timeout=90, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            ".",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "--wheel-dir",
+            str(tmp_path / "dist"),
+        ],
+        cwd=context,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     (wheel,) = (tmp_path / "dist").glob("assay-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())

@@ -98,11 +98,14 @@ def test_the_base_secret_is_referenced_not_committed(rendered):
     assert {"jwt-secret", "database-url"} <= set(dev_secret["data"])
 
 
-@pytest.mark.parametrize(("tree", "image"), [
-    ("base", "assay:latest"),
-    ("dev", "assay:dev"),
-    ("prod", "registry.example.com/assay:0.1.0"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("tree", "image"),
+    [
+        ("base", "assay:latest"),
+        ("dev", "assay:dev"),
+        ("prod", "registry.example.com/assay:0.1.0"),
+    ],
+)
 def test_overlays_override_the_image(rendered, tree, image):
     for workload in workloads(rendered[tree]):
         for container in containers(workload):

@@ -33,9 +33,10 @@ def _alert_rules() -> list[dict[str, Any]]:
 def test_the_runbook_names_objects_the_overlays_create(rendered):
     text = RUNBOOK.read_text()
     names = {
-        (kind, name) for manifests in rendered.values() for kind, name in
-        ((m["kind"], m["metadata"]["name"]) for m in manifests)
-    }  # fmt: skip
+        (kind, name)
+        for manifests in rendered.values()
+        for kind, name in ((m["kind"], m["metadata"]["name"]) for m in manifests)
+    }
     commands = "\n".join(line for line in text.splitlines() if "kubectl" in line)
     references = set(REFERENCE.findall(commands))
     assert ("cronjob", "assay-sweep") in references

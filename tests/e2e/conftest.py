@@ -62,9 +62,12 @@ class E2E:
 
 @pytest.fixture
 async def e2e(
-    servers: Servers, database: str, stream_names: StreamNames, tmp_path: Path,
+    servers: Servers,
+    database: str,
+    stream_names: StreamNames,
+    tmp_path: Path,
     request: pytest.FixtureRequest,
-) -> AsyncIterator[E2E]:  # fmt: skip
+) -> AsyncIterator[E2E]:
     """The whole mesh as processes on this test's database and streams. A test marked
     `@pytest.mark.worker_env(KEY=value)` starts its first worker with that environment."""
     env = {
@@ -84,9 +87,12 @@ async def e2e(
     )
     watchers = Watchers(int(info.notifier.rsplit(":", 1)[1]))
     harness = E2E(
-        stack, info, Client(archive_service_pb2_grpc.ArchiveServiceStub(channel)), watchers,
+        stack,
+        info,
+        Client(archive_service_pb2_grpc.ArchiveServiceStub(channel)),
+        watchers,
         [channel],
-    )  # fmt: skip
+    )
     try:
         yield harness
     finally:

@@ -53,8 +53,10 @@ async def test_submit_is_analysed_and_watched(e2e: E2E) -> None:
 
     events = await events_until(watcher, job.job_id, "analysis.completed")
     assert [e.event_type for e in events] == [
-        "analysis.queued", "analysis.started", "analysis.completed",
-    ]  # fmt: skip
+        "analysis.queued",
+        "analysis.started",
+        "analysis.completed",
+    ]
     assert [e.job_version for e in events] == [1, 2, 3]
     assert all(e.result_id == job.result_id and e.user_id == "alice" for e in events)
     assert events[0].cursor < events[1].cursor < events[2].cursor
@@ -136,8 +138,10 @@ async def test_retry_after_failure_charges_and_runs_again(e2e: E2E) -> None:
     assert retried.job.status == job_pb2.JOB_STATUS_QUEUED and retried.tokens_remaining == 1
     events = await events_until(watcher, job.job_id, "analysis.failed")
     assert [e.event_type for e in events] == [
-        "analysis.queued", "analysis.started", "analysis.failed",
-    ]  # fmt: skip
+        "analysis.queued",
+        "analysis.started",
+        "analysis.failed",
+    ]
     assert (await e2e.archive.get(job.job_id)).charge_count == 2
     assert await e2e.archive.balance("erin") == 2
     await check_invariants(e2e.info.database_url)
@@ -159,8 +163,10 @@ async def test_watcher_resumes_across_a_gap(e2e: E2E) -> None:
     resumed = e2e.watchers.open(user="fay", resume_after=cursor)
     replay = await events_until(resumed, two.job_id, "analysis.completed")
     assert [e.event_type for e in replay] == [
-        "analysis.queued", "analysis.started", "analysis.completed",
-    ]  # fmt: skip
+        "analysis.queued",
+        "analysis.started",
+        "analysis.completed",
+    ]
     assert all(e.cursor > cursor for e in replay)
     ids = [e.event_id for e in seen + replay]
     assert len(ids) == len(set(ids)), "an event was delivered twice"
@@ -180,8 +186,11 @@ async def test_invalid_submission_leaves_nothing(e2e: E2E) -> None:
         e2e.assessment("gus").SubmitAssessment(request), grpc.StatusCode.INVALID_ARGUMENT
     )
     fields = {v.field for v in error.violations}
-    assert {"assessment_name", "assessment_data.riasec.social",
-            "assessment_data.ocean.openness"} <= fields  # fmt: skip
+    assert {
+        "assessment_name",
+        "assessment_data.riasec.social",
+        "assessment_data.ocean.openness",
+    } <= fields
     assert await e2e.archive.balance("gus") == 1
     listed = await e2e.archive.stub.ListJobs(archive_pb.ListJobsRequest(user_id="gus"))
     assert not listed.jobs

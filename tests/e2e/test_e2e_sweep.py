@@ -51,12 +51,20 @@ class SweepLoop:
 
 @pytest.fixture
 async def sweeps(e2e: E2E) -> AsyncIterator[SweepLoop]:
-    env = {**e2e.stack.env, "ASSAY_STUCK_AFTER": f"{STUCK_AFTER}s",
-           "ASSAY_SWEEP_INTERVAL": f"{SWEEP_INTERVAL}s"}  # fmt: skip
+    env = {
+        **e2e.stack.env,
+        "ASSAY_STUCK_AFTER": f"{STUCK_AFTER}s",
+        "ASSAY_SWEEP_INTERVAL": f"{SWEEP_INTERVAL}s",
+    }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "assessment_svc.sweep", "--loop", env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "assessment_svc.sweep",
+        "--loop",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     loop = SweepLoop(process)
     yield loop
     await loop.stop()
@@ -117,8 +125,9 @@ async def test_fault_with_a_second_worker_ends_in_takeover(
     os.kill(worker, signal.SIGKILL if fault == "kill" else signal.SIGSTOP)
     events = await events_until(watcher, job.job_id, "analysis.completed")
     assert [(e.event_type, e.metadata.attempt) for e in events] == [
-        ("analysis.started", 2), ("analysis.completed", 2),
-    ]  # fmt: skip
+        ("analysis.started", 2),
+        ("analysis.completed", 2),
+    ]
     if fault == "freeze":
         before = await snapshot(e2e.info.database_url)
         os.kill(worker, signal.SIGCONT)

@@ -25,9 +25,14 @@ async def run_sweep(settings: Settings, port: int, *args: str) -> tuple[int, dic
         "ASSAY_SWEEP_MAX_FRACTION": "0.5",
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "assessment_svc.sweep", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "assessment_svc.sweep",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     last = out.decode().strip().splitlines()[-1]
     assert process.returncode is not None

@@ -184,8 +184,10 @@ async def get_job(stub: pb_grpc.ArchiveServiceAsyncStub, job_id: str) -> job_pb2
 async def ledger_kinds(stub: pb_grpc.ArchiveServiceAsyncStub, job_id: str) -> list[str]:
     """The kinds of one job's ledger entries (DEBIT, REFUND), oldest first."""
     reply = await stub.ListLedgerEntries(pb.ListLedgerEntriesRequest(job_id=job_id))
-    return [pb.LedgerEntryKind.Name(e.kind).removeprefix("LEDGER_ENTRY_KIND_") for e in
-            reversed(reply.entries)]  # fmt: skip
+    return [
+        pb.LedgerEntryKind.Name(e.kind).removeprefix("LEDGER_ENTRY_KIND_")
+        for e in reversed(reply.entries)
+    ]
 
 
 async def wait_until(

@@ -302,16 +302,33 @@ def test_justifications_cite_the_scores() -> None:
 # --- JSON form --------------------------------------------------------------------------------
 
 PROFILE_KEYS = {
-    "archetype", "coreMotivators", "learningStyle", "shortSummary", "strengthSummary",
-    "strengths", "weaknessSummary", "weaknesses", "careerRecommendation", "insights",
-    "skillSuggestion", "possiblePitfalls", "riskTolerance", "workEnvironment", "roleModel",
-    "developmentActivities", "analyzer",
-}  # fmt: skip
+    "archetype",
+    "coreMotivators",
+    "learningStyle",
+    "shortSummary",
+    "strengthSummary",
+    "strengths",
+    "weaknessSummary",
+    "weaknesses",
+    "careerRecommendation",
+    "insights",
+    "skillSuggestion",
+    "possiblePitfalls",
+    "riskTolerance",
+    "workEnvironment",
+    "roleModel",
+    "developmentActivities",
+    "analyzer",
+}
 CAREER_KEYS = {"careerName", "justification", "relatedMajors", "careerProspect"}
 PROSPECT_KEYS = {
-    "jobAvailability", "salaryPotential", "careerProgression", "industryGrowth",
-    "skillDevelopment", "aiOvertake",
-}  # fmt: skip
+    "jobAvailability",
+    "salaryPotential",
+    "careerProgression",
+    "industryGrowth",
+    "skillDevelopment",
+    "aiOvertake",
+}
 
 
 def test_json_form_has_the_original_field_names() -> None:

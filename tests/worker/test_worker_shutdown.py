@@ -89,9 +89,13 @@ async def test_python_m_worker_processes_a_job_and_exits_0_on_sigterm(
     archive_stub, worker_settings: Settings, events: EventLog
 ) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker", env=_environment(worker_settings),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "worker",
+        env=_environment(worker_settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         job = await submit(archive_stub)
         await events.wait_for(job.job_id, "analysis.completed", within=60.0)
@@ -109,9 +113,13 @@ async def test_python_m_worker_processes_a_job_and_exits_0_on_sigterm(
 async def test_python_m_worker_exits_2_on_bad_configuration(worker_settings: Settings) -> None:
     env = _environment(worker_settings) | {"ASSAY_WORKER_CONCURRENCY": "zero"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker", env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "worker",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     async with asyncio.timeout(30):
         _out, err = await process.communicate()
     assert process.returncode == 2

@@ -120,7 +120,11 @@ async def test_retry_transient_retries_outages_but_not_refusals() -> None:
 
 
 def test_refusals_and_transient_errors_are_told_apart() -> None:
-    for refusal in (errors.InvalidTransition("x"), errors.NotFound("x"), errors.StaleAttempt("x")):
+    for refusal in (
+        errors.InvalidTransition("x"),
+        errors.NotFound("x"),
+        errors.InvalidArgument([]),
+    ):
         assert is_refusal(refusal) and not is_transient(refusal)
     for transient in (errors.Unavailable("x"), errors.DeadlineExceeded("x"), errors.Internal("x")):
         assert is_transient(transient) and not is_refusal(transient)
