@@ -15,12 +15,13 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from assaylib import validation as v
 from assaylib.errors import FieldViolation, InvalidArgument
 
+R = TypeVar("R")
 DEFAULT_PAGE_SIZE = 50
 MAC_BYTES = 16
 KEY_LABEL = b"assay page tokens v1"
@@ -60,6 +61,19 @@ class PageTokens:
         """The token for the keyset position ``parts`` of the query named by ``scope``."""
         payload = json.dumps([_plain(p) for p in parts], separators=(",", ":")).encode()
         return f"{_b64(payload)}.{_b64(self._mac(scope, payload))}"
+
+    def page(
+        self,
+        rows: Sequence[R],
+        limit: int,
+        scope: str,
+        position: Callable[[R], tuple[Any, ...]],
+    ) -> tuple[Sequence[R], str]:
+        """The page out of ``limit + 1`` rows fetched, and the token of the next page ("" when
+        this is the last): the position of the page's last row."""
+        if len(rows) <= limit:
+            return rows, ""
+        return rows[:limit], self.encode(scope, *position(rows[limit - 1]))
 
     def decode(self, token: str, scope: str, kinds: Sequence[type]) -> tuple[Any, ...] | None:
         """The keyset position in ``token`` (None for the first page), each part converted

@@ -15,6 +15,7 @@ from archive_svc.events import queue_message
 from archive_svc.paging import PageTokens, page_limit
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import job_pb2
+from assaylib import jobs
 from assaylib import validation as v
 from assaylib.errors import (
     AlreadyExists,
@@ -99,7 +100,7 @@ class Records:
                 request.ByteSize(),
             )
         )
-        name = request.assessment_name or v.DEFAULT_ASSESSMENT
+        name = request.assessment_name or jobs.DEFAULT_ASSESSMENT
         job_id, result_id = uuid.uuid4(), uuid.uuid4()
         job = {
             "job_id": job_id,
@@ -205,11 +206,10 @@ class Records:
         scope = f"jobs\0{request.user_id}\0{status}"
         after = self.pages.decode(request.page_token, scope, (dt.datetime, uuid.UUID))
         rows = await store.jobs_page(self.pool, request.user_id, status, after, limit + 1)
-        response = pb.ListJobsResponse(jobs=[convert.job_to_proto(r) for r in rows[:limit]])
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            response.next_page_token = self.pages.encode(scope, last["created_at"], last["job_id"])
-        return response
+        page, token = self.pages.page(rows, limit, scope, lambda r: (r["created_at"], r["job_id"]))
+        return pb.ListJobsResponse(
+            jobs=[convert.job_to_proto(r) for r in page], next_page_token=token
+        )
 
     async def get_result(self, result_id: str, owner: str) -> job_pb2.AnalysisResult:
         """One result row, scoped to owner when given."""
@@ -225,15 +225,12 @@ class Records:
         scope = f"results\0{request.user_id}"
         after = self.pages.decode(request.page_token, scope, (dt.datetime, uuid.UUID))
         rows = await store.results_page(self.pool, request.user_id, after, limit + 1)
-        response = pb.ListResultsResponse(
-            results=[convert.result_to_proto(r) for r in rows[:limit]]
+        page, token = self.pages.page(
+            rows, limit, scope, lambda r: (r["created_at"], r["result_id"])
         )
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            response.next_page_token = self.pages.encode(
-                scope, last["created_at"], last["result_id"]
-            )
-        return response
+        return pb.ListResultsResponse(
+            results=[convert.result_to_proto(r) for r in page], next_page_token=token
+        )
 
     async def update_result(self, request: pb.UpdateResultRequest) -> job_pb2.AnalysisResult:
         """Update the masked fields of a result row."""
@@ -246,7 +243,7 @@ class Records:
         """Create and link the result row of a job that has none (idempotent)."""
         v.require_valid(
             v.raw_responses_violations(request.raw_responses)
-            + v.assessment_data_violations(request.test_data, v.CUSTOM)
+            + v.assessment_data_violations(request.test_data, jobs.CUSTOM)
         )
         job_id = parse_uuid(request.job_id, "job_id")
         created = await store.create_legacy_result(
@@ -288,12 +285,10 @@ class Records:
         after = self.pages.decode(request.page_token, scope, (int,))
         before = after[0] if after else None
         rows = await store.ledger_page(self.pool, request.user_id, job_id, before, limit + 1)
-        response = pb.ListLedgerEntriesResponse(
-            entries=[convert.ledger_entry_to_proto(r) for r in rows[:limit]]
+        page, token = self.pages.page(rows, limit, scope, lambda r: (r["entry_id"],))
+        return pb.ListLedgerEntriesResponse(
+            entries=[convert.ledger_entry_to_proto(r) for r in page], next_page_token=token
         )
-        if len(rows) > limit:
-            response.next_page_token = self.pages.encode(scope, rows[limit - 1]["entry_id"])
-        return response
 
 
 def replay(row: asyncpg.Record) -> pb.CreateSubmissionResponse:
@@ -349,7 +344,7 @@ def result_columns(request: pb.UpdateResultRequest) -> dict[str, Any]:
         )
     if "test_data" in paths:
         violations += v.assessment_data_violations(
-            request.result.test_data, v.CUSTOM, "result.test_data"
+            request.result.test_data, jobs.CUSTOM, "result.test_data"
         )
     if "test_result" in paths:
         violations += v.message_text_violations(request.result.test_result, "result.test_result")

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from archive_svc.models import JobStatus
+from assaylib.jobs import ATTEMPTS_EXHAUSTED
+from assaylib.jobs import STUCK as STUCK_ERROR
 
 
 class EventType(enum.StrEnum):
@@ -102,8 +104,6 @@ NEW_ATTEMPT = {
 FINISHED = {"finished_at": "now()"}
 REPORTED_FAILURE = {**FINISHED, "error_code": "i.error_code", "error_message": "i.error_message"}
 UTC_TIME = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-ATTEMPTS_EXHAUSTED = "ATTEMPTS_EXHAUSTED"
-STUCK_CODE = "STUCK"
 
 # ---- the table -----------------------------------------------------------------------------
 
@@ -232,7 +232,7 @@ SWEEP = Transition(
     guard=STUCK,
     sets={
         **FINISHED,
-        "error_code": f"'{STUCK_CODE}'",
+        "error_code": f"'{STUCK_ERROR}'",
         "error_message": (
             "CASE WHEN j.heartbeat_at < now() - make_interval(secs => i.stuck_after)"
             " THEN 'no heartbeat from worker ' || coalesce(j.worker_id, '?') || ' since ' || "
@@ -263,7 +263,7 @@ SWEEP_QUEUED = Transition(
     guard=f"{LOST} AND (j.requeues >= i.max_requeues OR j.result_id IS NULL)",
     sets={
         **FINISHED,
-        "error_code": f"'{STUCK_CODE}'",
+        "error_code": f"'{STUCK_ERROR}'",
         "error_message": (
             "'queued since ' || "
             + UTC_TIME.format("j.updated_at")

@@ -72,15 +72,12 @@ class Sweeper:
         after = self.pages.decode(request.page_token, scope, (dt.datetime, uuid.UUID))
         rows = await store.stuck_page(self.pool, stuck_after, max_processing, after, limit + 1)
         in_flight = await store.count_processing(self.pool)
-        response = pb.ListStuckJobsResponse(
-            jobs=[convert.job_to_proto(r) for r in rows[:limit]], in_flight=in_flight
+        page, token = self.pages.page(
+            rows, limit, scope, lambda r: (r["heartbeat_at"], r["job_id"])
         )
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            response.next_page_token = self.pages.encode(
-                scope, last["heartbeat_at"], last["job_id"]
-            )
-        return response
+        return pb.ListStuckJobsResponse(
+            jobs=[convert.job_to_proto(r) for r in page], in_flight=in_flight, next_page_token=token
+        )
 
     async def sweep(self, request: pb.SweepStuckJobsRequest) -> pb.SweepStuckJobsResponse:
         """One sweep under the sweep lock: count, apply the guard, then fail stuck jobs and

@@ -10,6 +10,7 @@ from assay.assessment.v1 import assessment_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assay_cli import output
 from assay_cli.connect import Connection
+from assaylib.jobs import status_name
 from assaylib.sweeps import sweep_request
 
 DEFAULT_LIMIT = 20
@@ -23,7 +24,7 @@ def job_status_arg(text: str) -> int:
     try:
         value = job_pb2.JobStatus.Value(f"JOB_STATUS_{name}")
     except ValueError:
-        choices = ", ".join(output.status_name(v) for v in job_pb2.JobStatus.values() if v)
+        choices = ", ".join(status_name(v) for v in job_pb2.JobStatus.values() if v)
         raise argparse.ArgumentTypeError(f"unknown status {text!r}; one of {choices}") from None
     return int(value)
 

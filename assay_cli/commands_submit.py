@@ -26,6 +26,7 @@ from assay_cli import output
 from assay_cli.connect import CliError, Connection
 from assay_cli.loader import load_submission
 from assaylib.errors import reason_of
+from assaylib.jobs import status_name
 
 if TYPE_CHECKING:
     from assay.notifier.v1.notifier_service_pb2_grpc import NotifierServiceAsyncStub
@@ -223,7 +224,7 @@ async def follow(
                 )
     except TimeoutError:
         line.end()
-        job_id, status = submitted.job_id, output.status_name(state.status)
+        job_id, status = submitted.job_id, status_name(state.status)
         raise CliError(
             f"job {job_id} is still {status} after {wait_limit:g}s; "
             f"follow it with: assay watch --job {job_id}"
@@ -241,7 +242,7 @@ def print_outcome(job: job_pb2.Job, result: Any) -> None:
         print(f"result {result.result_id} · full JSON: assay results get {job.job_id} --json")
     elif job.status != job_pb2.JOB_STATUS_COMPLETED:
         why = f"{job.error_code}: {job.error_message}" if job.error_code else "no reason given"
-        output.print_error(f"job {job.job_id} ended {output.status_name(job.status)}: {why}")
+        output.print_error(f"job {job.job_id} ended {status_name(job.status)}: {why}")
 
 
 async def watch_command(args: argparse.Namespace, conn: Connection) -> int:

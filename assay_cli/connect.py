@@ -22,7 +22,7 @@ import grpc.aio
 from assay.archive.v1 import archive_service_pb2_grpc as archive_grpc
 from assay.assessment.v1 import assessment_service_pb2_grpc as assessment_grpc
 from assay.notifier.v1 import notifier_service_pb2_grpc as notifier_grpc
-from assay_cli.stack import StackInfo, read_state
+from assay_cli.stack import ADDR_VARS, StackInfo, read_state
 from assaylib.channels import open_channel
 from assaylib.config import ConfigError, Settings
 
@@ -33,11 +33,8 @@ if TYPE_CHECKING:
 
 DEFAULT_STATE_DIR = ".assay"
 CONNECT_TIMEOUT = 5.0  # seconds to wait for a channel before saying the service is down
-ADDR_VARS = {
-    "assessment": "ASSAY_ASSESSMENT_ADDR",
-    "archive": "ASSAY_ARCHIVE_ADDR",
-    "notifier": "ASSAY_NOTIFIER_ADDR",
-}
+CLIENT_ADDRS = {name: ADDR_VARS[name] for name in ("assessment", "archive", "notifier")}
+"""The services the CLI calls, with the variable naming each one's address."""
 
 
 class CliError(Exception):
@@ -88,7 +85,7 @@ def resolve(token: str | None, state: Path, env: Mapping[str, str] | None = None
         "notifier": settings.notifier_addr,
     }
     addrs = {}
-    for name, var in ADDR_VARS.items():
+    for name, var in CLIENT_ADDRS.items():
         recorded = getattr(stack, name) if stack is not None else ""
         addrs[name] = source.get(var) or recorded or defaults[name]
     return Target(

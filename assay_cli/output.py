@@ -23,6 +23,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from assay.common.v1 import assessment_pb2, job_pb2
 from assay.events.v1 import events_pb2
 from assaylib.errors import AssayError, FieldViolation, InvalidArgument
+from assaylib.jobs import status_name
 
 TERMINAL = frozenset(
     {job_pb2.JOB_STATUS_COMPLETED, job_pb2.JOB_STATUS_FAILED, job_pb2.JOB_STATUS_CANCELLED}
@@ -48,11 +49,6 @@ def progress(text: str) -> None:
     """A progress line on stderr (after what stdout holds, so the two interleave in order)."""
     sys.stdout.flush()
     print(text, file=sys.stderr, flush=True)
-
-
-def status_name(status: int) -> str:
-    """``JOB_STATUS_COMPLETED`` → ``COMPLETED``."""
-    return job_pb2.JobStatus.Name(status).removeprefix("JOB_STATUS_")  # type: ignore[arg-type]
 
 
 def when(stamp: Timestamp) -> str:

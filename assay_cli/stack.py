@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from assaylib.auth import mint_token
+from assaylib.config import env_var
 from assaylib.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 
 SERVICES = ("archive", "assessment", "worker", "notifier")
@@ -33,12 +34,8 @@ MODULES = {
     "worker": "worker",
     "notifier": "notifier",
 }
-ADDR_VARS = {
-    "archive": "ASSAY_ARCHIVE_ADDR",
-    "assessment": "ASSAY_ASSESSMENT_ADDR",
-    "worker": "ASSAY_WORKER_ADDR",
-    "notifier": "ASSAY_NOTIFIER_ADDR",
-}
+ADDR_VARS = {name: env_var(f"{name}_addr") for name in SERVICES}
+"""The environment variable holding each service's address (ASSAY_ARCHIVE_ADDR …)."""
 DEV_SECRET_BYTES = 32
 STATE_FILE = "stack.json"
 

@@ -64,9 +64,14 @@ class Principal:
         """Whether the caller is another Assay service."""
         return "service" in self.roles
 
+    @property
+    def acts_for_anyone(self) -> bool:
+        """Whether the caller may act on every user (operators, and Assay's own services)."""
+        return self.is_operator or self.is_service
+
     def can_act_for(self, user_id: str) -> bool:
         """Whether the caller may see and act on ``user_id``'s jobs, results and balance."""
-        return self.is_operator or self.is_service or self.user_id == user_id
+        return self.acts_for_anyone or self.user_id == user_id
 
 
 def check_secret(secret: str) -> None:

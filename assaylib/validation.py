@@ -16,12 +16,7 @@ from google.protobuf.message import Message
 
 from assay.common.v1 import assessment_pb2
 from assaylib.errors import FieldViolation, InvalidArgument
-
-TALENT_MAPPING = "AI-Driven Talent Mapping"
-IQ_TEST = "AI-Based IQ Test"
-CUSTOM = "Custom Assessment"
-ASSESSMENT_NAMES = (TALENT_MAPPING, IQ_TEST, CUSTOM)
-DEFAULT_ASSESSMENT = TALENT_MAPPING
+from assaylib.jobs import ASSESSMENT_NAMES, CUSTOM, IQ_TEST
 
 MAX_SUBMISSION_BYTES = 1024 * 1024
 MAX_TEXT_CHARS = 1000

@@ -26,7 +26,7 @@ import prometheus_client
 from assay.archive.v1 import archive_service_pb2 as archive_pb
 from assay.assessment.v1 import assessment_service_pb2 as pb
 from assay.common.v1 import job_pb2
-from assaylib import errors
+from assaylib import errors, jobs
 from assaylib import validation as v
 from assaylib.auth import Principal
 from assaylib.errors import FieldViolation
@@ -54,9 +54,7 @@ JOB_STATUSES = frozenset(job_pb2.JobStatus.values())
 
 def owner_scope(principal: Principal) -> str:
     """The owner filter for the archive: the caller's id, or "" (anyone) for privileged roles."""
-    if principal.is_operator or principal.is_service:
-        return ""
-    return principal.user_id
+    return "" if principal.acts_for_anyone else principal.user_id
 
 
 def list_owner(principal: Principal, requested: str) -> str:
@@ -64,7 +62,7 @@ def list_owner(principal: Principal, requested: str) -> str:
 
     A user may name only itself; a privileged caller may name anyone.
     """
-    if requested and requested != principal.user_id and owner_scope(principal):
+    if requested and not principal.can_act_for(requested):
         raise errors.PermissionDenied("only operators may name another user")
     return requested
 
@@ -119,7 +117,7 @@ class Assessments:
             reply = await self.archive.create_submission(
                 archive_pb.CreateSubmissionRequest(
                     user_id=principal.user_id,
-                    assessment_name=request.assessment_name or v.DEFAULT_ASSESSMENT,
+                    assessment_name=request.assessment_name or jobs.DEFAULT_ASSESSMENT,
                     assessment_data=request.assessment_data,
                     raw_responses=request.raw_responses,
                     request_id=request.request_id,
@@ -190,7 +188,7 @@ class Assessments:
         job = await self.archive.cancel_job(job_id, owner_scope(principal), budget)
         log.info(
             "cancel: job is %s",
-            job_pb2.JobStatus.Name(job.status),
+            jobs.status_name(job.status),
             extra={"job_id": job.job_id, "user_id": principal.user_id},
         )
         return job

@@ -41,9 +41,9 @@ def watch_scope(principal: Principal, request: pb.WatchJobsRequest) -> WatchScop
     )
     # The canonical form is what event subjects hold (and it is subject-safe).
     job_id = str(uuid.UUID(request.job_id)) if request.job_id else ""
-    if principal.is_operator or principal.is_service:
+    if principal.acts_for_anyone:
         return WatchScope(request.user_id, job_id)
-    if request.user_id and request.user_id != principal.user_id:
+    if request.user_id and not principal.can_act_for(request.user_id):
         raise errors.PermissionDenied("users may watch only their own jobs")
     return WatchScope(principal.user_id, job_id)
 

@@ -20,6 +20,7 @@ from assay.common.v1 import assessment_pb2, job_pb2
 from assay.events.v1 import events_pb2
 from assaylib import errors
 from assaylib.config import Settings
+from assaylib.jobs import ANALYSIS_TIMEOUT, ATTEMPTS_EXHAUSTED, INTERNAL_ERROR, status_name
 from worker import metrics
 from worker.analyzers.errors import AnalysisError
 from worker.archive_client import ArchiveClient
@@ -36,9 +37,6 @@ AnalyzeFn = Callable[
 ]
 """The analyzer entry point (``worker.analyzers.analyze``); pure, synchronous, CPU-bound."""
 
-ATTEMPTS_EXHAUSTED = "ATTEMPTS_EXHAUSTED"
-ANALYSIS_TIMEOUT = "ANALYSIS_TIMEOUT"
-INTERNAL_ERROR = "INTERNAL_ERROR"
 RETRY_BASE = 1.0  # seconds; transient failures back off 1, 2, 4 … s
 RETRY_CAP = 60.0
 
@@ -197,7 +195,7 @@ class JobRunner:
         except errors.AssayError as err:
             return self._start_refused(err, extra)
         if job.status != job_pb2.JOB_STATUS_PROCESSING:
-            status = job_pb2.JobStatus.Name(job.status)
+            status = status_name(job.status)
             log.info("job came back %s (%s); dropping", status, job.error_code, extra=extra)
             return Decision(Outcome.DROPPED, Action.ACK, "finished")
         return job

@@ -34,7 +34,7 @@ from assay.notifier.v1 import notifier_service_pb2_grpc as notifier_grpc
 from assaylib.auth import bearer_token_interceptors
 from assaylib.config import Settings
 from assaylib.errors import STATUS_DETAILS_KEY, error_from_rpc, field_violations_of
-from assaylib.validation import ASSESSMENT_NAMES
+from assaylib.jobs import ASSESSMENT_NAMES
 from assessment_svc.app import AssessmentApp
 from notifier.app import NotifierApp
 from tests.archive.helpers import check_invariants, snapshot, talent_data

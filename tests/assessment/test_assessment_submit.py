@@ -12,7 +12,7 @@ from assay.assessment.v1 import assessment_service_pb2 as pb
 from assay.common.v1 import assessment_pb2, job_pb2
 from assaylib.config import Settings
 from assaylib.errors import field_violations_of
-from assaylib.validation import DEFAULT_ASSESSMENT, IQ_TEST
+from assaylib.jobs import DEFAULT_ASSESSMENT, IQ_TEST
 from tests.archive.helpers import check_invariants, expect_error, snapshot, talent_data
 from tests.assessment.conftest import (
     MAX_INFLIGHT,

@@ -9,6 +9,7 @@ from typing import Any
 
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import assessment_pb2, job_pb2
+from assaylib.jobs import ATTEMPTS_EXHAUSTED
 from tests.archive.helpers import check_invariants, expire_lease, profile
 from tests.worker.conftest import (
     EventLog,
@@ -20,7 +21,7 @@ from tests.worker.conftest import (
     wait_until,
 )
 from worker.analyzers import analyze
-from worker.job_runner import ATTEMPTS_EXHAUSTED, Outcome
+from worker.job_runner import Outcome
 
 
 class FlakyAnalyzer:

@@ -13,10 +13,11 @@ from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assay.events.v1 import events_pb2
 from assaylib import errors
+from assaylib.jobs import ANALYSIS_TIMEOUT, INTERNAL_ERROR
 from worker.analyzers.errors import UnsupportedAssessmentType
 from worker.archive_client import ArchiveClient, is_refusal, is_transient
 from worker.heartbeat import Heartbeat, Lease, Verdict
-from worker.job_runner import ANALYSIS_TIMEOUT, INTERNAL_ERROR, error_code_of, parse_message
+from worker.job_runner import error_code_of, parse_message
 from worker.retry import ShuttingDown, backoff, retry_transient
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from worker.analyzers.errors import AnalysisError, InvalidAssessmentData, UnsupportedAssessmentType
 from worker.analyzers.registry import (
-    DEFAULT_ASSESSMENT_NAME,
     REGISTRY,
     Analyzer,
     AnalyzerRegistry,
@@ -17,7 +16,6 @@ from worker.analyzers.registry import (
 from worker.analyzers.talent_mapping import TalentMappingAnalyzer
 
 __all__ = [
-    "DEFAULT_ASSESSMENT_NAME",
     "REGISTRY",
     "AnalysisError",
     "Analyzer",

@@ -5,14 +5,9 @@ from __future__ import annotations
 from typing import Protocol
 
 from assay.common.v1 import assessment_pb2
+from assaylib.jobs import DEFAULT_ASSESSMENT, TALENT_MAPPING
 from worker.analyzers.errors import UnsupportedAssessmentType
 from worker.analyzers.talent_mapping import TalentMappingAnalyzer
-
-TALENT_MAPPING = "AI-Driven Talent Mapping"
-IQ_TEST = "AI-Based IQ Test"
-CUSTOM_ASSESSMENT = "Custom Assessment"
-DEFAULT_ASSESSMENT_NAME = TALENT_MAPPING
-"""The assessment an empty name stands for."""
 
 
 class Analyzer(Protocol):
@@ -45,11 +40,11 @@ class AnalyzerRegistry:
 
     def register(self, assessment_name: str, analyzer: Analyzer) -> None:
         """Serve ``assessment_name`` with ``analyzer``, replacing any earlier one."""
-        self._analyzers[assessment_name or DEFAULT_ASSESSMENT_NAME] = analyzer
+        self._analyzers[assessment_name or DEFAULT_ASSESSMENT] = analyzer
 
     def get(self, assessment_name: str) -> Analyzer:
         """The analyzer for ``assessment_name``; ``UnsupportedAssessmentType`` if none."""
-        name = assessment_name or DEFAULT_ASSESSMENT_NAME
+        name = assessment_name or DEFAULT_ASSESSMENT
         analyzer = self._analyzers.get(name)
         if analyzer is None:
             raise UnsupportedAssessmentType(name)
