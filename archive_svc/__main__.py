@@ -11,23 +11,15 @@ from archive_svc import audit
 from archive_svc.app import ArchiveApp
 from archive_svc.db import libpq_dsn
 from archive_svc.migrate import upgrade
-from assaylib import process
 from assaylib.config import Settings, listen_addr
-from assaylib.process import settings_or_exit
-from assaylib.server import serve_until_signal
+from assaylib.process import run_service, settings_or_exit
 
 log = logging.getLogger("archive_svc")
 
 
-async def serve(settings: Settings) -> None:
-    """Serve until SIGTERM, then drain and stop."""
-    app = await ArchiveApp.start(settings, listen_addr(settings.archive_addr))
-    await serve_until_signal(
-        app.server,
-        app.health,
-        grace=settings.shutdown_grace,
-        on_stop=app.on_stop,
-    )
+async def start(settings: Settings) -> ArchiveApp:
+    """The archive (and its relay), listening on its address."""
+    return await ArchiveApp.start(settings, listen_addr(settings.archive_addr))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,16 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "audit":
         settings = settings_or_exit("archive", allow_missing_secret=True, metrics=False)
         return audit.main(libpq_dsn(settings.database_url), args.json)
-    migrate = args.command == "migrate"
-    settings = settings_or_exit(
-        "archive", listen="archive_addr", allow_missing_secret=migrate, metrics=not migrate
-    )
-    if migrate:
+    if args.command == "migrate":
+        settings = settings_or_exit("archive", allow_missing_secret=True, metrics=False)
         upgrade(settings.database_url)
         log.info("database migrated to the latest revision")
         return 0
-    process.run(serve(settings))
-    return 0
+    return run_service("archive", start, listen="archive_addr")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -71,11 +70,8 @@ class ArchiveApp:
         log.info("archive serving on port %d", port)
         return cls(server, port, health, relay, pool, archive)
 
-    @property
-    def on_stop(self) -> list[Callable[[], Awaitable[None]]]:
-        """What runs once the server has drained: the relay stops, then the pool closes."""
-        return [self.relay.stop, self.pool.close]
-
     async def stop(self, grace: float) -> None:
         """Stop serving (draining calls within grace), then the relay, then the pool."""
-        await shutdown(self.server, self.health, grace=grace, on_stop=self.on_stop)
+        await shutdown(
+            self.server, self.health, grace=grace, on_stop=[self.relay.stop, self.pool.close]
+        )

@@ -1,14 +1,15 @@
 """What every `python -m <service>` entry point does the same way: read the settings (a
-one-line error and exit 2 when they are bad), set up logging and metrics, and wait for
-SIGTERM or SIGINT."""
+one-line error and exit 2 when they are bad), set up logging and metrics, start the service
+on uvloop, and on SIGTERM or SIGINT stop it within the shutdown grace — ``run_service``."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar
 
 import uvloop
 
@@ -52,3 +53,50 @@ def stop_on_signals() -> asyncio.Event:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     return stop
+
+
+class Service(Protocol):
+    """A started service: it stops within a grace period."""
+
+    async def stop(self, grace: float) -> None:
+        """Stop serving; in-flight work gets ``grace`` seconds."""
+
+
+Start = Callable[[Settings], Coroutine[Any, Any, Service]]
+
+log = logging.getLogger(__name__)
+
+
+async def serve_until_stopped(
+    name: str, settings: Settings, start: Start, stop: asyncio.Event | None = None
+) -> int:
+    """Start a service and serve until ``stop`` (default: SIGTERM or SIGINT), then stop it
+    within the shutdown grace; the exit status. A signal while it is still starting (say,
+    waiting for NATS) exits at once, 0; a start that fails is logged in one line, 1."""
+    stop = stop or stop_on_signals()
+    starting = asyncio.create_task(start(settings), name=f"{name}-start")
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        log.info("%s: stopped before it had started", name)
+        return 0
+    stopping.cancel()
+    try:
+        service = starting.result()
+    except Exception as err:  # e.g. the port is taken: say so and let it be restarted
+        log.error("%s: could not start: %s", name, err or type(err).__name__)
+        return 1
+    await stop.wait()
+    log.info("%s: stopping, in-flight work has %.1fs", name, settings.shutdown_grace)
+    await service.stop(settings.shutdown_grace)
+    log.info("%s: stopped", name)
+    return 0
+
+
+def run_service(name: str, start: Start, *, listen: str) -> int:
+    """The whole of a service's ``main``: settings (exit 2 when bad), logging and metrics,
+    then ``serve_until_stopped`` on uvloop; the exit status."""
+    settings = settings_or_exit(name, listen=listen)
+    return run(serve_until_stopped(name, settings, start))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -25,7 +23,6 @@ __all__ = [
     "SERVER_OPTIONS",
     "HealthServicer",
     "create_server",
-    "serve_until_signal",
     "server_credentials",
     "shutdown",
 ]
@@ -119,30 +116,3 @@ async def shutdown(
             await callback()
         except Exception:
             log.exception("shutdown callback %r failed", callback)
-
-
-async def serve_until_signal(
-    server: grpc.aio.Server,
-    health: HealthServicer,
-    *,
-    grace: float,
-    on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
-    stop_event: asyncio.Event | None = None,
-) -> None:
-    """Serve until SIGTERM or SIGINT (or ``stop_event`` is set), then ``shutdown``."""
-    stop = stop_event or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(signum, stop.set)
-            installed.append(signum)
-        except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here
-            pass
-    try:
-        await stop.wait()
-        log.info("stopping: draining in-flight calls for up to %.1fs", grace)
-        await shutdown(server, health, grace, on_stop)
-    finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)

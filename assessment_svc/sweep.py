@@ -28,10 +28,9 @@ from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
 from assaylib import process
 from assaylib.auth import service_token_provider
 from assaylib.channels import open_channel
-from assaylib.config import ConfigError, Settings
+from assaylib.config import Settings
 from assaylib.errors import error_from_rpc
 from assaylib.sweeps import sweep_request
-from assaylib.telemetry import configure_logging
 
 log = logging.getLogger("assessment_svc.sweep")
 
@@ -128,29 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="override the mass-failure guard")
     parser.add_argument("--loop", action="store_true", help="sweep every ASSAY_SWEEP_INTERVAL")
     args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except ConfigError as err:
-        print(f"sweep: {err}", file=sys.stderr)
-        return EXIT_CONFIG
-    configure_logging("sweep", settings.log_level)
+    settings = process.settings_or_exit("sweep", metrics=False)  # exit 2 when bad
     if args.loop:
-        return _loop(settings, force=args.force)
+        process.run(sweep_until_stopped(settings, force=args.force))
+        return EXIT_OK
     return process.run(run(settings, dry_run=args.dry_run, force=args.force))
 
 
-def _loop(settings: Settings, *, force: bool) -> int:
-    import signal
-
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await run_forever(settings, force=force, stop=stop)
-
-    process.run(serve())
-    return EXIT_OK
+async def sweep_until_stopped(settings: Settings, *, force: bool) -> None:
+    """The local stack's sweep loop, until SIGTERM or SIGINT."""
+    await run_forever(settings, force=force, stop=process.stop_on_signals())
 
 
 if __name__ == "__main__":

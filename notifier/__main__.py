@@ -1,31 +1,23 @@
-"""`python -m notifier` serves NotifierService.WatchJobs until SIGTERM."""
+"""`python -m notifier` serves NotifierService.WatchJobs until SIGTERM (open streams end with
+a resumable status)."""
 
 from __future__ import annotations
 
-import logging
 import sys
 
-from assaylib import process
 from assaylib.config import Settings, listen_addr
-from assaylib.process import settings_or_exit, stop_on_signals
+from assaylib.process import run_service
 from notifier.app import NotifierApp
 
-log = logging.getLogger("notifier")
 
-
-async def serve(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then end open streams and stop within the grace."""
-    app = await NotifierApp.start(settings, listen_addr(settings.notifier_addr))
-    await stop_on_signals().wait()
-    log.info("stopping: ending %d open watches", app.hub.active)
-    await app.stop(settings.shutdown_grace)
+async def start(settings: Settings) -> NotifierApp:
+    """The notifier, listening on its address."""
+    return await NotifierApp.start(settings, listen_addr(settings.notifier_addr))
 
 
 def main() -> int:
     """Entry point."""
-    settings = settings_or_exit("notifier", listen="notifier_addr")
-    process.run(serve(settings))
-    return 0
+    return run_service("notifier", start, listen="notifier_addr")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +18,8 @@ from assaylib import errors
 from assaylib.auth import mint_token
 from assaylib.channels import open_channel
 from assaylib.config import Settings
-from assaylib.server import create_server, serve_until_signal, shutdown
+from assaylib.process import serve_until_stopped
+from assaylib.server import create_server, shutdown
 from tests.assaylib.conftest import PROBE, probe_unary
 
 SECRET = "test-secret-0123456789-0123456789-abcdef"  # the same as conftest's jwt_secret
@@ -164,29 +163,46 @@ async def test_graceful_shutdown_drains_in_flight_call(stack: Stack, probe: Any)
     assert order == ["on_stop after the call"]
 
 
-async def test_serve_until_signal_stops_on_event(stack: Stack) -> None:
-    stop = asyncio.Event()
-    stopped: list[bool] = []
+class FakeService:
+    """A service that records how it was stopped."""
 
-    async def on_stop() -> None:
-        stopped.append(True)
+    def __init__(self) -> None:
+        self.stopped_with: list[float] = []
+
+    async def stop(self, grace: float) -> None:
+        self.stopped_with.append(grace)
+
+
+async def test_serve_until_stopped_stops_the_service_within_the_grace() -> None:
+    service, stop = FakeService(), asyncio.Event()
+
+    async def start(settings: Settings) -> FakeService:
+        return service
 
     serving = asyncio.create_task(
-        serve_until_signal(stack.server, stack.health, grace=5, on_stop=[on_stop], stop_event=stop)
+        serve_until_stopped("probe", Settings(shutdown_grace=3.0), start, stop)
     )
+    await asyncio.sleep(0)
     stop.set()
-    await asyncio.wait_for(serving, 10)
-    assert stopped == [True]
+    assert await asyncio.wait_for(serving, 10) == 0
+    assert service.stopped_with == [3.0]
 
 
-async def test_serve_until_signal_stops_on_sigterm(stack: Stack) -> None:
-    serving = asyncio.create_task(serve_until_signal(stack.server, stack.health, grace=5))
-    await asyncio.sleep(0)  # one loop turn: the task installs its handlers before it blocks
-    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-        serving.cancel()
-        pytest.fail("SIGTERM handler not installed")
-    os.kill(os.getpid(), signal.SIGTERM)
-    await asyncio.wait_for(serving, 10)
-    health = health_pb2_grpc.HealthStub(stack.anonymous)
-    with pytest.raises(grpc.aio.AioRpcError):
-        await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+async def test_serve_until_stopped_exits_at_once_when_stopped_while_starting() -> None:
+    stop, never = asyncio.Event(), asyncio.Event()
+
+    async def start(settings: Settings) -> FakeService:
+        await never.wait()  # waiting for a dependency that does not come
+        return FakeService()
+
+    serving = asyncio.create_task(serve_until_stopped("probe", Settings(), start, stop))
+    stop.set()
+    assert await asyncio.wait_for(serving, 10) == 0
+
+
+async def test_serve_until_stopped_says_why_a_start_failed(caplog) -> None:
+    async def start(settings: Settings) -> FakeService:
+        raise OSError("port 50052 is taken")
+
+    assert await serve_until_stopped("probe", Settings(), start, asyncio.Event()) == 1
+    assert "could not start: port 50052 is taken" in caplog.text
