@@ -9,8 +9,8 @@ import asyncpg
 import grpc
 from grpc_health.v1.health import HealthServicer
 
+from archive_svc.checks import Policy
 from archive_svc.db import TRANSIENT, create_pool, libpq_dsn
-from archive_svc.records import Policy
 from archive_svc.relay import OutboxRelay
 from archive_svc.server import ALLOWED_ROLES, SERVICE_NAME, Archive, ArchiveServicer
 from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from archive_svc import convert, db, store
-from archive_svc.records import MAX_BATCH, Policy, fill_item_error, owner_violations, refused
+from archive_svc.checks import MAX_BATCH, Policy, fill_item_error, owner_violations, refused
 from archive_svc.states import (
     CANCEL,
     CANCEL_ACK,

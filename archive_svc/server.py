@@ -11,10 +11,14 @@ from dataclasses import dataclass
 import asyncpg
 import grpc
 
+from archive_svc.checks import Policy
+from archive_svc.jobs import Jobs
 from archive_svc.lifecycle import Lifecycle
 from archive_svc.paging import PageTokens
-from archive_svc.records import Policy, Records
+from archive_svc.results import Results
+from archive_svc.submissions import Submissions
 from archive_svc.sweep import Sweeper
+from archive_svc.tokens import Tokens
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
 
@@ -26,9 +30,12 @@ Context = grpc.aio.ServicerContext[object, object]
 
 @dataclass
 class Archive:
-    """The archive's domain: records, lifecycle and sweeps over one engine."""
+    """The archive's domain, a module per concept, over one pool."""
 
-    records: Records
+    submissions: Submissions
+    jobs: Jobs
+    results: Results
+    tokens: Tokens
     lifecycle: Lifecycle
     sweeper: Sweeper
 
@@ -38,7 +45,10 @@ class Archive:
         ``secret`` signs page tokens."""
         pages = PageTokens(secret)
         return cls(
-            Records(pool, policy, pages),
+            Submissions(pool, policy, pages),
+            Jobs(pool, policy, pages),
+            Results(pool, policy, pages),
+            Tokens(pool, policy, pages),
             Lifecycle(pool, policy),
             Sweeper(pool, dsn, policy, pages),
         )
@@ -54,43 +64,43 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
         self, request: pb.CreateSubmissionRequest, context: Context
     ) -> pb.CreateSubmissionResponse:
         """Charge, record and queue a submission atomically."""
-        return await self.archive.records.create_submission(request)
+        return await self.archive.submissions.create_submission(request)
 
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
         """Return one job."""
         return pb.GetJobResponse(
-            job=await self.archive.records.get_job(request.job_id, request.user_id)
+            job=await self.archive.jobs.get_job(request.job_id, request.user_id)
         )
 
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
         """List jobs, newest first."""
-        return await self.archive.records.list_jobs(request)
+        return await self.archive.jobs.list_jobs(request)
 
     async def GetResult(
         self, request: pb.GetResultRequest, context: Context
     ) -> pb.GetResultResponse:
         """Return one result row."""
         return pb.GetResultResponse(
-            result=await self.archive.records.get_result(request.result_id, request.user_id)
+            result=await self.archive.results.get_result(request.result_id, request.user_id)
         )
 
     async def ListResults(
         self, request: pb.ListResultsRequest, context: Context
     ) -> pb.ListResultsResponse:
         """List result rows, newest first."""
-        return await self.archive.records.list_results(request)
+        return await self.archive.results.list_results(request)
 
     async def UpdateResult(
         self, request: pb.UpdateResultRequest, context: Context
     ) -> pb.UpdateResultResponse:
         """Update the masked fields of a result row."""
-        return pb.UpdateResultResponse(result=await self.archive.records.update_result(request))
+        return pb.UpdateResultResponse(result=await self.archive.results.update_result(request))
 
     async def CreateResult(
         self, request: pb.CreateResultRequest, context: Context
     ) -> pb.CreateResultResponse:
         """Create the result row of a legacy job."""
-        return pb.CreateResultResponse(result=await self.archive.records.create_result(request))
+        return pb.CreateResultResponse(result=await self.archive.results.create_result(request))
 
     async def StartJob(self, request: pb.StartJobRequest, context: Context) -> pb.StartJobResponse:
         """Begin or take over an attempt."""
@@ -138,20 +148,20 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
         self, request: pb.GetTokenBalanceRequest, context: Context
     ) -> pb.GetTokenBalanceResponse:
         """Return a user's balance."""
-        balance = await self.archive.records.balance(request.user_id)
+        balance = await self.archive.tokens.balance(request.user_id)
         return pb.GetTokenBalanceResponse(user_id=request.user_id, balance=balance)
 
     async def GrantTokens(
         self, request: pb.GrantTokensRequest, context: Context
     ) -> pb.GrantTokensResponse:
         """Credit a user's balance."""
-        return await self.archive.records.grant(request)
+        return await self.archive.tokens.grant(request)
 
     async def CreateSubmissions(
         self, request: pb.CreateSubmissionsRequest, context: Context
     ) -> pb.CreateSubmissionsResponse:
         """Charge, record and queue many submissions in one transaction."""
-        return await self.archive.records.create_submissions(request)
+        return await self.archive.submissions.create_submissions(request)
 
     async def StartJobs(
         self, request: pb.StartJobsRequest, context: Context
@@ -175,4 +185,4 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
         self, request: pb.ListLedgerEntriesRequest, context: Context
     ) -> pb.ListLedgerEntriesResponse:
         """List ledger entries, newest first."""
-        return await self.archive.records.ledger(request)
+        return await self.archive.tokens.ledger(request)

@@ -12,8 +12,8 @@ import asyncpg
 from prometheus_client import Counter
 
 from archive_svc import convert, db, store
+from archive_svc.checks import Policy
 from archive_svc.paging import PageTokens, page_limit
-from archive_svc.records import Policy
 from archive_svc.states import REQUEUE, SWEEP, SWEEP_QUEUED
 from archive_svc.store.transitions import Applied, Operation, Rule
 from assay.archive.v1 import archive_service_pb2 as pb

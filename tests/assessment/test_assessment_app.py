@@ -88,7 +88,7 @@ async def test_archive_down_is_unavailable(settings: Settings) -> None:
     archive = await ArchiveApp.start(settings, "127.0.0.1:0")
     running = await start_assessment(settings, f"127.0.0.1:{archive.port}")
     try:
-        await archive.archive.records.grant(
+        await archive.archive.tokens.grant(
             archive_pb.GrantTokensRequest(user_id="alice", amount=1, reason="t")
         )
         job = (await running.stub.SubmitAssessment(submission())).job

@@ -1,0 +1,107 @@
+"""Result rows: read, list, update by field mask, and create for an older producer's job."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from archive_svc import convert, store
+from archive_svc.checks import Policy, check_owner, owner_violations, parse_uuid
+from archive_svc.paging import PageTokens, page_limit
+from assay.archive.v1 import archive_service_pb2 as pb
+from assay.common.v1 import job_pb2
+from assaylib import jobs
+from assaylib import validation as v
+from assaylib.errors import FieldViolation
+
+
+class Results:
+    """GetResult, ListResults, UpdateResult and CreateResult."""
+
+    def __init__(self, pool: asyncpg.Pool, policy: Policy, pages: PageTokens) -> None:
+        self.pool = pool
+        self.policy = policy
+        self.pages = pages
+
+    async def get_result(self, result_id: str, owner: str) -> job_pb2.AnalysisResult:
+        """One result row, scoped to owner when given."""
+        v.require_valid(owner_violations(owner))
+        ident = parse_uuid(result_id, "result_id")
+        row = await store.get_result(self.pool, ident)
+        return convert.result_to_proto(check_owner(row, owner, "result", result_id))
+
+    async def list_results(self, request: pb.ListResultsRequest) -> pb.ListResultsResponse:
+        """A page of result rows, newest first."""
+        limit = page_limit(request.page_size)
+        v.require_valid(v.id_violations(request.user_id, "user_id", required=False))
+        scope = f"results\0{request.user_id}"
+        after = self.pages.decode(request.page_token, scope, (dt.datetime, uuid.UUID))
+        rows = await store.results_page(self.pool, request.user_id, after, limit + 1)
+        page, token = self.pages.page(
+            rows, limit, scope, lambda r: (r["created_at"], r["result_id"])
+        )
+        return pb.ListResultsResponse(
+            results=[convert.result_to_proto(r) for r in page], next_page_token=token
+        )
+
+    async def update_result(self, request: pb.UpdateResultRequest) -> job_pb2.AnalysisResult:
+        """Update the masked fields of a result row."""
+        ident = parse_uuid(request.result.result_id, "result.result_id")
+        columns = result_columns(request)
+        row = await store.update_result(self.pool, ident, columns)
+        return convert.result_to_proto(check_owner(row, "", "result", str(ident)))
+
+    async def create_result(self, request: pb.CreateResultRequest) -> job_pb2.AnalysisResult:
+        """Create and link the result row of a job that has none (idempotent)."""
+        v.require_valid(
+            v.raw_responses_violations(request.raw_responses)
+            + v.assessment_data_violations(request.test_data, jobs.CUSTOM)
+        )
+        job_id = parse_uuid(request.job_id, "job_id")
+        created = await store.create_legacy_result(
+            self.pool,
+            job_id,
+            uuid.uuid4(),
+            convert.to_json(request.test_data),
+            convert.to_json(request.raw_responses),
+        )
+        if created is not None:
+            return convert.result_to_proto(created)
+        job = check_owner(await store.get_job(self.pool, job_id), "", "job", request.job_id)
+        existing = await store.get_result(self.pool, job["result_id"])
+        return convert.result_to_proto(check_owner(existing, "", "result", str(job["result_id"])))
+
+
+RESULT_MASK_PATHS: dict[str, Callable[[job_pb2.AnalysisResult], str]] = {
+    "test_data": lambda r: convert.to_json(r.test_data),
+    "raw_responses": lambda r: convert.to_json(r.raw_responses),
+    "test_result": lambda r: convert.to_json(r.test_result),
+    "assessment_name": lambda r: r.assessment_name,
+}
+
+
+def result_columns(request: pb.UpdateResultRequest) -> dict[str, Any]:
+    """The columns an UpdateResult field mask names, with their new values."""
+    paths = list(request.update_mask.paths)
+    bad = [p for p in paths if p not in RESULT_MASK_PATHS]
+    violations = [FieldViolation("update_mask", f"cannot update {p!r}") for p in bad]
+    if not paths:
+        violations.append(FieldViolation("update_mask", "name at least one field"))
+    if "assessment_name" in paths:
+        violations += v.assessment_name_violations(request.result.assessment_name)
+    if "raw_responses" in paths:
+        violations += v.raw_responses_violations(
+            request.result.raw_responses, "result.raw_responses"
+        )
+    if "test_data" in paths:
+        violations += v.assessment_data_violations(
+            request.result.test_data, jobs.CUSTOM, "result.test_data"
+        )
+    if "test_result" in paths:
+        violations += v.message_text_violations(request.result.test_result, "result.test_result")
+    v.require_valid(violations)
+    return {p: RESULT_MASK_PATHS[p](request.result) for p in paths}

@@ -1,0 +1,165 @@
+"""Submissions: the charge, the job, its result row and its queue message, one statement per
+submission or batch — and the replay of a repeated request."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from archive_svc import convert, db, store
+from archive_svc.checks import MAX_BATCH, Policy, fill_item_error
+from archive_svc.events import queue_message
+from archive_svc.paging import PageTokens
+from assay.archive.v1 import archive_service_pb2 as pb
+from assay.common.v1 import job_pb2
+from assaylib import jobs
+from assaylib import validation as v
+from assaylib.errors import (
+    AlreadyExists,
+    AssayError,
+    FieldViolation,
+    InsufficientTokens,
+    InvalidArgument,
+    RateLimited,
+)
+
+
+class Submissions:
+    """CreateSubmission and CreateSubmissions."""
+
+    def __init__(self, pool: asyncpg.Pool, policy: Policy, pages: PageTokens) -> None:
+        self.pool = pool
+        self.policy = policy
+        self.pages = pages
+
+    def _submission(self, request: pb.CreateSubmissionRequest) -> store.Submission:
+        """Validate a submission (INVALID_ARGUMENT) and prepare what the archive writes."""
+        v.require_valid(
+            v.id_violations(request.user_id, "user_id")
+            + v.id_violations(request.request_id, "request_id", required=False)
+            + v.submission_violations(
+                request.assessment_name,
+                request.assessment_data,
+                request.raw_responses,
+                request.ByteSize(),
+            )
+        )
+        name = request.assessment_name or jobs.DEFAULT_ASSESSMENT
+        job_id, result_id = uuid.uuid4(), uuid.uuid4()
+        job = {
+            "job_id": job_id,
+            "user_id": request.user_id,
+            "result_id": result_id,
+            "assessment_name": name,
+        }
+        return store.Submission(
+            user_id=request.user_id,
+            job_id=job_id,
+            result_id=result_id,
+            assessment_name=name,
+            cost=self.policy.token_cost,
+            request_id=request.request_id or None,
+            payload_hash=convert.submission_hash(
+                name, request.assessment_data, request.raw_responses
+            ),
+            max_inflight=request.max_inflight,
+            test_data=convert.to_json(request.assessment_data),
+            raw_responses=convert.to_json(request.raw_responses),
+            queue_payload=queue_message(job, request.assessment_data, request.raw_responses, 1),
+        )
+
+    async def create_submission(
+        self, request: pb.CreateSubmissionRequest
+    ) -> pb.CreateSubmissionResponse:
+        """Debit, insert the job, its result row and its two outbox messages, atomically."""
+        submission = self._submission(request)
+        row = await db.retrying(lambda: store.create_submission(self.pool, submission))
+        return self._submitted(request, row)
+
+    async def create_submissions(
+        self, request: pb.CreateSubmissionsRequest
+    ) -> pb.CreateSubmissionsResponse:
+        """CreateSubmission for a batch in one statement; an outcome per submission."""
+        if len(request.submissions) > MAX_BATCH:
+            raise InvalidArgument([FieldViolation("submissions", f"at most {MAX_BATCH}")])
+        outcomes: dict[int, pb.CreateSubmissionResponse | AssayError] = {}
+        prepared: dict[int, store.Submission] = {}
+        for n, item in enumerate(request.submissions):
+            try:
+                prepared[n] = self._submission(item)
+            except AssayError as err:
+                outcomes[n] = err
+        order = sorted(prepared, key=lambda n: prepared[n].user_id)  # accounts lock in order
+        if order:
+            batch = [prepared[n] for n in order]
+            rows = await db.retrying(lambda: store.create_submissions(self.pool, batch))
+            for n, row in zip(order, rows, strict=True):
+                try:
+                    outcomes[n] = self._submitted(request.submissions[n], row)
+                except AssayError as err:
+                    outcomes[n] = err
+        response = pb.CreateSubmissionsResponse()
+        for n in range(len(request.submissions)):
+            slot = response.outcomes.add()
+            outcome = outcomes[n]
+            if isinstance(outcome, AssayError):
+                fill_item_error(slot.error, outcome)
+            else:
+                slot.created.CopyFrom(outcome)
+        return response
+
+    def _submitted(
+        self, request: pb.CreateSubmissionRequest, row: asyncpg.Record
+    ) -> pb.CreateSubmissionResponse:
+        outcome, cost = row["outcome"], self.policy.token_cost
+        if outcome == "created":
+            job = convert.job_to_proto(row)
+            return pb.CreateSubmissionResponse(job=job, tokens_remaining=row["balance"])
+        if outcome == "insufficient":
+            raise InsufficientTokens(
+                f"an analysis costs {cost} token(s); {request.user_id} has {row['balance']}",
+                metadata={"balance": str(row["balance"]), "cost": str(cost)},
+            )
+        if outcome == "rate_limited":
+            raise RateLimited(
+                f"{request.user_id} already has {request.max_inflight} job(s) in flight;"
+                " wait for one to finish",
+                metadata={"max_inflight": str(request.max_inflight)},
+            )
+        if outcome == "reused":
+            raise AlreadyExists(
+                f"request_id {request.request_id!r} was already used with a different payload",
+                reason="REQUEST_ID_REUSED",
+            )
+        return replay(row)
+
+
+def replay(row: asyncpg.Record) -> pb.CreateSubmissionResponse:
+    """The first reply to a submission, for a repeat of its request: stored (keys older than
+    migration 0003), or rebuilt from the job as it was created."""
+    if row["first_response"] is not None:
+        reply = pb.CreateSubmissionResponse.FromString(row["first_response"])
+    else:
+        first = convert.job_to_proto(row)
+        first.status = job_pb2.JOB_STATUS_QUEUED
+        first.token_cost = row["first_cost"]
+        first.charge_count, first.version, first.attempt, first.requeues = 1, 1, 0, 0
+        for name in FIRST_REPLY_UNSET:
+            first.ClearField(name)  # type: ignore[arg-type]
+        first.updated_at.CopyFrom(first.created_at)
+        reply = pb.CreateSubmissionResponse(job=first, tokens_remaining=row["balance"])
+    reply.replayed = True
+    return reply
+
+
+FIRST_REPLY_UNSET = (
+    "worker_id",
+    "error_code",
+    "error_message",
+    "processing_time_ms",
+    "cancel_requested",
+    "started_at",
+    "heartbeat_at",
+    "finished_at",
+)

@@ -1,0 +1,52 @@
+"""Token balances, grants and the ledger."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from archive_svc import convert, store
+from archive_svc.checks import Policy, parse_uuid
+from archive_svc.paging import PageTokens, page_limit
+from assay.archive.v1 import archive_service_pb2 as pb
+from assaylib import validation as v
+from assaylib.errors import FieldViolation
+
+
+class Tokens:
+    """GetTokenBalance, GrantTokens and ListLedgerEntries."""
+
+    def __init__(self, pool: asyncpg.Pool, policy: Policy, pages: PageTokens) -> None:
+        self.pool = pool
+        self.policy = policy
+        self.pages = pages
+
+    async def balance(self, user_id: str) -> int:
+        """A user's balance."""
+        v.require_valid(v.id_violations(user_id, "user_id"))
+        return await store.balance_of(self.pool, user_id)
+
+    async def grant(self, request: pb.GrantTokensRequest) -> pb.GrantTokensResponse:
+        """Credit a user's balance."""
+        violations = v.id_violations(request.user_id, "user_id")
+        violations += v.text_violations(request.reason, "reason")
+        if request.amount <= 0:
+            violations.append(FieldViolation("amount", "must be a positive number of tokens"))
+        v.require_valid(violations)
+        row = await store.grant(self.pool, request.user_id, request.amount, request.reason)
+        return pb.GrantTokensResponse(
+            balance=row["balance"], entry=convert.ledger_entry_to_proto(row)
+        )
+
+    async def ledger(self, request: pb.ListLedgerEntriesRequest) -> pb.ListLedgerEntriesResponse:
+        """A page of ledger entries, newest first."""
+        limit = page_limit(request.page_size)
+        v.require_valid(v.id_violations(request.user_id, "user_id", required=False))
+        job_id = parse_uuid(request.job_id, "job_id") if request.job_id else None
+        scope = f"ledger\0{request.user_id}\0{job_id or ''}"
+        after = self.pages.decode(request.page_token, scope, (int,))
+        before = after[0] if after else None
+        rows = await store.ledger_page(self.pool, request.user_id, job_id, before, limit + 1)
+        page, token = self.pages.page(rows, limit, scope, lambda r: (r["entry_id"],))
+        return pb.ListLedgerEntriesResponse(
+            entries=[convert.ledger_entry_to_proto(r) for r in page], next_page_token=token
+        )
