@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from archive_svc.paging import PageTokens
 from assay.archive.v1 import archive_service_pb2 as pb
 from assaylib import validation as v
 from assaylib.errors import AssayError, FieldViolation, InvalidTransition, NotFound
@@ -62,3 +63,13 @@ def fill_item_error(item: pb.ItemError, error: AssayError) -> None:
     item.message = error.message
     item.reason = error.reason
     item.metadata.update(error.metadata)
+
+
+class ArchivePart:
+    """One concept of the archive's domain (submissions, jobs, results, tokens) over the
+    shared pool, policy and page tokens."""
+
+    def __init__(self, pool: asyncpg.Pool, policy: Policy, pages: PageTokens) -> None:
+        self.pool = pool
+        self.policy = policy
+        self.pages = pages

@@ -5,24 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-import asyncpg
-
 from archive_svc import convert, store
-from archive_svc.checks import Policy, check_owner, owner_violations, parse_uuid
-from archive_svc.paging import PageTokens, page_limit
+from archive_svc.checks import ArchivePart, check_owner, owner_violations, parse_uuid
+from archive_svc.paging import page_limit
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assaylib import validation as v
 from assaylib.errors import FieldViolation, InvalidArgument
 
 
-class Jobs:
+class Jobs(ArchivePart):
     """GetJob and ListJobs."""
-
-    def __init__(self, pool: asyncpg.Pool, policy: Policy, pages: PageTokens) -> None:
-        self.pool = pool
-        self.policy = policy
-        self.pages = pages
 
     async def get_job(self, job_id: str, owner: str) -> job_pb2.Job:
         """One job, scoped to owner when given."""

@@ -7,11 +7,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import asyncpg
-
 from archive_svc import convert, store
-from archive_svc.checks import Policy, check_owner, owner_violations, parse_uuid
-from archive_svc.paging import PageTokens, page_limit
+from archive_svc.checks import ArchivePart, check_owner, owner_violations, parse_uuid
+from archive_svc.paging import page_limit
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assaylib import jobs
@@ -19,13 +17,8 @@ from assaylib import validation as v
 from assaylib.errors import FieldViolation
 
 
-class Results:
+class Results(ArchivePart):
     """GetResult, ListResults, UpdateResult and CreateResult."""
-
-    def __init__(self, pool: asyncpg.Pool, policy: Policy, pages: PageTokens) -> None:
-        self.pool = pool
-        self.policy = policy
-        self.pages = pages
 
     async def get_result(self, result_id: str, owner: str) -> job_pb2.AnalysisResult:
         """One result row, scoped to owner when given."""

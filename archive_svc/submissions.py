@@ -8,9 +8,8 @@ import uuid
 import asyncpg
 
 from archive_svc import convert, db, store
-from archive_svc.checks import MAX_BATCH, Policy, fill_item_error
+from archive_svc.checks import MAX_BATCH, ArchivePart, fill_item_error
 from archive_svc.events import queue_message
-from archive_svc.paging import PageTokens
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assaylib import jobs
@@ -25,13 +24,8 @@ from assaylib.errors import (
 )
 
 
-class Submissions:
+class Submissions(ArchivePart):
     """CreateSubmission and CreateSubmissions."""
-
-    def __init__(self, pool: asyncpg.Pool, policy: Policy, pages: PageTokens) -> None:
-        self.pool = pool
-        self.policy = policy
-        self.pages = pages
 
     def _submission(self, request: pb.CreateSubmissionRequest) -> store.Submission:
         """Validate a submission (INVALID_ARGUMENT) and prepare what the archive writes."""

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import asyncpg
-
 from archive_svc import convert, store
-from archive_svc.checks import Policy, parse_uuid
-from archive_svc.paging import PageTokens, page_limit
+from archive_svc.checks import ArchivePart, parse_uuid
+from archive_svc.paging import page_limit
 from assay.archive.v1 import archive_service_pb2 as pb
 from assaylib import validation as v
 from assaylib.errors import FieldViolation
 
 
-class Tokens:
+class Tokens(ArchivePart):
     """GetTokenBalance, GrantTokens and ListLedgerEntries."""
-
-    def __init__(self, pool: asyncpg.Pool, policy: Policy, pages: PageTokens) -> None:
-        self.pool = pool
-        self.policy = policy
-        self.pages = pages
 
     async def balance(self, user_id: str) -> int:
         """A user's balance."""

@@ -30,6 +30,7 @@ from assay_cli.connect import CliError, Connection, Target, load_settings, state
 from assay_cli.loader import load_submission
 from assay_cli.stack import STATE_FILE, LocalStack, StackInfo
 from assaylib.auth import mint_token
+from assaylib.embedded import die_with_parent
 
 SWEEP_MODULE = "assessment_svc.sweep"
 DEMO_USER = "demo-user"
@@ -82,6 +83,7 @@ class DevStack(LocalStack):
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM) if self.die_with_parent else None,
         )
         log.close()
         self.processes["sweep"] = process
@@ -130,7 +132,7 @@ def register(
 
 def dev_up(args: argparse.Namespace) -> int:
     """``assay dev up``."""
-    stack = DevStack(state_dir(args.state_dir))
+    stack = DevStack(state_dir(args.state_dir), die_with_parent=not args.detach)
     if stack.is_up():
         raise CliError(
             f"the stack is already up in {stack.state_dir}; stop it with: assay dev down"
@@ -233,7 +235,7 @@ def run_demo(args: argparse.Namespace) -> int:
     path = demo_file(args.file)
     request, _ = load_submission(path)  # a bad file fails before anything starts
     workdir = Path(tempfile.mkdtemp(prefix="assay-demo-"))
-    stack = DevStack(workdir / "state")
+    stack = DevStack(workdir / "state", die_with_parent=True)
     with stop_signals():
         try:
             info = stack.start()

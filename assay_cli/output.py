@@ -8,6 +8,7 @@ progress and errors to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -47,7 +48,8 @@ def print_json_line(document: Any) -> None:
 
 def progress(text: str) -> None:
     """A progress line on stderr (after what stdout holds, so the two interleave in order)."""
-    sys.stdout.flush()
+    with contextlib.suppress(OSError):  # stdout's reader may have left (`| head`)
+        sys.stdout.flush()
     print(text, file=sys.stderr, flush=True)
 
 

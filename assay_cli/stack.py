@@ -10,6 +10,7 @@ exactly that.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,11 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import grpc
+import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from assaylib.auth import mint_token
 from assaylib.config import env_var
-from assaylib.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from assaylib.embedded import EmbeddedNats, EmbeddedPostgres, die_with_parent, free_port
 
 SERVICES = ("archive", "assessment", "worker", "notifier")
 MODULES = {
@@ -73,30 +75,11 @@ def read_state(state_dir: Path) -> StackInfo | None:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists (and is not a zombie we could reap)."""
+    """Whether a process with this id runs (an exited one not yet reaped does not count)."""
     try:
-        finished, _ = os.waitpid(pid, os.WNOHANG)
-        if finished == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:  # gone, or not ours to look at
         return False
-    except PermissionError:
-        pass
-    return not _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    """Whether pid has exited but is not reaped yet (a detached stack's processes belong to
-    init, which may reap late; os.kill still finds them)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 def wait_serving(addr: str, timeout: float, alive: Callable[[], bool]) -> None:
@@ -120,8 +103,18 @@ def wait_serving(addr: str, timeout: float, alive: Callable[[], bool]) -> None:
 class LocalStack:
     """Starts and stops one local stack in a state directory."""
 
-    def __init__(self, state_dir: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        die_with_parent: bool = False,
+    ) -> None:
         self.state_dir = state_dir.resolve()
+        # A foreground stack (the demo, `dev up`, the bench) dies with the thread that started
+        # it, even one killed with SIGKILL; a detached stack outlives it on purpose. Start such
+        # a stack from a thread that lives as long as the stack (the main thread).
+        self.die_with_parent = die_with_parent
         self.env = dict(os.environ if env is None else env)
         self.logs = self.state_dir / "logs"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -214,7 +207,12 @@ class LocalStack:
             return url
         on_progress("starting PostgreSQL")
         options = tuple(filter(None, self.env.get("ASSAY_DEV_POSTGRES_OPTIONS", "").split(";")))
-        self.postgres = EmbeddedPostgres(self.state_dir / "postgres", durable=True, options=options)
+        self.postgres = EmbeddedPostgres(
+            self.state_dir / "postgres",
+            durable=True,
+            options=options,
+            die_with_parent=self.die_with_parent,
+        )
         self.postgres.start()
         self._create_database(self.postgres, "assay")
         return self.postgres.url("assay")
@@ -241,7 +239,7 @@ class LocalStack:
         if url:
             return url
         on_progress("starting NATS JetStream")
-        self.nats = EmbeddedNats(self.state_dir / "nats")
+        self.nats = EmbeddedNats(self.state_dir / "nats", die_with_parent=self.die_with_parent)
         self.nats.start()
         return self.nats.url
 
@@ -278,6 +276,7 @@ class LocalStack:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM) if self.die_with_parent else None,
         )
         log.close()
         self.processes[label] = process
@@ -326,20 +325,20 @@ class LocalStack:
 
 def stop_pid(pid: int, timeout: float, *, postgres: bool = False) -> bool:
     """Stop a process gracefully (SIGINT for PostgreSQL's fast shutdown, else SIGTERM),
-    killing it when it outlives timeout. False when it was not running."""
+    killing it (and its process group) when it outlives timeout. False when it was not
+    running."""
     if not pid_alive(pid):
         return False
     try:
-        os.kill(pid, signal.SIGINT if postgres else signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return True
-        time.sleep(0.05)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGKILL)
+        process = psutil.Process(pid)
+        process.send_signal(signal.SIGINT if postgres else signal.SIGTERM)
+        process.wait(timeout)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.TimeoutExpired:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
     return True

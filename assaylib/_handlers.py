@@ -118,34 +118,6 @@ async def _refuse_undecodable(context: Context, request: Any) -> AsyncIterator[N
     yield
 
 
-class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
-    """The innermost interceptor: a request body that does not decode is INVALID_ARGUMENT
-    on ``request``, raised inside the call (after authentication, through the error mapping)
-    instead of grpc's UNKNOWN "Unexpected error" before any interceptor runs."""
-
-    def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        """Make the deserializer tolerant and the call refuse what it could not read."""
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_streaming:
-            return handler
-        known = self._wrapped.get(handler_call_details.method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        deserializer = tolerant(handler.request_deserializer)
-        wrapped = wrap_handler(handler, _refuse_undecodable, deserializer)
-        self._wrapped[handler_call_details.method] = (handler, wrapped)
-        return wrapped
-
-
 class GuardingInterceptor(grpc.aio.ServerInterceptor):
     """A server interceptor that runs each call inside the guard ``guard_for`` returns for
     its method (``None``: the call runs as it is). A guard depends on the method only (it
@@ -156,17 +128,19 @@ class GuardingInterceptor(grpc.aio.ServerInterceptor):
         """The guard for a method's calls; subclasses decide."""
         raise NotImplementedError
 
-    def _wrapped(
-        self, details: grpc.HandlerCallDetails, handler: grpc.RpcMethodHandler[Any, Any]
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    def wrap(self, details: grpc.HandlerCallDetails, handler: Handler) -> Handler:
+        """The handler every call of this method gets (built once per method)."""
+        guard = self.guard_for(details)
+        return handler if guard is None else wrap_handler(handler, guard)
+
+    def _wrapped(self, details: grpc.HandlerCallDetails, handler: Handler) -> Handler:
         cache: dict[str, tuple[Handler, Handler]] = self.__dict__.setdefault(
             "_wrapped_handlers", {}
         )
         known = cache.get(details.method)
         if known is not None and known[0] is handler:
             return known[1]
-        guard = self.guard_for(details)
-        wrapped = handler if guard is None else wrap_handler(handler, guard)
+        wrapped = self.wrap(details, handler)
         cache[details.method] = (handler, wrapped)
         return wrapped
 
@@ -182,3 +156,16 @@ class GuardingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         return self._wrapped(handler_call_details, handler)
+
+
+class DecodeGuardInterceptor(GuardingInterceptor):
+    """The innermost interceptor: a request body that does not decode is INVALID_ARGUMENT
+    on ``request``, raised inside the call (after authentication, through the error mapping)
+    instead of grpc's UNKNOWN "Unexpected error" before any interceptor runs."""
+
+    def wrap(self, details: grpc.HandlerCallDetails, handler: Handler) -> Handler:
+        """Make the deserializer tolerant and the call refuse what it could not read."""
+        if handler.request_streaming:
+            return handler
+        deserializer = tolerant(handler.request_deserializer)
+        return wrap_handler(handler, _refuse_undecodable, deserializer)

@@ -23,7 +23,7 @@ PG_SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(signum: int) -> Callable[[], None] | None:
+def die_with_parent(signum: int) -> Callable[[], None] | None:
     """A preexec function asking Linux to signal the child when its parent dies, so a
     test run killed with SIGKILL leaves no server behind (None elsewhere)."""
     if not sys.platform.startswith("linux"):
@@ -219,7 +219,7 @@ class EmbeddedPostgres:
             stderr=subprocess.STDOUT,
             user=self._user(),
             start_new_session=True,
-            preexec_fn=_die_with_parent(signal.SIGINT) if self.die_with_parent else None,
+            preexec_fn=die_with_parent(signal.SIGINT) if self.die_with_parent else None,
         )
         log.close()
         if not self._wait_ready(timeout):
@@ -320,7 +320,7 @@ class EmbeddedNats:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent(signal.SIGTERM) if self.die_with_parent else None,
+            preexec_fn=die_with_parent(signal.SIGTERM) if self.die_with_parent else None,
         )
         if not wait_for_port("127.0.0.1", self.port, timeout, self.process):
             self.kill()

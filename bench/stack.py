@@ -138,7 +138,7 @@ def running_stack(
     }
     env.update(settings)
     with tempfile.TemporaryDirectory(prefix="assay-bench-") as tmp:
-        stack = LocalStack(Path(tmp) / "stack", env)
+        stack = LocalStack(Path(tmp) / "stack", env, die_with_parent=True)
         progress(
             f"starting the stack (PostgreSQL with fsync, NATS, four services, {archives}"
             f" archive(s), {workers} worker(s))"

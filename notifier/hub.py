@@ -18,10 +18,9 @@ from prometheus_client import Counter, Gauge
 
 from assay.archive.v1 import archive_service_pb2_grpc as archive_grpc
 from assay.notifier.v1 import notifier_service_pb2 as pb
-from assaylib import errors
 from notifier.events_source import DeliveredEvent, EventsSource, EventSubscription
 from notifier.scope import WatchScope, start_sequence
-from notifier.watch import Ending, Watch, WatchLimits, Write, matches
+from notifier.watch import Ending, Watch, WatchLimits, Write, matches, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +28,6 @@ ACTIVE_WATCHES = Gauge("assay_notifier_active_watches", "WatchJobs streams open 
 EVENTS_DISPATCHED = Counter(
     "assay_notifier_events_dispatched", "Events the shared feed read from the stream"
 )
-
-
-def unavailable(why: str) -> Ending:
-    """An ending telling the client to watch again from its last cursor."""
-
-    def build(cursor: int) -> errors.AssayError:
-        return errors.Unavailable(
-            f"{why}; watch again with resume_after set to the last cursor received "
-            f"(at least {cursor})",
-            metadata={"resume_after": str(cursor)},
-        )
-
-    return build
 
 
 class WatchHub:

@@ -235,7 +235,7 @@ class Watch:
                 return
         except Exception as err:  # the stream or NATS failed: the client resumes elsewhere
             log.warning("watch catch-up failed: %r", err)
-            self.end(_unavailable("the watch could not read the events stream"))
+            self.end(unavailable("the watch could not read the events stream"))
         finally:
             if subscription is not None:
                 await subscription.close()
@@ -335,7 +335,9 @@ class Watch:
                 return
 
 
-def _unavailable(why: str) -> Ending:
+def unavailable(why: str) -> Ending:
+    """An ending telling the client to watch again from its last cursor."""
+
     def build(cursor: int) -> errors.AssayError:
         return errors.Unavailable(
             f"{why}; watch again with resume_after set to the last cursor received "

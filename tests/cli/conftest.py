@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
+from assay_cli.stack import pid_alive
 from tests.conftest import JWT_SECRET
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,26 +81,21 @@ class Cli:
 
 def pid_running(pid: int) -> bool:
     """Whether pid is a live process (a zombie counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return pid_alive(pid)
 
 
 def processes_with(marker: str) -> list[int]:
     """Live processes whose environment holds marker (this test's stream prefix)."""
-    needle = marker.encode()
+    key, _, value = marker.partition("=")
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+    for process in psutil.process_iter():
+        if process.pid == os.getpid():
             continue
         try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
+            if process.environ().get(key) == value and pid_alive(process.pid):
+                found.append(process.pid)
+        except psutil.Error:
             continue
-        if needle in environ and pid_running(int(entry.name)):
-            found.append(int(entry.name))
     return found
 
 

@@ -3,9 +3,12 @@ a row, shows the status changes and the profile, and leaves no process behind.""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+
 import pytest
 
-from tests.cli.conftest import EXAMPLES, Cli, processes_with
+from tests.cli.conftest import EXAMPLES, REPO, Cli, processes_with
 
 pytestmark = pytest.mark.e2e
 
@@ -39,4 +42,18 @@ async def test_demo_refused_submission_still_stops_everything(cli: Cli) -> None:
     assert ran.code == 1, ran.describe()
     assert "error: INVALID_ARGUMENT" in ran.stderr and "Traceback" not in ran.stderr
     assert "stopping the stack" in ran.stderr
+    assert processes_with(cli.marker) == []
+
+
+async def test_demo_whose_reader_leaves_still_stops_everything(cli: Cli) -> None:
+    # `make demo | head`: the reader leaves; the writes that follow fail with a broken pipe.
+    shell = await asyncio.create_subprocess_shell(
+        f"{sys.executable} -m assay_cli demo | head -c 1 > /dev/null",
+        cwd=REPO,
+        env=cli.env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(shell.communicate(), 120)
+    assert "Traceback" not in stderr.decode(), stderr.decode()[-2000:]
+    assert "stopping the stack" in stderr.decode()
     assert processes_with(cli.marker) == []

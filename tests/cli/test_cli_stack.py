@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from typing import Any
 
 import pytest
 
@@ -104,8 +105,8 @@ async def test_human_output_of_up_and_submit(cli: Cli) -> None:
         await stack_down(cli, info)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-async def test_foreground_up_stops_everything_on_signal(cli: Cli, signum: int) -> None:
+async def foreground_up(cli: Cli) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
+    """`assay dev up --json` in the foreground; the process and the stack's JSON."""
     process = await cli.spawn("dev", "up", "--json")
     assert process.stdout is not None
     lines: list[str] = []
@@ -114,9 +115,16 @@ async def test_foreground_up_stops_everything_on_signal(cli: Cli, signum: int) -
             line = await process.stdout.readline()
             assert line, "dev up ended before printing the stack"
             lines.append(line.decode().rstrip("\n"))
-    info = json.loads("\n".join(lines))
+    info: dict[str, Any] = json.loads("\n".join(lines))
     assert set(info["pids"]) == SERVICES
     assert all(pid_running(pid) for pid in info["pids"].values())
+    return process, info
+
+
+# SIGHUP is what a closing terminal sends.
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+async def test_foreground_up_stops_everything_on_signal(cli: Cli, signum: int) -> None:
+    process, info = await foreground_up(cli)
 
     process.send_signal(signum)
     async with asyncio.timeout(60):
@@ -130,3 +138,15 @@ async def test_down_without_a_stack_is_harmless(cli: Cli) -> None:
     down = await cli.run("dev", "down", "--json")
     assert down.code == 0, down.describe()
     assert down.json()["stopped"] == []
+
+
+async def test_a_foreground_stack_dies_with_a_killed_cli(cli: Cli) -> None:
+    process, info = await foreground_up(cli)
+
+    process.kill()  # SIGKILL: no handler runs; the processes it started follow it
+    await process.wait()
+
+    async with asyncio.timeout(60):
+        # Process exits have no event to wait on: poll, bounded by the timeout.
+        while running(info["pids"].values()) or processes_with(cli.marker):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
