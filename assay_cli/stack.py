@@ -330,15 +330,19 @@ def stop_pid(pid: int, timeout: float, *, postgres: bool = False) -> bool:
     if not pid_alive(pid):
         return False
     try:
-        process = psutil.Process(pid)
-        process.send_signal(signal.SIGINT if postgres else signal.SIGTERM)
-        process.wait(timeout)
+        psutil.Process(pid).send_signal(signal.SIGINT if postgres else signal.SIGTERM)
     except psutil.NoSuchProcess:
         return True
-    except psutil.TimeoutExpired:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()
+    # Not psutil's wait: a detached stack's processes are not our children, and one that has
+    # exited stays a zombie until init reaps it; pid_alive counts that as gone.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).kill()
     return True
