@@ -126,6 +126,8 @@ class Settings:
     and fails it (refunded) after ASSAY_MAX_ATTEMPTS re-publications."""
     log_level: str = "INFO"
     """Logging level name (DEBUG, INFO, WARNING, ERROR)."""
+    log_format: str = "auto"
+    """``json`` (one object per line), ``text``, or ``auto``: text on a terminal, else JSON."""
     bookmark_interval: float = 15.0
     """Seconds between WatchJobs bookmarks (the latest cursor, sent while idle)."""
     watch_buffer: int = 256
@@ -241,6 +243,16 @@ def _bool(raw: str) -> bool:
     raise ConfigError("not a boolean (true/false)")
 
 
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.lower()
+        if value not in choices:
+            raise ConfigError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
 def _log_level(raw: str) -> str:
     level = raw.upper()
     if not isinstance(logging.getLevelName(level), int):
@@ -275,6 +287,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "db_pool_size": _int_at_least(1),
     "analyzer_delay": parse_duration,
     "log_level": _log_level,
+    "log_format": _choice("auto", "json", "text"),
     "reflection": _bool,
     "max_queued": _positive_duration,
 }

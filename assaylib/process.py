@@ -14,7 +14,8 @@ from typing import Any, Protocol, TypeVar
 import uvloop
 
 from assaylib.config import ConfigError, Settings, listen_addr
-from assaylib.telemetry import configure_logging, start_metrics_server
+from assaylib.logs import configure_logging
+from assaylib.telemetry import start_metrics_server
 
 EXIT_CONFIG = 2
 T = TypeVar("T")
@@ -40,7 +41,7 @@ def settings_or_exit(
     except ConfigError as err:
         print(f"{service}: {err}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
-    configure_logging(service, settings.log_level)
+    configure_logging(service, settings.log_level, settings.log_format)
     if metrics:
         start_metrics_server(settings.metrics_addr)
     return settings

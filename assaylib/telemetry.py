@@ -1,10 +1,8 @@
-"""Logging, Prometheus metrics and the RPC metrics interceptor shared by every service."""
+"""Prometheus metrics and the RPC metrics interceptor shared by every service."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,9 +17,7 @@ from assaylib._handlers import Context, Guard, GuardingInterceptor
 __all__ = [
     "RPC_DURATION",
     "RPC_REQUESTS",
-    "KeyValueFormatter",
     "RpcMetricsInterceptor",
-    "configure_logging",
     "split_method",
     "start_metrics_server",
 ]
@@ -36,55 +32,6 @@ RPC_DURATION = prometheus_client.Histogram(
     "Time to serve a gRPC call (a stream: until it ends).",
     ["service", "method"],
 )
-
-# Attributes every LogRecord has; anything else on a record came from ``extra=``.
-_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
-
-
-class KeyValueFormatter(logging.Formatter):
-    """One line per record: time, level, service, logger, message, then extras as key=value."""
-
-    def __init__(self, service: str) -> None:
-        super().__init__()
-        self.service = service
-
-    def format(self, record: logging.LogRecord) -> str:
-        """Render ``record`` on one line (a traceback follows on its own lines)."""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        line = (
-            f"{stamp}.{int(record.msecs):03d}Z {record.levelname} {self.service} "
-            f"{record.name}: {record.getMessage()}"
-        )
-        extras = [
-            f"{key}={_quote(value)}"
-            for key, value in vars(record).items()
-            if key not in _STANDARD_ATTRS and not key.startswith("_")
-        ]
-        if extras:
-            line += " " + " ".join(extras)
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
-
-
-def _quote(value: object) -> str:
-    text = str(value)
-    if not text or any(c.isspace() or c in '"=' for c in text):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    return text
-
-
-def configure_logging(service: str, level: str = "INFO") -> None:
-    """Send every log record to stderr through a KeyValueFormatter; safe to call again."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_assay", False):
-            root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(KeyValueFormatter(service))
-    handler._assay = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
-    root.setLevel(level.upper())
 
 
 def start_metrics_server(addr: str) -> int | None:

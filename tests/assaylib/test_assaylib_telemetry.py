@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import sys
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
 from assaylib import telemetry
-from assaylib.telemetry import configure_logging, split_method, start_metrics_server
+from assaylib.logs import configure_logging
+from assaylib.telemetry import split_method, start_metrics_server
 
 
 @pytest.fixture
@@ -30,8 +33,8 @@ def test_configure_logging_is_idempotent_and_one_line(
 ) -> None:
     stream = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)
-    configure_logging("worker", "debug")
-    configure_logging("worker", "DEBUG")
+    configure_logging("worker", "debug", "text")
+    configure_logging("worker", "DEBUG", "text")
     ours = [h for h in restore_root_logger.handlers if getattr(h, "_assay", False)]
     assert len(ours) == 1
     logging.getLogger("worker.loop").info(
@@ -42,6 +45,39 @@ def test_configure_logging_is_idempotent_and_one_line(
     assert " INFO worker worker.loop: job started " in line
     assert 'job_id=j-1 attempt=2 worker_id="w 1"' in line
     assert line[:4].isdigit() and "Z " in line
+
+
+def test_json_lines_carry_the_job_and_the_trace(
+    restore_root_logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)  # not a terminal: JSON by default
+    configure_logging("archive", "INFO")
+    provider = TracerProvider()
+    with provider.get_tracer("test").start_as_current_span("transition") as span:
+        logging.getLogger("archive_svc.lifecycle").info(
+            "job %s started", "j-1", extra={"job_id": "j-1", "user_id": "u 1", "attempt": 1}
+        )
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("archive_svc").exception("failed")
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    context = span.get_span_context()
+    assert first == {
+        "time": first["time"],
+        "level": "INFO",
+        "service": "archive",
+        "logger": "archive_svc.lifecycle",
+        "message": "job j-1 started",
+        "job_id": "j-1",
+        "user_id": "u 1",
+        "attempt": 1,
+        "trace_id": f"{context.trace_id:032x}",
+        "span_id": f"{context.span_id:016x}",
+    }
+    assert first["time"].endswith("Z") and "trace_id" not in second
+    assert second["level"] == "ERROR" and "ValueError: boom" in second["exception"]
 
 
 def test_split_method() -> None:

@@ -4,6 +4,7 @@ with worker crashes, cancellation, retry and watcher resume."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 
@@ -68,6 +69,14 @@ async def test_submit_is_analysed_and_watched(e2e: E2E) -> None:
     ).result
     assert result.test_data == talent_data()
     assert result.test_result.archetype and len(result.test_result.career_recommendation) >= 3
+
+    # Not on a terminal, every service logs one JSON object per line, naming the job.
+    for service in ("assessment", "worker"):
+        lines = (e2e.stack.logs / f"{service}.log").read_text().splitlines()
+        records = [json.loads(line) for line in lines if line.startswith("{")]
+        assert records and len(records) == len([line for line in lines if line.strip()])
+        assert {"time", "level", "service", "logger", "message"} <= set(records[0])
+        assert any(r.get("job_id") == job.job_id for r in records), service
     assert await e2e.archive.balance("alice") == 2
     await check_invariants(e2e.info.database_url)
 
