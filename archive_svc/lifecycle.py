@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from archive_svc import convert, db, store
+from archive_svc import convert, db, metrics, store
 from archive_svc.checks import MAX_BATCH, Policy, fill_item_error, owner_violations, refused
 from archive_svc.states import (
     CANCEL,
@@ -149,6 +149,7 @@ class Lifecycle:
                 error = refused(operation.name, found.job, request.get("owner", ""))
                 outcomes.append(Outcome(job=found.job, error=error))
             else:
+                metrics.count_transition(found.rule, found.previous_status, found.job)
                 outcomes.append(Outcome(job=found.job))
         return outcomes
 
@@ -349,6 +350,7 @@ class Lifecycle:
                 f"the owner already has {request.max_inflight} job(s) in flight; wait for one",
                 metadata={"max_inflight": str(request.max_inflight)},
             )
+        metrics.count_transition("retry", "FAILED", row)
         return pb.RetryJobResponse(job=convert.job_to_proto(row), tokens_remaining=row["balance"])
 
 

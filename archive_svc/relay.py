@@ -20,9 +20,8 @@ import asyncpg
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from prometheus_client import Counter, Gauge
 
-from archive_svc import store
+from archive_svc import metrics, stats, store
 from archive_svc.db import libpq_dsn
 from archive_svc.events import publication
 from assaylib.streams import StreamNames, ensure_streams
@@ -35,10 +34,6 @@ class StandingBy(Exception):
 
 
 CHANNEL = "assay_outbox"
-PUBLISHED = Counter("assay_outbox_published_total", "Outbox messages published to JetStream")
-FAILURES = Counter("assay_outbox_relay_failures_total", "Relay rounds that failed and backed off")
-UNSENT = Gauge("assay_outbox_unsent", "Outbox messages waiting to be published (the backlog)")
-PURGED = Counter("assay_outbox_purged_total", "Published outbox rows deleted after retention")
 PURGE_EVERY = 3600.0  # seconds between purges of published rows
 PUBLISH_TIMEOUT = 10.0  # seconds for JetStream to acknowledge one batch
 
@@ -75,6 +70,7 @@ class OutboxRelay:
         self._js: JetStreamContext | None = None
         self._listener: asyncpg.Connection | None = None
         self._next_purge = 0.0
+        self._next_sample = 0.0
 
     async def start(self) -> None:
         """Start relaying in the background."""
@@ -104,7 +100,7 @@ class OutboxRelay:
                 await self._sleep(self.max_backoff)
                 continue
             except Exception as err:  # any failure: back off, reconnect, retry
-                FAILURES.inc()
+                metrics.FAILURES.inc()
                 log.warning("outbox relay round failed, retrying in %.1fs: %r", backoff, err)
                 await self._disconnect()
                 await self._sleep(backoff)
@@ -164,19 +160,31 @@ class OutboxRelay:
         js = self._js
         sent: list[Any] = []
         while not self._stopping.is_set():
+            await self._sample_if_due(js)
             rows = await store.next_unsent(self.pool, sent, self.batch_size)
             if sent:
-                PUBLISHED.inc(len(sent))
+                metrics.PUBLISHED.inc(len(sent))
             if not rows:
-                UNSENT.set(0)
+                metrics.UNSENT.set(0)
                 await self._purge()
                 return
             if len(rows) == self.batch_size:  # a backlog: count it (cheap, partial index)
-                UNSENT.set(await store.count_unsent(self.pool))
+                metrics.UNSENT.set(await store.count_unsent(self.pool))
             await self._publish(js, rows)
             sent = [row["id"] for row in rows]
         if sent:  # stopping: mark what went out, so the next relay does not send it again
             await store.next_unsent(self.pool, sent, 0)
+
+    async def _sample_if_due(self, js: JetStreamContext) -> None:
+        # The relay holder samples what operators watch, so each figure is exported once.
+        now = asyncio.get_running_loop().time()
+        if now < self._next_sample:
+            return
+        self._next_sample = now + stats.STATS_EVERY
+        try:
+            await stats.sample(self.pool, js, self.names)
+        except Exception as err:  # a sample is best effort; the next one retries
+            log.warning("sampling the system's figures failed: %r", err)
 
     async def _purge(self) -> None:
         # Published rows are kept as long as the events stream keeps their events.
@@ -184,7 +192,7 @@ class OutboxRelay:
         if now < self._next_purge:
             return
         self._next_purge = now + PURGE_EVERY
-        PURGED.inc(await store.purge_sent(self.pool, self.events_max_age))
+        metrics.PURGED.inc(await store.purge_sent(self.pool, self.events_max_age))
 
     async def _publish(self, js: JetStreamContext, rows: Sequence[asyncpg.Record]) -> None:
         # publish_async sends in order and collects the acks; the stream receives the batch

@@ -7,7 +7,7 @@ import uuid
 
 import asyncpg
 
-from archive_svc import convert, db, store
+from archive_svc import convert, db, metrics, store
 from archive_svc.checks import MAX_BATCH, ArchivePart, fill_item_error
 from archive_svc.events import queue_message
 from assay.archive.v1 import archive_service_pb2 as pb
@@ -108,6 +108,7 @@ class Submissions(ArchivePart):
     ) -> pb.CreateSubmissionResponse:
         outcome, cost = row["outcome"], self.policy.token_cost
         if outcome == "created":
+            metrics.count_transition("create", "NONE", row)
             job = convert.job_to_proto(row)
             return pb.CreateSubmissionResponse(job=job, tokens_remaining=row["balance"])
         if outcome == "insufficient":

@@ -9,9 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-from prometheus_client import Counter
 
-from archive_svc import convert, db, store
+from archive_svc import convert, db, metrics, store
 from archive_svc.checks import Policy
 from archive_svc.paging import PageTokens, page_limit
 from archive_svc.states import REQUEUE, SWEEP, SWEEP_QUEUED
@@ -33,11 +32,6 @@ QUEUED_OP = Operation(
     (Rule(REQUEUE), Rule(SWEEP_QUEUED)),
     (("max_queued", "float8"), ("max_requeues", "int4")),
     scan="j.updated_at",
-)
-SWEPT = Counter("assay_sweep_jobs_failed_total", "Stuck jobs failed (code STUCK) by sweeps")
-HELD_BACK = Counter("assay_sweep_held_back_total", "Sweeps held back by the mass-failure guard")
-REQUEUED = Counter(
-    "assay_sweep_jobs_requeued_total", "Lost QUEUED jobs re-published to the queue by sweeps"
 )
 
 
@@ -121,7 +115,7 @@ class Sweeper:
         processing = hold_back(request, response.found, response.in_flight, PROCESSING_GUARD)
         queued = hold_back(request, response.queued_found, response.queued, QUEUED_GUARD)
         if processing or queued:
-            HELD_BACK.inc()
+            metrics.HELD_BACK.inc()
             response.held_back = True
             response.reason = "; ".join(reason for reason in (processing, queued) if reason)
         if not processing:
@@ -132,7 +126,7 @@ class Sweeper:
             params = {"max_queued": max_queued, "max_requeues": self.policy.max_attempts}
             await self._batches(conn, QUEUED_OP, params, batch, response)
             response.requeued = len(response.requeued_job_ids)
-            REQUEUED.inc(response.requeued)
+            metrics.REQUEUED.inc(response.requeued)
         response.refunded = response.failed
         return response
 
@@ -153,6 +147,8 @@ class Sweeper:
             )
             for outcome in applied:
                 job = outcome.job
+                if outcome.rule is not None:
+                    metrics.count_transition(outcome.rule, outcome.previous_status, job)
                 extra = {"job_id": str(job["job_id"]), "worker_id": job["worker_id"]}
                 if outcome.rule == REQUEUE.name:
                     response.requeued_job_ids.append(str(job["job_id"]))
@@ -171,7 +167,7 @@ class Sweeper:
             if len(applied) < batch:
                 break
         response.failed += failed
-        SWEPT.inc(failed)
+        metrics.SWEPT.inc(failed)
         return failed
 
 

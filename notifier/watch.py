@@ -23,11 +23,12 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from assay.archive.v1 import archive_service_pb2 as archive_pb
 from assay.archive.v1 import archive_service_pb2_grpc as archive_grpc
@@ -48,6 +49,12 @@ OVERFLOWS = Counter(
 )
 CATCH_UPS = Counter(
     "assay_notifier_catch_ups", "Replays from the events stream (resumes and full buffers)"
+)
+DELIVERY_SECONDS = Histogram(
+    "assay_notifier_event_delivery_seconds",
+    "From a transition's commit (the event's occurred_at) to its write to a WatchJobs stream;"
+    " replays after a resume count too.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 ARCHIVE_TIMEOUT = 10.0  # seconds per snapshot call to the archive
 CAUGHT_UP_CHECK = 0.05  # seconds a catch-up waits for more before asking if it is done
@@ -301,6 +308,9 @@ class Watch:
         kind = item.WhichOneof("kind")
         if kind == "event":
             EVENTS_SENT.inc()
+            DELIVERY_SECONDS.observe(
+                max(time.time() - item.event.occurred_at.ToNanoseconds() / 1e9, 0.0)
+            )
             self.sent_cursor = item.event.cursor
         elif kind == "bookmark":
             BOOKMARKS_SENT.inc()

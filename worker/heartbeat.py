@@ -14,7 +14,7 @@ from nats.aio.msg import Msg
 
 from assaylib.errors import AssayError
 from worker.archive_client import ArchiveClient, is_refusal
-from worker.metrics import HEARTBEAT_FAILURES
+from worker.metrics import HEARTBEAT_FAILURES, HEARTBEATS
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,9 @@ class Heartbeat:
         """One round: the in-progress ack, then the archive heartbeat if an attempt is held."""
         try:
             await self.msg.in_progress()
+            HEARTBEATS.labels("ack").inc()
         except Exception:
-            HEARTBEAT_FAILURES.inc()
+            HEARTBEAT_FAILURES.labels("ack").inc()
             log.warning("in-progress ack failed", exc_info=True, extra=self.log_extra)
         if self.lease is not None:
             await self._beat_archive(self.lease)
@@ -94,12 +95,13 @@ class Heartbeat:
             reply = await self.archive.heartbeat(lease.job_id, lease.worker_id, lease.attempt)
         except AssayError as err:
             if not is_refusal(err):
-                HEARTBEAT_FAILURES.inc()
+                HEARTBEAT_FAILURES.labels("archive").inc()
                 log.warning("heartbeat failed, will retry: %s", err, extra=self.log_extra)
                 return
             log.warning("heartbeat refused (%s): lease lost", err, extra=self.log_extra)
             self._decide(Verdict.LEASE_LOST)
             return
+        HEARTBEATS.labels("archive").inc()
         if reply.lease_lost:
             self._decide(Verdict.LEASE_LOST)
         elif reply.cancel_requested:

@@ -21,8 +21,15 @@ JOBS_IN_FLIGHT = Gauge("assay_worker_jobs_in_flight", "Messages this worker hold
 ANALYSIS_SECONDS = Histogram(
     "assay_worker_analysis_duration_seconds", "Time one analyzer run took (successful runs)."
 )
+HEARTBEATS = Counter(
+    "assay_worker_heartbeats",
+    "Heartbeats sent, by kind: ack (JetStream in-progress) or archive (the job's lease).",
+    ["kind"],
+)
 HEARTBEAT_FAILURES = Counter(
-    "assay_worker_heartbeat_failures", "Heartbeat rounds whose archive or JetStream call failed."
+    "assay_worker_heartbeat_failures",
+    "Heartbeats whose JetStream (ack) or archive call failed, by kind.",
+    ["kind"],
 )
 MAX_DELIVERIES = Counter(
     "assay_worker_max_deliveries",

@@ -97,6 +97,11 @@ class Applied:
     rule: str | None
     job: asyncpg.Record
 
+    @property
+    def previous_status(self) -> str:
+        """The job's status before the statement (its status now, when refused)."""
+        return str(self.job["previous"])
+
 
 def _q(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
@@ -218,15 +223,16 @@ def _statement(operation: Operation) -> str:
         f"i AS (SELECT * FROM unnest({arrays}) WITH ORDINALITY AS i({names}, n))",
         select,
         f"m AS (UPDATE jobs j SET {_set_clause(operation.rules)} FROM c JOIN i ON i.n = c.n"
-        f" WHERE j.job_id = c.job_id AND c.rule IS NOT NULL RETURNING {columns}, c.n, c.rule)",
+        f" WHERE j.job_id = c.job_id AND c.rule IS NOT NULL"
+        f" RETURNING {columns}, c.n, c.rule, c.status AS previous)",
         *_side_effects(operation),
     ]
     plain = ", ".join(JOB_COLUMNS)
     return (
         "WITH "
         + ", ".join(parts)
-        + f" SELECT {plain}, n, rule FROM m"
-        + f" UNION ALL SELECT {plain}, n, NULL FROM c WHERE c.rule IS NULL"
+        + f" SELECT {plain}, n, rule, previous FROM m"
+        + f" UNION ALL SELECT {plain}, n, NULL, status FROM c WHERE c.rule IS NULL"
     )
 
 

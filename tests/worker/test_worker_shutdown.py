@@ -4,6 +4,7 @@ over by another worker; `python -m worker` exits 0 on SIGTERM and 2 on bad confi
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -104,8 +105,10 @@ async def test_python_m_worker_processes_a_job_and_exits_0_on_sigterm(
         async with asyncio.timeout(20):
             _out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
-    log = err.decode()
-    assert f"job_id={job.job_id}" in log and "worker_id=" in log
+    lines = [json.loads(line) for line in err.decode().splitlines() if line.strip()]
+    assert any(line.get("job_id") == job.job_id and line.get("worker_id") for line in lines), (
+        "no JSON log line names the job and its worker"
+    )
     stored = await get_job(archive_stub, job.job_id)
     assert stored.status == job_pb2.JOB_STATUS_COMPLETED
 
