@@ -195,6 +195,8 @@ def print_stack(info: StackInfo, *, json_mode: bool, detached: bool) -> None:
     }
     lines = [f"Assay is up · state and logs in {info.state_dir}", ""]
     lines += [f"  {name:<11} {value}" for name, value in rows]
+    lines += ["", "Prometheus metrics:"]
+    lines += [f"  {name:<11} {url}" for name, url in info.metrics.items()]
     lines += ["", "Dev operator token (valid 7 days):", f"  {info.token}", ""]
     lines += ["Commands run from this directory find the stack by themselves; elsewhere:"]
     lines += [f"  export {var}={value}" for var, value in exports.items()]

@@ -60,6 +60,8 @@ class StackInfo:
     database_url: str
     nats_url: str
     pids: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, str] = field(default_factory=dict)
+    """Each process's Prometheus endpoint (``http://host:port/metrics``)."""
 
     def to_json(self) -> str:
         """The JSON form printed by `assay dev up --json` and kept in stack.json."""
@@ -119,6 +121,7 @@ class LocalStack:
         self.logs = self.state_dir / "logs"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.addrs: dict[str, str] = {}
+        self.metrics: dict[str, str] = {}
         self.postgres: EmbeddedPostgres | None = None
         self.nats: EmbeddedNats | None = None
         self.info: StackInfo | None = None
@@ -269,6 +272,9 @@ class LocalStack:
         process_env.update(env)
         if as_name and name == "worker" and "ASSAY_WORKER_ADDR" not in env:
             process_env["ASSAY_WORKER_ADDR"] = f"127.0.0.1:{free_port()}"
+        process_env["ASSAY_METRICS_ADDR"] = env.get("ASSAY_METRICS_ADDR") or self._metrics_addr(
+            label
+        )
         log = open(self.logs / f"{label}.log", "ab")  # noqa: SIM115 - the child owns it
         process = subprocess.Popen(
             [sys.executable, "-m", MODULES[name]],
@@ -285,6 +291,15 @@ class LocalStack:
             self.info.pids[label] = process.pid
             self._save()
         return process.pid
+
+    def _metrics_addr(self, label: str) -> str:
+        # Every process serves /metrics on a port of its own; a restart keeps its port.
+        known = self.metrics.get(label, "")
+        addr = known.removeprefix("http://").removesuffix("/metrics") or f"127.0.0.1:{free_port()}"
+        self.metrics[label] = f"http://{addr}/metrics"
+        if self.info is not None:
+            self.info.metrics = dict(self.metrics)
+        return addr
 
     def crash(self, label: str) -> None:
         """Kill a started service with SIGKILL, as a crash would, and reap it."""

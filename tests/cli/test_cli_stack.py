@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import urllib.request
 from typing import Any
 
 import pytest
@@ -35,6 +36,7 @@ STACK_KEYS = {
     "database_url",
     "nats_url",
     "pids",
+    "metrics",
 }
 
 pytestmark = pytest.mark.e2e
@@ -80,8 +82,37 @@ async def test_up_submit_watch_down_leaves_no_process(cli: Cli, cli_env) -> None
 
         balance = await cli.run("tokens", "balance", "--json", "--token", token)
         assert balance.json() == {"userId": "carol", "balance": "2"}
+
+        # Every service process serves /metrics, and the job moved each one's figures.
+        assert set(info["metrics"]) == SERVICES - {"sweep"}
+        scraped = {name: await scrape(url) for name, url in info["metrics"].items()}
+        completed = 'assay_job_transitions_total{from_status="PROCESSING",rule="complete",'
+        assert _value(scraped["archive"], completed + 'to_status="COMPLETED"}') >= 1
+        assert _value(scraped["worker"], "assay_worker_jobs_completed_total") == 1
+        accepted = 'assay_assessment_submissions_total{outcome="accepted",reason=""}'
+        assert _value(scraped["assessment"], accepted) == 1
+        assert _value(scraped["notifier"], "assay_notifier_events_sent_total") >= 3
     finally:
         await stack_down(cli, info)
+
+
+async def scrape(url: str) -> str:
+    """The text a Prometheus scrape of ``url`` reads."""
+
+    def get() -> str:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return str(reply.read().decode())
+
+    return await asyncio.to_thread(get)
+
+
+def _value(exposition: str, sample: str) -> float:
+    """The value of one sample line (name with labels, exactly as exposed)."""
+    for line in exposition.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == sample:
+            return float(value)
+    raise AssertionError(f"{sample} is not exposed")
 
 
 async def test_human_output_of_up_and_submit(cli: Cli) -> None:
@@ -91,6 +122,8 @@ async def test_human_output_of_up_and_submit(cli: Cli) -> None:
     try:
         assert f"export ASSAY_ASSESSMENT_ADDR={info['assessment']}" in up.stdout
         assert f"export ASSAY_TOKEN={info['token']}" in up.stdout
+        assert "Prometheus metrics:" in up.stdout
+        assert all(url in up.stdout for url in info["metrics"].values())
         assert "waiting for notifier to be healthy" in up.stderr
         assert "starting the sweep loop" in up.stderr
 
