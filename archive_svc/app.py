@@ -13,6 +13,7 @@ from archive_svc.checks import Policy
 from archive_svc.db import TRANSIENT, create_pool, libpq_dsn
 from archive_svc.relay import OutboxRelay
 from archive_svc.server import ALLOWED_ROLES, SERVICE_NAME, Archive, ArchiveServicer
+from archive_svc.stats import SystemStatus
 from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
 from assaylib.config import Settings
 from assaylib.server import create_server, shutdown
@@ -47,7 +48,11 @@ class ArchiveApp:
         names = StreamNames(settings.stream_prefix)
         pool = await create_pool(settings.database_url, min_size=0, max_size=settings.db_pool_size)
         archive = Archive.build(
-            pool, libpq_dsn(settings.database_url), policy_of(settings), settings.jwt_secret
+            pool,
+            libpq_dsn(settings.database_url),
+            policy_of(settings),
+            settings.jwt_secret,
+            SystemStatus(pool, settings.nats_url, names),
         )
         servicer = ArchiveServicer(archive)
         server, port, health = await create_server(
@@ -73,5 +78,8 @@ class ArchiveApp:
     async def stop(self, grace: float) -> None:
         """Stop serving (draining calls within grace), then the relay, then the pool."""
         await shutdown(
-            self.server, self.health, grace=grace, on_stop=[self.relay.stop, self.pool.close]
+            self.server,
+            self.health,
+            grace=grace,
+            on_stop=[self.relay.stop, self.archive.status.close, self.pool.close],
         )

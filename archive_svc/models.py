@@ -126,6 +126,7 @@ class Job(Base):
             postgresql_where=text("status IN ('QUEUED', 'PROCESSING')"),
         ),
         Index("ix_jobs_queued_updated", "updated_at", postgresql_where=text("status = 'QUEUED'")),
+        Index("ix_jobs_finished", "finished_at", postgresql_where=text("finished_at IS NOT NULL")),
     )
 
     job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -240,3 +241,21 @@ class IdempotencyKey(Base):
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=NOW
     )
+
+
+class Sweep(Base):
+    """What one sweep did (``assay status`` shows the last); the newest 10,000 are kept."""
+
+    __tablename__ = "sweeps"
+
+    sweep_id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    ran_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=NOW
+    )
+    found: Mapped[int] = mapped_column(Integer, nullable=False)
+    failed: Mapped[int] = mapped_column(Integer, nullable=False)
+    requeued: Mapped[int] = mapped_column(Integer, nullable=False)
+    held_back: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("''"))
+    in_flight: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    queued: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -16,6 +16,7 @@ from archive_svc.jobs import Jobs
 from archive_svc.lifecycle import Lifecycle
 from archive_svc.paging import PageTokens
 from archive_svc.results import Results
+from archive_svc.stats import SystemStatus
 from archive_svc.submissions import Submissions
 from archive_svc.sweep import Sweeper
 from archive_svc.tokens import Tokens
@@ -38,9 +39,12 @@ class Archive:
     tokens: Tokens
     lifecycle: Lifecycle
     sweeper: Sweeper
+    status: SystemStatus
 
     @classmethod
-    def build(cls, pool: asyncpg.Pool, dsn: str, policy: Policy, secret: str) -> Archive:
+    def build(
+        cls, pool: asyncpg.Pool, dsn: str, policy: Policy, secret: str, status: SystemStatus
+    ) -> Archive:
         """Wire the domain modules to one pool (``dsn`` for the sweep's own session);
         ``secret`` signs page tokens."""
         pages = PageTokens(secret)
@@ -51,6 +55,7 @@ class Archive:
             Tokens(pool, policy, pages),
             Lifecycle(pool, policy),
             Sweeper(pool, dsn, policy, pages),
+            status,
         )
 
 
@@ -186,3 +191,9 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
     ) -> pb.ListLedgerEntriesResponse:
         """List ledger entries, newest first."""
         return await self.archive.tokens.ledger(request)
+
+    async def GetSystemStatus(
+        self, request: pb.GetSystemStatusRequest, context: Context
+    ) -> pb.GetSystemStatusResponse:
+        """The whole system's status for operators."""
+        return await self.archive.status.read()

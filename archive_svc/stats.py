@@ -1,23 +1,37 @@
-"""What the archive samples for operators, every STATS_EVERY seconds, in the replica that
-holds the relay lock (so each figure is exported once): jobs in flight and their oldest age,
-the outbox backlog, and the workers' JetStream consumer. ``assay status`` reads the same."""
+"""What the archive tells operators about the whole system.
+
+Every STATS_EVERY seconds the replica that holds the relay lock samples jobs in flight and
+their oldest age, the outbox backlog and the workers' JetStream consumer into gauges (one
+replica, so each figure is exported once). ``GetSystemStatus`` (``assay status``) reads the
+same figures, and more, when asked.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
 import asyncpg
+import nats
+from google.protobuf.duration_pb2 import Duration
+from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from archive_svc import metrics
+from archive_svc import metrics, store
+from archive_svc.convert import stamp
+from assay.archive.v1 import archive_service_pb2 as pb
+from assay.common.v1 import job_pb2
 from assaylib.streams import StreamNames
 
 log = logging.getLogger(__name__)
 
 STATS_EVERY = 15.0  # seconds between samples
+IN_FLIGHT = ("QUEUED", "PROCESSING")
+CONSUMER_TIMEOUT = 2.0  # seconds to ask JetStream about the consumer for a status
 
 
 @dataclass
@@ -28,39 +42,36 @@ class Sample:
     oldest_age: dict[str, float] = field(default_factory=dict)
     outbox_unsent: int = 0
     outbox_oldest_age: float = 0.0
-    consumer_pending: int = 0
-    consumer_ack_pending: int = 0
-    consumer_redelivered: int = 0
+    consumer: pb.ConsumerStatus | None = None
+
+    @property
+    def consumer_pending(self) -> int:
+        """Undelivered job messages (0 when the consumer is unknown)."""
+        return self.consumer.pending if self.consumer is not None else 0
 
 
 async def sample_database(db: asyncpg.Pool | asyncpg.Connection) -> Sample:
     """Jobs in flight (with the oldest's age) and the outbox backlog, from PostgreSQL."""
-    found = Sample()
-    rows = await db.fetch(
-        "SELECT status::text AS status, count(*) AS jobs, coalesce(extract(epoch FROM now()"
-        " - min(CASE status WHEN 'QUEUED' THEN updated_at ELSE started_at END)), 0) AS age"
-        " FROM jobs WHERE status IN ('QUEUED', 'PROCESSING') GROUP BY status"
-    )
-    for status in ("QUEUED", "PROCESSING"):
-        found.jobs[status], found.oldest_age[status] = 0, 0.0
-    for row in rows:
+    found = Sample(jobs=dict.fromkeys(IN_FLIGHT, 0), oldest_age=dict.fromkeys(IN_FLIGHT, 0.0))
+    for row in await store.in_flight(db):
         found.jobs[row["status"]] = int(row["jobs"])
         found.oldest_age[row["status"]] = float(row["age"])
-    outbox = await db.fetchrow(
-        "SELECT count(*) AS unsent, coalesce(extract(epoch FROM now() - min(created_at)), 0)"
-        " AS age FROM outbox WHERE sent_at IS NULL"
-    )
+    outbox = await store.outbox_backlog(db)
     found.outbox_unsent, found.outbox_oldest_age = int(outbox["unsent"]), float(outbox["age"])
     return found
 
 
-async def sample_consumer(js: JetStreamContext, names: StreamNames, found: Sample) -> None:
-    """The workers' consumer: pending, delivered but unacked, redelivered."""
-    with contextlib.suppress(NotFoundError):  # no worker has declared it yet
+async def read_consumer(js: JetStreamContext, names: StreamNames) -> pb.ConsumerStatus:
+    """The workers' consumer as JetStream reports it (all zero before a worker declared it)."""
+    with contextlib.suppress(NotFoundError):
         info = await js.consumer_info(names.jobs_stream, names.worker_consumer)
-        found.consumer_pending = info.num_pending or 0
-        found.consumer_ack_pending = info.num_ack_pending or 0
-        found.consumer_redelivered = info.num_redelivered or 0
+        return pb.ConsumerStatus(
+            pending=info.num_pending or 0,
+            ack_pending=info.num_ack_pending or 0,
+            redelivered=info.num_redelivered or 0,
+            waiting=info.num_waiting or 0,
+        )
+    return pb.ConsumerStatus()
 
 
 def export(found: Sample) -> None:
@@ -70,14 +81,93 @@ def export(found: Sample) -> None:
         metrics.OLDEST.labels(status).set(found.oldest_age[status])
     metrics.UNSENT.set(found.outbox_unsent)
     metrics.OUTBOX_OLDEST.set(found.outbox_oldest_age)
-    metrics.CONSUMER_PENDING.set(found.consumer_pending)
-    metrics.CONSUMER_ACK_PENDING.set(found.consumer_ack_pending)
-    metrics.CONSUMER_REDELIVERED.set(found.consumer_redelivered)
+    if found.consumer is not None:
+        metrics.CONSUMER_PENDING.set(found.consumer.pending)
+        metrics.CONSUMER_ACK_PENDING.set(found.consumer.ack_pending)
+        metrics.CONSUMER_REDELIVERED.set(found.consumer.redelivered)
 
 
 async def sample(db: asyncpg.Pool, js: JetStreamContext, names: StreamNames) -> Sample:
     """Take a sample and export it."""
     found = await sample_database(db)
-    await sample_consumer(js, names, found)
+    found.consumer = await read_consumer(js, names)
     export(found)
     return found
+
+
+def seconds(value: float) -> Duration:
+    """A Duration of ``value`` seconds (to the microsecond)."""
+    duration = Duration()
+    duration.FromMicroseconds(round(value * 1e6))
+    return duration
+
+
+class SystemStatus:
+    """GetSystemStatus: PostgreSQL's figures and the workers' consumer, read when asked (over
+    a NATS connection of its own, opened on first use)."""
+
+    def __init__(self, pool: asyncpg.Pool, nats_url: str, names: StreamNames) -> None:
+        self.pool = pool
+        self.nats_url = nats_url
+        self.names = names
+        self._nc: NatsClient | None = None
+        self._connecting = asyncio.Lock()
+
+    async def read(self) -> pb.GetSystemStatusResponse:
+        """The system's status now."""
+        reply = pb.GetSystemStatusResponse(observed_at=stamp(dt.datetime.now(dt.UTC)))
+        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
+            # One snapshot, so the figures agree with each other.
+            counts = await store.jobs_per_status(conn)
+            found = await sample_database(conn)
+            recent = await store.last_minute(conn)
+            workers = await store.recent_workers(conn)
+            sweep = await store.last_sweep(conn)
+        for value in job_pb2.JobStatus.values():
+            if value:
+                name = job_pb2.JobStatus.Name(value).removeprefix("JOB_STATUS_")
+                reply.jobs.add(status=value, count=counts.get(name, 0))
+        reply.oldest_queued_age.CopyFrom(seconds(found.oldest_age["QUEUED"]))
+        reply.oldest_processing_age.CopyFrom(seconds(found.oldest_age["PROCESSING"]))
+        reply.last_minute.CopyFrom(pb.Throughput(**{k: int(v) for k, v in dict(recent).items()}))
+        reply.outbox_unsent = found.outbox_unsent
+        reply.outbox_oldest_unsent_age.CopyFrom(seconds(found.outbox_oldest_age))
+        for row in workers:
+            reply.workers.add(
+                worker_id=row["worker_id"],
+                last_seen=stamp(row["last_seen"]),
+                processing=row["processing"],
+                finished_last_minute=row["finished"],
+            )
+        if sweep is not None:
+            fields = dict(sweep)
+            summary = pb.SweepSummary(ran_at=stamp(fields.pop("ran_at")), **fields)
+            reply.last_sweep.CopyFrom(summary)
+        consumer = await self._consumer()
+        if consumer is not None:
+            reply.consumer.CopyFrom(consumer)
+        return reply
+
+    async def _consumer(self) -> pb.ConsumerStatus | None:
+        try:
+            async with asyncio.timeout(CONSUMER_TIMEOUT):
+                js = await self._jetstream()
+                return await read_consumer(js, self.names)
+        except Exception as err:  # the status still shows everything else
+            log.warning("could not read the workers' consumer for a status: %r", err)
+            return None
+
+    async def _jetstream(self) -> JetStreamContext:
+        async with self._connecting:
+            if self._nc is None or self._nc.is_closed:
+                self._nc = await nats.connect(
+                    self.nats_url, connect_timeout=CONSUMER_TIMEOUT, max_reconnect_attempts=-1
+                )
+            return self._nc.jetstream(timeout=CONSUMER_TIMEOUT)
+
+    async def close(self) -> None:
+        """Close the NATS connection, if one was opened."""
+        nc, self._nc = self._nc, None
+        if nc is not None and not nc.is_closed:
+            with contextlib.suppress(Exception):
+                await nc.close()

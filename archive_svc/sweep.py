@@ -128,6 +128,16 @@ class Sweeper:
             response.requeued = len(response.requeued_job_ids)
             metrics.REQUEUED.inc(response.requeued)
         response.refunded = response.failed
+        await store.record_sweep(
+            conn,
+            found=response.found + response.queued_found,
+            failed=response.failed,
+            requeued=response.requeued,
+            held_back=response.held_back,
+            reason=response.reason,
+            in_flight=response.in_flight,
+            queued=response.queued,
+        )
         return response
 
     async def _batches(

@@ -15,7 +15,14 @@ import sys
 import grpc
 import grpc.aio
 
-from assay_cli import commands_dev, commands_jobs, commands_submit, commands_tokens, output
+from assay_cli import (
+    commands_dev,
+    commands_jobs,
+    commands_status,
+    commands_submit,
+    commands_tokens,
+    output,
+)
 from assay_cli.connect import CliError, Connection, resolve, state_dir, unreachable
 from assay_cli.loader import SubmissionFileError
 from assay_cli.stack import StackError
@@ -47,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands_submit.register(commands, common)
     commands_jobs.register(commands, common)
     commands_tokens.register(commands, common)
+    commands_status.register(commands, common)
     return parser
 
 

@@ -96,8 +96,9 @@ BAD_REQUESTS: dict[str, tuple[Any, set[str]]] = {
 
 
 def test_every_rpc_has_a_bad_input_case() -> None:
-    rpcs = {m.name for m in pb.DESCRIPTOR.services_by_name["ArchiveService"].methods}
-    assert rpcs == set(BAD_REQUESTS)
+    methods = pb.DESCRIPTOR.services_by_name["ArchiveService"].methods
+    rpcs = {m.name for m in methods if m.input_type.fields}  # a request without fields
+    assert rpcs == set(BAD_REQUESTS)  # (GetSystemStatus) cannot be bad
 
 
 @pytest.mark.parametrize("rpc", sorted(BAD_REQUESTS))

@@ -1483,3 +1483,265 @@ class LedgerEntry(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LedgerEntry: _TypeAlias = LedgerEntry  # noqa: Y015
+
+@_typing.final
+class GetSystemStatusRequest(_message.Message):
+    """GetSystemStatusRequest asks for the system's status now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSystemStatusRequest: _TypeAlias = GetSystemStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetSystemStatusResponse(_message.Message):
+    """GetSystemStatusResponse is the system's status, read from PostgreSQL and JetStream at
+    observed_at.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBSERVED_AT_FIELD_NUMBER: _builtins.int
+    JOBS_FIELD_NUMBER: _builtins.int
+    OLDEST_QUEUED_AGE_FIELD_NUMBER: _builtins.int
+    OLDEST_PROCESSING_AGE_FIELD_NUMBER: _builtins.int
+    LAST_MINUTE_FIELD_NUMBER: _builtins.int
+    OUTBOX_UNSENT_FIELD_NUMBER: _builtins.int
+    OUTBOX_OLDEST_UNSENT_AGE_FIELD_NUMBER: _builtins.int
+    CONSUMER_FIELD_NUMBER: _builtins.int
+    WORKERS_FIELD_NUMBER: _builtins.int
+    LAST_SWEEP_FIELD_NUMBER: _builtins.int
+    outbox_unsent: _builtins.int
+    """Outbox rows not yet published, and the age of the oldest."""
+    @_builtins.property
+    def observed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatusCount]:
+        """Every status with its number of jobs (zero included), in the enum's order."""
+
+    @_builtins.property
+    def oldest_queued_age(self) -> _duration_pb2.Duration:
+        """Since the oldest QUEUED job was queued (zero when none is)."""
+
+    @_builtins.property
+    def oldest_processing_age(self) -> _duration_pb2.Duration:
+        """Since the oldest PROCESSING job started (zero when none is)."""
+
+    @_builtins.property
+    def last_minute(self) -> Global___Throughput:
+        """Jobs submitted and ended over the last minute."""
+
+    @_builtins.property
+    def outbox_oldest_unsent_age(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def consumer(self) -> Global___ConsumerStatus:
+        """The workers' JetStream consumer; unset when JetStream could not be asked."""
+
+    @_builtins.property
+    def workers(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerStatus]:
+        """Workers that held or ended a job within the last minute, most recently seen first."""
+
+    @_builtins.property
+    def last_sweep(self) -> Global___SweepSummary:
+        """The last sweep that ran (not a dry run); unset when none has."""
+
+    def __init__(
+        self,
+        *,
+        observed_at: _timestamp_pb2.Timestamp | None = ...,
+        jobs: _abc.Iterable[Global___StatusCount] | None = ...,
+        oldest_queued_age: _duration_pb2.Duration | None = ...,
+        oldest_processing_age: _duration_pb2.Duration | None = ...,
+        last_minute: Global___Throughput | None = ...,
+        outbox_unsent: _builtins.int = ...,
+        outbox_oldest_unsent_age: _duration_pb2.Duration | None = ...,
+        consumer: Global___ConsumerStatus | None = ...,
+        workers: _abc.Iterable[Global___WorkerStatus] | None = ...,
+        last_sweep: Global___SweepSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consumer", b"consumer", "last_minute", b"last_minute", "last_sweep", b"last_sweep", "observed_at", b"observed_at", "oldest_processing_age", b"oldest_processing_age", "oldest_queued_age", b"oldest_queued_age", "outbox_oldest_unsent_age", b"outbox_oldest_unsent_age"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consumer", b"consumer", "jobs", b"jobs", "last_minute", b"last_minute", "last_sweep", b"last_sweep", "observed_at", b"observed_at", "oldest_processing_age", b"oldest_processing_age", "oldest_queued_age", b"oldest_queued_age", "outbox_oldest_unsent_age", b"outbox_oldest_unsent_age", "outbox_unsent", b"outbox_unsent", "workers", b"workers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSystemStatusResponse: _TypeAlias = GetSystemStatusResponse  # noqa: Y015
+
+@_typing.final
+class StatusCount(_message.Message):
+    """StatusCount is the number of jobs in one status."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    status: _job_pb2.JobStatus.ValueType
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        status: _job_pb2.JobStatus.ValueType = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatusCount: _TypeAlias = StatusCount  # noqa: Y015
+
+@_typing.final
+class Throughput(_message.Message):
+    """Throughput counts what happened over a window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBMITTED_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    submitted: _builtins.int
+    completed: _builtins.int
+    failed: _builtins.int
+    cancelled: _builtins.int
+    def __init__(
+        self,
+        *,
+        submitted: _builtins.int = ...,
+        completed: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        cancelled: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "completed", b"completed", "failed", b"failed", "submitted", b"submitted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Throughput: _TypeAlias = Throughput  # noqa: Y015
+
+@_typing.final
+class ConsumerStatus(_message.Message):
+    """ConsumerStatus is the workers' pull consumer as JetStream reports it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PENDING_FIELD_NUMBER: _builtins.int
+    ACK_PENDING_FIELD_NUMBER: _builtins.int
+    REDELIVERED_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    pending: _builtins.int
+    """Job messages not yet delivered to any worker."""
+    ack_pending: _builtins.int
+    """Delivered to a worker and not yet acknowledged."""
+    redelivered: _builtins.int
+    """Delivered more than once and still held."""
+    waiting: _builtins.int
+    """Pull requests waiting for messages (roughly: idle worker slots)."""
+    def __init__(
+        self,
+        *,
+        pending: _builtins.int = ...,
+        ack_pending: _builtins.int = ...,
+        redelivered: _builtins.int = ...,
+        waiting: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_pending", b"ack_pending", "pending", b"pending", "redelivered", b"redelivered", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsumerStatus: _TypeAlias = ConsumerStatus  # noqa: Y015
+
+@_typing.final
+class WorkerStatus(_message.Message):
+    """WorkerStatus is one worker as the jobs table saw it lately."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_FIELD_NUMBER: _builtins.int
+    PROCESSING_FIELD_NUMBER: _builtins.int
+    FINISHED_LAST_MINUTE_FIELD_NUMBER: _builtins.int
+    worker_id: _builtins.str
+    processing: _builtins.int
+    """PROCESSING jobs it holds now."""
+    finished_last_minute: _builtins.int
+    """Jobs it ended within the last minute."""
+    @_builtins.property
+    def last_seen(self) -> _timestamp_pb2.Timestamp:
+        """Its last heartbeat, start or end of a job."""
+
+    def __init__(
+        self,
+        *,
+        worker_id: _builtins.str = ...,
+        last_seen: _timestamp_pb2.Timestamp | None = ...,
+        processing: _builtins.int = ...,
+        finished_last_minute: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_seen", b"last_seen"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finished_last_minute", b"finished_last_minute", "last_seen", b"last_seen", "processing", b"processing", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkerStatus: _TypeAlias = WorkerStatus  # noqa: Y015
+
+@_typing.final
+class SweepSummary(_message.Message):
+    """SweepSummary is what one sweep did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RAN_AT_FIELD_NUMBER: _builtins.int
+    FOUND_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    REQUEUED_FIELD_NUMBER: _builtins.int
+    HELD_BACK_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    found: _builtins.int
+    """Jobs found stuck (PROCESSING) or lost (QUEUED too long)."""
+    failed: _builtins.int
+    """Jobs it failed and refunded."""
+    requeued: _builtins.int
+    """Lost QUEUED jobs it re-published."""
+    held_back: _builtins.bool
+    """True when the mass-failure guard held it back; reason says why."""
+    reason: _builtins.str
+    in_flight: _builtins.int
+    """Jobs PROCESSING and QUEUED when it began."""
+    queued: _builtins.int
+    @_builtins.property
+    def ran_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        ran_at: _timestamp_pb2.Timestamp | None = ...,
+        found: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        requeued: _builtins.int = ...,
+        held_back: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        in_flight: _builtins.int = ...,
+        queued: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ran_at", b"ran_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "found", b"found", "held_back", b"held_back", "in_flight", b"in_flight", "queued", b"queued", "ran_at", b"ran_at", "reason", b"reason", "requeued", b"requeued"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SweepSummary: _TypeAlias = SweepSummary  # noqa: Y015

@@ -146,6 +146,11 @@ class ArchiveServiceStub:
                 request_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.HeartbeatsRequest.SerializeToString,
                 response_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.HeartbeatsResponse.FromString,
                 _registered_method=True)
+        self.GetSystemStatus = channel.unary_unary(
+                '/assay.archive.v1.ArchiveService/GetSystemStatus',
+                request_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.GetSystemStatusRequest.SerializeToString,
+                response_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.GetSystemStatusResponse.FromString,
+                _registered_method=True)
 
 
 class ArchiveServiceServicer:
@@ -312,6 +317,15 @@ class ArchiveServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSystemStatus(self, request, context):
+        """GetSystemStatus is one look at the whole system for operators (`assay status`): jobs per
+        status, the oldest in flight, last minute's throughput, the outbox backlog, the workers'
+        JetStream consumer, the workers seen lately and the last sweep.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArchiveServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -424,6 +438,11 @@ def add_ArchiveServiceServicer_to_server(servicer, server):
                     servicer.Heartbeats,
                     request_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.HeartbeatsRequest.FromString,
                     response_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.HeartbeatsResponse.SerializeToString,
+            ),
+            'GetSystemStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSystemStatus,
+                    request_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.GetSystemStatusRequest.FromString,
+                    response_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.GetSystemStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1022,6 +1041,33 @@ class ArchiveService:
             '/assay.archive.v1.ArchiveService/Heartbeats',
             assay_dot_archive_dot_v1_dot_archive__service__pb2.HeartbeatsRequest.SerializeToString,
             assay_dot_archive_dot_v1_dot_archive__service__pb2.HeartbeatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSystemStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assay.archive.v1.ArchiveService/GetSystemStatus',
+            assay_dot_archive_dot_v1_dot_archive__service__pb2.GetSystemStatusRequest.SerializeToString,
+            assay_dot_archive_dot_v1_dot_archive__service__pb2.GetSystemStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -89,6 +89,11 @@ class ArchiveServiceStub:
     """
     Heartbeats: _grpc.UnaryUnaryMultiCallable[_archive_service_pb2.HeartbeatsRequest, _archive_service_pb2.HeartbeatsResponse]
     """Heartbeats is Heartbeat for every attempt a worker holds, in one statement."""
+    GetSystemStatus: _grpc.UnaryUnaryMultiCallable[_archive_service_pb2.GetSystemStatusRequest, _archive_service_pb2.GetSystemStatusResponse]
+    """GetSystemStatus is one look at the whole system for operators (`assay status`): jobs per
+    status, the oldest in flight, last minute's throughput, the outbox backlog, the workers'
+    JetStream consumer, the workers seen lately and the last sweep.
+    """
 
 @_typing.type_check_only
 class ArchiveServiceAsyncStub(ArchiveServiceStub):
@@ -151,6 +156,11 @@ class ArchiveServiceAsyncStub(ArchiveServiceStub):
     """
     Heartbeats: _aio.UnaryUnaryMultiCallable[_archive_service_pb2.HeartbeatsRequest, _archive_service_pb2.HeartbeatsResponse]  # type: ignore[assignment]
     """Heartbeats is Heartbeat for every attempt a worker holds, in one statement."""
+    GetSystemStatus: _aio.UnaryUnaryMultiCallable[_archive_service_pb2.GetSystemStatusRequest, _archive_service_pb2.GetSystemStatusResponse]  # type: ignore[assignment]
+    """GetSystemStatus is one look at the whole system for operators (`assay status`): jobs per
+    status, the oldest in flight, last minute's throughput, the outbox backlog, the workers'
+    JetStream consumer, the workers seen lately and the last sweep.
+    """
 
 class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
     """ArchiveService is the system of record: jobs, results, the token ledger and the outbox.
@@ -342,5 +352,16 @@ class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_archive_service_pb2.HeartbeatsResponse, _abc.Awaitable[_archive_service_pb2.HeartbeatsResponse]]:
         """Heartbeats is Heartbeat for every attempt a worker holds, in one statement."""
+
+    @_abc_1.abstractmethod
+    def GetSystemStatus(
+        self,
+        request: _archive_service_pb2.GetSystemStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_service_pb2.GetSystemStatusResponse, _abc.Awaitable[_archive_service_pb2.GetSystemStatusResponse]]:
+        """GetSystemStatus is one look at the whole system for operators (`assay status`): jobs per
+        status, the oldest in flight, last minute's throughput, the outbox backlog, the workers'
+        JetStream consumer, the workers seen lately and the last sweep.
+        """
 
 def add_ArchiveServiceServicer_to_server(servicer: ArchiveServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
