@@ -72,6 +72,7 @@ class ArchiveApp:
             stream_replicas=settings.stream_replicas,
         )
         await relay.start()
+        archive.status.start_sampling()
         log.info("archive serving on port %d", port)
         return cls(server, port, health, relay, pool, archive)
 

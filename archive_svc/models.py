@@ -159,6 +159,8 @@ class Job(Base):
     processing_time_ms: Mapped[int | None] = mapped_column(BigInteger)
     requeues: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     """Times the sweep re-published this QUEUED job's lost queue message (reset by retry)."""
+    trace_context: Mapped[str | None] = mapped_column(Text)
+    """The W3C traceparent of its submission: every message about the job joins that trace."""
 
 
 class Result(Base):

@@ -20,10 +20,12 @@ import asyncpg
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
+from opentelemetry.trace import SpanKind
 
-from archive_svc import metrics, stats, store
+from archive_svc import metrics, store
 from archive_svc.db import libpq_dsn
 from archive_svc.events import publication
+from assaylib import tracing
 from assaylib.streams import StreamNames, ensure_streams
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,6 @@ class OutboxRelay:
         self._js: JetStreamContext | None = None
         self._listener: asyncpg.Connection | None = None
         self._next_purge = 0.0
-        self._next_sample = 0.0
 
     async def start(self) -> None:
         """Start relaying in the background."""
@@ -160,7 +161,6 @@ class OutboxRelay:
         js = self._js
         sent: list[Any] = []
         while not self._stopping.is_set():
-            await self._sample_if_due(js)
             rows = await store.next_unsent(self.pool, sent, self.batch_size)
             if sent:
                 metrics.PUBLISHED.inc(len(sent))
@@ -175,17 +175,6 @@ class OutboxRelay:
         if sent:  # stopping: mark what went out, so the next relay does not send it again
             await store.next_unsent(self.pool, sent, 0)
 
-    async def _sample_if_due(self, js: JetStreamContext) -> None:
-        # The relay holder samples what operators watch, so each figure is exported once.
-        now = asyncio.get_running_loop().time()
-        if now < self._next_sample:
-            return
-        self._next_sample = now + stats.STATS_EVERY
-        try:
-            await stats.sample(self.pool, js, self.names)
-        except Exception as err:  # a sample is best effort; the next one retries
-            log.warning("sampling the system's figures failed: %r", err)
-
     async def _purge(self) -> None:
         # Published rows are kept as long as the events stream keeps their events.
         now = asyncio.get_running_loop().time()
@@ -197,10 +186,24 @@ class OutboxRelay:
     async def _publish(self, js: JetStreamContext, rows: Sequence[asyncpg.Record]) -> None:
         # publish_async sends in order and collects the acks; the stream receives the batch
         # in outbox order, and the Nats-Msg-Id drops a copy a crash made us send again.
+        # A message about a traced job carries the job's trace: the publish is a span of it
+        # (when tracing is on here), and its traceparent header lets the reader join it.
         acks = []
         for row in rows:
             subject, payload = publication(self.names, row)
-            acks.append(
-                await js.publish_async(subject, payload, headers={"Nats-Msg-Id": str(row["id"])})
-            )
+            headers = {"Nats-Msg-Id": str(row["id"])}
+            trace_context = row["trace_context"]
+            if trace_context:
+                with tracing.span(
+                    f"publish {row['event_type'] or 'analysis job'}",
+                    __name__,
+                    parent=trace_context,
+                    kind=SpanKind.PRODUCER,
+                    attributes={
+                        "assay.job_id": str(row["job_id"]),
+                        "messaging.destination": subject,
+                    },
+                ):
+                    headers["traceparent"] = tracing.traceparent() or trace_context
+            acks.append(await js.publish_async(subject, payload, headers=headers))
         await asyncio.wait_for(asyncio.gather(*acks), PUBLISH_TIMEOUT)

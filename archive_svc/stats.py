@@ -1,9 +1,10 @@
 """What the archive tells operators about the whole system.
 
-Every STATS_EVERY seconds the replica that holds the relay lock samples jobs in flight and
-their oldest age, the outbox backlog and the workers' JetStream consumer into gauges (one
-replica, so each figure is exported once). ``GetSystemStatus`` (``assay status``) reads the
-same figures, and more, when asked.
+Every STATS_EVERY seconds each archive replica samples jobs in flight and their oldest age,
+the outbox backlog and the workers' JetStream consumer into gauges (every replica exports the
+same figures: aggregate them with ``max()``). The database's figures do not depend on NATS
+being up, nor on which replica relays. ``GetSystemStatus`` (``assay status``) reads the same
+figures, and more, when asked.
 """
 
 from __future__ import annotations
@@ -87,14 +88,6 @@ def export(found: Sample) -> None:
         metrics.CONSUMER_REDELIVERED.set(found.consumer.redelivered)
 
 
-async def sample(db: asyncpg.Pool, js: JetStreamContext, names: StreamNames) -> Sample:
-    """Take a sample and export it."""
-    found = await sample_database(db)
-    found.consumer = await read_consumer(js, names)
-    export(found)
-    return found
-
-
 def seconds(value: float) -> Duration:
     """A Duration of ``value`` seconds (to the microsecond)."""
     duration = Duration()
@@ -112,6 +105,7 @@ class SystemStatus:
         self.names = names
         self._nc: NatsClient | None = None
         self._connecting = asyncio.Lock()
+        self._sampling: asyncio.Task[None] | None = None
 
     async def read(self) -> pb.GetSystemStatusResponse:
         """The system's status now."""
@@ -148,6 +142,26 @@ class SystemStatus:
             reply.consumer.CopyFrom(consumer)
         return reply
 
+    async def sample(self) -> Sample:
+        """Take a sample now and export it (the consumer's figures only if JetStream
+        answered: its gauges keep their last values while it does not)."""
+        found = await sample_database(self.pool)
+        found.consumer = await self._consumer()
+        export(found)
+        return found
+
+    def start_sampling(self, seconds: float = STATS_EVERY) -> None:
+        """Sample every ``seconds`` in the background until ``close``."""
+        self._sampling = asyncio.create_task(self._sample_every(seconds), name="stats")
+
+    async def _sample_every(self, seconds: float) -> None:
+        while True:
+            try:
+                await self.sample()
+            except Exception as err:
+                log.warning("sampling the system's figures failed: %r", err)
+            await asyncio.sleep(seconds)
+
     async def _consumer(self) -> pb.ConsumerStatus | None:
         try:
             async with asyncio.timeout(CONSUMER_TIMEOUT):
@@ -166,7 +180,11 @@ class SystemStatus:
             return self._nc.jetstream(timeout=CONSUMER_TIMEOUT)
 
     async def close(self) -> None:
-        """Close the NATS connection, if one was opened."""
+        """Stop sampling and close the NATS connection, if one was opened."""
+        if self._sampling is not None:
+            self._sampling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampling
         nc, self._nc = self._nc, None
         if nc is not None and not nc.is_closed:
             with contextlib.suppress(Exception):

@@ -6,13 +6,15 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
+from opentelemetry import trace
+from opentelemetry.trace import Span
 
 from archive_svc import convert, db, metrics, store
 from archive_svc.checks import MAX_BATCH, ArchivePart, fill_item_error
 from archive_svc.events import queue_message
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import job_pb2
-from assaylib import jobs
+from assaylib import jobs, tracing
 from assaylib import validation as v
 from assaylib.errors import (
     AlreadyExists,
@@ -23,12 +25,17 @@ from assaylib.errors import (
     RateLimited,
 )
 
+SPAN = "archive.create_submission"  # one per submission, in the submitter's trace
+
 
 class Submissions(ArchivePart):
     """CreateSubmission and CreateSubmissions."""
 
-    def _submission(self, request: pb.CreateSubmissionRequest) -> store.Submission:
-        """Validate a submission (INVALID_ARGUMENT) and prepare what the archive writes."""
+    def _submission(
+        self, request: pb.CreateSubmissionRequest, trace_context: str
+    ) -> store.Submission:
+        """Validate a submission (INVALID_ARGUMENT) and prepare what the archive writes;
+        ``trace_context`` is the traceparent the job keeps."""
         v.require_valid(
             v.id_violations(request.user_id, "user_id")
             + v.id_violations(request.request_id, "request_id", required=False)
@@ -61,15 +68,19 @@ class Submissions(ArchivePart):
             test_data=convert.to_json(request.assessment_data),
             raw_responses=convert.to_json(request.raw_responses),
             queue_payload=queue_message(job, request.assessment_data, request.raw_responses, 1),
+            trace_context=trace_context or None,
         )
 
     async def create_submission(
         self, request: pb.CreateSubmissionRequest
     ) -> pb.CreateSubmissionResponse:
         """Debit, insert the job, its result row and its two outbox messages, atomically."""
-        submission = self._submission(request)
-        row = await db.retrying(lambda: store.create_submission(self.pool, submission))
-        return self._submitted(request, row)
+        span, trace_context = tracing.item_span(SPAN, __name__, request.traceparent)
+        with trace.use_span(span, end_on_exit=True):
+            submission = self._submission(request, trace_context)
+            row = await db.retrying(lambda: store.create_submission(self.pool, submission))
+            _describe(span, row)
+            return self._submitted(request, row)
 
     async def create_submissions(
         self, request: pb.CreateSubmissionsRequest
@@ -79,20 +90,28 @@ class Submissions(ArchivePart):
             raise InvalidArgument([FieldViolation("submissions", f"at most {MAX_BATCH}")])
         outcomes: dict[int, pb.CreateSubmissionResponse | AssayError] = {}
         prepared: dict[int, store.Submission] = {}
+        spans: list[Span] = []
         for n, item in enumerate(request.submissions):
+            span, trace_context = tracing.item_span(SPAN, __name__, item.traceparent)
+            spans.append(span)
             try:
-                prepared[n] = self._submission(item)
+                prepared[n] = self._submission(item, trace_context)
             except AssayError as err:
                 outcomes[n] = err
         order = sorted(prepared, key=lambda n: prepared[n].user_id)  # accounts lock in order
-        if order:
-            batch = [prepared[n] for n in order]
-            rows = await db.retrying(lambda: store.create_submissions(self.pool, batch))
-            for n, row in zip(order, rows, strict=True):
-                try:
-                    outcomes[n] = self._submitted(request.submissions[n], row)
-                except AssayError as err:
-                    outcomes[n] = err
+        try:
+            if order:
+                batch = [prepared[n] for n in order]
+                rows = await db.retrying(lambda: store.create_submissions(self.pool, batch))
+                for n, row in zip(order, rows, strict=True):
+                    _describe(spans[n], row)
+                    try:
+                        outcomes[n] = self._submitted(request.submissions[n], row)
+                    except AssayError as err:
+                        outcomes[n] = err
+        finally:
+            for span in spans:
+                span.end()
         response = pb.CreateSubmissionsResponse()
         for n in range(len(request.submissions)):
             slot = response.outcomes.add()
@@ -128,6 +147,13 @@ class Submissions(ArchivePart):
                 reason="REQUEST_ID_REUSED",
             )
         return replay(row)
+
+
+def _describe(span: Span, row: asyncpg.Record) -> None:
+    """Name the job and the outcome on a submission's span."""
+    span.set_attribute("assay.outcome", row["outcome"])
+    if row["job_id"] is not None:
+        span.set_attribute("assay.job_id", str(row["job_id"]))
 
 
 def replay(row: asyncpg.Record) -> pb.CreateSubmissionResponse:

@@ -8,6 +8,7 @@ from pathlib import Path
 import grpc
 import grpc.aio
 
+from assaylib import tracing
 from assaylib.auth import bearer_token_interceptors
 from assaylib.config import Settings
 
@@ -55,7 +56,10 @@ def open_channel(
     addr: str, settings: Settings, token: str | Callable[[], str] | None = None
 ) -> grpc.aio.Channel:
     """A channel to ``addr``: secure when ``settings.tls_ca`` is set, sending ``token``."""
-    interceptors = bearer_token_interceptors(token) if token is not None else None
+    interceptors = [
+        *tracing.client_interceptors(),
+        *(bearer_token_interceptors(token) if token is not None else []),
+    ]
     credentials = client_credentials(settings)
     if credentials is None:
         return grpc.aio.insecure_channel(

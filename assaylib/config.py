@@ -128,6 +128,9 @@ class Settings:
     """Logging level name (DEBUG, INFO, WARNING, ERROR)."""
     log_format: str = "auto"
     """``json`` (one object per line), ``text``, or ``auto``: text on a terminal, else JSON."""
+    trace_sample_ratio: float = 1.0
+    """Fraction of new traces recorded when tracing is on (OTEL_TRACES_EXPORTER set);
+    a trace begun upstream keeps its caller's decision."""
     bookmark_interval: float = 15.0
     """Seconds between WatchJobs bookmarks (the latest cursor, sent while idle)."""
     watch_buffer: int = 256
@@ -288,6 +291,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "analyzer_delay": parse_duration,
     "log_level": _log_level,
     "log_format": _choice("auto", "json", "text"),
+    "trace_sample_ratio": _fraction,
     "reflection": _bool,
     "max_queued": _positive_duration,
 }

@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar
 
 import uvloop
 
+from assaylib import tracing
 from assaylib.config import ConfigError, Settings, listen_addr
 from assaylib.logs import configure_logging
 from assaylib.telemetry import start_metrics_server
@@ -30,10 +31,10 @@ def run(main: Coroutine[Any, Any, T]) -> T:
 def settings_or_exit(
     service: str, *, listen: str = "", allow_missing_secret: bool = False, metrics: bool = True
 ) -> Settings:
-    """The settings from the environment, with logging (and, for servers, the metrics
-    endpoint) set up; on a bad value print `<service>: <what is wrong>` and exit 2. `listen`
-    names the Settings address field the service binds, checked here so a bad one is a
-    configuration error too."""
+    """The settings from the environment, with logging, tracing (when OTEL_TRACES_EXPORTER
+    asks for it) and, for servers, the metrics endpoint set up; on a bad value print
+    `<service>: <what is wrong>` and exit 2. `listen` names the Settings address field the
+    service binds, checked here so a bad one is a configuration error too."""
     try:
         settings = Settings.from_env(allow_missing_secret=allow_missing_secret)
         if listen:
@@ -42,6 +43,7 @@ def settings_or_exit(
         print(f"{service}: {err}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
     configure_logging(service, settings.log_level, settings.log_format)
+    tracing.configure_tracing(service, settings.trace_sample_ratio)
     if metrics:
         start_metrics_server(settings.metrics_addr)
     return settings
@@ -100,4 +102,7 @@ def run_service(name: str, start: Start, *, listen: str) -> int:
     """The whole of a service's ``main``: settings (exit 2 when bad), logging and metrics,
     then ``serve_until_stopped`` on uvloop; the exit status."""
     settings = settings_or_exit(name, listen=listen)
-    return run(serve_until_stopped(name, settings, start))
+    try:
+        return run(serve_until_stopped(name, settings, start))
+    finally:
+        tracing.uninstall()  # export the spans still buffered

@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from assaylib import tracing
 from assaylib._handlers import DecodeGuardInterceptor
 from assaylib.auth import AuthInterceptor
 from assaylib.config import Settings
@@ -65,13 +66,14 @@ async def create_server(
     its health servicer (a ``grpc_health.v1.health.aio.HealthServicer``).
     ``transient_errors`` are the exceptions that mean a backing service is down (UNAVAILABLE).
 
-    Interceptors, outermost first: metrics, error mapping, authentication (health and
-    reflection are exempt), then the decode guard (a request that does not decode is
-    INVALID_ARGUMENT, after authentication). Every name in ``service_names`` and "" is set
+    Interceptors, outermost first: tracing (when on), metrics, error mapping, authentication
+    (health and reflection are exempt), then the decode guard (a request that does not decode
+    is INVALID_ARGUMENT, after authentication). Every name in ``service_names`` and "" is set
     SERVING. Server reflection is served when ``settings.reflection`` (it is unauthenticated).
     """
     server = grpc.aio.server(
         interceptors=[
+            *tracing.server_interceptors(),
             RpcMetricsInterceptor(),
             ErrorMappingInterceptor(transient_errors),
             AuthInterceptor(settings.jwt_secret, allowed_roles),

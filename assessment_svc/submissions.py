@@ -27,7 +27,7 @@ import prometheus_client
 from assay.archive.v1 import archive_service_pb2 as archive_pb
 from assay.assessment.v1 import assessment_service_pb2 as pb
 from assay.common.v1 import job_pb2
-from assaylib import errors, jobs
+from assaylib import errors, jobs, tracing
 from assaylib import validation as v
 from assaylib.auth import Principal
 from assaylib.errors import FieldViolation
@@ -132,6 +132,7 @@ class Assessments:
                     raw_responses=request.raw_responses,
                     request_id=request.request_id,
                     max_inflight=self.max_inflight,
+                    traceparent=tracing.traceparent(),  # batched with others: each its own
                 ),
                 budget,
             )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import nats
@@ -50,6 +50,8 @@ class DeliveredEvent:
     event: events_pb2.JobEvent
     consumer: str
     consumer_seq: int
+    headers: Mapping[str, str] | None = None
+    """The message's headers (its traceparent: the trace of the event's job)."""
 
     @property
     def cursor(self) -> int:
@@ -67,7 +69,7 @@ def decode_event(msg: Msg) -> DeliveredEvent | None:
         log.error("skipping a malformed event at stream sequence %d", metadata.sequence.stream)
         return None
     event.cursor = metadata.sequence.stream
-    return DeliveredEvent(event, metadata.consumer, metadata.sequence.consumer)
+    return DeliveredEvent(event, metadata.consumer, metadata.sequence.consumer, msg.headers)
 
 
 class EventSubscription:

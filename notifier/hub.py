@@ -14,10 +14,12 @@ import contextlib
 import logging
 from collections import defaultdict
 
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Gauge
 
 from assay.archive.v1 import archive_service_pb2_grpc as archive_grpc
 from assay.notifier.v1 import notifier_service_pb2 as pb
+from assaylib import tracing
 from notifier.events_source import DeliveredEvent, EventsSource, EventSubscription
 from notifier.scope import WatchScope, start_sequence
 from notifier.watch import Ending, Watch, WatchLimits, Write, matches, unavailable
@@ -93,14 +95,23 @@ class WatchHub:
             return  # an ordered consumer re-created from an earlier sequence repeats itself
         self.live_cursor = event.cursor
         EVENTS_DISPATCHED.inc()
-        for group in (
-            self._everything,
-            self._by_user.get(event.user_id, ()),
-            self._by_job.get(event.job_id, ()),
-        ):
-            for watch in group:
-                if matches(watch.scope, event):
-                    watch.offer(event)
+        with tracing.span(
+            f"notifier deliver {event.event_type}",
+            __name__,
+            parent=delivered.headers,
+            kind=SpanKind.CONSUMER,
+        ) as span:
+            offered = 0
+            for group in (
+                self._everything,
+                self._by_user.get(event.user_id, ()),
+                self._by_job.get(event.job_id, ()),
+            ):
+                for watch in group:
+                    if matches(watch.scope, event):
+                        watch.offer(event)
+                        offered += 1
+            span.set_attributes({"assay.job_id": event.job_id, "assay.watches": offered})
 
     def _index(self, watch: Watch) -> set[Watch]:
         if watch.scope.job_id:

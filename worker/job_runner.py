@@ -15,10 +15,11 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
+from opentelemetry.trace import SpanKind
 
 from assay.common.v1 import assessment_pb2, job_pb2
 from assay.events.v1 import events_pb2
-from assaylib import errors
+from assaylib import errors, tracing
 from assaylib.config import Settings
 from assaylib.jobs import ANALYSIS_TIMEOUT, ATTEMPTS_EXHAUSTED, INTERNAL_ERROR, status_name
 from worker import metrics
@@ -123,20 +124,28 @@ class JobRunner:
                 log.error("unparseable job message terminated", extra={"subject": msg.subject})
                 return await self._dispose(msg, Decision(Outcome.MALFORMED, Action.TERM, "bad"))
             extra = {"job_id": message.job_id, "worker_id": self.worker_id}
-            heartbeat = Heartbeat(msg, self.archive, self.settings.heartbeat_interval, extra)
-            heartbeat.start()
-            try:
-                decision = await self._decide(message, heartbeat)
-            finally:
-                await heartbeat.stop()
-            log.info(
-                "job message %s: %s (%s)",
-                decision.action.value,
-                decision.outcome,
-                decision.reason,
-                extra=heartbeat.log_extra,
-            )
-            return await self._dispose(msg, decision)
+            # The message's traceparent header: the job's trace, begun by its submission.
+            with tracing.span(
+                "worker process job", __name__, parent=msg.headers, kind=SpanKind.CONSUMER
+            ) as span:
+                span.set_attributes(
+                    {"assay.job_id": message.job_id, "assay.worker_id": self.worker_id}
+                )
+                heartbeat = Heartbeat(msg, self.archive, self.settings.heartbeat_interval, extra)
+                heartbeat.start()
+                try:
+                    decision = await self._decide(message, heartbeat)
+                finally:
+                    await heartbeat.stop()
+                span.set_attribute("assay.outcome", decision.outcome.value)
+                log.info(
+                    "job message %s: %s (%s)",
+                    decision.action.value,
+                    decision.outcome,
+                    decision.reason,
+                    extra=heartbeat.log_extra,
+                )
+                return await self._dispose(msg, decision)
         finally:
             metrics.JOBS_IN_FLIGHT.dec()
 
@@ -189,7 +198,10 @@ class JobRunner:
                     lambda: self.archive.create_result(job_id, data, raw), extra
                 )
                 log.info("legacy message: result row %s", result.result_id, extra=extra)
-            job = await self._archive(lambda: self.archive.start_job(job_id, self.worker_id), extra)
+            with tracing.span("worker start", __name__):
+                job = await self._archive(
+                    lambda: self.archive.start_job(job_id, self.worker_id), extra
+                )
         except ShuttingDown:
             return Decision(Outcome.SHUTDOWN, Action.NAK, "shutdown")
         except errors.AssayError as err:
@@ -245,11 +257,12 @@ class JobRunner:
             await asyncio.sleep(self.settings.analyzer_delay)
         raw = message.raw_responses if message.HasField("raw_responses") else None
         started = time.perf_counter()
-        # A thread, not the event loop: heartbeats keep flowing while the analyzer runs.
-        future = asyncio.get_running_loop().run_in_executor(
-            self.executor, self.analyze, message.assessment_name, message.assessment_data, raw
-        )
-        profile = await asyncio.wait_for(future, timeout=self.settings.analysis_timeout)
+        with tracing.span("worker analyze", __name__, attributes={"assay.attempt": lease.attempt}):
+            # A thread, not the event loop: heartbeats keep flowing while the analyzer runs.
+            future = asyncio.get_running_loop().run_in_executor(
+                self.executor, self.analyze, message.assessment_name, message.assessment_data, raw
+            )
+            profile = await asyncio.wait_for(future, timeout=self.settings.analysis_timeout)
         metrics.ANALYSIS_SECONDS.observe(time.perf_counter() - started)
         return profile
 
@@ -314,7 +327,10 @@ class JobRunner:
         swept: drop the message. If the archive stays unreachable (or the worker stops),
         hand the message back once the lease can expire; the next StartJob settles it."""
         try:
-            await self._archive(report, lease.log_extra())
+            with tracing.span(
+                "worker report", __name__, attributes={"assay.report": success.reason}
+            ):
+                await self._archive(report, lease.log_extra())
         except ShuttingDown:
             return Decision(Outcome.SHUTDOWN, Action.NAK, "shutdown", self.lease_delay)
         except errors.AssayError as err:

@@ -14,6 +14,8 @@ import yaml  # type: ignore[import-untyped]
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 TREES = {"base": K8S / "base", "dev": K8S / "overlays" / "dev", "prod": K8S / "overlays" / "prod"}
+PROMETHEUS_RULES = TREES["prod"] / "prometheusrule.yaml"
+"""The alert rules (a Prometheus Operator PrometheusRule in the prod overlay)."""
 SERVICES = {"assessment": 50051, "archive": 50052, "notifier": 50053, "worker": 50054}
 """The four Assay Deployments and the gRPC port each serves health on (ARCHITECTURE §1)."""
 MODULES = {
@@ -25,6 +27,13 @@ MODULES = {
 """The module each Deployment runs with `python -m`."""
 
 Manifest = dict[str, Any]
+
+
+def alert_rules() -> list[Manifest]:
+    """Every alerting rule of the prod overlay's PrometheusRule, in file order."""
+    document = yaml.safe_load(PROMETHEUS_RULES.read_text())
+    groups = document["spec"]["groups"]
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
 
 
 def kubectl() -> Path:

@@ -144,8 +144,11 @@ ALLOWED = [
     ("migrate", "postgres", 5432),
     ("nats", "nats", 6222),
     ("assessment", "assessment", 50051),  # the operator CLI, run in the assessment pod
-    ("prometheus", "worker", 9090),
+    # Prometheus scrapes every Assay process (overlays/prod/monitors.yaml).
+    ("prometheus", "assessment", 9090),
     ("prometheus", "archive", 9090),
+    ("prometheus", "notifier", 9090),
+    ("prometheus", "worker", 9090),
 ]
 
 DENIED = [
@@ -168,6 +171,9 @@ DENIED = [
     ("client", "nats", 4222),
     ("nats", "archive", 50052),
     ("worker", "stranger", 443),
+    ("stranger", "worker", 9090),  # metrics: Prometheus only
+    ("client", "archive", 9090),
+    ("prometheus", "archive", 50052),  # Prometheus: the metrics port only
 ]
 
 

@@ -4,7 +4,7 @@ PostgreSQL and NATS (the archive from the root conftest), and clients for them."
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,9 +12,12 @@ import grpc.aio
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from archive_svc.app import ArchiveApp
 from assay.assessment.v1 import assessment_service_pb2_grpc as assessment_grpc
+from assaylib import tracing
 from assaylib.auth import bearer_token_interceptors
 from assaylib.config import Settings
 from assaylib.streams import StreamNames
@@ -67,15 +70,14 @@ class Mesh:
         await self.nc.close()
 
 
-@pytest.fixture
-async def mesh(settings: Settings, archive: ArchiveApp) -> AsyncIterator[Mesh]:
-    """Assessment, notifier (and workers on demand) wired to this test's archive."""
+async def start_mesh(settings: Settings, archive: ArchiveApp) -> Mesh:
+    """Assessment and notifier (and workers on demand) wired to ``archive``."""
     wired = dataclasses.replace(
         settings, archive_addr=f"127.0.0.1:{archive.port}", shutdown_grace=2.0
     )
     assessment = await AssessmentApp.start(wired, "127.0.0.1:0")
     notifier = await NotifierApp.start(wired, "127.0.0.1:0")
-    found = Mesh(
+    return Mesh(
         settings=wired,
         archive=archive,
         assessment=assessment,
@@ -84,5 +86,31 @@ async def mesh(settings: Settings, archive: ArchiveApp) -> AsyncIterator[Mesh]:
         nc=await nats.connect(settings.nats_url),
         names=StreamNames(settings.stream_prefix),
     )
+
+
+@pytest.fixture
+async def mesh(settings: Settings, archive: ArchiveApp) -> AsyncIterator[Mesh]:
+    """The mesh around this test's archive."""
+    found = await start_mesh(settings, archive)
     yield found
     await found.close()
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on in this process (every span recorded in memory) for one test; services
+    started afterwards are instrumented."""
+    exporter = InMemorySpanExporter()
+    tracing.install("test", [SimpleSpanProcessor(exporter)])
+    yield exporter
+    tracing.uninstall()
+
+
+@pytest.fixture
+async def traced_mesh(spans: InMemorySpanExporter, settings: Settings) -> AsyncIterator[Mesh]:
+    """The whole mesh, archive included, started with tracing on."""
+    archive = await ArchiveApp.start(settings, "127.0.0.1:0")
+    found = await start_mesh(settings, archive)
+    yield found
+    await found.close()
+    await archive.stop(grace=1.0)

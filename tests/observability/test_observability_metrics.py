@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from google.protobuf.duration_pb2 import Duration
 from prometheus_client import REGISTRY
 
-from archive_svc import stats
 from assay.archive.v1 import archive_service_pb2 as archive_pb
 from assay.assessment.v1 import assessment_service_pb2 as pb
 from assay.common.v1 import assessment_pb2
@@ -112,7 +111,7 @@ async def test_one_job_moves_every_metric_by_what_it_did(mesh: Mesh, archive_stu
     assert queued.event_type == "analysis.queued" and queued.job_id == reply.job.job_id
 
     async def queued_message_pending() -> bool:
-        found = await stats.sample(mesh.archive.pool, js, mesh.names)
+        found = await mesh.archive.archive.status.sample()
         return found.consumer_pending == 1
 
     await wait_until(queued_message_pending)  # the relay's publish is JetStream's to count
@@ -129,7 +128,7 @@ async def test_one_job_moves_every_metric_by_what_it_did(mesh: Mesh, archive_stu
         return moves.of("assay_outbox_published_total") >= 4
 
     await wait_until(relay_counted_all)
-    found = await stats.sample(mesh.archive.pool, js, mesh.names)
+    found = await mesh.archive.archive.status.sample()
     assert found.jobs == {"QUEUED": 0, "PROCESSING": 0} and found.outbox_unsent == 0
     for gauge in ("assay_outbox_unsent", "assay_outbox_oldest_unsent_age_seconds"):
         assert value(gauge) == 0, gauge

@@ -56,12 +56,17 @@ class CreateSubmissionRequest(_message.Message):
     RAW_RESPONSES_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     MAX_INFLIGHT_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     assessment_name: _builtins.str
     request_id: _builtins.str
     """The caller's idempotency key; empty means none."""
     max_inflight: _builtins.int
     """At most this many jobs of the user may be QUEUED or PROCESSING; zero means no limit."""
+    traceparent: _builtins.str
+    """The W3C trace context of the submitting call (a batch carries many traces); empty when
+    not traced. The job keeps it, so its whole life is one trace.
+    """
     @_builtins.property
     def assessment_data(self) -> _assessment_pb2.AssessmentData: ...
     @_builtins.property
@@ -75,10 +80,11 @@ class CreateSubmissionRequest(_message.Message):
         raw_responses: _assessment_pb2.RawResponses | None = ...,
         request_id: _builtins.str = ...,
         max_inflight: _builtins.int = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["assessment_data", b"assessment_data", "raw_responses", b"raw_responses"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment_data", b"assessment_data", "assessment_name", b"assessment_name", "max_inflight", b"max_inflight", "raw_responses", b"raw_responses", "request_id", b"request_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment_data", b"assessment_data", "assessment_name", b"assessment_name", "max_inflight", b"max_inflight", "raw_responses", b"raw_responses", "request_id", b"request_id", "traceparent", b"traceparent", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,207 @@
+"""OpenTelemetry tracing shared by every service: one trace per job across the mesh.
+
+Off by default. ``OTEL_TRACES_EXPORTER=otlp`` (the OTLP/gRPC exporter, configured by the
+standard ``OTEL_EXPORTER_OTLP_*`` variables) or ``console`` turns it on; ``OTEL_SERVICE_NAME``
+and ``OTEL_RESOURCE_ATTRIBUTES`` name the process; new traces are sampled at
+``ASSAY_TRACE_SAMPLE_RATIO`` (or by ``OTEL_TRACES_SAMPLER`` when set), and a trace begun
+upstream keeps its caller's decision (parent-based).
+
+How the context travels: gRPC metadata (the grpc instrumentation's interceptors), a
+``traceparent`` field on the items of batch RPCs (a batch carries many jobs' traces), the
+job's row (``jobs.trace_context``, written with the job), and the ``traceparent`` header of
+every message the relay publishes. When tracing is off nothing is injected, no interceptor is
+installed and the tracer is a no-op, so it costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+
+import grpc.aio
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Span, SpanKind, Tracer
+
+__all__ = [
+    "EXPORTERS",
+    "client_interceptors",
+    "configure_tracing",
+    "context_of",
+    "enabled",
+    "inject",
+    "install",
+    "item_span",
+    "server_interceptors",
+    "span",
+    "traceparent",
+    "tracer",
+    "uninstall",
+    "well_formed",
+]
+
+log = logging.getLogger(__name__)
+
+EXPORTERS = ("otlp", "console")
+TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+EXEMPT_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
+# A watch lasts as long as its subscriber (hours): its deliveries are traced, one by one, in
+# the traces of their jobs instead. (The instrumentation also expects a server-streaming
+# handler to be an async generator; WatchJobs writes through its context.)
+EXEMPT_METHODS = ("/assay.notifier.v1.NotifierService/WatchJobs",)
+_NOOP = trace.NoOpTracer()
+
+
+class _State:
+    provider: TracerProvider | None = None
+
+
+def enabled() -> bool:
+    """Whether this process records traces."""
+    return _State.provider is not None
+
+
+def tracer(name: str) -> Tracer:
+    """The tracer for ``name`` (a module), a no-op one when tracing is off."""
+    provider = _State.provider
+    return _NOOP if provider is None else provider.get_tracer(name)
+
+
+def configure_tracing(service: str, sample_ratio: float) -> bool:
+    """Turn tracing on from the standard ``OTEL_*`` environment; False when it stays off."""
+    exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower()
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true" or exporter_name == "none":
+        return False
+    if exporter_name not in EXPORTERS:
+        log.warning(
+            "OTEL_TRACES_EXPORTER=%s is not one of %s: tracing off", exporter_name, EXPORTERS
+        )
+        return False
+    if exporter_name == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        processor: SpanProcessor = BatchSpanProcessor(OTLPSpanExporter())
+    else:
+        processor = BatchSpanProcessor(ConsoleSpanExporter())
+    sampler = None if os.environ.get("OTEL_TRACES_SAMPLER") else _sampler(sample_ratio)
+    install(service, [processor], sampler=sampler)
+    log.info("tracing on: %s exporter, new traces sampled at %g", exporter_name, sample_ratio)
+    return True
+
+
+def _sampler(ratio: float) -> ParentBased:
+    return ParentBased(TraceIdRatioBased(ratio))
+
+
+def install(
+    service: str,
+    processors: Sequence[SpanProcessor],
+    *,
+    sampler: ParentBased | None = None,
+) -> TracerProvider:
+    """Record traces through ``processors`` (tests pass an in-memory exporter's)."""
+    resource = Resource.create({"service.name": f"assay-{service}"})
+    provider = TracerProvider(resource=resource, sampler=sampler or _sampler(1.0))
+    for processor in processors:
+        provider.add_span_processor(processor)
+    _State.provider = provider
+    return provider
+
+
+def uninstall() -> None:
+    """Flush and stop recording (a stopping process; tests)."""
+    provider, _State.provider = _State.provider, None
+    if provider is not None:
+        provider.shutdown()
+
+
+def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
+    """The interceptor that opens a span per served call (outermost), or none when off."""
+    if _State.provider is None:
+        return []
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+
+    exempt = filters.any_of(
+        *(filters.service_name(name) for name in EXEMPT_SERVICES),
+        *(filters.full_method_name(name) for name in EXEMPT_METHODS),
+    )
+    return [aio_server_interceptor(_State.provider, filter_=filters.negate(exempt))]  # type: ignore[no-untyped-call]
+
+
+def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """Interceptors that open a span per call and send the context in its metadata."""
+    if _State.provider is None:
+        return []
+    from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+    return list(aio_client_interceptors(_State.provider))  # type: ignore[no-untyped-call]
+
+
+def well_formed(value: str) -> str:
+    """``value`` when it is a W3C traceparent, else "" (a malformed one is dropped, never
+    stored or passed on)."""
+    return value if TRACEPARENT.fullmatch(value) else ""
+
+
+def item_span(
+    name: str, module: str, parent: str, attributes: Mapping[str, str | int] | None = None
+) -> tuple[Span, str]:
+    """A span for one item of a batch, not made current: the child of the item's own trace
+    (``parent``, a traceparent), else of the current span. Returns it (end it when the item is
+    done) and the traceparent to hand on: the span's own, or, when tracing is off here, the
+    item's (well-formed) one, so the trace still reaches the next service."""
+    if _State.provider is None:
+        return trace.INVALID_SPAN, well_formed(parent)
+    context = context_of(well_formed(parent))
+    started = tracer(module).start_span(name, context=context, attributes=attributes)
+    return started, traceparent(trace.set_span_in_context(started))
+
+
+def inject(carrier: dict[str, str], context: Context | None = None) -> None:
+    """Write the current (or given) trace context into ``carrier`` (headers, metadata)."""
+    if _State.provider is not None:
+        propagate.inject(carrier, context=context)
+
+
+def traceparent(context: Context | None = None) -> str:
+    """The W3C traceparent of the current (or given) context, or "" when tracing is off."""
+    carrier: dict[str, str] = {}
+    inject(carrier, context)
+    return carrier.get("traceparent", "")
+
+
+def context_of(value: str | Mapping[str, str] | None) -> Context | None:
+    """The context a traceparent (or a carrier of headers) names; None if it names none."""
+    if not value:
+        return None
+    carrier = {"traceparent": value} if isinstance(value, str) else dict(value)
+    found = propagate.extract(carrier)
+    return found if trace.get_current_span(found).get_span_context().is_valid else None
+
+
+@contextlib.contextmanager
+def span(
+    name: str,
+    module: str,
+    *,
+    parent: str | Mapping[str, str] | Context | None = None,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, str | int] | None = None,
+) -> Iterator[Span]:
+    """A span made current for the block: a child of ``parent`` (a traceparent, headers or
+    a context) when it names one, else of the current span."""
+    if _State.provider is None:  # off: not even a no-op span's context switch
+        yield trace.INVALID_SPAN
+        return
+    context = parent if isinstance(parent, Context) else context_of(parent)
+    with tracer(module).start_as_current_span(
+        name, context=context, kind=kind, attributes=attributes
+    ) as current:
+        yield current
