@@ -122,6 +122,7 @@ class LocalStack:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.addrs: dict[str, str] = {}
         self.metrics: dict[str, str] = {}
+        self._ports: set[int] = set()
         self.postgres: EmbeddedPostgres | None = None
         self.nats: EmbeddedNats | None = None
         self.info: StackInfo | None = None
@@ -156,7 +157,7 @@ class LocalStack:
         database_url = self._database(on_progress)
         nats_url = self._nats(on_progress)
         secret = self.env.get("ASSAY_JWT_SECRET") or os.urandom(DEV_SECRET_BYTES).hex()
-        ports = {name: free_port() for name in SERVICES}
+        ports = {name: self._free_port() for name in SERVICES}
         self.env.update(
             {
                 "ASSAY_DATABASE_URL": database_url,
@@ -185,7 +186,7 @@ class LocalStack:
         replicas = []
         for index in range(2, archives + 1):
             label = f"archive{index}"
-            addr = f"127.0.0.1:{free_port()}"
+            addr = f"127.0.0.1:{self._free_port()}"
             on_progress(f"starting {label}")
             self.start_service("archive", as_name=label, ASSAY_ARCHIVE_ADDR=addr)
             replicas.append(label)
@@ -271,7 +272,7 @@ class LocalStack:
         process_env = dict(self.env)
         process_env.update(env)
         if as_name and name == "worker" and "ASSAY_WORKER_ADDR" not in env:
-            process_env["ASSAY_WORKER_ADDR"] = f"127.0.0.1:{free_port()}"
+            process_env["ASSAY_WORKER_ADDR"] = f"127.0.0.1:{self._free_port()}"
         process_env["ASSAY_METRICS_ADDR"] = env.get("ASSAY_METRICS_ADDR") or self._metrics_addr(
             label
         )
@@ -292,10 +293,19 @@ class LocalStack:
             self._save()
         return process.pid
 
+    def _free_port(self) -> int:
+        # A port free now and not yet handed to another of this stack's processes (the
+        # kernel may offer a port again once its probe socket is closed).
+        while (port := free_port()) in self._ports:
+            pass
+        self._ports.add(port)
+        return port
+
     def _metrics_addr(self, label: str) -> str:
         # Every process serves /metrics on a port of its own; a restart keeps its port.
         known = self.metrics.get(label, "")
-        addr = known.removeprefix("http://").removesuffix("/metrics") or f"127.0.0.1:{free_port()}"
+        addr = known.removeprefix("http://").removesuffix("/metrics")
+        addr = addr or f"127.0.0.1:{self._free_port()}"
         self.metrics[label] = f"http://{addr}/metrics"
         if self.info is not None:
             self.info.metrics = dict(self.metrics)

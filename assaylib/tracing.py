@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 
 import grpc.aio
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
@@ -44,6 +45,7 @@ __all__ = [
     "traceparent",
     "tracer",
     "uninstall",
+    "unsampled",
     "well_formed",
 ]
 
@@ -61,6 +63,7 @@ _NOOP = trace.NoOpTracer()
 
 class _State:
     provider: TracerProvider | None = None
+    tracers: dict[str, Tracer] = {}  # noqa: RUF012 - the process's one cache
 
 
 def enabled() -> bool:
@@ -71,7 +74,12 @@ def enabled() -> bool:
 def tracer(name: str) -> Tracer:
     """The tracer for ``name`` (a module), a no-op one when tracing is off."""
     provider = _State.provider
-    return _NOOP if provider is None else provider.get_tracer(name)
+    if provider is None:
+        return _NOOP
+    found = _State.tracers.get(name)
+    if found is None:  # a Tracer per module, made once (get_tracer builds a new one each call)
+        found = _State.tracers[name] = provider.get_tracer(name)
+    return found
 
 
 def configure_tracing(service: str, sample_ratio: float) -> bool:
@@ -111,13 +119,13 @@ def install(
     provider = TracerProvider(resource=resource, sampler=sampler or _sampler(1.0))
     for processor in processors:
         provider.add_span_processor(processor)
-    _State.provider = provider
+    _State.provider, _State.tracers = provider, {}
     return provider
 
 
 def uninstall() -> None:
     """Flush and stop recording (a stopping process; tests)."""
-    provider, _State.provider = _State.provider, None
+    provider, _State.provider, _State.tracers = _State.provider, None, {}
     if provider is not None:
         provider.shutdown()
 
@@ -150,6 +158,14 @@ def well_formed(value: str) -> str:
     return value if TRACEPARENT.fullmatch(value) else ""
 
 
+def unsampled(parent: str | Mapping[str, str] | None) -> bool:
+    """Whether ``parent`` (a traceparent, or headers holding one) names a trace its root chose
+    not to record: its spans here would be dropped by the parent-based sampler anyway, so the
+    context is only passed on."""
+    value = parent if isinstance(parent, str) else (parent or {}).get("traceparent", "")
+    return bool(well_formed(value)) and not int(value[-2:], 16) & 1
+
+
 def item_span(
     name: str, module: str, parent: str, attributes: Mapping[str, str | int] | None = None
 ) -> tuple[Span, str]:
@@ -157,7 +173,7 @@ def item_span(
     (``parent``, a traceparent), else of the current span. Returns it (end it when the item is
     done) and the traceparent to hand on: the span's own, or, when tracing is off here, the
     item's (well-formed) one, so the trace still reaches the next service."""
-    if _State.provider is None:
+    if _State.provider is None or unsampled(parent):
         return trace.INVALID_SPAN, well_formed(parent)
     context = context_of(well_formed(parent))
     started = tracer(module).start_span(name, context=context, attributes=attributes)
@@ -201,6 +217,17 @@ def span(
         yield trace.INVALID_SPAN
         return
     context = parent if isinstance(parent, Context) else context_of(parent)
+    above = trace.get_current_span(context).get_span_context()
+    if above.is_valid and not above.trace_flags.sampled:
+        # The trace's root chose not to record it: pass its context on (so the spans below
+        # know it too) without the cost of a span that would be dropped.
+        token = otel_context.attach(context) if context is not None else None
+        try:
+            yield trace.INVALID_SPAN
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+        return
     with tracer(module).start_as_current_span(
         name, context=context, kind=kind, attributes=attributes
     ) as current:

@@ -40,6 +40,12 @@ def parser() -> argparse.ArgumentParser:
                 metavar="ASSAY_NAME=VALUE",
                 help="a setting of the measured stack (repeatable)",
             )
+            sub.add_argument(
+                "--trace-sample",
+                type=float,
+                metavar="RATIO",
+                help="tracing on, new traces sampled at RATIO, exported over OTLP to a sink",
+            )
         return sub
 
     e2e = scenario("e2e", "end-to-end jobs/s, submit and event latency, invariants")

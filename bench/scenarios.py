@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
 from collections import Counter
@@ -15,6 +16,7 @@ import asyncpg
 from assay.archive.v1 import archive_service_pb2 as archive_pb
 from bench import environment
 from bench.load import Submitter, Watcher, user_name
+from bench.otlp_sink import running_sink
 from bench.report import percentiles, progress
 from bench.stack import BenchStack, running_stack, settings_of
 
@@ -303,5 +305,26 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
     settings = settings_of(args.set)
     if getattr(args, "pg_stats", False):
         settings["ASSAY_DEV_POSTGRES_OPTIONS"] = PG_STATS
-    with running_stack(settings, workers=args.workers, archives=args.archives) as stack:
-        return asyncio.run(scenarios[name](stack, args))
+    with contextlib.ExitStack() as scope:
+        sink = None
+        if args.trace_sample is not None:
+            sink, port = scope.enter_context(running_sink())
+            settings.update(tracing_settings(args.trace_sample, port))
+        stack = scope.enter_context(
+            running_stack(settings, workers=args.workers, archives=args.archives)
+        )
+        result = asyncio.run(scenarios[name](stack, args))
+        scope.close()  # the services flush their last spans as they stop
+        if sink is not None:
+            result["tracing"] = {"sample_ratio": args.trace_sample, **sink.report()}
+        return result
+
+
+def tracing_settings(ratio: float, port: int) -> dict[str, str]:
+    """Tracing on in every service, sampled at ``ratio``, exported to the sink on ``port``."""
+    return {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "ASSAY_TRACE_SAMPLE_RATIO": str(ratio),
+    }

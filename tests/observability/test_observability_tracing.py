@@ -138,3 +138,19 @@ async def test_tracing_off_adds_nothing(mesh: Mesh) -> None:
     assert passed_on == "" and not span.is_recording()
     well_formed = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
     assert tracing.item_span("x", __name__, well_formed)[1] == well_formed
+
+
+def test_an_unsampled_trace_is_passed_on_not_recorded(spans: InMemorySpanExporter) -> None:
+    unsampled = "00-" + "a" * 32 + "-" + "b" * 16 + "-00"
+    with tracing.span("outer", __name__, parent={"traceparent": unsampled}) as outer:
+        assert not outer.is_recording()
+        assert tracing.traceparent() == unsampled  # handed on as it came
+        with tracing.span("inner", __name__) as inner:  # below it: not recorded either
+            assert not inner.is_recording()
+    span, passed_on = tracing.item_span("item", __name__, unsampled)
+    assert passed_on == unsampled and not span.is_recording()
+    sampled = unsampled[:-2] + "01"
+    with tracing.span("recorded", __name__, parent=sampled) as recorded:
+        assert recorded.is_recording()
+    assert [s.name for s in spans.get_finished_spans()] == ["recorded"]
+    assert tracing.traceparent() == ""  # nothing current after the blocks
