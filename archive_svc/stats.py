@@ -106,6 +106,7 @@ class SystemStatus:
         self._nc: NatsClient | None = None
         self._connecting = asyncio.Lock()
         self._sampling: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
 
     async def read(self) -> pb.GetSystemStatusResponse:
         """The system's status now."""
@@ -155,12 +156,15 @@ class SystemStatus:
         self._sampling = asyncio.create_task(self._sample_every(seconds), name="stats")
 
     async def _sample_every(self, seconds: float) -> None:
-        while True:
+        # Ends on ``_closing``, not only on cancellation: nats-py swallows a cancellation
+        # that lands while it flushes a request, which would leave ``close`` waiting forever.
+        while not self._closing.is_set():
             try:
                 await self.sample()
             except Exception as err:
                 log.warning("sampling the system's figures failed: %r", err)
-            await asyncio.sleep(seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), seconds)
 
     async def _consumer(self) -> pb.ConsumerStatus | None:
         try:
@@ -181,7 +185,11 @@ class SystemStatus:
 
     async def close(self) -> None:
         """Stop sampling and close the NATS connection, if one was opened."""
+        self._closing.set()
         if self._sampling is not None:
+            # Let a sample in flight finish (it is bounded): cancelling nats-py in the middle
+            # of connecting leaves its socket open.
+            await asyncio.wait({self._sampling}, timeout=CONSUMER_TIMEOUT + 1.0)
             self._sampling.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampling

@@ -23,6 +23,9 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     # Reconnect quickly after a server restart.
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 5_000),
+    # Each channel keeps its own connections: with gRPC's process-wide pool, a new channel to
+    # an address whose earlier server died inherits that failure and its backoff.
+    ("grpc.use_local_subchannel_pool", 1),
     # Spread calls over every address the name resolves to (archive replicas behind a
     # headless Service, or a comma-separated list), not just the first.
     ("grpc.lb_policy_name", "round_robin"),

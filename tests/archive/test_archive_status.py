@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import asyncpg
 import grpc
 import grpc.aio
@@ -91,3 +94,23 @@ async def test_status_is_for_services_and_operators_only(archive) -> None:
         assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         await channel.close()
+
+
+async def test_sampling_stops_even_when_a_sample_swallows_its_cancellation(archive) -> None:
+    # nats-py swallows a cancellation that lands while it flushes a request; the sampler
+    # must still end when the archive closes it, or the archive's shutdown would hang.
+    status = archive.archive.status
+    await status.close()
+    entered = asyncio.Event()
+
+    async def stubborn_sample() -> None:
+        entered.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()  # until cancelled, then carry on as nats-py does
+
+    status.sample = stubborn_sample
+    status._closing.clear()
+    status.start_sampling(seconds=0.01)
+    await asyncio.wait_for(entered.wait(), 5)
+    await asyncio.wait_for(status.close(), 5)
+    assert status._sampling is not None and status._sampling.done()

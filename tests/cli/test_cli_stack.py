@@ -85,15 +85,29 @@ async def test_up_submit_watch_down_leaves_no_process(cli: Cli, cli_env) -> None
 
         # Every service process serves /metrics, and the job moved each one's figures.
         assert set(info["metrics"]) == SERVICES - {"sweep"}
-        scraped = {name: await scrape(url) for name, url in info["metrics"].items()}
+        metrics = info["metrics"]
         completed = 'assay_job_transitions_total{from_status="PROCESSING",rule="complete",'
-        assert _value(scraped["archive"], completed + 'to_status="COMPLETED"}') >= 1
-        assert _value(scraped["worker"], "assay_worker_jobs_completed_total") == 1
+        completed += 'to_status="COMPLETED"}'
+        assert await scraped(metrics["archive"], completed, reaches=1) >= 1
+        assert await scraped(metrics["worker"], "assay_worker_jobs_completed_total", reaches=1) == 1
         accepted = 'assay_assessment_submissions_total{outcome="accepted",reason=""}'
-        assert _value(scraped["assessment"], accepted) == 1
-        assert _value(scraped["notifier"], "assay_notifier_events_sent_total") >= 3
+        assert await scraped(metrics["assessment"], accepted, reaches=1) == 1
+        sent = "assay_notifier_events_sent_total"
+        assert await scraped(metrics["notifier"], sent, reaches=3) >= 3
     finally:
         await stack_down(cli, info)
+
+
+async def scraped(url: str, sample: str, reaches: float, within: float = 10.0) -> float:
+    """The value of ``sample`` at ``url`` once it reaches ``reaches`` (or after ``within``
+    seconds): a process counts what it did just after doing it, so the CLI may have seen the
+    job complete a moment before every counter moved."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        value = _value(await scrape(url), sample)
+        if value >= reaches or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(0.1)
 
 
 async def scrape(url: str) -> str:

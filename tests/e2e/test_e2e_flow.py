@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+from typing import Any
 
 import grpc
 import pytest
@@ -42,6 +43,19 @@ async def events_until(watcher, job_id: str, last_type: str) -> list[events_pb2.
         seen.append(event)
         if event.event_type == last_type:
             return seen
+
+
+async def until_available(call: Any, within: float = TIMEOUT) -> Any:
+    """The reply of ``call()``, retried while it is UNAVAILABLE, for up to ``within`` s."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as err:
+            late = asyncio.get_running_loop().time() > deadline
+            if err.code() != grpc.StatusCode.UNAVAILABLE or late:
+                raise
+        await asyncio.sleep(0.2)
 
 
 async def test_submit_is_analysed_and_watched(e2e: E2E) -> None:
@@ -217,7 +231,10 @@ async def test_archive_killed_and_restarted_loses_nothing(e2e: E2E) -> None:
     await expect_error(service.SubmitAssessment(submit_request()), grpc.StatusCode.UNAVAILABLE)
     e2e.stack.start_service("archive")
     await asyncio.to_thread(e2e.stack.wait_healthy, "archive")
-    jobs.append((await service.SubmitAssessment(submit_request())).job)
+    # The assessment service's channel reconnects on its own backoff: a caller retries
+    # UNAVAILABLE, with a request id so that a retry can never charge twice (I6).
+    again = submit_request(request_id="after-restart")
+    jobs.append((await until_available(lambda: service.SubmitAssessment(again))).job)
 
     async def all_completed() -> bool:
         states = [(await e2e.archive.get(j.job_id)).status for j in jobs]
