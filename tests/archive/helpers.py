@@ -152,9 +152,10 @@ async def check_invariants(database_url: str) -> dict[str, Any]:
     return {"jobs": report.jobs, "ledger": report.ledger, "events": report.events}
 
 
-async def wait_until(predicate: Any, within: float = 20.0, interval: float = 0.05) -> None:
-    """Wait until the async predicate holds, failing after `within` seconds (a bounded wait
-    on a condition, not a sleep to let things settle)."""
+async def wait_until(predicate: Any, within: float = 30.0, interval: float = 0.05) -> None:
+    """Wait until the async predicate holds, failing after `within` seconds: for state only
+    visible by asking (a row in PostgreSQL, a stream's message count), where there is no
+    event to wait on. A bounded wait on a condition, not a sleep to let things settle."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while not await predicate():

@@ -188,13 +188,3 @@ async def ledger_kinds(stub: pb_grpc.ArchiveServiceAsyncStub, job_id: str) -> li
         pb.LedgerEntryKind.Name(e.kind).removeprefix("LEDGER_ENTRY_KIND_")
         for e in reversed(reply.entries)
     ]
-
-
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]], within: float = WAIT, every: float = 0.05
-) -> None:
-    """Poll an async condition until it holds: for state only visible by asking (a row in
-    PostgreSQL, a stream's message count), where there is no event to wait on."""
-    async with asyncio.timeout(within):
-        while not await condition():  # noqa: ASYNC110 - polling is the only way to see it
-            await asyncio.sleep(every)

@@ -14,7 +14,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from assay.common.v1 import job_pb2
 from assay.events.v1 import events_pb2
 from assaylib.streams import StreamNames, ensure_worker_consumer
-from tests.archive.helpers import check_invariants
+from tests.archive.helpers import check_invariants, wait_until
 from tests.worker.conftest import (
     EventLog,
     Outcomes,
@@ -22,7 +22,6 @@ from tests.worker.conftest import (
     get_job,
     ledger_kinds,
     submit,
-    wait_until,
 )
 from worker.advisories import MAX_DELIVERIES_CODE, MaxDeliveriesWatcher
 from worker.app import SERVICE_NAME, max_deliver_for

@@ -10,7 +10,7 @@ from typing import Any
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import assessment_pb2, job_pb2
 from assaylib.jobs import ATTEMPTS_EXHAUSTED
-from tests.archive.helpers import check_invariants, expire_lease, profile
+from tests.archive.helpers import check_invariants, expire_lease, profile, wait_until
 from tests.worker.conftest import (
     EventLog,
     Outcomes,
@@ -18,7 +18,6 @@ from tests.worker.conftest import (
     get_job,
     ledger_kinds,
     submit,
-    wait_until,
 )
 from worker.analyzers import analyze
 from worker.job_runner import Outcome

@@ -14,7 +14,7 @@ from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assaylib.config import Settings
 from assaylib.streams import StreamNames
-from tests.archive.helpers import check_invariants, dsn
+from tests.archive.helpers import check_invariants, dsn, wait_until
 from tests.worker.conftest import (
     EventLog,
     Outcomes,
@@ -22,7 +22,6 @@ from tests.worker.conftest import (
     get_job,
     ledger_kinds,
     submit,
-    wait_until,
 )
 from worker.job_runner import Outcome
 
