@@ -130,7 +130,7 @@ class Settings:
     """``json`` (one object per line), ``text``, or ``auto``: text on a terminal, else JSON."""
     trace_sample_ratio: float = 1.0
     """Fraction of new traces recorded when tracing is on (OTEL_TRACES_EXPORTER set);
-    a trace begun upstream keeps its caller's decision."""
+    a trace begun upstream keeps its caller's decision (so 0 records only callers' traces)."""
     bookmark_interval: float = 15.0
     """Seconds between WatchJobs bookmarks (the latest cursor, sent while idle)."""
     watch_buffer: int = 256
@@ -216,14 +216,19 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _fraction(raw: str) -> float:
+def _fraction(raw: str, *, zero: bool = False) -> float:
     try:
         value = float(raw)
     except ValueError:
         raise ConfigError("not a number") from None
-    if not 0.0 < value <= 1.0:
-        raise ConfigError("must be in (0, 1]")
+    above_floor = value >= 0.0 if zero else value > 0.0
+    if not (above_floor and value <= 1.0):  # NaN fails both
+        raise ConfigError("must be in [0, 1]" if zero else "must be in (0, 1]")
     return value
+
+
+def _ratio(raw: str) -> float:
+    return _fraction(raw, zero=True)
 
 
 def _address(optional: bool) -> Callable[[str], str]:
@@ -291,7 +296,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "analyzer_delay": parse_duration,
     "log_level": _log_level,
     "log_format": _choice("auto", "json", "text"),
-    "trace_sample_ratio": _fraction,
+    "trace_sample_ratio": _ratio,
     "reflection": _bool,
     "max_queued": _positive_duration,
 }

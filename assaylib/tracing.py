@@ -40,6 +40,7 @@ __all__ = [
     "inject",
     "install",
     "item_span",
+    "ratio_sampler",
     "server_interceptors",
     "span",
     "traceparent",
@@ -98,13 +99,15 @@ def configure_tracing(service: str, sample_ratio: float) -> bool:
         processor: SpanProcessor = BatchSpanProcessor(OTLPSpanExporter())
     else:
         processor = BatchSpanProcessor(ConsoleSpanExporter())
-    sampler = None if os.environ.get("OTEL_TRACES_SAMPLER") else _sampler(sample_ratio)
+    sampler = None if os.environ.get("OTEL_TRACES_SAMPLER") else ratio_sampler(sample_ratio)
     install(service, [processor], sampler=sampler)
     log.info("tracing on: %s exporter, new traces sampled at %g", exporter_name, sample_ratio)
     return True
 
 
-def _sampler(ratio: float) -> ParentBased:
+def ratio_sampler(ratio: float) -> ParentBased:
+    """Record ``ratio`` of the traces begun here (0: none) and every trace a caller began and
+    recorded."""
     return ParentBased(TraceIdRatioBased(ratio))
 
 
@@ -116,7 +119,7 @@ def install(
 ) -> TracerProvider:
     """Record traces through ``processors`` (tests pass an in-memory exporter's)."""
     resource = Resource.create({"service.name": f"assay-{service}"})
-    provider = TracerProvider(resource=resource, sampler=sampler or _sampler(1.0))
+    provider = TracerProvider(resource=resource, sampler=sampler or ratio_sampler(1.0))
     for processor in processors:
         provider.add_span_processor(processor)
     _State.provider, _State.tracers = provider, {}

@@ -111,3 +111,24 @@ def test_short_secret_is_refused_without_echoing_it() -> None:
     with pytest.raises(ConfigError, match="at least 32 bytes") as caught:
         Settings.from_env({"ASSAY_JWT_SECRET": "hunter2"})
     assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("raw", "ratio"), [("0", 0.0), ("0.1", 0.1), ("1", 1.0)])
+def test_trace_sample_ratio_may_be_zero(raw: str, ratio: float) -> None:
+    # 0: never begin a trace here, but record the traces callers began.
+    env = {"ASSAY_JWT_SECRET": SECRET, "ASSAY_TRACE_SAMPLE_RATIO": raw}
+    assert Settings.from_env(env).trace_sample_ratio == ratio
+
+
+@pytest.mark.parametrize("raw", ["-0.1", "1.5", "nan", "some"])
+def test_trace_sample_ratio_outside_zero_to_one_is_refused(raw: str) -> None:
+    env = {"ASSAY_JWT_SECRET": SECRET, "ASSAY_TRACE_SAMPLE_RATIO": raw}
+    with pytest.raises(ConfigError, match="ASSAY_TRACE_SAMPLE_RATIO"):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize("raw", ["0", "nan"])
+def test_sweep_max_fraction_must_be_above_zero(raw: str) -> None:
+    env = {"ASSAY_JWT_SECRET": SECRET, "ASSAY_SWEEP_MAX_FRACTION": raw}
+    with pytest.raises(ConfigError, match="ASSAY_SWEEP_MAX_FRACTION"):
+        Settings.from_env(env)

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 import grpc.aio
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from assay.archive.v1 import archive_service_pb2_grpc as archive_grpc
@@ -154,3 +155,17 @@ def test_an_unsampled_trace_is_passed_on_not_recorded(spans: InMemorySpanExporte
         assert recorded.is_recording()
     assert [s.name for s in spans.get_finished_spans()] == ["recorded"]
     assert tracing.traceparent() == ""  # nothing current after the blocks
+
+
+def test_ratio_zero_begins_no_trace_but_records_a_callers() -> None:
+    exporter = InMemorySpanExporter()
+    tracing.install("test", [SimpleSpanProcessor(exporter)], sampler=tracing.ratio_sampler(0.0))
+    try:
+        with tracing.span("root", __name__) as root:
+            assert not root.is_recording()
+        callers = "00-" + "c" * 32 + "-" + "d" * 16 + "-01"
+        with tracing.span("joined", __name__, parent=callers) as joined:
+            assert joined.is_recording()
+    finally:
+        tracing.uninstall()
+    assert [s.name for s in exporter.get_finished_spans()] == ["joined"]
