@@ -137,13 +137,19 @@ def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
     """The interceptor that opens a span per served call (outermost), or none when off."""
     if _State.provider is None:
         return []
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-    exempt = filters.any_of(
-        *(filters.service_name(name) for name in EXEMPT_SERVICES),
-        *(filters.full_method_name(name) for name in EXEMPT_METHODS),
-    )
-    return [aio_server_interceptor(_State.provider, filter_=filters.negate(exempt))]  # type: ignore[no-untyped-call]
+    return [aio_server_interceptor(_State.provider, filter_=_traced)]  # type: ignore[no-untyped-call]
+
+
+_EXEMPT_PREFIXES = tuple(f"/{service}/" for service in EXEMPT_SERVICES)
+
+
+def _traced(details: grpc.HandlerCallDetails) -> bool:
+    # Runs on every served call: a tuple test instead of the instrumentation's composed
+    # filters (any_of/negate over one closure per name cost 1-2 % of a service's CPU).
+    method = details.method
+    return method not in EXEMPT_METHODS and not method.startswith(_EXEMPT_PREFIXES)
 
 
 def client_interceptors() -> list[grpc.aio.ClientInterceptor]:

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 
 import grpc.aio
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -119,8 +120,14 @@ async def test_one_trace_joins_every_service_and_the_relay(
         deliver = named(joined, f"notifier deliver {event}")
         assert ancestors(deliver, joined)[0] == f"publish {event}"
         assert dict(deliver.attributes or {})["assay.watches"] == 1
-    # The archive's own RPC spans (gRPC instrumentation) are recorded too.
+    # The archive's own RPC spans (gRPC instrumentation) are recorded too; health checks and
+    # the hours-long WatchJobs are not.
     assert any("ArchiveService/" in s.name for s in finished())
+    health = grpc.aio.insecure_channel(f"127.0.0.1:{mesh.assessment.port}")
+    checked = await health_pb2_grpc.HealthStub(health).Check(health_pb2.HealthCheckRequest())
+    await health.close()
+    assert checked.status == health_pb2.HealthCheckResponse.SERVING
+    assert not [s.name for s in finished() if "Health" in s.name or "WatchJobs" in s.name]
 
     # The logs name the job and the trace it belongs to.
     records = [json.loads(line) for line in json_logs.getvalue().splitlines()]
