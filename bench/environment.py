@@ -108,10 +108,13 @@ def start_profilers(
     if not directory:
         return []
     os.makedirs(directory, exist_ok=True)
+    # The one installed beside this interpreter (a dev extra), else whichever is on PATH.
+    beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    py_spy = beside if os.path.exists(beside) else "py-spy"
     return [
         subprocess.Popen(
             [
-                "py-spy",
+                py_spy,
                 "record",
                 "--pid",
                 str(pid),
