@@ -46,7 +46,6 @@ __all__ = [
     "traceparent",
     "tracer",
     "uninstall",
-    "unsampled",
     "well_formed",
 ]
 
@@ -167,12 +166,12 @@ def well_formed(value: str) -> str:
     return value if TRACEPARENT.fullmatch(value) else ""
 
 
-def unsampled(parent: str | Mapping[str, str] | None) -> bool:
-    """Whether ``parent`` (a traceparent, or headers holding one) names a trace its root chose
-    not to record: its spans here would be dropped by the parent-based sampler anyway, so the
-    context is only passed on."""
-    value = parent if isinstance(parent, str) else (parent or {}).get("traceparent", "")
-    return bool(well_formed(value)) and not int(value[-2:], 16) & 1
+def _unsampled(context: Context | None) -> bool:
+    """Whether ``context`` (the current one when None) is in a trace its root chose not to
+    record: spans here would be dropped by the parent-based sampler anyway, so the context is
+    only passed on."""
+    above = trace.get_current_span(context).get_span_context()
+    return above.is_valid and not above.trace_flags.sampled
 
 
 def item_span(
@@ -182,9 +181,11 @@ def item_span(
     (``parent``, a traceparent), else of the current span. Returns it (end it when the item is
     done) and the traceparent to hand on: the span's own, or, when tracing is off here, the
     item's (well-formed) one, so the trace still reaches the next service."""
-    if _State.provider is None or unsampled(parent):
+    if _State.provider is None:
         return trace.INVALID_SPAN, well_formed(parent)
     context = context_of(well_formed(parent))
+    if _unsampled(context):
+        return trace.INVALID_SPAN, traceparent(context)
     started = tracer(module).start_span(name, context=context, attributes=attributes)
     return started, traceparent(trace.set_span_in_context(started))
 
@@ -226,8 +227,7 @@ def span(
         yield trace.INVALID_SPAN
         return
     context = parent if isinstance(parent, Context) else context_of(parent)
-    above = trace.get_current_span(context).get_span_context()
-    if above.is_valid and not above.trace_flags.sampled:
+    if _unsampled(context):
         # The trace's root chose not to record it: pass its context on (so the spans below
         # know it too) without the cost of a span that would be dropped.
         token = otel_context.attach(context) if context is not None else None
