@@ -27,7 +27,7 @@ class Jobs(ArchivePart):
     async def list_jobs(self, request: pb.ListJobsRequest) -> pb.ListJobsResponse:
         """A page of jobs, newest first."""
         limit = page_limit(request.page_size)
-        v.require_valid(v.id_violations(request.user_id, "user_id", required=False))
+        v.require_valid(owner_violations(request.user_id))
         status = convert.PROTO_TO_STATUS.get(request.status)
         if request.status and status is None:
             raise InvalidArgument([FieldViolation("status", "unknown status")])

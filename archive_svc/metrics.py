@@ -1,8 +1,8 @@
 """The archive's Prometheus metrics, each defined once (docs/operations.md lists them all).
 
 Transitions, tokens and job durations are counted where each statement's outcome comes back;
-the in-flight jobs, the outbox backlog and the workers' JetStream consumer are sampled by the
-replica that holds the relay lock (``archive_svc.stats``), so each is exported once.
+the in-flight jobs, the outbox backlog and the workers' JetStream consumer are sampled by every
+replica (``archive_svc.stats``): aggregate those gauges with ``max()``.
 """
 
 from __future__ import annotations

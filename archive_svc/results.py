@@ -30,7 +30,7 @@ class Results(ArchivePart):
     async def list_results(self, request: pb.ListResultsRequest) -> pb.ListResultsResponse:
         """A page of result rows, newest first."""
         limit = page_limit(request.page_size)
-        v.require_valid(v.id_violations(request.user_id, "user_id", required=False))
+        v.require_valid(owner_violations(request.user_id))
         scope = f"results\0{request.user_id}"
         after = self.pages.decode(request.page_token, scope, (dt.datetime, uuid.UUID))
         rows = await store.results_page(self.pool, request.user_id, after, limit + 1)

@@ -26,6 +26,7 @@ from archive_svc import metrics, store
 from archive_svc.convert import stamp
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import job_pb2
+from assaylib.jobs import status_name
 from assaylib.streams import StreamNames
 
 log = logging.getLogger(__name__)
@@ -120,8 +121,7 @@ class SystemStatus:
             sweep = await store.last_sweep(conn)
         for value in job_pb2.JobStatus.values():
             if value:
-                name = job_pb2.JobStatus.Name(value).removeprefix("JOB_STATUS_")
-                reply.jobs.add(status=value, count=counts.get(name, 0))
+                reply.jobs.add(status=value, count=counts.get(status_name(value), 0))
         reply.oldest_queued_age.CopyFrom(seconds(found.oldest_age["QUEUED"]))
         reply.oldest_processing_age.CopyFrom(seconds(found.oldest_age["PROCESSING"]))
         reply.last_minute.CopyFrom(pb.Throughput(**{k: int(v) for k, v in dict(recent).items()}))

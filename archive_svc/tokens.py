@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from archive_svc import convert, store
-from archive_svc.checks import ArchivePart, parse_uuid
+from archive_svc.checks import ArchivePart, owner_violations, parse_uuid
 from archive_svc.paging import page_limit
 from assay.archive.v1 import archive_service_pb2 as pb
 from assaylib import validation as v
@@ -33,7 +33,7 @@ class Tokens(ArchivePart):
     async def ledger(self, request: pb.ListLedgerEntriesRequest) -> pb.ListLedgerEntriesResponse:
         """A page of ledger entries, newest first."""
         limit = page_limit(request.page_size)
-        v.require_valid(v.id_violations(request.user_id, "user_id", required=False))
+        v.require_valid(owner_violations(request.user_id))
         job_id = parse_uuid(request.job_id, "job_id") if request.job_id else None
         scope = f"ledger\0{request.user_id}\0{job_id or ''}"
         after = self.pages.decode(request.page_token, scope, (int,))
