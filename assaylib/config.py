@@ -16,6 +16,8 @@ __all__ = ["ConfigError", "Settings", "listen_addr", "parse_duration"]
 ENV_PREFIX = "ASSAY_"
 MIN_SECRET_BYTES = 32
 """Shortest HS256 secret accepted (RFC 7518 §3.2; PyJWT warns below it)."""
+LOG_FORMATS = ("auto", "json", "text")
+"""ASSAY_LOG_FORMAT's values (``auto``: text on a terminal, JSON otherwise)."""
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -295,7 +297,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "db_pool_size": _int_at_least(1),
     "analyzer_delay": parse_duration,
     "log_level": _log_level,
-    "log_format": _choice("auto", "json", "text"),
+    "log_format": _choice(*LOG_FORMATS),
     "trace_sample_ratio": _ratio,
     "reflection": _bool,
     "max_queued": _positive_duration,

@@ -27,10 +27,6 @@ log = logging.getLogger(__name__)
 Transient = tuple[type[BaseException], ...]
 
 
-def _is_transient(err: BaseException, transient: Transient) -> bool:
-    return isinstance(err, transient)
-
-
 def _passthrough_status(err: grpc.aio.AioRpcError) -> grpc.Status:
     """A downstream call's failure, forwarded as it was (rich details included)."""
     status = rich_status_of(err) or status_pb2.Status(
@@ -48,7 +44,7 @@ def status_for_exception(
         return err.to_status()
     if isinstance(err, grpc.aio.AioRpcError):
         return _passthrough_status(err)
-    if _is_transient(err, transient) or isinstance(err, ConnectionError):
+    if isinstance(err, (*transient, ConnectionError)):
         log.warning("%s: dependency unavailable: %r", method, err)
         return Unavailable(f"a dependency is unavailable ({type(err).__name__}); retry").to_status()
     if isinstance(err, asyncio.TimeoutError):

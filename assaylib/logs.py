@@ -19,8 +19,6 @@ from opentelemetry import trace
 
 __all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
 
-FORMATS = ("auto", "json", "text")
-
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 

@@ -76,11 +76,17 @@ class WatchLimits:
 
 def overflow(buffer: int) -> Ending:
     """The ending of a watch whose client fell more than ``buffer`` events behind."""
+    why = f"the watcher fell more than {buffer} events behind"
+    return _resumable(errors.ResourceExhausted, why)
+
+
+def _resumable(kind: type[errors.AssayError], why: str) -> Ending:
+    """An ending of ``kind`` saying ``why`` and where to watch again from."""
 
     def build(cursor: int) -> errors.AssayError:
-        return errors.ResourceExhausted(
-            f"the watcher fell more than {buffer} events behind; watch again with "
-            f"resume_after set to the last cursor received (at least {cursor})",
+        return kind(
+            f"{why}; watch again with resume_after set to the last cursor received "
+            f"(at least {cursor})",
             metadata={"resume_after": str(cursor)},
         )
 
@@ -347,15 +353,7 @@ class Watch:
 
 def unavailable(why: str) -> Ending:
     """An ending telling the client to watch again from its last cursor."""
-
-    def build(cursor: int) -> errors.AssayError:
-        return errors.Unavailable(
-            f"{why}; watch again with resume_after set to the last cursor received "
-            f"(at least {cursor})",
-            metadata={"resume_after": str(cursor)},
-        )
-
-    return build
+    return _resumable(errors.Unavailable, why)
 
 
 def matches(scope: WatchScope, event: events_pb2.JobEvent) -> bool:
