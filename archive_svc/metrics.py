@@ -53,6 +53,10 @@ UNSENT = Gauge("assay_outbox_unsent", "Outbox messages waiting to be published (
 PURGED = Counter("assay_outbox_purged_total", "Published outbox rows deleted after retention")
 SWEPT = Counter("assay_sweep_jobs_failed_total", "Stuck jobs failed (code STUCK) by sweeps")
 HELD_BACK = Counter("assay_sweep_held_back_total", "Sweeps held back by the mass-failure guard")
+SUBMISSIONS_TOO_LATE = Counter(
+    "assay_submissions_too_late_total",
+    "Submissions skipped, nothing written, because their caller's deadline had passed.",
+)
 REQUEUED = Counter(
     "assay_sweep_jobs_requeued_total", "Lost QUEUED jobs re-published to the queue by sweeps"
 )

@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 from opentelemetry.trace import SpanKind
 
 from archive_svc import metrics, store
-from archive_svc.db import libpq_dsn
+from archive_svc.db import connect, libpq_dsn
 from archive_svc.events import publication
 from assaylib import tracing
 from assaylib.streams import StreamNames, ensure_streams
@@ -116,7 +116,7 @@ class OutboxRelay:
 
     async def _connect(self) -> None:
         if self._listener is None or self._listener.is_closed():
-            listener = await asyncpg.connect(libpq_dsn(self.database_url))
+            listener = await connect(libpq_dsn(self.database_url))
             try:
                 locked = await listener.fetchval(
                     "SELECT pg_try_advisory_lock($1)", store.RELAY_LOCK_KEY

@@ -3,10 +3,11 @@ submission or batch — and the replay of a repeated request."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from collections.abc import Sequence
 
 import asyncpg
-from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from archive_svc import convert, db, metrics, store
@@ -19,6 +20,7 @@ from assaylib import validation as v
 from assaylib.errors import (
     AlreadyExists,
     AssayError,
+    DeadlineExceeded,
     FieldViolation,
     InsufficientTokens,
     InvalidArgument,
@@ -69,18 +71,17 @@ class Submissions(ArchivePart):
             raw_responses=convert.to_json(request.raw_responses),
             queue_payload=queue_message(job, request.assessment_data, request.raw_responses, 1),
             trace_context=trace_context or None,
+            deadline=request.deadline.ToDatetime(dt.UTC) if request.HasField("deadline") else None,
         )
 
     async def create_submission(
         self, request: pb.CreateSubmissionRequest
     ) -> pb.CreateSubmissionResponse:
         """Debit, insert the job, its result row and its two outbox messages, atomically."""
-        span, trace_context = tracing.item_span(SPAN, __name__, request.traceparent)
-        with trace.use_span(span, end_on_exit=True):
-            submission = self._submission(request, trace_context)
-            row = await db.retrying(lambda: store.create_submission(self.pool, submission))
-            _describe(span, row)
-            return self._submitted(request, row)
+        (outcome,) = await self._create([request])
+        if isinstance(outcome, AssayError):
+            raise outcome
+        return outcome
 
     async def create_submissions(
         self, request: pb.CreateSubmissionsRequest
@@ -88,10 +89,24 @@ class Submissions(ArchivePart):
         """CreateSubmission for a batch in one statement; an outcome per submission."""
         if len(request.submissions) > MAX_BATCH:
             raise InvalidArgument([FieldViolation("submissions", f"at most {MAX_BATCH}")])
+        response = pb.CreateSubmissionsResponse()
+        for outcome in await self._create(request.submissions):
+            slot = response.outcomes.add()
+            if isinstance(outcome, AssayError):
+                fill_item_error(slot.error, outcome)
+            else:
+                slot.created.CopyFrom(outcome)
+        return response
+
+    async def _create(
+        self, items: Sequence[pb.CreateSubmissionRequest]
+    ) -> list[pb.CreateSubmissionResponse | AssayError]:
+        """The outcome of each submission, in order, all written by one statement. One whose
+        deadline passed before its turn wrote nothing and ends with DEADLINE_EXCEEDED."""
         outcomes: dict[int, pb.CreateSubmissionResponse | AssayError] = {}
         prepared: dict[int, store.Submission] = {}
         spans: list[Span] = []
-        for n, item in enumerate(request.submissions):
+        for n, item in enumerate(items):
             span, trace_context = tracing.item_span(SPAN, __name__, item.traceparent)
             spans.append(span)
             try:
@@ -101,26 +116,19 @@ class Submissions(ArchivePart):
         order = sorted(prepared, key=lambda n: prepared[n].user_id)  # accounts lock in order
         try:
             if order:
-                batch = [prepared[n] for n in order]
+                batch = [prepared[position] for position in order]
                 rows = await db.retrying(lambda: store.create_submissions(self.pool, batch))
-                for n, row in zip(order, rows, strict=True):
+                for row in rows:
+                    n = order[row["n"] - 1]
                     _describe(spans[n], row)
                     try:
-                        outcomes[n] = self._submitted(request.submissions[n], row)
+                        outcomes[n] = self._submitted(items[n], row)
                     except AssayError as err:
                         outcomes[n] = err
         finally:
             for span in spans:
                 span.end()
-        response = pb.CreateSubmissionsResponse()
-        for n in range(len(request.submissions)):
-            slot = response.outcomes.add()
-            outcome = outcomes[n]
-            if isinstance(outcome, AssayError):
-                fill_item_error(slot.error, outcome)
-            else:
-                slot.created.CopyFrom(outcome)
-        return response
+        return [outcomes.get(n) or _too_late(items[n]) for n in range(len(items))]
 
     def _submitted(
         self, request: pb.CreateSubmissionRequest, row: asyncpg.Record
@@ -147,6 +155,13 @@ class Submissions(ArchivePart):
                 reason="REQUEST_ID_REUSED",
             )
         return replay(row)
+
+
+def _too_late(request: pb.CreateSubmissionRequest) -> DeadlineExceeded:
+    metrics.SUBMISSIONS_TOO_LATE.inc()
+    return DeadlineExceeded(
+        "the caller's deadline passed before the submission was recorded; nothing was charged"
+    )
 
 
 def _describe(span: Span, row: asyncpg.Record) -> None:

@@ -84,7 +84,7 @@ class Sweeper:
                 else [FieldViolation("max_fraction", "must be between 0 and 1")]
             )
         # A connection of its own: the session lock dies with it, whatever happens.
-        conn = await asyncpg.connect(self.dsn)
+        conn = await db.connect(self.dsn)
         try:
             if not await store.try_advisory_lock(conn, store.SWEEP_LOCK_KEY):
                 return pb.SweepStuckJobsResponse(lock_busy=True, reason="another sweep is running")

@@ -156,8 +156,18 @@ class EmbeddedPostgres:
     def _bin(self, name: str) -> Path:
         return postgres_install_dir() / "bin" / name
 
-    def _user(self) -> str | None:
-        return PG_SYSTEM_USER if _run_as_postgres() else None
+    def _as_postgres(self, args: list[str]) -> tuple[list[str], str | None]:
+        """The command and the ``user=`` to run ``args`` as the postgres system user when we
+        are root. setpriv drops the privileges after exec, so the launch can use vfork: a
+        ``user=`` launch must fork, and forking a process that runs gRPC's threads can crash
+        the child before it execs (the tests restart PostgreSQL from such a process)."""
+        if not _run_as_postgres():
+            return args, None
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            return args, PG_SYSTEM_USER
+        drop = [setpriv, f"--reuid={PG_SYSTEM_USER}", f"--regid={PG_SYSTEM_USER}"]
+        return [*drop, "--init-groups", "--", *args], None
 
     def _initdb(self) -> None:
         self.base_dir.mkdir(parents=True, exist_ok=True)
@@ -167,7 +177,7 @@ class EmbeddedPostgres:
             os.chmod(self.data_dir, 0o700)
         if (self.data_dir / "PG_VERSION").exists():
             return
-        subprocess.run(
+        command, user = self._as_postgres(
             [
                 str(self._bin("initdb")),
                 "-D",
@@ -177,11 +187,9 @@ class EmbeddedPostgres:
                 "--auth=trust",
                 "--encoding=UTF8",
                 "--no-sync",
-            ],
-            check=True,
-            capture_output=True,
-            user=self._user(),
+            ]
         )
+        subprocess.run(command, check=True, capture_output=True, user=user)
 
     def start(self, timeout: float = 30.0) -> None:
         """Initialise the data directory if needed and start the server; wait until ready."""
@@ -213,11 +221,12 @@ class EmbeddedPostgres:
                 "full_page_writes=off",
             ]
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        command, user = self._as_postgres(args)
         self.process = subprocess.Popen(
-            args,
+            command,
             stdout=log,
             stderr=subprocess.STDOUT,
-            user=self._user(),
+            user=user,
             start_new_session=True,
             preexec_fn=die_with_parent(signal.SIGINT) if self.die_with_parent else None,
         )

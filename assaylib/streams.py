@@ -23,6 +23,9 @@ from nats.js.errors import BadRequestError
 
 NATS_TRANSIENT: tuple[type[BaseException], ...] = (
     nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,  # the server went away; the client reconnects
+    nats.errors.ConnectionDrainingError,  # shutting down
+    nats.errors.OutboundBufferLimitError,  # publishing while disconnected, buffer full
     nats.errors.NoServersError,
     nats.errors.TimeoutError,
     nats.errors.NoRespondersError,

@@ -52,6 +52,11 @@ class Budget:
         """The budget of the RPC being served (``context.time_remaining()``)."""
         return cls(context.time_remaining())
 
+    def wall_deadline(self) -> float:
+        """The deadline on the wall clock (seconds since the epoch), for the archive to check
+        against its own clock."""
+        return time.time() + (self._deadline - time.monotonic())
+
     def remaining(self) -> float:
         """Seconds left; raises DeadlineExceeded when the budget is spent."""
         left = self._deadline - time.monotonic()
@@ -84,15 +89,19 @@ class ArchiveClient:
         self, request: pb.CreateSubmissionRequest, budget: Budget
     ) -> pb.CreateSubmissionResponse:
         """Charge, record and queue a validated submission. Concurrent submissions travel
-        together in one CreateSubmissions call; each keeps its own outcome and deadline."""
+        together in one CreateSubmissions call; each keeps its own outcome and deadline: the
+        archive writes nothing for a submission once its deadline has passed."""
+        request.deadline.FromNanoseconds(int(budget.wall_deadline() * 1e9))
         return await asyncio.wait_for(self._submissions.submit(request), budget.remaining())
 
     async def _submit_batch(
         self, requests: Sequence[pb.CreateSubmissionRequest]
     ) -> list[pb.CreateSubmissionResponse | BaseException]:
         batch = pb.CreateSubmissionsRequest(submissions=requests)
+        # The batch lives as long as its longest-waiting caller, and no longer.
+        latest = max(r.deadline.ToNanoseconds() for r in requests) / 1e9
         reply: pb.CreateSubmissionsResponse = await _call(
-            self._stub.CreateSubmissions, batch, Budget(None)
+            self._stub.CreateSubmissions, batch, Budget(latest - time.time())
         )
         return [
             o.created if o.HasField("created") else _item_error(o.error) for o in reply.outcomes

@@ -3,6 +3,7 @@ as the functions of migration 0003."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,46 +29,30 @@ class Submission:
     raw_responses: str
     queue_payload: bytes
     trace_context: str | None
+    deadline: dt.datetime | None = None
+    """The caller's deadline: past it, the submission is skipped and nothing is written."""
 
 
 SUBMISSION_FIELDS = tuple(Submission.__dataclass_fields__)
 
 
-async def create_submission(db: Db, submission: Submission) -> asyncpg.Record:
-    """Debit, insert the job, its result row and its two outbox rows (or replay the first
-    request with this key), in one call. ``outcome`` says which: created, replayed, reused,
-    insufficient, rate_limited."""
-    row: asyncpg.Record = await db.fetchrow(
-        "SELECT * FROM assay_create_submission($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb,"
-        " $10::jsonb, $11, $12::text)",
-        submission.user_id,
-        submission.job_id,
-        submission.result_id,
-        submission.assessment_name,
-        submission.cost,
-        submission.request_id,
-        submission.payload_hash,
-        submission.max_inflight,
-        submission.test_data,
-        submission.raw_responses,
-        submission.queue_payload,
-        submission.trace_context,
-    )
-    return row
-
-
 async def create_submissions(db: Db, submissions: Sequence[Submission]) -> list[asyncpg.Record]:
-    """create_submission for many, in one statement and so one transaction; a row per
-    submission with its position ``n``. Accounts are locked in the order given (callers sort
-    by user), so concurrent batches do not deadlock."""
+    """Debit, insert the job, its result row and its two outbox rows (or replay the first
+    request with that key) for each submission, in one statement and so one transaction; a row
+    per submission with its position ``n`` and its ``outcome``: created, replayed, reused,
+    insufficient, rate_limited. A submission whose deadline has passed when its turn comes
+    (PostgreSQL's clock) writes nothing and has no row. Accounts are locked in the order given
+    (callers sort by user), so concurrent batches do not deadlock."""
     columns = [[getattr(s, name) for s in submissions] for name in SUBMISSION_FIELDS]
     rows: list[asyncpg.Record] = await db.fetch(
         "SELECT s.n, f.* FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[],"
         " $5::bigint[], $6::text[], $7::text[], $8::int4[], $9::jsonb[], $10::jsonb[],"
-        " $11::bytea[], $12::text[]) WITH ORDINALITY AS s(user_id, job_id, result_id, name,"
-        " cost, request, hash, max_inflight, test_data, raw, queue, trace, n)"
+        " $11::bytea[], $12::text[], $13::timestamptz[]) WITH ORDINALITY AS s(user_id, job_id,"
+        " result_id, name, cost, request, hash, max_inflight, test_data, raw, queue, trace,"
+        " deadline, n)"
         " CROSS JOIN LATERAL assay_create_submission(s.user_id, s.job_id, s.result_id, s.name,"
         " s.cost, s.request, s.hash, s.max_inflight, s.test_data, s.raw, s.queue, s.trace) f"
+        " WHERE s.deadline IS NULL OR clock_timestamp() < s.deadline"
         " ORDER BY s.n",
         *columns,
     )

@@ -4,14 +4,22 @@ request order — and overlapping batches racing never start or report a job twi
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assaylib.errors import error_from_parts
-from tests.archive.helpers import Client, check_invariants, profile, talent_data
+from tests.archive.helpers import (
+    Client,
+    check_invariants,
+    expect_error,
+    profile,
+    talent_data,
+)
 
 
 def error_of(item: pb.ItemError) -> tuple[grpc.StatusCode, str]:
@@ -185,3 +193,30 @@ async def test_create_submissions_charges_refuses_and_replays_each_on_its_own(
     assert await client.balance("alice") == 0 and await client.balance("bob") == 4
     counts = await check_invariants(database)
     assert counts["jobs"] == 3
+
+
+async def test_a_submission_past_its_deadline_writes_nothing(archive_stub, database: str) -> None:
+    client = Client(archive_stub)
+    await client.grant("alice", 5)
+    past, future = Timestamp(), Timestamp()
+    past.FromNanoseconds(time.time_ns() - 1_000_000_000)  # its caller gave up a second ago
+    future.FromNanoseconds(time.time_ns() + 60_000_000_000)
+    submissions = [
+        pb.CreateSubmissionRequest(user_id="alice", assessment_data=talent_data(), deadline=past),
+        pb.CreateSubmissionRequest(user_id="alice", assessment_data=talent_data(), deadline=future),
+        pb.CreateSubmissionRequest(user_id="alice", assessment_data=talent_data()),
+    ]
+
+    reply = await archive_stub.CreateSubmissions(
+        pb.CreateSubmissionsRequest(submissions=submissions)
+    )
+
+    kinds = [o.WhichOneof("outcome") for o in reply.outcomes]
+    assert kinds == ["error", "created", "created"]
+    assert error_of(reply.outcomes[0].error)[0] == grpc.StatusCode.DEADLINE_EXCEEDED
+    await expect_error(
+        archive_stub.CreateSubmission(submissions[0]), grpc.StatusCode.DEADLINE_EXCEEDED
+    )
+    assert await client.balance("alice") == 3  # two charges, none for the late ones
+    counts = await check_invariants(database)
+    assert counts["jobs"] == 2

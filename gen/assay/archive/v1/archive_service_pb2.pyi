@@ -57,6 +57,7 @@ class CreateSubmissionRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     MAX_INFLIGHT_FIELD_NUMBER: _builtins.int
     TRACEPARENT_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     assessment_name: _builtins.str
     request_id: _builtins.str
@@ -71,6 +72,13 @@ class CreateSubmissionRequest(_message.Message):
     def assessment_data(self) -> _assessment_pb2.AssessmentData: ...
     @_builtins.property
     def raw_responses(self) -> _assessment_pb2.RawResponses: ...
+    @_builtins.property
+    def deadline(self) -> _timestamp_pb2.Timestamp:
+        """The submitting caller's deadline (wall clock). The archive writes nothing once it has
+        passed — the submission ends with DEADLINE_EXCEEDED — so a submission is never charged
+        after its caller gave up, however late a batch arrives. Unset: no deadline of its own.
+        """
+
     def __init__(
         self,
         *,
@@ -81,10 +89,11 @@ class CreateSubmissionRequest(_message.Message):
         request_id: _builtins.str = ...,
         max_inflight: _builtins.int = ...,
         traceparent: _builtins.str = ...,
+        deadline: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assessment_data", b"assessment_data", "raw_responses", b"raw_responses"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assessment_data", b"assessment_data", "deadline", b"deadline", "raw_responses", b"raw_responses"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment_data", b"assessment_data", "assessment_name", b"assessment_name", "max_inflight", b"max_inflight", "raw_responses", b"raw_responses", "request_id", b"request_id", "traceparent", b"traceparent", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment_data", b"assessment_data", "assessment_name", b"assessment_name", "deadline", b"deadline", "max_inflight", b"max_inflight", "raw_responses", b"raw_responses", "request_id", b"request_id", "traceparent", b"traceparent", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
