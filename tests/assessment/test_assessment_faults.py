@@ -31,6 +31,7 @@ from assessment_svc.app import AssessmentApp
 from tests.archive.helpers import check_invariants, dsn, wait_until
 from tests.assessment.conftest import grant, submission
 from tests.conftest import token
+from tests.proxy import Proxy
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -197,57 +198,10 @@ async def _at_least(load: Load, calls: int) -> bool:
     return load.calls() >= calls
 
 
-class HoldingProxy:
-    """A TCP proxy that can hold every byte in both directions (a blackholed link) and let
-    them through later, in order, on ``heal()``."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.flowing = asyncio.Event()
-        self.flowing.set()
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def hold(self) -> None:
-        self.flowing.clear()
-
-    def heal(self) -> None:
-        self.flowing.set()
-
-    async def close(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(source, sink))
-            self._tasks.add(task)
-
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        try:
-            while chunk := await source.read(65536):
-                await self.flowing.wait()
-                sink.write(chunk)
-                await sink.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            sink.close()
-
-
 async def test_link_held_past_the_deadlines_charges_nobody_late(
     settings: Settings, archive: ArchiveApp, database: str
 ) -> None:
-    proxy = HoldingProxy(archive.port)
+    proxy = Proxy(archive.port)
     await proxy.start()
     assessment = await AssessmentApp.start(
         dataclasses.replace(

@@ -1,0 +1,198 @@
+"""assay-client against the real services: submissions retried with one charge, typed
+errors, paging, and watches that deliver every transition exactly once across cuts,
+restarts and an expired cursor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import defaultdict
+from collections.abc import AsyncGenerator
+from pathlib import Path
+
+import grpc
+import pytest
+from assay_client import (
+    AssayClient,
+    FileCursorStore,
+    InvalidArgument,
+    NotFound,
+    WatchItem,
+)
+
+from archive_svc.app import ArchiveApp
+from assay.archive.v1 import archive_service_pb2 as archive_pb
+from assay.archive.v1 import archive_service_pb2_grpc as archive_grpc
+from assay.common.v1 import job_pb2
+from assaylib.auth import bearer_token_interceptors
+from tests.archive.helpers import check_invariants, talent_data, wait_until
+from tests.conftest import token
+from tests.observability.conftest import Mesh
+from tests.proxy import Proxy
+
+QUEUED, PROCESSING, COMPLETED = (
+    job_pb2.JOB_STATUS_QUEUED,
+    job_pb2.JOB_STATUS_PROCESSING,
+    job_pb2.JOB_STATUS_COMPLETED,
+)
+
+
+def client_of(mesh: Mesh, user: str = "alice", notifier_port: int = 0) -> AssayClient:
+    return AssayClient(
+        f"127.0.0.1:{mesh.assessment.port}",
+        notifier_addr=f"127.0.0.1:{notifier_port or mesh.notifier.port}",
+        token=token("user", user),
+    )
+
+
+async def fund(mesh: Mesh, user: str, amount: int) -> None:
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{mesh.archive.port}", interceptors=bearer_token_interceptors(token("operator"))
+    ) as channel:
+        stub = archive_grpc.ArchiveServiceStub(channel)
+        await stub.GrantTokens(
+            archive_pb.GrantTokensRequest(user_id=user, amount=amount, reason="t")
+        )
+
+
+async def test_submit_wait_and_read(mesh: Mesh) -> None:
+    await mesh.start_worker()
+    await fund(mesh, "alice", 3)
+    async with client_of(mesh) as assay:
+        reply = await assay.submit(talent_data())
+        assert reply.tokens_remaining == 2
+        job, result = await assay.wait(reply.job.job_id)
+        assert job.status == COMPLETED and result is not None
+        assert result.test_result.archetype
+        again = await assay.submit(talent_data(), request_id=reply.job.request_id or "")
+        assert await assay.balance() in (1, 2)
+        listed = [j.job_id async for j in assay.list(page_size=1)]
+        assert reply.job.job_id in listed and again.job.job_id in listed
+        hostile = talent_data()
+        hostile.riasec.realistic = 101
+        with pytest.raises(InvalidArgument) as bad:
+            await assay.submit(hostile)
+        assert any(v.field.startswith("assessment_data.") for v in bad.value.violations)
+        with pytest.raises(NotFound):
+            await assay.get("00000000-0000-0000-0000-000000000000")
+
+
+async def test_submit_retried_across_an_archive_restart_charges_once(mesh: Mesh) -> None:
+    await fund(mesh, "alice", 5)
+    port = mesh.archive.port
+    await mesh.archive.stop(grace=0.5)
+    async with client_of(mesh) as assay:
+        submitting = asyncio.create_task(assay.submit(talent_data(), request_id="once"))
+        restarted = await ArchiveApp.start(mesh.settings, f"127.0.0.1:{port}")
+        try:
+            reply = await submitting
+            assert (await assay.submit(talent_data(), request_id="once")).job.job_id == (
+                reply.job.job_id
+            )
+            assert await assay.balance() == 4  # one charge for two calls and their retries
+        finally:
+            await restarted.stop(grace=0.5)
+    await check_invariants(mesh.settings.database_url)
+
+
+async def collect(
+    items: list[WatchItem], watch: AsyncGenerator[WatchItem, None], live: asyncio.Event
+) -> None:
+    async for item in watch:
+        items.append(item)
+        live.set()
+
+
+async def test_watch_delivers_every_transition_once_across_cuts(mesh: Mesh) -> None:
+    jobs = 400
+    await mesh.start_worker()
+    await fund(mesh, "alice", jobs + 1)
+    proxy = Proxy(mesh.notifier.port)
+    await proxy.start()
+    seen: list[WatchItem] = []
+    live = asyncio.Event()
+    async with client_of(mesh, notifier_port=proxy.port) as assay:
+        watching = asyncio.create_task(collect(seen, assay.watch(), live))
+        warm_up = (await assay.submit(talent_data())).job.job_id
+        await asyncio.wait_for(live.wait(), 10)  # the watch is live: nothing falls before it
+        submitted = set()
+        for _ in range(jobs):
+            submitted.add((await assay.submit(talent_data())).job.job_id)
+            if random.random() < 0.05:
+                proxy.cut()  # a reset link, at random, while events flow
+
+        async def all_completed() -> bool:
+            proxy.cut()  # and again while the last events arrive
+            done = {i.job_id for i in seen if i.status == COMPLETED}
+            return submitted <= done
+
+        await wait_until(all_completed, within=120, interval=0.5)
+        watching.cancel()
+    await proxy.close()
+    per_job: dict[str, list[int]] = defaultdict(list)
+    for item in seen:
+        if item.job_id != warm_up:
+            assert item.kind == "event"
+            per_job[item.job_id].append(item.status)
+    assert set(per_job) == submitted
+    assert all(statuses == [QUEUED, PROCESSING, COMPLETED] for statuses in per_job.values())
+
+
+async def test_cursor_store_resumes_a_restarted_subscriber(mesh: Mesh, tmp_path: Path) -> None:
+    await fund(mesh, "alice", 5)
+    store = FileCursorStore(tmp_path / "cursor")
+    async with client_of(mesh) as assay:
+        first = {(await assay.submit(talent_data())).job.job_id for _ in range(2)}
+        watch = assay.watch(cursor_store=store)
+        listed = [await anext(watch), await anext(watch)]
+        assert {(i.kind, i.job_id) for i in listed} == {("snapshot", j) for j in first}
+        third = (await assay.submit(talent_data())).job.job_id
+        assert (await anext(watch)).job_id == third
+        await watch.aclose()  # the subscriber stops while handling the third's event
+        later = [(await assay.submit(talent_data())).job.job_id for _ in range(2)]
+        resumed = await take(assay.watch(cursor_store=store), 3)  # and starts again
+        # The item being handled at the stop comes again (at least once), then the rest.
+        assert [(i.kind, i.job_id) for i in resumed] == [("event", third)] + [
+            ("event", j) for j in later
+        ]
+
+
+async def test_expired_cursor_relists_and_marks_the_gap(mesh: Mesh, tmp_path: Path) -> None:
+    await fund(mesh, "alice", 4)
+    store = FileCursorStore(tmp_path / "cursor")
+    async with client_of(mesh) as assay:
+        await assay.submit(talent_data())
+        watch = assay.watch(cursor_store=store)
+        await anext(watch)  # the snapshot
+        await assay.submit(talent_data())
+        await anext(watch)  # an event: the cursor is kept
+        await watch.aclose()
+        await assay.submit(talent_data())
+        await mesh.nc.jetstream().purge_stream(mesh.names.events_stream)  # past retention
+        fourth = (await assay.submit(talent_data())).job.job_id
+        await wait_purged_then_one(mesh)
+        relisted = await take(assay.watch(cursor_store=store), 5)
+    assert relisted[0].kind == "relisted"
+    assert [i.kind for i in relisted[1:]] == ["snapshot"] * 4
+    assert fourth in {i.job_id for i in relisted}
+
+
+async def wait_purged_then_one(mesh: Mesh) -> None:
+    """The stream holds only the event after the purge (its first sequence moved past ours)."""
+    js = mesh.nc.jetstream()
+
+    async def one_event() -> bool:
+        return (await js.stream_info(mesh.names.events_stream)).state.messages >= 1
+
+    await wait_until(one_event, within=10)
+
+
+async def take(watch: AsyncGenerator[WatchItem, None], count: int) -> list[WatchItem]:
+    items: list[WatchItem] = []
+    async with contextlib.aclosing(watch) as stream, asyncio.timeout(20):
+        async for item in stream:
+            items.append(item)
+            if len(items) == count:
+                break
+    return items
