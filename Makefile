@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint gen demo clean
+.PHONY: install test lint gen docs demo clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ lint: $(STAMP)
 
 gen: $(STAMP)
 	$(PY) tools/gen_protos.py gen
+
+docs: $(STAMP)
+	$(PY) tools/gen_docs.py
+	$(VENV)/bin/pdoc --docformat markdown -o build/docs/client assay_client
+	@echo "docs: docs/architecture.md regenerated; the client's API reference is build/docs/client/index.html"
 
 demo: $(STAMP)
 	$(VENV)/bin/assay demo

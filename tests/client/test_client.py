@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import sys
 from collections import defaultdict
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -31,6 +33,7 @@ from tests.conftest import token
 from tests.observability.conftest import Mesh
 from tests.proxy import Proxy
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "clients" / "python" / "examples"
 QUEUED, PROCESSING, COMPLETED = (
     job_pb2.JOB_STATUS_QUEUED,
     job_pb2.JOB_STATUS_PROCESSING,
@@ -196,3 +199,48 @@ async def take(watch: AsyncGenerator[WatchItem, None], count: int) -> list[Watch
             if len(items) == count:
                 break
     return items
+
+
+async def test_the_examples_run(mesh: Mesh, tmp_path: Path) -> None:
+    await fund(mesh, "alice", 2)
+    env = {
+        **os.environ,
+        "ASSAY_ASSESSMENT_ADDR": f"127.0.0.1:{mesh.assessment.port}",
+        "ASSAY_NOTIFIER_ADDR": f"127.0.0.1:{mesh.notifier.port}",
+        "ASSAY_TOKEN": token("user", "alice"),
+    }
+    async with client_of(mesh) as assay:
+        first = (await assay.submit(talent_data())).job.job_id  # queued: no worker yet
+    subscriber = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLES / "subscribe.py"),
+        str(tmp_path / "cursor"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert subscriber.stdout is not None
+    lines: list[list[str]] = []
+    async with asyncio.timeout(30):
+        lines.append((await subscriber.stdout.readline()).decode().split())
+    assert lines[0][:3] == ["now", first, str(QUEUED)]  # its snapshot: the watch is live
+    await mesh.start_worker()
+    caller = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLES / "submit_and_wait.py"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(caller.communicate(), 60)
+    assert caller.returncode == 0
+    job_id, status, archetype = out.decode().split(maxsplit=2)
+    assert status == str(COMPLETED) and archetype.strip()
+    async with asyncio.timeout(30):
+        while sum(1 for line in lines if line[1] == job_id) < 3:
+            lines.append((await subscriber.stdout.readline()).decode().split())
+    subscriber.terminate()
+    await subscriber.wait()
+    assert [line[:3] for line in lines if line[1] == job_id] == [
+        ["event", job_id, str(QUEUED)],
+        ["event", job_id, str(PROCESSING)],
+        ["event", job_id, str(COMPLETED)],
+    ]
