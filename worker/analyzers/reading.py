@@ -44,11 +44,13 @@ class Reading:
 
     def cite_type(self, key: str) -> str:
         """E.g. "Investigative 86"."""
-        return f"{self.knowledge.interest_types[key].label} {self.scores.riasec[key]}"
+        label = self.knowledge.interest_types[key].label
+        return self.knowledge.say("cite_score", label=label, score=self.scores.riasec[key])
 
     def cite_strength(self, key: str) -> str:
         """E.g. "Curiosity 92"."""
-        return f"{self.knowledge.strengths[key].label} {self.scores.via[key]}"
+        label = self.knowledge.strengths[key].label
+        return self.knowledge.say("cite_score", label=label, score=self.scores.via[key])
 
     def cite_virtue(self, key: str) -> str:
         """Signature strengths of virtue ``key`` with scores, e.g. "Curiosity 92, Judgment 80"."""
@@ -65,8 +67,12 @@ class Reading:
 
     def cite_trait(self, key: str) -> str:
         """E.g. "high Openness 82"."""
-        label = self.knowledge.traits[key].label
-        return f"{self.bands[key]} {label} {self.scores.ocean[key]}"
+        return self.knowledge.say(
+            "cite_trait",
+            band=self.knowledge.band_labels[self.bands[key]],
+            label=self.knowledge.traits[key].label,
+            score=self.scores.ocean[key],
+        )
 
 
 def band(score: int, knowledge: Knowledge) -> Band:

@@ -21,12 +21,14 @@ def archetype(reading: Reading) -> str:
 
 def short_summary(reading: Reading) -> str:
     """Archetype, Holland code with scores, two top strengths and the most distinctive trait."""
-    code = ", ".join(reading.cite_type(key) for key in reading.code)
-    top = " and ".join(reading.cite_strength(key) for key in reading.signature[:2])
-    trait = reading.cite_trait(reading.distinctive_traits[0])
-    return (
-        f"{archetype(reading)}: Holland code {reading.letters} ({code}), signature strengths "
-        f"{top}, and {trait} as your most distinctive Big Five score."
+    knowledge = reading.knowledge
+    return knowledge.say(
+        "short_summary",
+        archetype=archetype(reading),
+        letters=reading.letters,
+        code=", ".join(reading.cite_type(key) for key in reading.code),
+        top=knowledge.say("and").join(reading.cite_strength(k) for k in reading.signature[:2]),
+        trait=reading.cite_trait(reading.distinctive_traits[0]),
     )
 
 
