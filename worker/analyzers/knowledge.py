@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from assaylib import jobs
+
 Band = str
 """A Big Five band: "low", "moderate" or "high"."""
 
 BANDS: tuple[Band, ...] = ("low", "moderate", "high")
 
-LOCALES: tuple[str, ...] = ("id", "en")
+LOCALES: tuple[str, ...] = jobs.LOCALES
 """The locales with knowledge tables (BCP 47 language tags): Bahasa Indonesia and English."""
 
 TABLE_FILES: tuple[str, ...] = (
@@ -149,7 +151,8 @@ class Knowledge:
     """Sentence templates (``str.format``) that frame the texts above, by name."""
     band_labels: Mapping[Band, str]
     """How a Big Five band is written in this locale."""
-    locale: str = "en"
+    locale: str
+    """The language of these tables (a BCP 47 tag)."""
 
     def say(self, phrase: str, **values: object) -> str:
         """The template ``phrase`` filled with ``values``."""
@@ -236,7 +239,7 @@ def _strength(key: str, raw: Any) -> CharacterStrength:
 
 
 @functools.cache
-def load_knowledge(locale: str = "en") -> Knowledge:
+def load_knowledge(locale: str) -> Knowledge:
     """Parse the knowledge tables of ``locale``; cached, so each locale's files are read once
     per process. ``KeyError`` for a locale without tables."""
     if locale not in LOCALES:
