@@ -28,6 +28,7 @@ class Submission:
     raw_responses: str
     queue_payload: bytes
     trace_context: str | None
+    locale: str
 
 
 SUBMISSION_FIELDS = tuple(Submission.__dataclass_fields__)
@@ -39,7 +40,7 @@ async def create_submission(db: Db, submission: Submission) -> asyncpg.Record:
     insufficient, rate_limited."""
     row: asyncpg.Record = await db.fetchrow(
         "SELECT * FROM assay_create_submission($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb,"
-        " $10::jsonb, $11, $12::text)",
+        " $10::jsonb, $11, $12::text, $13::text)",
         submission.user_id,
         submission.job_id,
         submission.result_id,
@@ -52,6 +53,7 @@ async def create_submission(db: Db, submission: Submission) -> asyncpg.Record:
         submission.raw_responses,
         submission.queue_payload,
         submission.trace_context,
+        submission.locale,
     )
     return row
 
@@ -64,10 +66,12 @@ async def create_submissions(db: Db, submissions: Sequence[Submission]) -> list[
     rows: list[asyncpg.Record] = await db.fetch(
         "SELECT s.n, f.* FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[],"
         " $5::bigint[], $6::text[], $7::text[], $8::int4[], $9::jsonb[], $10::jsonb[],"
-        " $11::bytea[], $12::text[]) WITH ORDINALITY AS s(user_id, job_id, result_id, name,"
-        " cost, request, hash, max_inflight, test_data, raw, queue, trace, n)"
+        " $11::bytea[], $12::text[], $13::text[]) WITH ORDINALITY AS s(user_id, job_id,"
+        " result_id, name, cost, request, hash, max_inflight, test_data, raw, queue, trace,"
+        " locale, n)"
         " CROSS JOIN LATERAL assay_create_submission(s.user_id, s.job_id, s.result_id, s.name,"
-        " s.cost, s.request, s.hash, s.max_inflight, s.test_data, s.raw, s.queue, s.trace) f"
+        " s.cost, s.request, s.hash, s.max_inflight, s.test_data, s.raw, s.queue, s.trace,"
+        " s.locale) f"
         " ORDER BY s.n",
         *columns,
     )
