@@ -10,12 +10,14 @@ import json
 import random
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from google.protobuf import json_format
 
 from assay.common.v1 import assessment_pb2
+from assay_cli.loader import load_submission
 from assaylib import jobs
 from worker.analyzers import REGISTRY, TalentMappingAnalyzer, UnsupportedLocale, analyze
 from worker.analyzers.knowledge import LOCALES, TABLE_FILES, load_knowledge, read_table
@@ -225,3 +227,23 @@ def test_an_unknown_locale_is_a_permanent_error(locale: str) -> None:
         analyze(TALENT_MAPPING, next(seeded_submissions(1)), None, locale)
     assert caught.value.error_code == "UNSUPPORTED_LOCALE"
     assert caught.value.permanent is True
+
+
+# --- the documentation ------------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "analyzer.md"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "talent-mapping.json"
+
+
+def test_the_documented_profiles_are_what_the_analyzer_writes() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    section = text.split("## One profile in each language", 1)[1].split("\n## ", 1)[0]
+    documented = [json.loads(block) for block in re.findall(r"```json\n(.*?)\n```", section, re.S)]
+    request, _ = load_submission(EXAMPLE)
+    written = [
+        json_format.MessageToDict(
+            analyze(request.assessment_name, request.assessment_data, None, locale)
+        )
+        for locale in ("id", "en")
+    ]
+    assert documented == written
