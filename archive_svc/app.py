@@ -28,6 +28,7 @@ def policy_of(settings: Settings) -> Policy:
         token_cost=settings.token_cost,
         lease_timeout=settings.lease_timeout,
         max_attempts=settings.max_attempts,
+        default_locale=settings.default_locale,
     )
 
 

@@ -12,6 +12,7 @@ from archive_svc.paging import PageTokens
 from assay.archive.v1 import archive_service_pb2 as pb
 from assaylib import validation as v
 from assaylib.errors import AssayError, FieldViolation, InvalidTransition, NotFound
+from assaylib.jobs import DEFAULT_LOCALE
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class Policy:
     token_cost: int = 1
     lease_timeout: float = 30.0
     max_attempts: int = 3
+    default_locale: str = DEFAULT_LOCALE
+    """The locale a submission without one is written in (ASSAY_DEFAULT_LOCALE)."""
 
 
 def parse_uuid(value: str, field: str) -> uuid.UUID:

@@ -151,12 +151,18 @@ def submission_hash(
     assessment_name: str,
     data: assessment_pb2.AssessmentData,
     raw: assessment_pb2.RawResponses,
+    locale: str = "",
 ) -> str:
-    """A stable digest of a submission's payload, to tell a repeat from a different request."""
+    """A stable digest of a submission's payload, to tell a repeat from a different request.
+
+    ``locale`` is the one the request named: empty (the default) digests as before locales
+    existed, so a request repeated across the upgrade still replays."""
     digest = hashlib.sha256()
     digest.update(assessment_name.encode())
     digest.update(b"\0")
     digest.update(data.SerializeToString(deterministic=True))
     digest.update(b"\0")
     digest.update(raw.SerializeToString(deterministic=True))
+    if locale:
+        digest.update(b"\0locale\0" + locale.encode())
     return digest.hexdigest()

@@ -41,7 +41,8 @@ def queue_message(
     raw: assessment_pb2.RawResponses,
     charge_count: int,
 ) -> bytes:
-    """The queue message for a job: what a worker needs to analyse it."""
+    """The queue message for a job: what a worker needs to analyse it (``locale`` empty for a
+    job older than locales: the worker then writes in its default)."""
     message = events_pb2.AnalysisJobMessage(
         job_id=str(job["job_id"]),
         user_id=job["user_id"],
@@ -51,6 +52,7 @@ def queue_message(
         raw_responses=raw,
         charge_count=charge_count,
         enqueued_at=timestamp(job.get("occurred_at") or dt.datetime.now(dt.UTC)),
+        locale=job.get("locale") or "",
     )
     return message.SerializeToString()
 

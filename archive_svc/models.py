@@ -161,6 +161,9 @@ class Job(Base):
     """Times the sweep re-published this QUEUED job's lost queue message (reset by retry)."""
     trace_context: Mapped[str | None] = mapped_column(Text)
     """The W3C traceparent of its submission: every message about the job joins that trace."""
+    locale: Mapped[str | None] = mapped_column(Text)
+    """The language its profile is written in ("id" or "en"); NULL for jobs older than
+    locales, whose queue messages carry none (the worker writes in its default)."""
 
 
 class Result(Base):

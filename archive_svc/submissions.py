@@ -47,14 +47,17 @@ class Submissions(ArchivePart):
                 request.raw_responses,
                 request.ByteSize(),
             )
+            + v.locale_violations(request.locale)
         )
         name = request.assessment_name or jobs.DEFAULT_ASSESSMENT
+        locale = request.locale or self.policy.default_locale
         job_id, result_id = uuid.uuid4(), uuid.uuid4()
         job = {
             "job_id": job_id,
             "user_id": request.user_id,
             "result_id": result_id,
             "assessment_name": name,
+            "locale": locale,
         }
         return store.Submission(
             user_id=request.user_id,
@@ -64,13 +67,14 @@ class Submissions(ArchivePart):
             cost=self.policy.token_cost,
             request_id=request.request_id or None,
             payload_hash=convert.submission_hash(
-                name, request.assessment_data, request.raw_responses
+                name, request.assessment_data, request.raw_responses, request.locale
             ),
             max_inflight=request.max_inflight,
             test_data=convert.to_json(request.assessment_data),
             raw_responses=convert.to_json(request.raw_responses),
             queue_payload=queue_message(job, request.assessment_data, request.raw_responses, 1),
             trace_context=trace_context or None,
+            locale=locale,
             deadline=request.deadline.ToDatetime(dt.UTC) if request.HasField("deadline") else None,
         )
 

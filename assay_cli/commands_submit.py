@@ -47,6 +47,13 @@ def register(
     submit.add_argument("file", metavar="FILE")
     submit.add_argument("--watch", action="store_true", help="follow the job and print the profile")
     submit.add_argument("--request-id", default="", help="idempotency key (default: the file's)")
+    submit.add_argument(
+        "--locale",
+        default="",
+        metavar="TAG",
+        help="the profile's language: id (Bahasa Indonesia) or en (English); default: the "
+        "file's, else the service's ASSAY_DEFAULT_LOCALE",
+    )
     submit.add_argument("--timeout", type=float, default=0.0, help="give up watching after N s")
     submit.set_defaults(run=submit_command)
     watch = commands.add_parser("watch", parents=[common], help="stream job status events")
@@ -122,6 +129,8 @@ async def submit_command(args: argparse.Namespace, conn: Connection) -> int:
         output.progress(f"warning: {args.file}: {warning}")
     if args.request_id:
         request.request_id = args.request_id
+    if args.locale:
+        request.locale = args.locale
     if args.watch:
         return await submit_and_follow(conn, request, json_mode=args.json, wait_limit=args.timeout)
     stub = await conn.assessment()

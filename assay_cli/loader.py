@@ -3,7 +3,7 @@
 Accepted shapes (keys in snake_case or lowerCamelCase, interchangeably):
 
 * ours — ``{assessment_name, assessment_data: {riasec, ocean, via_is, industry_score},
-  raw_responses, request_id}``, including the proto3 JSON form of SubmitAssessmentRequest;
+  raw_responses, request_id, locale}``, including the proto3 JSON form of SubmitAssessmentRequest;
 * the original system's — the score groups at the top level: ``{assessmentName, riasec,
   ocean, viaIs, industryScore, rawResponses}``.
 
@@ -77,6 +77,7 @@ def parse_submission(document: dict[str, Any]) -> tuple[pb.SubmitAssessmentReque
     violations: list[FieldViolation] = []
     request.assessment_name = _text(top.pop("assessment_name", ""), "assessment_name", violations)
     request.request_id = _text(top.pop("request_id", ""), "request_id", violations)
+    request.locale = _text(top.pop("locale", ""), "locale", violations)
     _fill_data(request.assessment_data, data, violations)
     raw = top.pop("raw_responses", None)
     if raw is not None:

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from assaylib.jobs import DEFAULT_LOCALE, LOCALES
+
 __all__ = ["ConfigError", "Settings", "listen_addr", "parse_duration"]
 
 ENV_PREFIX = "ASSAY_"
@@ -148,6 +150,9 @@ class Settings:
     stream_prefix: str = ""
     """Namespace for JetStream streams, subjects and consumers; empty in production (the
     contract's names), set per test so tests never share a stream."""
+    default_locale: str = DEFAULT_LOCALE
+    """The language of a submission's profile when it names none (``id`` or ``en``); a worker
+    also writes in it for a queue message from a producer older than locales."""
 
     def __post_init__(self) -> None:
         if self.lease_timeout <= 0:
@@ -301,4 +306,5 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "trace_sample_ratio": _ratio,
     "reflection": _bool,
     "max_queued": _positive_duration,
+    "default_locale": _choice(*LOCALES),
 }

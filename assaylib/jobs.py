@@ -13,6 +13,14 @@ ASSESSMENT_NAMES = (TALENT_MAPPING, IQ_TEST, CUSTOM)
 DEFAULT_ASSESSMENT = TALENT_MAPPING
 """The assessment an empty name stands for."""
 
+INDONESIAN = "id"
+ENGLISH = "en"
+LOCALES = (INDONESIAN, ENGLISH)
+"""The languages a profile can be written in (BCP 47 tags; ``SubmitAssessmentRequest.locale``)."""
+DEFAULT_LOCALE = INDONESIAN
+"""The locale of a submission that names none, unless ASSAY_DEFAULT_LOCALE says otherwise: the
+original system wrote every profile in Bahasa Indonesia."""
+
 STUCK = "STUCK"
 """The sweep failed the job: its worker stopped heartbeating, it ran too long, or its queue
 message was lost for good."""

@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 
 from assay.common.v1 import assessment_pb2
 from assaylib.errors import FieldViolation, InvalidArgument
-from assaylib.jobs import ASSESSMENT_NAMES, CUSTOM, IQ_TEST
+from assaylib.jobs import ASSESSMENT_NAMES, CUSTOM, IQ_TEST, LOCALES
 
 MAX_SUBMISSION_BYTES = 1024 * 1024
 MAX_TEXT_CHARS = 1000
@@ -176,6 +176,15 @@ def assessment_name_violations(name: str, path: str = "assessment_name") -> list
     if name and name not in ASSESSMENT_NAMES:
         known = ", ".join(repr(n) for n in ASSESSMENT_NAMES)
         return [FieldViolation(path, f"unknown assessment {name!r}; known: {known}")]
+    return []
+
+
+def locale_violations(locale: str, path: str = "locale") -> list[FieldViolation]:
+    """A violation unless the locale is one a profile can be written in (empty means the
+    default). Tags are matched exactly: "id" and "en", not "ID" or "en-US"."""
+    if locale and locale not in LOCALES:
+        known = ", ".join(repr(tag) for tag in LOCALES)
+        return [FieldViolation(path, f"unknown locale {locale!r}; known: {known}")]
     return []
 
 

@@ -77,13 +77,18 @@ def list_owner(principal: Principal, requested: str) -> str:
 
 
 def submit_request_violations(request: pb.SubmitAssessmentRequest) -> list[FieldViolation]:
-    """Every violation of a submission: payload (name, scores, raw answers, 1 MiB), request_id."""
-    return v.submission_violations(
-        request.assessment_name,
-        request.assessment_data,
-        request.raw_responses,
-        request.ByteSize(),
-    ) + v.id_violations(request.request_id, "request_id", required=False)
+    """Every violation of a submission: payload (name, scores, raw answers, 1 MiB), request_id
+    and locale."""
+    return (
+        v.submission_violations(
+            request.assessment_name,
+            request.assessment_data,
+            request.raw_responses,
+            request.ByteSize(),
+        )
+        + v.id_violations(request.request_id, "request_id", required=False)
+        + v.locale_violations(request.locale)
+    )
 
 
 def result_request_violations(request: pb.GetResultRequest) -> list[FieldViolation]:
@@ -133,6 +138,7 @@ class Assessments:
                     request_id=request.request_id,
                     max_inflight=self.max_inflight,
                     traceparent=tracing.traceparent(),  # batched with others: each its own
+                    locale=request.locale,  # empty: the archive's ASSAY_DEFAULT_LOCALE
                 ),
                 budget,
             )

@@ -33,10 +33,11 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 AnalyzeFn = Callable[
-    [str, assessment_pb2.AssessmentData, assessment_pb2.RawResponses | None],
+    [str, assessment_pb2.AssessmentData, assessment_pb2.RawResponses | None, str],
     assessment_pb2.PersonaProfile,
 ]
-"""The analyzer entry point (``worker.analyzers.analyze``); pure, synchronous, CPU-bound."""
+"""The analyzer entry point (``worker.analyzers.analyze``: assessment name, data, raw
+responses, locale); pure, synchronous, CPU-bound."""
 
 RETRY_BASE = 1.0  # seconds; transient failures back off 1, 2, 4 … s
 RETRY_CAP = 60.0
@@ -256,11 +257,18 @@ class JobRunner:
         if self.settings.analyzer_delay > 0:
             await asyncio.sleep(self.settings.analyzer_delay)
         raw = message.raw_responses if message.HasField("raw_responses") else None
+        # A message from a producer older than locales names none: write in the default.
+        locale = message.locale or self.settings.default_locale
         started = time.perf_counter()
         with tracing.span("worker analyze", __name__, attributes={"assay.attempt": lease.attempt}):
             # A thread, not the event loop: heartbeats keep flowing while the analyzer runs.
             future = asyncio.get_running_loop().run_in_executor(
-                self.executor, self.analyze, message.assessment_name, message.assessment_data, raw
+                self.executor,
+                self.analyze,
+                message.assessment_name,
+                message.assessment_data,
+                raw,
+                locale,
             )
             profile = await asyncio.wait_for(future, timeout=self.settings.analysis_timeout)
         metrics.ANALYSIS_SECONDS.observe(time.perf_counter() - started)

@@ -19,10 +19,12 @@ OUTBOX_COLUMNS = (
 async def next_unsent(db: Db, sent: Sequence[uuid.UUID], limit: int) -> Sequence[asyncpg.Record]:
     """Mark the ``sent`` rows published and fetch the next unsent ones in commit order per
     job, in one statement. A queue message without a payload comes with its result row's
-    test_data and raw_responses, to build it from; every row with its job's trace_context."""
+    test_data and raw_responses, to build it from; every row with its job's trace_context
+    and locale."""
     rows: list[asyncpg.Record] = await db.fetch(
         "WITH marked AS (UPDATE outbox SET sent_at = now() WHERE id = ANY($1::uuid[]))"
-        f" SELECT {OUTBOX_COLUMNS}, r.test_data, r.raw_responses, j.trace_context FROM outbox o"
+        f" SELECT {OUTBOX_COLUMNS}, r.test_data, r.raw_responses, j.trace_context, j.locale"
+        " FROM outbox o"
         " LEFT JOIN results r ON o.kind = 'job' AND o.payload IS NULL"
         " AND r.result_id = o.result_id LEFT JOIN jobs j ON j.job_id = o.job_id"
         " WHERE o.sent_at IS NULL AND NOT o.id = ANY($1::uuid[]) ORDER BY o.seq LIMIT $2",

@@ -29,6 +29,7 @@ class Submission:
     raw_responses: str
     queue_payload: bytes
     trace_context: str | None
+    locale: str
     deadline: dt.datetime | None = None
     """The caller's deadline: past it, the submission is skipped and nothing is written."""
 
@@ -47,11 +48,12 @@ async def create_submissions(db: Db, submissions: Sequence[Submission]) -> list[
     rows: list[asyncpg.Record] = await db.fetch(
         "SELECT s.n, f.* FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[],"
         " $5::bigint[], $6::text[], $7::text[], $8::int4[], $9::jsonb[], $10::jsonb[],"
-        " $11::bytea[], $12::text[], $13::timestamptz[]) WITH ORDINALITY AS s(user_id, job_id,"
-        " result_id, name, cost, request, hash, max_inflight, test_data, raw, queue, trace,"
-        " deadline, n)"
+        " $11::bytea[], $12::text[], $13::text[], $14::timestamptz[]) WITH ORDINALITY AS"
+        " s(user_id, job_id, result_id, name, cost, request, hash, max_inflight, test_data, raw,"
+        " queue, trace, locale, deadline, n)"
         " CROSS JOIN LATERAL assay_create_submission(s.user_id, s.job_id, s.result_id, s.name,"
-        " s.cost, s.request, s.hash, s.max_inflight, s.test_data, s.raw, s.queue, s.trace) f"
+        " s.cost, s.request, s.hash, s.max_inflight, s.test_data, s.raw, s.queue, s.trace,"
+        " s.locale) f"
         " WHERE s.deadline IS NULL OR clock_timestamp() < s.deadline"
         " ORDER BY s.n",
         *columns,

@@ -132,3 +132,12 @@ def test_sweep_max_fraction_must_be_above_zero(raw: str) -> None:
     env = {"ASSAY_JWT_SECRET": SECRET, "ASSAY_SWEEP_MAX_FRACTION": raw}
     with pytest.raises(ConfigError, match="ASSAY_SWEEP_MAX_FRACTION"):
         Settings.from_env(env)
+
+
+def test_the_default_locale_is_indonesian_and_only_known_locales_are_accepted() -> None:
+    assert Settings().default_locale == "id"
+    english = Settings.from_env({"ASSAY_DEFAULT_LOCALE": "en"}, allow_missing_secret=True)
+    assert english.default_locale == "en"
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"ASSAY_DEFAULT_LOCALE": "fr"}, allow_missing_secret=True)
+    assert "ASSAY_DEFAULT_LOCALE" in caught.value.problems

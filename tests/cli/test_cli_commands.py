@@ -71,6 +71,7 @@ async def test_job_result_and_token_commands_json(cli: Cli, stack) -> None:
     by_job = (await cli.run("results", "get", job_id, "--json", "--token", token)).json()
     result = by_job["result"]
     assert result["jobId"] == job_id and result["testResult"]["archetype"]
+    assert result["testResult"]["analyzer"]["locale"] == "id", "Bahasa Indonesia by default"
     assert result["testData"]["riasec"]["investigative"] == 88
     by_id = await cli.run("results", "get", "--result-id", result["resultId"], "--json")
     assert by_id.json() == by_job
@@ -90,6 +91,19 @@ async def test_job_result_and_token_commands_json(cli: Cli, stack) -> None:
     assert replay.code == 0, replay.describe()
     replayed = [item["event"] for item in json_lines(replay.stdout) if "event" in item]
     assert [e["eventType"] for e in replayed if e["jobId"] == job_id][-1] == "analysis.completed"
+
+
+async def test_submit_locale_picks_the_profiles_language(cli: Cli, stack) -> None:
+    token = await user_token(cli, "hana", grant=2)
+    ran = await cli.run("submit", TALENT, "--locale", "en", "--watch", "--json", "--token", token)
+    assert ran.code == 0, ran.describe()
+    profile = ran.json()["result"]["testResult"]
+    assert profile["analyzer"] == {"name": "talent-mapping", "version": "2", "locale": "en"}
+    assert "Holland code" in profile["shortSummary"]
+    refused = await cli.run("submit", TALENT, "--locale", "fr", "--token", token)
+    assert refused.code == 1, refused.describe()
+    assert "error: INVALID_ARGUMENT: " in refused.stderr
+    assert "  locale: unknown locale 'fr'" in refused.stderr
 
 
 async def test_human_output_of_client_commands(cli: Cli, stack) -> None:

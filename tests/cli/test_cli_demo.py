@@ -17,7 +17,7 @@ async def test_demo_twice_in_a_row_leaves_nothing_running(cli: Cli) -> None:
     first = await cli.run("demo")
     assert first.code == 0, first.describe()
     assert "QUEUED → PROCESSING (attempt 1) → COMPLETED" in first.stdout
-    assert "The Inventive Thinker" in first.stdout and "CAREERS" in first.stdout
+    assert "Pemikir Inventif" in first.stdout and "CAREERS" in first.stdout  # id: the default
     assert "granted 10 tokens to demo-user" in first.stderr
     assert "stopping the stack" in first.stderr
     assert processes_with(cli.marker) == []
@@ -27,7 +27,7 @@ async def test_demo_twice_in_a_row_leaves_nothing_running(cli: Cli) -> None:
     outcome = second.json()
     assert outcome["job"]["status"] == "JOB_STATUS_COMPLETED"
     assert outcome["job"]["userId"] == "demo-user"
-    assert outcome["result"]["testResult"]["archetype"] == "The Inventive Thinker"
+    assert outcome["result"]["testResult"]["archetype"] == "Pemikir Inventif"
     assert processes_with(cli.marker) == []
 
 

@@ -77,6 +77,7 @@ def slow_analyze(
     assessment_name: str,
     data: assessment_pb2.AssessmentData,
     raw: assessment_pb2.RawResponses | None,
+    locale: str,
 ) -> assessment_pb2.PersonaProfile:
     """The real analysis, held (in the worker's analysis thread) until the worker has sent an
     archive heartbeat for it, so the heartbeat counters have something to count."""
@@ -85,7 +86,7 @@ def slow_analyze(
     while value("assay_worker_heartbeats_total", kind="archive") <= held and waited < WAIT:
         pause.wait(0.05)
         waited += 0.05
-    return analyze(assessment_name, data, raw)
+    return analyze(assessment_name, data, raw, locale)
 
 
 async def test_one_job_moves_every_metric_by_what_it_did(mesh: Mesh, archive_stub) -> None:

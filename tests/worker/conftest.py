@@ -163,14 +163,18 @@ async def submit(
     user: str = "alice",
     assessment_name: str = "AI-Driven Talent Mapping",
     tokens: int = 5,
+    locale: str = "",
 ) -> job_pb2.Job:
     """Fund ``user`` with ``tokens`` (0: not at all) and submit a complete Talent Mapping
-    payload; the QUEUED job."""
+    payload (in ``locale``; empty: the archive's default); the QUEUED job."""
     if tokens:
         await stub.GrantTokens(pb.GrantTokensRequest(user_id=user, amount=tokens, reason="test"))
     reply = await stub.CreateSubmission(
         pb.CreateSubmissionRequest(
-            user_id=user, assessment_name=assessment_name, assessment_data=talent_data()
+            user_id=user,
+            assessment_name=assessment_name,
+            assessment_data=talent_data(),
+            locale=locale,
         )
     )
     return reply.job

@@ -66,9 +66,15 @@ TECHNICIAN = make_data(
 # --- entry point and errors -------------------------------------------------------------------
 
 
-def test_analyze_records_the_analyzer() -> None:
-    profile = analyze(TALENT_MAPPING, HELPER, None)
-    assert (profile.analyzer.name, profile.analyzer.version) == ("talent-mapping", "1")
+@pytest.mark.parametrize("locale", ["id", "en"])
+def test_analyze_records_the_analyzer_and_its_locale(locale: str) -> None:
+    profile = analyze(TALENT_MAPPING, HELPER, None, locale)
+    analyzer = profile.analyzer
+    assert (analyzer.name, analyzer.version, analyzer.locale) == ("talent-mapping", "2", locale)
+
+
+def test_the_default_locale_is_indonesian_as_in_the_original() -> None:
+    assert analyze(TALENT_MAPPING, HELPER, None) == analyze(TALENT_MAPPING, HELPER, None, "id")
 
 
 def test_empty_name_means_talent_mapping() -> None:
@@ -192,7 +198,7 @@ def test_via_ordering_breaks_ties_by_classification_order() -> None:
 
 
 def test_virtues_rank_by_count_then_total_then_order() -> None:
-    knowledge = load_knowledge()
+    knowledge = load_knowledge("en")
     via = {name: 50 for name in VIA_ORDER}
     scores = Scores(riasec={}, ocean={}, via=via, industry={})
     # Two temperance strengths beat one wisdom strength with a higher score.
@@ -212,7 +218,7 @@ def test_virtues_rank_by_count_then_total_then_order() -> None:
     [(0, "low"), (39, "low"), (40, "moderate"), (60, "moderate"), (61, "high"), (100, "high")],
 )
 def test_big_five_bands(score: int, expected: str) -> None:
-    assert band(score, load_knowledge()) == expected
+    assert band(score, load_knowledge("en")) == expected
 
 
 def test_trait_distinctiveness_ties_keep_ocean_order() -> None:
@@ -231,10 +237,14 @@ def test_trait_distinctiveness_ties_keep_ocean_order() -> None:
 
 
 def test_flat_profile_uses_the_documented_tie_breaks() -> None:
-    profile = analyze(TALENT_MAPPING, make_data(), None)
+    profile = analyze(TALENT_MAPPING, make_data(), None, "en")
     assert profile.archetype == "The Hands-On Problem Solver"  # R then I
     assert profile.strengths[0].startswith("Creativity (50)")
     assert profile.risk_tolerance == "moderate"
+    indonesian = analyze(TALENT_MAPPING, make_data(), None, "id")
+    assert indonesian.archetype == "Pemecah Masalah yang Praktis"
+    assert indonesian.strengths[0].startswith("Kreativitas (50)")
+    assert indonesian.risk_tolerance == "moderate"
 
 
 # --- determinism and sensitivity --------------------------------------------------------------
@@ -263,8 +273,8 @@ def test_same_input_same_profile() -> None:
 
 
 def test_helper_and_technician_get_different_careers() -> None:
-    helper = analyze(TALENT_MAPPING, HELPER, None)
-    technician = analyze(TALENT_MAPPING, TECHNICIAN, None)
+    helper = analyze(TALENT_MAPPING, HELPER, None, "en")
+    technician = analyze(TALENT_MAPPING, TECHNICIAN, None, "en")
     helper_careers = {c.career_name for c in helper.career_recommendation}
     technician_careers = {c.career_name for c in technician.career_recommendation}
     assert helper_careers.isdisjoint(technician_careers)
@@ -277,10 +287,14 @@ def test_helper_and_technician_get_different_careers() -> None:
 
 def test_industry_scores_rerank_careers() -> None:
     analyst = {"investigative": 90, "conventional": 70, "social": 65}
-    plain = analyze(TALENT_MAPPING, make_data(riasec=analyst), None)
-    health = analyze(TALENT_MAPPING, make_data(riasec=analyst, industry={"kesehatan": 100}), None)
-    finance = analyze(TALENT_MAPPING, make_data(riasec=analyst, industry={"keuangan": 100}), None)
-    knowledge = load_knowledge()
+    plain = analyze(TALENT_MAPPING, make_data(riasec=analyst), None, "en")
+    health = analyze(
+        TALENT_MAPPING, make_data(riasec=analyst, industry={"kesehatan": 100}), None, "en"
+    )
+    finance = analyze(
+        TALENT_MAPPING, make_data(riasec=analyst, industry={"keuangan": 100}), None, "en"
+    )
+    knowledge = load_knowledge("en")
     industries = {c.name: c.industries for c in knowledge.careers}
     assert "kesehatan" in industries[health.career_recommendation[0].career_name]
     assert "keuangan" in industries[finance.career_recommendation[0].career_name]
@@ -291,7 +305,7 @@ def test_industry_scores_rerank_careers() -> None:
 
 
 def test_justifications_cite_the_scores() -> None:
-    profile = analyze(TALENT_MAPPING, HELPER, None)
+    profile = analyze(TALENT_MAPPING, HELPER, None, "en")
     assert "Social 92" in profile.short_summary
     assert "Kindness 95" in profile.strength_summary
     assert "high Agreeableness 90" in profile.weakness_summary
@@ -332,7 +346,7 @@ PROSPECT_KEYS = {
 
 
 def test_json_form_has_the_original_field_names() -> None:
-    document = json_format.MessageToDict(analyze(TALENT_MAPPING, HELPER, None))
+    document = json_format.MessageToDict(analyze(TALENT_MAPPING, HELPER, None, "en"))
     assert set(document) == PROFILE_KEYS
     for career in document["careerRecommendation"]:
         assert set(career) == CAREER_KEYS
@@ -343,7 +357,7 @@ def test_json_form_has_the_original_field_names() -> None:
     assert set(activities) == {"extracurricular", "bookRecommendations"}
     for book in activities["bookRecommendations"]:
         assert set(book) == {"title", "author", "reason"}
-    assert document["analyzer"] == {"name": "talent-mapping", "version": "1"}
+    assert document["analyzer"] == {"name": "talent-mapping", "version": "2", "locale": "en"}
     assert json_format.ParseDict(document, assessment_pb2.PersonaProfile()) == analyze(
-        TALENT_MAPPING, HELPER, None
+        TALENT_MAPPING, HELPER, None, "en"
     )

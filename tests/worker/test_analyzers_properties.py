@@ -1,6 +1,6 @@
-"""Every valid score vector gives a profile within the cardinalities and enums of ARCHITECTURE
-§4, with non-empty text whose cited scores are the real ones; and the shipped knowledge tables
-are complete enough for that to hold."""
+"""Every valid score vector gives a profile, in each locale, within the cardinalities and enums
+of ARCHITECTURE §4, with non-empty text whose cited scores are the real ones; and every locale's
+shipped knowledge tables are complete enough for that to hold."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import itertools
 import re
 from collections.abc import Iterator, Mapping
 
+import pytest
 from google.protobuf import json_format
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from assay.common.v1 import assessment_pb2
 from worker.analyzers import analyze
-from worker.analyzers.knowledge import BANDS, Knowledge, load_knowledge
+from worker.analyzers.knowledge import BANDS, LOCALES, Knowledge, load_knowledge
 from worker.analyzers.scores import INDUSTRY_ORDER, OCEAN_ORDER, RIASEC_ORDER, VIA_ORDER
 
 PROSPECT_LEVELS = {"super high", "high", "moderate", "low", "super low"}
@@ -63,7 +64,7 @@ def texts(profile: assessment_pb2.PersonaProfile) -> Iterator[str]:
         yield from (book.title, book.author, book.reason)
 
 
-def assert_cardinalities(profile: assessment_pb2.PersonaProfile) -> None:
+def assert_cardinalities(profile: assessment_pb2.PersonaProfile, locale: str) -> None:
     assert 2 <= len(profile.core_motivators) <= 4
     assert 3 <= len(profile.strengths) <= 6
     assert 3 <= len(profile.weaknesses) <= 6
@@ -88,7 +89,8 @@ def assert_cardinalities(profile: assessment_pb2.PersonaProfile) -> None:
     assert len({b.title for b in activities.book_recommendations}) == len(
         activities.book_recommendations
     )
-    assert (profile.analyzer.name, profile.analyzer.version) == ("talent-mapping", "1")
+    analyzer = profile.analyzer
+    assert (analyzer.name, analyzer.version, analyzer.locale) == ("talent-mapping", "2", locale)
 
 
 def score_labels(knowledge: Knowledge) -> dict[str, tuple[str, str]]:
@@ -100,23 +102,34 @@ def score_labels(knowledge: Knowledge) -> dict[str, tuple[str, str]]:
     return labels
 
 
-LABELS = score_labels(load_knowledge())
-CITATION = re.compile(
-    r"\b(" + "|".join(sorted(map(re.escape, LABELS), key=len, reverse=True)) + r") \(?(\d+)\b"
-)
+def citation_pattern(knowledge: Knowledge) -> re.Pattern[str]:
+    """A score cited as "Label 82", "Label (82", or with its Big Five band between:
+    "high Openness 82" (en), "Openness tinggi 82" (id)."""
+    labels = "|".join(sorted(map(re.escape, score_labels(knowledge)), key=len, reverse=True))
+    bands = "|".join(map(re.escape, knowledge.band_labels.values()))
+    return re.compile(r"\b(" + labels + r") (?:(?:" + bands + r") )?\(?(\d+)\b")
 
 
-def assert_citations_are_true(text: str, scores: Mapping[str, Mapping[str, int]]) -> None:
-    for label, value in CITATION.findall(text):
-        group_name, field = LABELS[label]
+LABELS = {locale: score_labels(load_knowledge(locale)) for locale in LOCALES}
+CITATIONS = {locale: citation_pattern(load_knowledge(locale)) for locale in LOCALES}
+
+
+def assert_citations_are_true(
+    text: str, scores: Mapping[str, Mapping[str, int]], locale: str
+) -> None:
+    for label, value in CITATIONS[locale].findall(text):
+        group_name, field = LABELS[locale][label]
         assert scores[group_name][field] == int(value), (label, value, text)
 
 
+@pytest.mark.parametrize("locale", LOCALES)
 @settings(max_examples=200, deadline=None)
-@given(assessment_data)
-def test_every_profile_is_within_the_rules(data: assessment_pb2.AssessmentData) -> None:
-    profile = analyze("AI-Driven Talent Mapping", data, None)
-    assert_cardinalities(profile)
+@given(data=assessment_data)
+def test_every_profile_is_within_the_rules(
+    locale: str, data: assessment_pb2.AssessmentData
+) -> None:
+    profile = analyze("AI-Driven Talent Mapping", data, None, locale)
+    assert_cardinalities(profile, locale)
     scores = {
         "riasec": json_format.MessageToDict(data.riasec, preserving_proto_field_name=True),
         "ocean": json_format.MessageToDict(data.ocean, preserving_proto_field_name=True),
@@ -125,24 +138,27 @@ def test_every_profile_is_within_the_rules(data: assessment_pb2.AssessmentData) 
             data.industry_score, preserving_proto_field_name=True
         ),
     }
+    citation = CITATIONS[locale]
     for text in texts(profile):
         assert text.strip(), "empty text"
-        assert_citations_are_true(text, scores)
+        assert_citations_are_true(text, scores, locale)
     for career in profile.career_recommendation:
-        assert CITATION.search(career.justification)
+        assert citation.search(career.justification)
     for summary in (profile.short_summary, profile.strength_summary, profile.weakness_summary):
-        assert CITATION.search(summary)
+        assert citation.search(summary)
     top = {item.split(" (")[0] for item in profile.strengths}
-    lesser = {w.split(" is among")[0] for w in profile.weaknesses if " is among" in w}
+    marker = load_knowledge(locale).phrases["lesser_strength"].split("{label}")[1].split("(")[0]
+    lesser = {w.split(marker)[0] for w in profile.weaknesses if marker in w}
     assert lesser and top.isdisjoint(lesser)
-    assert profile == analyze("AI-Driven Talent Mapping", data, None)
+    assert profile == analyze("AI-Driven Talent Mapping", data, None, locale)
 
 
 # --- the knowledge tables ---------------------------------------------------------------------
 
 
-def test_tables_cover_every_score_field() -> None:
-    knowledge = load_knowledge()
+@pytest.mark.parametrize("locale", LOCALES)
+def test_tables_cover_every_score_field(locale: str) -> None:
+    knowledge = load_knowledge(locale)
     assert tuple(knowledge.interest_types) == RIASEC_ORDER
     assert [t.letter for t in knowledge.interest_types.values()] == list("RIASEC")
     assert tuple(knowledge.strengths) == VIA_ORDER
@@ -157,8 +173,9 @@ def test_tables_cover_every_score_field() -> None:
     assert {level for _, level in knowledge.risk_levels} == RISK_LEVELS
 
 
-def test_careers_are_well_formed() -> None:
-    knowledge = load_knowledge()
+@pytest.mark.parametrize("locale", LOCALES)
+def test_careers_are_well_formed(locale: str) -> None:
+    knowledge = load_knowledge(locale)
     names = [c.name for c in knowledge.careers]
     assert len(names) == len(set(names))
     for career in knowledge.careers:
@@ -172,8 +189,9 @@ def test_careers_are_well_formed() -> None:
         assert sum(c.family == letter for c in knowledge.careers) >= 5, letter
 
 
-def test_interest_types_and_traits_have_enough_entries() -> None:
-    knowledge = load_knowledge()
+@pytest.mark.parametrize("locale", LOCALES)
+def test_interest_types_and_traits_have_enough_entries(locale: str) -> None:
+    knowledge = load_knowledge(locale)
     for interest in knowledge.interest_types.values():
         assert len(interest.skills) >= 2 and len(interest.extracurriculars) >= 2
         assert interest.role_models and interest.books

@@ -4,6 +4,7 @@ analyzer error, and an older producer's message without a result row."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import asyncpg
 from google.protobuf import json_format
@@ -107,6 +108,50 @@ async def test_message_without_result_id_creates_the_result_row(
     )
     assert result.test_result.archetype
     assert await ledger_kinds(archive_stub, job.job_id) == ["DEBIT"]
+
+
+async def test_the_profile_is_written_in_the_jobs_locale(
+    archive_stub, start_worker: StartWorker, outcomes: Outcomes
+) -> None:
+    await start_worker()
+    english = await submit(archive_stub, locale="en")
+    default = await submit(archive_stub, user="bob")
+    for job in (english, default):
+        await outcomes.wait(job.job_id, Outcome.COMPLETED)
+
+    def profile_of(job: job_pb2.Job) -> Any:
+        return archive_stub.GetResult(pb.GetResultRequest(result_id=job.result_id))
+
+    in_english = (await profile_of(english)).result.test_result
+    in_indonesian = (await profile_of(default)).result.test_result
+    assert (in_english.analyzer.locale, in_english.analyzer.version) == ("en", "2")
+    assert "Holland code" in in_english.short_summary
+    assert in_indonesian.analyzer.locale == "id", "ASSAY_DEFAULT_LOCALE is id unless set"
+    assert "kode Holland" in in_indonesian.short_summary
+    assert [c.career_name for c in in_english.career_recommendation] == [
+        c.career_name for c in in_indonesian.career_recommendation
+    ]
+
+
+async def test_message_without_locale_is_written_in_the_workers_default(
+    archive_stub, start_worker: StartWorker, outcomes: Outcomes, nc: NatsClient, settings
+) -> None:
+    """An older producer's queue message carries no locale: the worker writes the profile in
+    its own ASSAY_DEFAULT_LOCALE (English here, to tell it from the archive's default)."""
+    names = StreamNames(settings.stream_prefix)
+    js = nc.jetstream()
+    job = await submit(archive_stub)
+    queued = await _wait_for_queue_message(js, names)
+    assert (queued.job_id, queued.locale) == (job.job_id, "id")
+    await js.purge_stream(names.jobs_stream)
+    queued.ClearField("locale")
+    await js.publish(names.analysis_subject, queued.SerializeToString())
+
+    await start_worker(default_locale="en")
+    await outcomes.wait(job.job_id, Outcome.COMPLETED)
+    result = (await archive_stub.GetResult(pb.GetResultRequest(result_id=job.result_id))).result
+    assert result.test_result.analyzer.locale == "en"
+    assert "Holland code" in result.test_result.short_summary
 
 
 async def _wait_for_queue_message(js, names: StreamNames) -> events_pb2.AnalysisJobMessage:

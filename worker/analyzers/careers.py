@@ -78,15 +78,20 @@ def recommend_careers(
 
 def _justification(match: CareerMatch, scores: Scores, knowledge: Knowledge, code: str) -> str:
     types = [knowledge.type_by_letter[letter] for letter in match.career.code]
-    cited = ", ".join(f"{t.label} {scores.riasec[t.key]}" for t in types)
-    text = (
-        f"{match.career.summary} Fit with your Holland code {code}: this {match.career.code} "
-        f"career draws on your {cited}, a weighted fit of {match.weighted_fit / 6:.0f} out of 100."
+    text = knowledge.say(
+        "justification",
+        summary=match.career.summary,
+        code=code,
+        career_code=match.career.code,
+        cited=", ".join(
+            knowledge.say("cite_score", label=t.label, score=scores.riasec[t.key]) for t in types
+        ),
+        fit=f"{match.weighted_fit / 6:.0f}",
     )
     if match.industry is not None:
         key, score = match.industry
-        effect = "moves it up" if score >= NEUTRAL_INDUSTRY_SCORE else "moves it down"
-        text += f" Your interest in {knowledge.industries[key]} ({key} {score}) {effect}."
+        effect = "industry_up" if score >= NEUTRAL_INDUSTRY_SCORE else "industry_down"
+        text += knowledge.say(effect, industry=knowledge.industries[key], key=key, score=score)
     return text
 
 

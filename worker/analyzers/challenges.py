@@ -32,49 +32,54 @@ def lesser_strengths(reading: Reading) -> tuple[str, ...]:
 
 def weaknesses(reading: Reading) -> list[str]:
     """Trait weaknesses, then lesser-strength weaknesses (4–5 items)."""
+    knowledge = reading.knowledge
     items = []
     for trait in trait_challenges(reading):
-        weakness = reading.knowledge.traits[trait].bands[reading.bands[trait]].weakness
-        items.append(f"{weakness} ({reading.cite_trait(trait)})")
+        weakness = knowledge.traits[trait].bands[reading.bands[trait]].weakness
+        items.append(knowledge.say("cited_item", text=weakness, cited=reading.cite_trait(trait)))
     for key in lesser_strengths(reading):
-        strength = reading.knowledge.strengths[key]
+        strength = knowledge.strengths[key]
         items.append(
-            f"{strength.label} is among your lowest VIA scores ({reading.scores.via[key]}), "
-            f"so {strength.lesser}"
+            knowledge.say(
+                "lesser_strength",
+                label=strength.label,
+                score=reading.scores.via[key],
+                lesser=strength.lesser,
+            )
         )
     return items
 
 
 def weakness_summary(reading: Reading) -> str:
     """Names the traits and lowest VIA strengths the weaknesses rest on, with their scores."""
+    knowledge = reading.knowledge
     lesser = ", ".join(reading.cite_strength(key) for key in lesser_strengths(reading))
     traits = trait_challenges(reading)
     if not traits:
         moderate = ", ".join(
-            f"{reading.knowledge.traits[trait].label} {reading.scores.ocean[trait]}"
+            knowledge.say(
+                "cite_score", label=knowledge.traits[trait].label, score=reading.scores.ocean[trait]
+            )
             for trait in reading.distinctive_traits
         )
-        return (
-            f"Your Big Five scores all sit in the moderate band ({moderate}), so your "
-            f"development areas come mainly from your lowest VIA strengths: {lesser}."
-        )
+        return knowledge.say("weakness_summary_moderate", moderate=moderate, lesser=lesser)
     cited = ", ".join(reading.cite_trait(trait) for trait in traits)
-    return (
-        f"Your development areas come from your most distinctive Big Five scores ({cited}) "
-        f"and your lowest VIA strengths ({lesser}). None of these is a fixed flaw; each is a "
-        "habit you can practise."
-    )
+    return knowledge.say("weakness_summary", cited=cited, lesser=lesser)
 
 
 def possible_pitfalls(reading: Reading) -> list[str]:
     """The primary type's pitfall, trait pitfalls, then the secondary type's if needed (2–4)."""
+    knowledge = reading.knowledge
     primary = reading.interest(0)
-    items = [f"{primary.pitfall} ({reading.cite_type(primary.key)})"]
+    items = [
+        knowledge.say("cited_item", text=primary.pitfall, cited=reading.cite_type(primary.key))
+    ]
     for trait in trait_challenges(reading):
-        pitfall = reading.knowledge.traits[trait].bands[reading.bands[trait]].pitfall
+        pitfall = knowledge.traits[trait].bands[reading.bands[trait]].pitfall
         if pitfall is not None:
-            items.append(f"{pitfall} ({reading.cite_trait(trait)})")
+            items.append(knowledge.say("cited_item", text=pitfall, cited=reading.cite_trait(trait)))
     if len(items) < MIN_PITFALLS:
         secondary = reading.interest(1)
-        items.append(f"{secondary.pitfall} ({reading.cite_type(secondary.key)})")
+        cited = reading.cite_type(secondary.key)
+        items.append(knowledge.say("cited_item", text=secondary.pitfall, cited=cited))
     return items

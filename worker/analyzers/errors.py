@@ -27,6 +27,17 @@ class UnsupportedAssessmentType(AnalysisError):
         self.assessment_name = assessment_name
 
 
+class UnsupportedLocale(AnalysisError):
+    """The job asks for a language the analyzer has no tables for."""
+
+    error_code: ClassVar[str] = "UNSUPPORTED_LOCALE"
+    permanent: ClassVar[bool] = True
+
+    def __init__(self, locale: str) -> None:
+        super().__init__(f"no profile texts for locale {locale!r}")
+        self.locale = locale
+
+
 class InvalidAssessmentData(AnalysisError):
     """A score the analyzer needs is missing or outside 0–100."""
 

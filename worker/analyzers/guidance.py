@@ -21,9 +21,10 @@ def _hexagon_distance(first: str, second: str) -> int:
 
 def _consistency_insight(reading: Reading) -> str:
     first, second = reading.code[0], reading.code[1]
-    text = reading.knowledge.consistency[_hexagon_distance(first, second)]
-    pair = f"{reading.cite_type(first)} and {reading.cite_type(second)}"
-    return f"Your top two interests, {pair}, {text}."
+    knowledge = reading.knowledge
+    text = knowledge.consistency[_hexagon_distance(first, second)]
+    pair = reading.cite_type(first) + knowledge.say("and") + reading.cite_type(second)
+    return knowledge.say("consistency_insight", pair=pair, text=text)
 
 
 def _differentiation_insight(reading: Reading) -> str:
@@ -32,22 +33,27 @@ def _differentiation_insight(reading: Reading) -> str:
     low = min((name for name in RIASEC_ORDER if name != high), key=lambda name: riasec[name])
     spread = riasec[high] - riasec[low]
     text = next(t for minimum, t in reading.knowledge.differentiation if spread >= minimum)
-    return (
-        f"The {spread}-point spread between {reading.cite_type(high)} and "
-        f"{reading.cite_type(low)} gives you {text}."
+    return reading.knowledge.say(
+        "differentiation_insight",
+        spread=spread,
+        high=reading.cite_type(high),
+        low=reading.cite_type(low),
+        text=text,
     )
 
 
 def _virtue_insight(reading: Reading) -> str:
     virtue = reading.knowledge.virtues[reading.virtues[0]]
     cited = reading.cite_virtue(virtue.key)
-    return f"Your leading virtue is {virtue.label} ({cited}): {virtue.insight}."
+    return reading.knowledge.say(
+        "virtue_insight", virtue=virtue.label, cited=cited, insight=virtue.insight
+    )
 
 
 def _trait_insight(reading: Reading) -> str:
     trait = reading.distinctive_traits[0]
     text = reading.knowledge.traits[trait].bands[reading.bands[trait]].insight
-    return f"Your most distinctive Big Five score is {reading.cite_trait(trait)}: {text}."
+    return reading.knowledge.say("trait_insight", trait=reading.cite_trait(trait), text=text)
 
 
 def _industry_insight(reading: Reading) -> str | None:
@@ -56,11 +62,12 @@ def _industry_insight(reading: Reading) -> str | None:
         return None
     # sorted is stable: equal scores keep the IndustryScore field order.
     top = sorted(industry, key=lambda key: -industry[key])[:INDUSTRY_INSIGHT_COUNT]
-    cited = " and ".join(f"{reading.knowledge.industries[k]} ({k} {industry[k]})" for k in top)
-    return (
-        f"Your strongest industry interests are {cited}; the career recommendations are "
-        "re-ranked toward careers in those industries."
+    knowledge = reading.knowledge
+    cited = knowledge.say("and").join(
+        knowledge.say("industry_cited", industry=knowledge.industries[k], key=k, score=industry[k])
+        for k in top
     )
+    return knowledge.say("industry_insight", cited=cited)
 
 
 def insights(reading: Reading) -> list[str]:
@@ -83,11 +90,15 @@ def skill_suggestions(reading: Reading) -> list[str]:
     most distinctive non-moderate traits that has one (4–6 items)."""
     picks = [(reading.interest(0), 0), (reading.interest(0), 1)]
     picks += [(reading.interest(1), 0), (reading.interest(2), 0)]
-    items = [f"{t.skills[i]} (builds on {reading.cite_type(t.key)})" for t, i in picks]
+    knowledge = reading.knowledge
+    items = [
+        knowledge.say("type_skill", skill=t.skills[i], cited=reading.cite_type(t.key))
+        for t, i in picks
+    ]
     for trait in trait_challenges(reading)[:TRAIT_SKILLS]:
-        skill = reading.knowledge.traits[trait].bands[reading.bands[trait]].skill
+        skill = knowledge.traits[trait].bands[reading.bands[trait]].skill
         if skill is not None:
-            items.append(f"{skill} (addresses {reading.cite_trait(trait)})")
+            items.append(knowledge.say("trait_skill", skill=skill, cited=reading.cite_trait(trait)))
     return items
 
 
@@ -116,7 +127,12 @@ def _books(reading: Reading) -> list[tuple[BookEntry, str]]:
     books = [
         (primary.books[0], reading.cite_type(primary.key)),
         (secondary.books[0], reading.cite_type(secondary.key)),
-        (virtue.book, f"{virtue.label}: {reading.cite_virtue(virtue.key)}"),
+        (
+            virtue.book,
+            reading.knowledge.say(
+                "virtue_basis", virtue=virtue.label, cited=reading.cite_virtue(virtue.key)
+            ),
+        ),
     ]
     trait = reading.distinctive_traits[0]
     trait_book = reading.knowledge.traits[trait].bands[reading.bands[trait]].book
@@ -135,7 +151,9 @@ def development_activities(reading: Reading) -> assessment_pb2.DevelopmentActivi
         seen.add(book.title)
         books.append(
             assessment_pb2.BookRecommendation(
-                title=book.title, author=book.author, reason=f"{book.reason} (chosen for {basis})."
+                title=book.title,
+                author=book.author,
+                reason=reading.knowledge.say("book_reason", reason=book.reason, basis=basis),
             )
         )
     return assessment_pb2.DevelopmentActivities(

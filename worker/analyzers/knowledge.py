@@ -1,4 +1,5 @@
-"""The knowledge tables (JSON files in ``tables/``), parsed once into frozen dataclasses."""
+"""The knowledge tables (JSON files in ``tables/<locale>/``), parsed once per locale into frozen
+dataclasses. Every locale has the same files with the same keys; only the texts differ."""
 
 from __future__ import annotations
 
@@ -9,10 +10,25 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from assaylib import jobs
+
 Band = str
 """A Big Five band: "low", "moderate" or "high"."""
 
 BANDS: tuple[Band, ...] = ("low", "moderate", "high")
+
+LOCALES: tuple[str, ...] = jobs.LOCALES
+"""The locales with knowledge tables (BCP 47 language tags): Bahasa Indonesia and English."""
+
+TABLE_FILES: tuple[str, ...] = (
+    "riasec.json",
+    "careers.json",
+    "via.json",
+    "ocean.json",
+    "industries.json",
+    "phrases.json",
+)
+"""The files every locale's table folder holds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +147,22 @@ class Knowledge:
     risk_levels: tuple[tuple[int, str], ...]
     industries: Mapping[str, str]
     type_by_letter: Mapping[str, InterestType]
+    phrases: Mapping[str, str]
+    """Sentence templates (``str.format``) that frame the texts above, by name."""
+    band_labels: Mapping[Band, str]
+    """How a Big Five band is written in this locale."""
+    locale: str
+    """The language of these tables (a BCP 47 tag)."""
+
+    def say(self, phrase: str, **values: object) -> str:
+        """The template ``phrase`` filled with ``values``."""
+        return self.phrases[phrase].format(**values)
 
 
-def _read(name: str) -> Any:
-    text = resources.files("worker.analyzers.tables").joinpath(name).read_text("utf-8")
-    return json.loads(text)
+def read_table(locale: str, name: str) -> Any:
+    """The parsed JSON of table file ``name`` of ``locale``."""
+    folder = resources.files(f"worker.analyzers.tables.{locale}")
+    return json.loads(folder.joinpath(name).read_text("utf-8"))
 
 
 def _book(raw: Any) -> BookEntry:
@@ -212,10 +239,14 @@ def _strength(key: str, raw: Any) -> CharacterStrength:
 
 
 @functools.cache
-def load_knowledge() -> Knowledge:
-    """Parse the knowledge tables; cached, so the files are read once per process."""
-    riasec, careers, via = _read("riasec.json"), _read("careers.json"), _read("via.json")
-    ocean, industries = _read("ocean.json"), _read("industries.json")
+def load_knowledge(locale: str) -> Knowledge:
+    """Parse the knowledge tables of ``locale``; cached, so each locale's files are read once
+    per process. ``KeyError`` for a locale without tables."""
+    if locale not in LOCALES:
+        raise KeyError(f"no knowledge tables for locale {locale!r}")
+    riasec, careers, via, ocean, industries, phrases = (
+        read_table(locale, name) for name in TABLE_FILES
+    )
     interest_types = {k: _interest_type(k, v) for k, v in riasec["types"].items()}
     return Knowledge(
         interest_types=interest_types,
@@ -232,4 +263,7 @@ def load_knowledge() -> Knowledge:
         risk_levels=tuple((r["min_index"], r["level"]) for r in ocean["risk_tolerance"]),
         industries=dict(industries),
         type_by_letter={t.letter: t for t in interest_types.values()},
+        phrases={k: v for k, v in phrases.items() if isinstance(v, str)},
+        band_labels={b: phrases["bands"][b] for b in BANDS},
+        locale=locale,
     )

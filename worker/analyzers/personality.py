@@ -17,26 +17,39 @@ ENVIRONMENT_TRAITS = (
 
 def learning_style(reading: Reading) -> str:
     """The primary type's way of learning, then one clause per learning-relevant trait."""
+    knowledge = reading.knowledge
     primary = reading.interest(0)
     sentences = [
-        f"{reading.cite_trait_sentence(trait)}: "
-        f"{reading.knowledge.traits[trait].bands[reading.bands[trait]].learning}."
+        knowledge.say(
+            "trait_learning",
+            cited=reading.cite_trait_sentence(trait),
+            learning=knowledge.traits[trait].bands[reading.bands[trait]].learning,
+        )
         for trait in LEARNING_TRAITS
     ]
-    return f"With {reading.cite_type(primary.key)}, {primary.learning}. " + " ".join(sentences)
+    opening = knowledge.say(
+        "learning_style", cited=reading.cite_type(primary.key), learning=primary.learning
+    )
+    return opening + " ".join(sentences)
 
 
 def work_environment(reading: Reading) -> str:
     """The primary type's setting, refined by one clause per Big Five trait."""
+    knowledge = reading.knowledge
     primary = reading.interest(0)
     clauses = [
-        f"{reading.knowledge.traits[trait].bands[reading.bands[trait]].environment} "
-        f"({reading.cite_trait(trait)})"
+        knowledge.say(
+            "trait_environment",
+            environment=knowledge.traits[trait].bands[reading.bands[trait]].environment,
+            cited=reading.cite_trait(trait),
+        )
         for trait in ENVIRONMENT_TRAITS
     ]
-    return (
-        f"You are likely to thrive in {primary.environment} ({reading.cite_type(primary.key)}). "
-        "Look for " + "; ".join(clauses) + "."
+    return knowledge.say(
+        "work_environment",
+        environment=primary.environment,
+        cited=reading.cite_type(primary.key),
+        clauses="; ".join(clauses),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from worker.analyzers.knowledge import Band, InterestType, Knowledge
 from worker.analyzers.scores import (
@@ -32,6 +32,10 @@ class Reading:
     bands: Mapping[str, Band]
     distinctive_traits: tuple[str, ...]
     """Big Five traits, farthest from 50 first."""
+    # Citations are written once per profile and reused (a profile cites ~75 times).
+    _type_cites: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    _strength_cites: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    _trait_cites: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def letters(self) -> str:
@@ -44,11 +48,21 @@ class Reading:
 
     def cite_type(self, key: str) -> str:
         """E.g. "Investigative 86"."""
-        return f"{self.knowledge.interest_types[key].label} {self.scores.riasec[key]}"
+        cited = self._type_cites.get(key)
+        if cited is None:
+            label = self.knowledge.interest_types[key].label
+            cited = self.knowledge.say("cite_score", label=label, score=self.scores.riasec[key])
+            self._type_cites[key] = cited
+        return cited
 
     def cite_strength(self, key: str) -> str:
         """E.g. "Curiosity 92"."""
-        return f"{self.knowledge.strengths[key].label} {self.scores.via[key]}"
+        cited = self._strength_cites.get(key)
+        if cited is None:
+            label = self.knowledge.strengths[key].label
+            cited = self.knowledge.say("cite_score", label=label, score=self.scores.via[key])
+            self._strength_cites[key] = cited
+        return cited
 
     def cite_virtue(self, key: str) -> str:
         """Signature strengths of virtue ``key`` with scores, e.g. "Curiosity 92, Judgment 80"."""
@@ -65,8 +79,16 @@ class Reading:
 
     def cite_trait(self, key: str) -> str:
         """E.g. "high Openness 82"."""
-        label = self.knowledge.traits[key].label
-        return f"{self.bands[key]} {label} {self.scores.ocean[key]}"
+        cited = self._trait_cites.get(key)
+        if cited is None:
+            cited = self.knowledge.say(
+                "cite_trait",
+                band=self.knowledge.band_labels[self.bands[key]],
+                label=self.knowledge.traits[key].label,
+                score=self.scores.ocean[key],
+            )
+            self._trait_cites[key] = cited
+        return cited
 
 
 def band(score: int, knowledge: Knowledge) -> Band:

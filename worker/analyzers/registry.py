@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from assay.common.v1 import assessment_pb2
-from assaylib.jobs import DEFAULT_ASSESSMENT, TALENT_MAPPING
+from assaylib.jobs import DEFAULT_ASSESSMENT, DEFAULT_LOCALE, TALENT_MAPPING
 from worker.analyzers.errors import UnsupportedAssessmentType
 from worker.analyzers.talent_mapping import TalentMappingAnalyzer
 
@@ -27,8 +27,9 @@ class Analyzer(Protocol):
         self,
         assessment_data: assessment_pb2.AssessmentData,
         raw_responses: assessment_pb2.RawResponses | None,
+        locale: str = DEFAULT_LOCALE,
     ) -> assessment_pb2.PersonaProfile:
-        """The profile of ``assessment_data``."""
+        """The profile of ``assessment_data``, written in ``locale``."""
         ...
 
 
@@ -70,11 +71,14 @@ def analyze(
     assessment_name: str,
     assessment_data: assessment_pb2.AssessmentData,
     raw_responses: assessment_pb2.RawResponses | None,
+    locale: str = DEFAULT_LOCALE,
 ) -> assessment_pb2.PersonaProfile:
-    """Analyze one submission with the analyzer registered for its assessment name.
+    """Analyze one submission with the analyzer registered for its assessment name, writing
+    the profile in ``locale`` ("id" or "en").
 
-    Raises ``UnsupportedAssessmentType`` for a name without an analyzer and
-    ``InvalidAssessmentData`` when a required score is missing or out of range; both are
-    permanent subclasses of ``AnalysisError``.
+    Raises ``UnsupportedAssessmentType`` for a name without an analyzer,
+    ``UnsupportedLocale`` for a locale without tables and ``InvalidAssessmentData`` when a
+    required score is missing or out of range; all are permanent subclasses of
+    ``AnalysisError``.
     """
-    return REGISTRY.get(assessment_name).analyze(assessment_data, raw_responses)
+    return REGISTRY.get(assessment_name).analyze(assessment_data, raw_responses, locale)

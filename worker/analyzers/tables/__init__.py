@@ -1,1 +1,2 @@
-"""Knowledge tables of the talent-mapping analyzer, shipped as JSON package data."""
+"""Knowledge tables of the talent-mapping analyzer, shipped as JSON package data: one
+subpackage per locale (``id``, ``en``), each with the same files and keys."""

@@ -57,6 +57,7 @@ class CreateSubmissionRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     MAX_INFLIGHT_FIELD_NUMBER: _builtins.int
     TRACEPARENT_FIELD_NUMBER: _builtins.int
+    LOCALE_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     assessment_name: _builtins.str
@@ -67,6 +68,10 @@ class CreateSubmissionRequest(_message.Message):
     traceparent: _builtins.str
     """The W3C trace context of the submitting call (a batch carries many traces); empty when
     not traced. The job keeps it, so its whole life is one trace.
+    """
+    locale: _builtins.str
+    """The profile's language ("id" or "en"), kept on the job and carried by its queue message;
+    empty means the archive's ASSAY_DEFAULT_LOCALE.
     """
     @_builtins.property
     def assessment_data(self) -> _assessment_pb2.AssessmentData: ...
@@ -89,11 +94,12 @@ class CreateSubmissionRequest(_message.Message):
         request_id: _builtins.str = ...,
         max_inflight: _builtins.int = ...,
         traceparent: _builtins.str = ...,
+        locale: _builtins.str = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["assessment_data", b"assessment_data", "deadline", b"deadline", "raw_responses", b"raw_responses"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment_data", b"assessment_data", "assessment_name", b"assessment_name", "deadline", b"deadline", "max_inflight", b"max_inflight", "raw_responses", b"raw_responses", "request_id", b"request_id", "traceparent", b"traceparent", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment_data", b"assessment_data", "assessment_name", b"assessment_name", "deadline", b"deadline", "locale", b"locale", "max_inflight", b"max_inflight", "raw_responses", b"raw_responses", "request_id", b"request_id", "traceparent", b"traceparent", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

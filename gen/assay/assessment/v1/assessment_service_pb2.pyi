@@ -30,10 +30,15 @@ class SubmitAssessmentRequest(_message.Message):
     ASSESSMENT_DATA_FIELD_NUMBER: _builtins.int
     RAW_RESPONSES_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    LOCALE_FIELD_NUMBER: _builtins.int
     assessment_name: _builtins.str
     """Empty means "AI-Driven Talent Mapping"."""
     request_id: _builtins.str
     """The caller's idempotency key: a repeat returns the first reply and charges nothing."""
+    locale: _builtins.str
+    """The language of the profile, a BCP 47 tag: "id" (Bahasa Indonesia) or "en" (English).
+    Empty means the service's ASSAY_DEFAULT_LOCALE ("id" unless configured otherwise).
+    """
     @_builtins.property
     def assessment_data(self) -> _assessment_pb2.AssessmentData: ...
     @_builtins.property
@@ -45,10 +50,11 @@ class SubmitAssessmentRequest(_message.Message):
         assessment_data: _assessment_pb2.AssessmentData | None = ...,
         raw_responses: _assessment_pb2.RawResponses | None = ...,
         request_id: _builtins.str = ...,
+        locale: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["assessment_data", b"assessment_data", "raw_responses", b"raw_responses"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment_data", b"assessment_data", "assessment_name", b"assessment_name", "raw_responses", b"raw_responses", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment_data", b"assessment_data", "assessment_name", b"assessment_name", "locale", b"locale", "raw_responses", b"raw_responses", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -122,6 +122,7 @@ class AnalysisJobMessage(_message.Message):
     RAW_RESPONSES_FIELD_NUMBER: _builtins.int
     ENQUEUED_AT_FIELD_NUMBER: _builtins.int
     CHARGE_COUNT_FIELD_NUMBER: _builtins.int
+    LOCALE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     user_id: _builtins.str
     result_id: _builtins.str
@@ -129,6 +130,10 @@ class AnalysisJobMessage(_message.Message):
     assessment_name: _builtins.str
     charge_count: _builtins.int
     """The job's charge number; a retry enqueues a new message with the next one."""
+    locale: _builtins.str
+    """The profile's language ("id" or "en"); empty from older producers, and then the worker
+    writes in its ASSAY_DEFAULT_LOCALE.
+    """
     @_builtins.property
     def assessment_data(self) -> _assessment_pb2.AssessmentData: ...
     @_builtins.property
@@ -146,10 +151,11 @@ class AnalysisJobMessage(_message.Message):
         raw_responses: _assessment_pb2.RawResponses | None = ...,
         enqueued_at: _timestamp_pb2.Timestamp | None = ...,
         charge_count: _builtins.int = ...,
+        locale: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["assessment_data", b"assessment_data", "enqueued_at", b"enqueued_at", "raw_responses", b"raw_responses"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment_data", b"assessment_data", "assessment_name", b"assessment_name", "charge_count", b"charge_count", "enqueued_at", b"enqueued_at", "job_id", b"job_id", "raw_responses", b"raw_responses", "result_id", b"result_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment_data", b"assessment_data", "assessment_name", b"assessment_name", "charge_count", b"charge_count", "enqueued_at", b"enqueued_at", "job_id", b"job_id", "locale", b"locale", "raw_responses", b"raw_responses", "result_id", b"result_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

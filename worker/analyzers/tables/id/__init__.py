@@ -1,0 +1,1 @@
+"""Indonesian (Bahasa Indonesia) knowledge tables."""
