@@ -1,10 +1,11 @@
-# Assay: `make demo` runs the whole stack once; `make test` runs the suite.
+# Assay: `make demo` runs the whole stack once; `make test` runs the suite;
+# `make image` builds the container image with podman (deploy/podman/image.sh).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint gen demo clean
+.PHONY: install test lint gen demo clean image
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,10 @@ gen: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/assay demo
+
+# The one image (assay:dev), built with podman from a locally made Debian base image.
+image:
+	deploy/podman/image.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
