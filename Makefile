@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint gen demo clean image
+.PHONY: install test lint gen demo clean image test-deploy
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ demo: $(STAMP)
 # The one image (assay:dev), built with podman from a locally made Debian base image.
 image:
 	deploy/podman/image.sh
+
+# The dev overlay's rendered pod specs, run in podman containers end to end (tools/podkube).
+test-deploy: $(STAMP) image
+	CONTAINERS_CONF=$${CONTAINERS_CONF:-$(CURDIR)/deploy/podman/containers.conf} \
+		$(PY) -m tools.podkube
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,157 @@
+"""The steps `make test-deploy` shows (the list is in ``__main__``'s docstring)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from tools.podkube.pods import inspect, logs, podman
+from tools.podkube.run import DEPLOYMENTS, SAMPLE, STUCK_AFTER, USER, WAIT, say
+
+if TYPE_CHECKING:
+    from tools.podkube.run import Run
+
+POLL = 0.5
+"""Seconds between looks at a condition being waited on (each wait has a deadline)."""
+GRANT = 5
+
+
+def all_steps(run: Run) -> None:
+    """Every step, in order."""
+
+    migrate_job(run)
+    for name in DEPLOYMENTS:
+        run.start_deployment(name)
+    say("every Deployment is ready")
+    submit_and_watch(run)
+    kill_worker_then_sweep(run)
+    sigterm_everything(run)
+    logs_are_json(run)
+
+
+def migrate_job(run: Run) -> None:
+    """The migrate Job's pod completes."""
+    job = run.cluster.named("Job", "assay-migrate")
+    deadline = float(job["spec"].get("activeDeadlineSeconds", 600))
+    output = run.run_to_completion(run.pod(job), deadline)
+    say(f"migrate Job: completed ({len(output.splitlines())} log lines)")
+
+
+def submit_and_watch(run: Run) -> None:
+    """A Talent Mapping job completes through the containers."""
+    run.cli("tokens", "grant", "--user", USER, "--amount", str(GRANT), role="operator")
+    out = run.cli("submit", str(SAMPLE), "--watch", "--timeout", str(WAIT))
+    if "COMPLETED" not in out.upper():
+        raise RuntimeError(f"assay submit --watch did not end COMPLETED:\n{out}")
+    say(f"assay submit --watch: the Talent Mapping job COMPLETED ({len(out.splitlines())} lines)")
+
+
+def kill_worker_then_sweep(run: Run) -> None:
+    """podman kill of the worker mid-job; the sweep's pod fails the job and refunds it once."""
+    run.pods.pop("worker")
+    for name in [n for n in run.containers if f"-{run.run_id}-worker-" in n]:
+        podman("rm", "--force", "--time", "0", name)
+        run.containers.remove(name)
+    worker = run.start_deployment("worker", {"ASSAY_ANALYZER_DELAY": "600s"})
+    before = balance(run, USER)
+    reply = json.loads(run.cli("submit", str(SAMPLE), "--request-id", "podkube-kill", "--json"))
+    job_id = reply["job"]["jobId"]
+    wait_for(lambda: job(run, job_id)["status"].endswith("PROCESSING"), "job PROCESSING", WAIT)
+    (container,) = [c for c in worker.spec["containers"]]
+    podman("kill", worker.container_name(container))
+    say(f"worker killed while job {job_id} was PROCESSING")
+    wait_for(
+        lambda: job_id in run.cli("stuck", "list", role="operator"),
+        f"job stale for {STUCK_AFTER}",
+        WAIT,
+    )
+    cron = run.cluster.named("CronJob", "assay-sweep")
+    first = sweep_once(run, cron, {"ASSAY_STUCK_AFTER": STUCK_AFTER})
+    swept = job(run, job_id)
+    if not swept["status"].endswith("FAILED") or first.get("failed") != 1:
+        raise RuntimeError(f"the sweep did not fail the job: {first} {swept}")
+    refunded = balance(run, USER)
+    if refunded != before:
+        raise RuntimeError(f"balance {before} before, {refunded} after the sweep: not refunded")
+    second = sweep_once(run, cron, {"ASSAY_STUCK_AFTER": STUCK_AFTER})
+    if second.get("failed", 0) != 0 or balance(run, USER) != before:
+        raise RuntimeError(f"a second sweep changed something: {second}")
+    say(
+        f"sweep CronJob pod: failed {job_id} ({swept.get('errorCode')}), refunded once "
+        f"(balance {before} → {before - 1} → {refunded}); a second run failed nothing"
+    )
+    run.start_deployment("worker")
+
+
+def sweep_once(run: Run, cron: dict[str, Any], overrides: dict[str, str]) -> dict[str, Any]:
+    """The CronJob's job template, one pod, to completion; its JSON summary."""
+    pod = run.pod(cron, overrides)
+    deadline = float(cron["spec"]["jobTemplate"]["spec"].get("activeDeadlineSeconds", 60))
+    output = run.run_to_completion(pod, deadline)
+    summaries = [json.loads(line) for line in output.splitlines() if _is_json_object(line)]
+    if not summaries or "found" not in summaries[-1]:
+        raise RuntimeError(f"the sweep printed no JSON summary:\n{output}")
+    summary: dict[str, Any] = summaries[-1]
+    return summary
+
+
+def sigterm_everything(run: Run) -> None:
+    """SIGTERM each container; it must end on its own within the pod's grace period."""
+    for name, pod in list(run.pods.items()):
+        grace = int(pod.spec.get("terminationGracePeriodSeconds", 30))
+        for container in pod.spec["containers"]:
+            podman_name = pod.container_name(container)
+            start = time.monotonic()
+            podman("stop", "--time", str(grace), podman_name, timeout=grace + 30)
+            took = time.monotonic() - start
+            code = inspect(podman_name)["State"]["ExitCode"]
+            if code != 0 or took >= grace:
+                raise RuntimeError(
+                    f"{name}: SIGTERM → exit {code} after {took:.1f}s "
+                    f"(grace {grace}s)\n{logs(podman_name)}"
+                )
+            say(f"{name}: SIGTERM → exit 0 in {took:.1f}s (grace {grace}s)")
+
+
+def logs_are_json(run: Run) -> None:
+    """Every line of the long-running containers' logs is a JSON object."""
+    for name, pod in run.pods.items():
+        for container in pod.spec["containers"]:
+            lines = [
+                line for line in logs(pod.container_name(container)).splitlines() if line.strip()
+            ]
+            bad = [line for line in lines if not _is_json_object(line)]
+            if bad:
+                raise RuntimeError(
+                    f"{name}: {len(bad)} of {len(lines)} log lines are not JSON, e.g. {bad[0]!r}"
+                )
+            say(f"{name}: {len(lines)} log lines, all JSON objects")
+
+
+def _is_json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def job(run: Run, job_id: str) -> dict[str, Any]:
+    """`assay jobs get --json`."""
+    found: dict[str, Any] = json.loads(run.cli("jobs", "get", job_id, "--json"))
+    one: dict[str, Any] = found.get("job", found)
+    return one
+
+
+def balance(run: Run, user: str) -> int:
+    """A user's token balance."""
+    return int(json.loads(run.cli("tokens", "balance", "--json"))["balance"])
+
+
+def wait_for(condition: Any, what: str, timeout: float) -> None:
+    """Look at condition every POLL seconds until it holds; RuntimeError after timeout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(POLL)
