@@ -82,6 +82,7 @@ class Pod:
         """``podman run`` arguments for a container of this pod (detached)."""
         args = ["run", "--detach", "--network", "host", "--name", self.container_name(container)]
         args += ["--label", f"{RUN_LABEL}={self.run_id}", "--pull", "never"]
+        args += ["--hostname", f"{self.name}-{self.instance}"]  # a pod's hostname: its name
         args += self._security(container) + self._resources(container)
         args += self._volumes(container)
         env = self.cluster.environment(container, self.ports)

@@ -143,7 +143,10 @@ class Run:
         return int(next(p["port"] for p in ports if p["name"] == "grpc"))
 
     def cleanup(self) -> None:
-        """Remove the containers this run started (by name)."""
+        """Remove the containers this run started (by name); PODKUBE_KEEP=1 keeps them."""
+        if os.environ.get("PODKUBE_KEEP"):
+            say(f"kept containers: {' '.join(self.containers)}")
+            return
         for name in self.containers:
             podman("rm", "--force", "--time", "0", name, check=False)
 

@@ -6,7 +6,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from tools.podkube.pods import inspect, logs, podman
+from tools.podkube.pods import Pod, inspect, logs, podman
 from tools.podkube.run import DEPLOYMENTS, SAMPLE, STUCK_AFTER, USER, WAIT, say
 
 if TYPE_CHECKING:
@@ -19,13 +19,13 @@ GRANT = 5
 
 def all_steps(run: Run) -> None:
     """Every step, in order."""
-
     migrate_job(run)
     for name in DEPLOYMENTS:
         run.start_deployment(name)
     say("every Deployment is ready")
     submit_and_watch(run)
     kill_worker_then_sweep(run)
+    sigterm_worker_mid_job(run)
     sigterm_everything(run)
     logs_are_json(run)
 
@@ -49,11 +49,7 @@ def submit_and_watch(run: Run) -> None:
 
 def kill_worker_then_sweep(run: Run) -> None:
     """podman kill of the worker mid-job; the sweep's pod fails the job and refunds it once."""
-    run.pods.pop("worker")
-    for name in [n for n in run.containers if f"-{run.run_id}-worker-" in n]:
-        podman("rm", "--force", "--time", "0", name)
-        run.containers.remove(name)
-    worker = run.start_deployment("worker", {"ASSAY_ANALYZER_DELAY": "600s"})
+    worker = replace_worker(run, {"ASSAY_ANALYZER_DELAY": "600s"})
     before = balance(run, USER)
     reply = json.loads(run.cli("submit", str(SAMPLE), "--request-id", "podkube-kill", "--json"))
     job_id = reply["job"]["jobId"]
@@ -81,7 +77,46 @@ def kill_worker_then_sweep(run: Run) -> None:
         f"sweep CronJob pod: failed {job_id} ({swept.get('errorCode')}), refunded once "
         f"(balance {before} → {before - 1} → {refunded}); a second run failed nothing"
     )
-    run.start_deployment("worker")
+
+
+def replace_worker(run: Run, overrides: dict[str, str] | None = None) -> Pod:
+    """Stop the worker pod (SIGTERM, as a rollout would; its log is kept for the JSON check)
+    and start another, with overrides."""
+    old = run.pods.pop("worker")
+    grace = int(old.spec.get("terminationGracePeriodSeconds", 30))
+    for container in old.spec["containers"]:
+        podman("stop", "--time", str(grace), old.container_name(container), timeout=grace + 30)
+    return run.start_deployment("worker", overrides)
+
+
+def sigterm_worker_mid_job(run: Run) -> None:
+    """SIGTERM to the worker while it analyses a job: it ends within the grace period, and
+    the job is not lost (it completes, charged once)."""
+    worker = replace_worker(run, {"ASSAY_ANALYZER_DELAY": "3s"})
+    grace = int(worker.spec.get("terminationGracePeriodSeconds", 30))
+    before = balance(run, USER)
+    reply = json.loads(run.cli("submit", str(SAMPLE), "--request-id", "podkube-term", "--json"))
+    job_id = reply["job"]["jobId"]
+    wait_for(lambda: job(run, job_id)["status"].endswith("PROCESSING"), "job PROCESSING", WAIT)
+    (container,) = worker.spec["containers"]
+    took, code = stop(worker.container_name(container), grace)
+    if code != 0 or took >= grace:
+        raise RuntimeError(f"worker: SIGTERM mid-job → exit {code} after {took:.1f}s")
+    replace_worker(run)
+    wait_for(lambda: job(run, job_id)["status"].endswith("COMPLETED"), "job COMPLETED", WAIT)
+    if balance(run, USER) != before - 1:
+        raise RuntimeError(f"balance {before} → {balance(run, USER)}: not charged exactly once")
+    say(
+        f"worker: SIGTERM mid-job → exit 0 in {took:.1f}s (grace {grace}s); "
+        f"job {job_id} COMPLETED, charged once"
+    )
+
+
+def stop(name: str, grace: int) -> tuple[float, int]:
+    """``podman stop`` (SIGTERM, SIGKILL after grace seconds); seconds taken, exit code."""
+    start = time.monotonic()
+    podman("stop", "--time", str(grace), name, timeout=grace + 30)
+    return time.monotonic() - start, int(inspect(name)["State"]["ExitCode"])
 
 
 def sweep_once(run: Run, cron: dict[str, Any], overrides: dict[str, str]) -> dict[str, Any]:
@@ -102,10 +137,7 @@ def sigterm_everything(run: Run) -> None:
         grace = int(pod.spec.get("terminationGracePeriodSeconds", 30))
         for container in pod.spec["containers"]:
             podman_name = pod.container_name(container)
-            start = time.monotonic()
-            podman("stop", "--time", str(grace), podman_name, timeout=grace + 30)
-            took = time.monotonic() - start
-            code = inspect(podman_name)["State"]["ExitCode"]
+            took, code = stop(podman_name, grace)
             if code != 0 or took >= grace:
                 raise RuntimeError(
                     f"{name}: SIGTERM → exit {code} after {took:.1f}s "
@@ -115,18 +147,15 @@ def sigterm_everything(run: Run) -> None:
 
 
 def logs_are_json(run: Run) -> None:
-    """Every line of the long-running containers' logs is a JSON object."""
-    for name, pod in run.pods.items():
-        for container in pod.spec["containers"]:
-            lines = [
-                line for line in logs(pod.container_name(container)).splitlines() if line.strip()
-            ]
-            bad = [line for line in lines if not _is_json_object(line)]
-            if bad:
-                raise RuntimeError(
-                    f"{name}: {len(bad)} of {len(lines)} log lines are not JSON, e.g. {bad[0]!r}"
-                )
-            say(f"{name}: {len(lines)} log lines, all JSON objects")
+    """Every line every container logged (run-once pods too) is a JSON object."""
+    for name in run.containers:
+        lines = [line for line in logs(name).splitlines() if line.strip()]
+        bad = [line for line in lines if not _is_json_object(line)]
+        if bad:
+            raise RuntimeError(
+                f"{name}: {len(bad)} of {len(lines)} log lines are not JSON, e.g. {bad[0]!r}"
+            )
+    say(f"{len(run.containers)} containers' logs: every line a JSON object")
 
 
 def _is_json_object(line: str) -> bool:
