@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 
 from tools.podkube import steps
-from tools.podkube.run import ROOT, TREE, Run, host_servers, say
+from tools.podkube.run import TREE, Run, host_servers, say
 
 
 def main() -> int:
@@ -40,7 +40,7 @@ def main() -> int:
     os.chmod(workdir, 0o755)
     run = Run(workdir)
     say(
-        f"rendered {TREE.relative_to(ROOT)}: {len(run.cluster.objects)} objects; "
+        f"rendered {TREE}: {len(run.cluster.objects)} objects; "
         f"address book {run.cluster.address_book()}"
     )
     try:

@@ -170,9 +170,10 @@ class Pod:
         for name, text in files.items():
             target = directory / name
             target.write_text(text)
-            target.chmod(0o640 if owner is not None else 0o644)
-            if owner is not None:
+            target.chmod(0o644)
+            if owner is not None and os.geteuid() == 0:
                 os.chown(target, 0, int(owner))  # as the kubelet does: group fsGroup, 0640
+                target.chmod(0o640)
         directory.chmod(0o755)
         return directory
 
