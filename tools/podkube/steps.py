@@ -124,8 +124,10 @@ def sweep_once(run: Run, cron: dict[str, Any], overrides: dict[str, str]) -> dic
     pod = run.pod(cron, overrides)
     deadline = float(cron["spec"]["jobTemplate"]["spec"].get("activeDeadlineSeconds", 60))
     output = run.run_to_completion(pod, deadline)
-    summaries = [json.loads(line) for line in output.splitlines() if _is_json_object(line)]
-    if not summaries or "found" not in summaries[-1]:
+    # The summary is stdout's last line; podman interleaves stdout and stderr by time.
+    records = [json.loads(line) for line in output.splitlines() if _is_json_object(line)]
+    summaries = [record for record in records if "found" in record]
+    if not summaries:
         raise RuntimeError(f"the sweep printed no JSON summary:\n{output}")
     summary: dict[str, Any] = summaries[-1]
     return summary
