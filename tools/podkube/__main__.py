@@ -4,10 +4,13 @@ Shows, in order (each step prints progress; any failure exits 1 with the contain
   1. the migrate Job's pod runs to completion (exit 0);
   2. each Deployment's pod starts (init containers first) and its startup and readiness
      probes — gRPC health on the probe's port, as the kubelet makes them — pass;
-  3. `assay submit --watch` through the containers completes a Talent Mapping job;
+     then each serves /metrics where its prometheus.io annotations say;
+  3. `assay submit --watch` through the containers completes a Talent Mapping job (and each
+     container's memory use against its limit is printed);
   4. after `podman kill` of the worker mid-job, the sweep CronJob's pod, run once, fails the
      job (STUCK) and refunds it; a second run changes nothing (exactly once);
-  5. SIGTERM ends every container within its pod's terminationGracePeriodSeconds, exit 0;
+  5. SIGTERM to the worker mid-job: exit 0 within terminationGracePeriodSeconds, and the job
+     completes, charged once; then SIGTERM ends every service within its grace period;
   6. every line the long-running containers log is a JSON object.
 
 Runs on the host: PostgreSQL and NATS from the embedded wheels on free ports (never 5432 or

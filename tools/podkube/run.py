@@ -41,7 +41,7 @@ class Run:
         self.run_id = uuid.uuid4().hex[:6]
         self.cluster = Cluster(kustomize(TREE))
         secret = self._secret()
-        self.issuer = Issuer(hs256_secret=secret.get("jwt-secret", ""))
+        self.issuer = Issuer(issuer=self._issuer_name(), hs256_secret=secret.get("jwt-secret", ""))
         self._replace_jwks()
         self.database_url = secret["database-url"]
         self.containers: list[str] = []
@@ -50,6 +50,14 @@ class Run:
     def _secret(self) -> dict[str, str]:
         names = [n for n in self.cluster.of_kind("Secret") if n.startswith("assay-secrets")]
         return self.cluster.data("Secret", names[0])
+
+    def _issuer_name(self) -> str:
+        """The first issuer the services accept (ASSAY_JWT_ISSUER, #16), else ``assay``."""
+        for name in self.cluster.of_kind("ConfigMap"):
+            if name.startswith("assay-config"):
+                issuers = self.cluster.data("ConfigMap", name).get("ASSAY_JWT_ISSUER", "")
+                return issuers.split(",")[0].strip() or "assay"
+        return "assay"
 
     def _replace_jwks(self) -> None:
         """The JWKS ConfigMap (#16) gets this run's public key (tokens.py says why)."""

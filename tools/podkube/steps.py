@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from tools.podkube.pods import Pod, inspect, logs, podman
@@ -23,7 +24,9 @@ def all_steps(run: Run) -> None:
     for name in DEPLOYMENTS:
         run.start_deployment(name)
     say("every Deployment is ready")
+    metrics_are_served(run)
     submit_and_watch(run)
+    memory_in_use(run)
     kill_worker_then_sweep(run)
     sigterm_worker_mid_job(run)
     sigterm_everything(run)
@@ -36,6 +39,27 @@ def migrate_job(run: Run) -> None:
     deadline = float(job["spec"].get("activeDeadlineSeconds", 600))
     output = run.run_to_completion(run.pod(job), deadline)
     say(f"migrate Job: completed ({len(output.splitlines())} log lines)")
+
+
+def metrics_are_served(run: Run) -> None:
+    """Each Deployment serves /metrics where its prometheus.io annotations say."""
+    for name, pod in run.pods.items():
+        annotations = pod.template["metadata"].get("annotations", {})
+        port = pod.ports[int(annotations["prometheus.io/port"])]
+        url = f"http://127.0.0.1:{port}{annotations.get('prometheus.io/path', '/metrics')}"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            families = sum(line.startswith(b"# TYPE") for line in reply.read().splitlines())
+        say(f"{name}: {url} serves {families} metric families")
+
+
+def memory_in_use(run: Run) -> None:
+    """What each container uses against its memory limit (printed, not asserted)."""
+    for name, pod in run.pods.items():
+        (container,) = pod.spec["containers"]
+        usage = podman(
+            "stats", "--no-stream", "--format", "{{.MemUsage}}", pod.container_name(container)
+        )
+        say(f"{name}: memory {usage}")
 
 
 def submit_and_watch(run: Run) -> None:
