@@ -11,7 +11,7 @@ Shows, in order (each step prints progress; any failure exits 1 with the contain
      job (STUCK) and refunds it; a second run changes nothing (exactly once);
   5. SIGTERM to the worker mid-job: exit 0 within terminationGracePeriodSeconds, and the job
      completes, charged once; then SIGTERM ends every service within its grace period;
-  6. every line the long-running containers log is a JSON object.
+  6. every line every container logged (run-once pods too) is a JSON object.
 
 Runs on the host: PostgreSQL and NATS from the embedded wheels on free ports (never 5432 or
 4222), standing in for the overlay's postgres and nats Services (their StatefulSets, which
