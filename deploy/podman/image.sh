@@ -75,5 +75,10 @@ install_tools
 make_base_image
 say "building $IMAGE from the Dockerfile (PYTHON_IMAGE=$BASE_IMAGE)"
 start=$SECONDS
+previous=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 podman build "${build_opts[@]}" -t "$IMAGE" .
 say "built $IMAGE in $((SECONDS - start)) s"
+# The image this build replaced, now untagged: removed, so rebuilds do not pile up.
+if [[ -n $previous && $previous != $(podman image inspect --format '{{.Id}}' "$IMAGE") ]]; then
+    podman rmi "$previous" >/dev/null 2>&1 || true
+fi
