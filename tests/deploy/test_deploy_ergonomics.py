@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from tests.deploy.conftest import K8S, TREES, build, containers, of_kind, pod_labels, workloads
+from tests.deploy.conftest import (
+    K8S,
+    TREES,
+    Manifest,
+    build,
+    containers,
+    of_kind,
+    pod_labels,
+    workloads,
+)
 
 RECOMMENDED = ("part-of", "instance", "managed-by")
 """On every object and every pod (app.kubernetes.io/…)."""
@@ -88,7 +97,7 @@ def test_the_prod_overlay_says_how_to_pin_by_digest():
 
 
 @pytest.fixture(scope="module")
-def prod_with_keda(tmp_path_factory) -> list[dict]:
+def prod_with_keda(tmp_path_factory) -> list[Manifest]:
     """The prod overlay with the KEDA component, as an operator would include it."""
     root = tmp_path_factory.mktemp("keda")
     (root / "kustomization.yaml").write_text(
