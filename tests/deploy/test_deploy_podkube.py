@@ -128,3 +128,11 @@ def test_every_workload_the_runner_starts_is_rendered(rendered):
     assert {"archive", "assessment", "notifier", "worker"} <= set(deployments)
     assert "assay-migrate" in of_kind(rendered["dev"], "Job")
     assert "assay-sweep" in of_kind(rendered["dev"], "CronJob")
+
+
+def test_a_container_field_the_runner_cannot_honour_is_refused(cluster, tmp_path):
+    template = copy.deepcopy(pod_template(cluster.named("Job", "assay-migrate")))
+    template["spec"]["containers"][0]["workingDir"] = "/srv"
+    pod = _pod(cluster, "Job", "assay-migrate", tmp_path, template)
+    with pytest.raises(RenderError, match="workingDir"):
+        pod.run_args(pod.spec["containers"][0])

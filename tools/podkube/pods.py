@@ -29,6 +29,27 @@ from tools.podkube.tokens import Issuer
 PODMAN = ["podman"]
 RUN_LABEL = "assay.podkube.run"
 ROOT_UID = 0
+CONTAINER_FIELDS = frozenset(
+    {
+        "name",
+        "image",
+        "imagePullPolicy",
+        "command",
+        "args",
+        "env",
+        "envFrom",
+        "ports",
+        "startupProbe",
+        "readinessProbe",
+        "livenessProbe",
+        "resources",
+        "securityContext",
+        "volumeMounts",
+        "terminationMessagePolicy",
+    }
+)
+"""The container fields this runner acts on (or, for the last, may ignore); any other field
+(workingDir, lifecycle hooks, …) is refused rather than silently skipped."""
 
 
 def podman(*args: str, check: bool = True, timeout: float = 120) -> str:
@@ -80,6 +101,9 @@ class Pod:
 
     def run_args(self, container: Manifest) -> list[str]:
         """``podman run`` arguments for a container of this pod (detached)."""
+        unknown = set(container) - CONTAINER_FIELDS
+        if unknown:
+            raise RenderError(f"{container['name']}: {sorted(unknown)} not supported here")
         args = ["run", "--detach", "--network", "host", "--name", self.container_name(container)]
         args += ["--label", f"{RUN_LABEL}={self.run_id}", "--pull", "never"]
         args += ["--hostname", f"{self.name}-{self.instance}"]  # a pod's hostname: its name
