@@ -29,6 +29,7 @@ the Secret's password is carried but not checked.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -54,6 +55,8 @@ def main() -> int:
         return 1
     finally:
         run.cleanup()
+        if not os.environ.get("PODKUBE_KEEP"):
+            shutil.rmtree(workdir, ignore_errors=True)
     say("all steps passed")
     return 0
 
