@@ -1,16 +1,21 @@
 # syntax=docker/dockerfile:1
 # One image for every Assay process (ARCHITECTURE §1). The Deployment picks the module:
 #   python -m assessment_svc | archive_svc [migrate] | notifier | worker | assessment_svc.sweep
-# Build: docker build -t assay:dev .
+# Build: docker build -t assay:dev .   (or `make image`: podman, from a local Debian base image)
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
 # --- builder: a virtualenv with the project and its runtime dependencies ----------------------
 FROM ${PYTHON_IMAGE} AS builder
+# Set only where PyPI is reached through a TLS-inspecting proxy (`make image` passes the
+# machine's CA bundle as a build-time mount); unset, pip trusts its own bundle. Builder only.
+ARG PIP_CERT
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
-RUN python -m venv /opt/venv
+# python3, not python: Debian's interpreter (a debootstrapped base, `make image`) is
+# /usr/bin/python3 with no `python`; the official image has both. The venv then has python.
+RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # The context is an allowlist (.dockerignore): pyproject, README, gen/ and the packages.

@@ -1,10 +1,11 @@
-# Assay: `make demo` runs the whole stack once; `make test` runs the suite.
+# Assay: `make demo` runs the whole stack once; `make test` runs the suite;
+# `make image` builds the container image with podman (deploy/podman/image.sh).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint gen docs demo clean
+.PHONY: install test lint gen docs demo clean image test-deploy
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +36,15 @@ docs: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/assay demo
+
+# The one image (assay:dev), built with podman from a locally made Debian base image.
+image:
+	deploy/podman/image.sh
+
+# The dev overlay's rendered pod specs, run in podman containers end to end (tools/podkube).
+test-deploy: $(STAMP) image
+	CONTAINERS_CONF=$${CONTAINERS_CONF:-$(CURDIR)/deploy/podman/containers.conf} \
+		$(PY) -m tools.podkube
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -78,18 +78,24 @@ async def sweep_once(
 
 
 def report(reply: pb.SweepStuckJobsResponse, *, dry_run: bool) -> None:
-    """Say what happened in a sentence, then the JSON summary line."""
+    """Say what happened in a log line (JSON in a pod, like every Assay log), then print the
+    JSON summary line on stdout."""
     if reply.lock_busy:
-        print("another sweep holds the lock; nothing done", file=sys.stderr)
+        log.info("another sweep holds the lock; nothing done")
     elif reply.held_back:
-        print(f"held back: {reply.reason}", file=sys.stderr)
+        log.warning("held back: %s", reply.reason)
     else:
         verb = "would fail" if dry_run else "failed and refunded"
         count = len(reply.jobs) if dry_run else reply.failed
-        print(
-            f"{reply.found} stuck of {reply.in_flight} in flight, {reply.queued_found} lost of "
-            f"{reply.queued} queued; {verb} {count}, re-published {reply.requeued}",
-            file=sys.stderr,
+        log.info(
+            "%d stuck of %d in flight, %d lost of %d queued; %s %d, re-published %d",
+            reply.found,
+            reply.in_flight,
+            reply.queued_found,
+            reply.queued,
+            verb,
+            count,
+            reply.requeued,
         )
     print(json.dumps(summary(reply, dry_run=dry_run)), flush=True)
 
@@ -100,7 +106,7 @@ async def run(settings: Settings, *, dry_run: bool, force: bool) -> int:
         reply = await sweep_once(settings, dry_run=dry_run, force=force)
     except grpc.aio.AioRpcError as err:
         error = error_from_rpc(err)
-        print(f"sweep failed: {err.code().name}: {error}", file=sys.stderr)
+        log.error("sweep failed: %s: %s", err.code().name, error)
         print(json.dumps({"error": err.code().name, "message": str(error)}), flush=True)
         return EXIT_FAILED
     report(reply, dry_run=dry_run)
