@@ -132,7 +132,7 @@ class Submissions(ArchivePart):
         finally:
             for span in spans:
                 span.end()
-        return [outcomes.get(n) or _too_late(items[n]) for n in range(len(items))]
+        return [outcomes[n] if n in outcomes else _too_late(items[n]) for n in range(len(items))]
 
     def _submitted(
         self, request: pb.CreateSubmissionRequest, row: asyncpg.Record
