@@ -34,7 +34,7 @@ def test_parse_duration_rejects_garbage(text: str) -> None:
 
 
 def test_defaults_when_env_empty() -> None:
-    settings = Settings.from_env({}, allow_missing_secret=True)
+    settings = Settings.from_env({}, allow_missing_keys=True)
     assert settings == Settings()
     assert settings.database_url == "postgresql+asyncpg://postgres@127.0.0.1:5432/assay"
     assert settings.archive_addr == "127.0.0.1:50052"
@@ -72,7 +72,7 @@ def test_overrides_are_parsed() -> None:
 
 
 def test_lease_defaults_to_three_heartbeats() -> None:
-    settings = Settings.from_env({"ASSAY_HEARTBEAT_INTERVAL": "500ms"}, allow_missing_secret=True)
+    settings = Settings.from_env({"ASSAY_HEARTBEAT_INTERVAL": "500ms"}, allow_missing_keys=True)
     assert settings.lease_timeout == pytest.approx(1.5)
     assert Settings(heartbeat_interval=2.0).lease_timeout == 6.0
 
