@@ -9,6 +9,7 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -16,6 +17,7 @@ import grpc.aio
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client import REGISTRY
 
 from assaylib import auth, errors
@@ -91,7 +93,7 @@ def _public_pem() -> bytes:
     )
 
 
-BAD_TOKENS = {
+BAD_TOKENS: dict[str, Callable[[], str]] = {
     "expired": lambda: ISSUER.mint("u1", ["user"], exp=int(time.time()) - 60),
     "wrong issuer": lambda: Issuer(ISSUER.key, issuer="evil").mint("u1", ["user"]),
     "wrong audience": lambda: Issuer(ISSUER.key, audience="other").mint("u1", ["user"]),
@@ -215,7 +217,9 @@ async def test_an_unreadable_jwks_keeps_the_keys_held(tmp_path: Path) -> None:
 
 
 async def test_private_and_symmetric_keys_in_a_jwks_are_ignored(tmp_path: Path) -> None:
-    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(ISSUER.key))
+    key = ISSUER.key
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key))
     jwks = tmp_path / "jwks.json"
     jwks.write_text(
         json.dumps(
