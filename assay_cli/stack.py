@@ -32,7 +32,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from assay_cli.renew import renew_tokens, token_path
 from assaylib.access import SERVICE_IDENTITIES
-from assaylib.config import env_var
+from assaylib.config import env_var, parse_duration
 from assaylib.embedded import EmbeddedNats, EmbeddedPostgres, die_with_parent, free_port
 from assaylib.issuer import Issuer, write_jwks
 
@@ -241,7 +241,8 @@ class LocalStack:
             self.env.pop(name, None)
         jwks_file = self.state_dir / JWKS_FILE
         write_jwks(jwks_file, [issuer])
-        self._token_ttl = float(self.env.get("ASSAY_DEV_TOKEN_TTL", "") or DEV_TOKEN_TTL)
+        ttl = self.env.get("ASSAY_DEV_TOKEN_TTL", "")
+        self._token_ttl = parse_duration(ttl) if ttl else DEV_TOKEN_TTL
         renew_tokens(issuer, self.state_dir, SERVICE_IDENTITIES, self._token_ttl)
         return issuer, key_file.resolve(), jwks_file
 
