@@ -89,7 +89,7 @@ async def test_up_submit_watch_down_leaves_no_process(cli: Cli, cli_env) -> None
         assert balance.json() == {"userId": "carol", "balance": "2"}
 
         # Every service process serves /metrics, and the job moved each one's figures.
-        assert set(info["metrics"]) == SERVICES - {"sweep"}
+        assert set(info["metrics"]) == SERVICES - {"sweep", "issuer"}
         metrics = info["metrics"]
         completed = 'assay_job_transitions_total{from_status="PROCESSING",rule="complete",'
         completed += 'to_status="COMPLETED"}'
