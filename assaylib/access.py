@@ -10,7 +10,7 @@ reaches only the RPCs the table names; every other call is PERMISSION_DENIED.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = [
@@ -38,15 +38,17 @@ ALL = frozenset({"*"})
 _SERVICE_ACCOUNT = re.compile(r"^system:serviceaccount:([^:]+):assay-([a-z]+)$")
 
 
-def identity_of(subject: str, roles: Iterable[str]) -> str:
-    """The identity of a token's subject and roles (``none`` when it has none)."""
+def identity_of(subject: str, roles: Iterable[str], namespaces: Collection[str] = ()) -> str:
+    """The identity of a token's subject and roles (``none`` when it has none). A service
+    account counts only in one of ``namespaces`` (any namespace when empty)."""
     held = frozenset(roles)
     if "operator" in held:
         return "operator"
     account = _SERVICE_ACCOUNT.match(subject)
     if account is not None:
-        name = account.group(2)
-        return name if name in SERVICE_IDENTITIES else NO_IDENTITY
+        namespace, name = account.groups()
+        known = name in SERVICE_IDENTITIES and (not namespaces or namespace in namespaces)
+        return name if known else NO_IDENTITY
     if "service" in held:
         return subject if subject in SERVICE_IDENTITIES else "caller"
     if "user" in held:

@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,23 +99,36 @@ class Principal:
         return self.acts_for_anyone or self.user_id == user_id
 
 
-def principal_of(claims: dict[str, Any], roles_claim: str) -> Principal:
-    """The principal of verified claims: roles Assay knows, read from ``roles_claim``."""
+def principal_of(
+    claims: dict[str, Any], roles_claim: str = "roles", namespaces: Collection[str] = ()
+) -> Principal:
+    """The principal of verified claims: roles Assay knows, read from ``roles_claim``; a
+    service account is one of Assay's services only in ``namespaces`` (any when empty)."""
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
         raise errors.Unauthenticated("token has no subject")
     roles = frozenset(roles_in(claims, roles_claim)) & ROLES
-    return Principal(user_id=subject, roles=roles, expires_at=float(claims.get("exp", 0)))
+    return Principal(
+        user_id=subject,
+        roles=roles,
+        expires_at=float(claims.get("exp", 0)),
+        identity=identity_of(subject, roles, namespaces),
+    )
+
+
+def _listed(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def verifier_of(settings: Settings) -> TokenVerifier:
     """The token verifier ``settings`` describe (JWKS file or URL, issuers, audience)."""
-    issuers = tuple(part.strip() for part in settings.jwt_issuer.split(",") if part.strip())
+    issuers = _listed(settings.jwt_issuer)
     return TokenVerifier(
         VerifierSettings(
             issuers=issuers,
             audience=settings.jwt_audience,
             roles_claim=settings.jwt_roles_claim,
+            service_namespaces=_listed(settings.service_account_namespace),
         ),
         jwks_file=settings.jwks_file,
         jwks_url=settings.jwks_url,
@@ -181,7 +194,8 @@ class AuthInterceptor(GuardingInterceptor):
         if known is not None and known[1] > time.time() and not self._verifier.due():
             return known[0]
         claims = await self._verifier.claims(token)
-        principal = principal_of(claims, self._verifier.settings.roles_claim)
+        verified = self._verifier.settings
+        principal = principal_of(claims, verified.roles_claim, verified.service_namespaces)
         if self._generation != self._verifier.generation:  # the claims call refreshed keys
             self._verified_tokens.clear()
             self._generation = self._verifier.generation

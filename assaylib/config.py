@@ -92,6 +92,9 @@ class Settings:
     """The audience (``aud``) every token must name."""
     jwt_roles_claim: str = "roles"
     """The claim holding a token's roles; a dotted path reaches into nested objects."""
+    service_account_namespace: str = ""
+    """Namespaces (comma-separated) whose ``assay-<name>`` service accounts are Assay's
+    services; empty: any namespace's (set it on a cluster shared with others)."""
     service_token_file: str = ""
     """Path of the token this process presents to other services (re-read when it changes);
     ``{name}`` in it is replaced by the service's identity."""

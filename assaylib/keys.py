@@ -48,6 +48,9 @@ class VerifierSettings:
     roles_claim: str = "roles"
     """The claim holding the roles (a dotted path such as ``realm_access.roles`` reaches into
     nested objects); a list of strings or one space-separated string."""
+    service_namespaces: tuple[str, ...] = ()
+    """Namespaces whose ``assay-<name>`` service accounts are Assay's services (any when
+    empty)."""
     leeway: float = 0.0
     """Seconds of clock skew tolerated on ``exp``/``nbf``/``iat``."""
 

@@ -73,12 +73,16 @@ async def create_server(
     is INVALID_ARGUMENT, after authentication). Every name in ``service_names`` and "" is set
     SERVING. Server reflection is served when ``settings.reflection`` (it is unauthenticated).
     """
+    verifier = verifier_of(settings)
+    await verifier.refresh()  # read once now, so a missing JWKS is said at start-up
+    if not verifier.kids:
+        log.error("the JWKS holds no usable key: every call will be UNAUTHENTICATED")
     server = grpc.aio.server(
         interceptors=[
             *tracing.server_interceptors(),
             RpcMetricsInterceptor(),
             ErrorMappingInterceptor(transient_errors),
-            AuthInterceptor(verifier_of(settings), access),
+            AuthInterceptor(verifier, access),
             DecodeGuardInterceptor(),
         ],
         options=SERVER_OPTIONS,

@@ -254,6 +254,17 @@ def test_identities(subject: str, roles: set[str], identity: str) -> None:
     assert Principal(subject, frozenset(roles)).identity == identity
 
 
+def test_service_accounts_count_only_in_the_configured_namespaces() -> None:
+    worker = "system:serviceaccount:assay:assay-worker"
+    stranger = "system:serviceaccount:tenant-b:assay-worker"
+    assert identity_of(worker, set(), ["assay"]) == "worker"
+    assert identity_of(stranger, set(), ["assay"]) == "none"
+    assert identity_of(stranger, set()) == "worker"  # no namespaces configured: any
+    claims = {"sub": stranger, "exp": 1}
+    assert principal_of(claims, "roles", ("assay", "assay-staging")).identity == "none"
+    assert principal_of(claims).identity == "worker"
+
+
 def test_principal_permissions() -> None:
     user = Principal("u1", frozenset({"user"}))
     assert user.can_act_for("u1")
