@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.server
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -411,3 +413,36 @@ async def test_a_remembered_token_is_checked_again_once_it_expires(
     interceptor._verified_tokens[forged] = (Principal("u1", frozenset({"user"})), time.time() - 1)
     with pytest.raises(errors.Unauthenticated):
         await interceptor.authenticate([("authorization", f"Bearer {forged}")], method)
+
+
+class _JwksHandler(http.server.BaseHTTPRequestHandler):
+    document = b""
+    fetches = 0
+
+    def do_GET(self) -> None:
+        type(self).fetches += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(self.document)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_a_jwks_url_is_fetched_once_and_cached(tmp_path: Path) -> None:
+    write_jwks(tmp_path / "jwks.json", [ISSUER])
+    _JwksHandler.document = (tmp_path / "jwks.json").read_bytes()
+    _JwksHandler.fetches = 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _JwksHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/openid/v1/jwks"
+        verifier = TokenVerifier(VerifierSettings(), jwks_url=url)
+        for user in ("u1", "u2", "u3"):
+            assert (await verifier.claims(ISSUER.mint(user, ["user"])))["sub"] == user
+        assert _JwksHandler.fetches == 1
+    finally:
+        server.shutdown()
+        server.server_close()
