@@ -187,22 +187,24 @@ class AuthInterceptor(GuardingInterceptor):
         """A token's principal, remembered until it expires or the key set changes: a caller
         reuses its token for many calls, and a signature check costs more than the rest of a
         call's authentication. A bad token is never remembered."""
-        if self._generation != self._verifier.generation:
-            self._verified_tokens.clear()
-            self._generation = self._verifier.generation
+        self._forget_if_keys_changed()
         known = self._verified_tokens.get(token)
         if known is not None and known[1] > time.time() and not self._verifier.due():
             return known[0]
         claims = await self._verifier.claims(token)
         verified = self._verifier.settings
         principal = principal_of(claims, verified.roles_claim, verified.service_namespaces)
-        if self._generation != self._verifier.generation:  # the claims call refreshed keys
-            self._verified_tokens.clear()
-            self._generation = self._verifier.generation
+        self._forget_if_keys_changed()  # verifying may have re-read the key set
         if len(self._verified_tokens) >= TOKEN_CACHE_SIZE:
             self._verified_tokens.clear()  # simple and bounded; refilled by the next calls
         self._verified_tokens[token] = (principal, principal.expires_at)
         return principal
+
+    def _forget_if_keys_changed(self) -> None:
+        """A token remembered under a key that is gone must be checked again."""
+        if self._generation != self._verifier.generation:
+            self._verified_tokens.clear()
+            self._generation = self._verifier.generation
 
     async def authenticate(
         self, metadata: Iterable[tuple[str, str | bytes]] | None, method: str
