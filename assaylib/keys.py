@@ -65,7 +65,7 @@ class KeySet:
     def parse(cls, document: Mapping[str, Any]) -> KeySet:
         """The keys of a JWKS document; keys without ``kid``, private keys, symmetric keys and
         keys of other algorithms are skipped (with a warning)."""
-        entries = document.get("keys")
+        entries = document.get("keys") if isinstance(document, Mapping) else None
         if not isinstance(entries, list):
             raise ValueError("a JWKS must be an object with a 'keys' list")
         keys: dict[str, jwt.PyJWK] = {}
@@ -111,8 +111,8 @@ def load_jwks(file: str = "", url: str = "") -> KeySet:
 class TokenVerifier:
     """Verifies bearer tokens against a JWKS that it keeps fresh.
 
-    ``verify`` is a coroutine: reading the key set (a file, or a URL fetched in a thread)
-    never blocks the event loop.
+    ``claims`` is a coroutine: reading the key set (a file, or a URL fetched in a thread)
+    never blocks the event loop, and concurrent calls that find it due read it once.
     """
 
     def __init__(
@@ -141,10 +141,12 @@ class TokenVerifier:
         """The ``kid``s currently trusted."""
         return frozenset(self._keys.keys)
 
-    async def refresh(self) -> None:
-        """Re-read the key set now; on failure keep the last one (and log why)."""
+    async def refresh(self, *, only_if_due: bool = False) -> None:
+        """Re-read the key set now (``only_if_due``: unless another call just did); on
+        failure keep the last one (and log why)."""
         async with self._lock:
-            await self._reload()
+            if not only_if_due or self.due():
+                await self._reload()
 
     async def _reload(self) -> None:
         try:
@@ -163,7 +165,7 @@ class TokenVerifier:
 
     async def _key_for(self, kid: str) -> jwt.PyJWK:
         if self.due():
-            await self.refresh()
+            await self.refresh(only_if_due=True)
         key = self._keys.keys.get(kid)
         if key is None and time.monotonic() - self._unknown_kid_at >= UNKNOWN_KID_INTERVAL:
             self._unknown_kid_at = time.monotonic()

@@ -213,7 +213,11 @@ async def test_an_unreadable_jwks_keeps_the_keys_held(tmp_path: Path) -> None:
     write_jwks(jwks, [ISSUER])
     verifier = _verifier(jwks)
     await verifier.refresh()
-    jwks.write_text("{not json")
+    for broken in ("{not json", "[]", '{"keys": 1}'):
+        jwks.write_text(broken)
+        await verifier.refresh()
+        assert verifier.kids == {ISSUER.kid}
+    jwks.unlink()
     await verifier.refresh()
     assert verifier.kids == {ISSUER.kid}
 
