@@ -233,7 +233,12 @@ class LocalStack:
         given = self.env.get("ASSAY_SIGNING_KEY_FILE", "")
         key_file = Path(given) if given else self.state_dir / KEY_FILE
         if key_file.exists():
-            issuer = Issuer.load(key_file)
+            try:
+                issuer = Issuer.load(key_file)
+            except ValueError as err:
+                raise StackError(f"cannot use the signing key {key_file}: {err}") from None
+        elif given:
+            raise StackError(f"ASSAY_SIGNING_KEY_FILE names no file: {given}")
         else:
             issuer = Issuer.generate()
             issuer.save(key_file)
