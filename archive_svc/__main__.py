@@ -31,10 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="audit: one JSON object")
     args = parser.parse_args(argv)
     if args.command == "audit":
-        settings = settings_or_exit("archive", allow_missing_secret=True, metrics=False)
+        settings = settings_or_exit("archive", allow_missing_keys=True, metrics=False)
         return audit.main(libpq_dsn(settings.database_url), args.json)
     if args.command == "migrate":
-        settings = settings_or_exit("archive", allow_missing_secret=True, metrics=False)
+        settings = settings_or_exit("archive", allow_missing_keys=True, metrics=False)
         upgrade(settings.database_url)
         log.info("database migrated to the latest revision")
         return 0

@@ -12,7 +12,7 @@ from grpc_health.v1.health import HealthServicer
 from archive_svc.checks import Policy
 from archive_svc.db import TRANSIENT, create_pool, libpq_dsn
 from archive_svc.relay import OutboxRelay
-from archive_svc.server import ALLOWED_ROLES, SERVICE_NAME, Archive, ArchiveServicer
+from archive_svc.server import SERVICE_NAME, Archive, ArchiveServicer
 from archive_svc.stats import SystemStatus
 from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
 from assaylib.config import Settings
@@ -52,7 +52,6 @@ class ArchiveApp:
             pool,
             libpq_dsn(settings.database_url),
             policy_of(settings),
-            settings.jwt_secret,
             SystemStatus(pool, settings.nats_url, names),
         )
         servicer = ArchiveServicer(archive)
@@ -61,7 +60,6 @@ class ArchiveApp:
             settings=settings,
             register=[lambda s: pb_grpc.add_ArchiveServiceServicer_to_server(servicer, s)],
             service_names=[SERVICE_NAME],
-            allowed_roles=ALLOWED_ROLES,
             transient_errors=TRANSIENT,
         )
         relay = OutboxRelay(

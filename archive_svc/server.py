@@ -1,6 +1,7 @@
 """The ArchiveService servicer: thin, each RPC one call into the domain modules.
 
-Only `service` and `operator` callers reach it (the auth interceptor refuses the rest).
+Operators reach every RPC, each of Assay's services only those of its row in
+``assaylib.access.ACCESS``; users none (the auth interceptor refuses the rest).
 Domain errors raised below become gRPC statuses in the shared error interceptor.
 """
 
@@ -24,7 +25,6 @@ from assay.archive.v1 import archive_service_pb2 as pb
 from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ArchiveService"].full_name
-ALLOWED_ROLES = ("service", "operator")
 
 Context = grpc.aio.ServicerContext[object, object]
 
@@ -42,12 +42,9 @@ class Archive:
     status: SystemStatus
 
     @classmethod
-    def build(
-        cls, pool: asyncpg.Pool, dsn: str, policy: Policy, secret: str, status: SystemStatus
-    ) -> Archive:
-        """Wire the domain modules to one pool (``dsn`` for the sweep's own session);
-        ``secret`` signs page tokens."""
-        pages = PageTokens(secret)
+    def build(cls, pool: asyncpg.Pool, dsn: str, policy: Policy, status: SystemStatus) -> Archive:
+        """Wire the domain modules to one pool (``dsn`` for the sweep's own session)."""
+        pages = PageTokens()
         return cls(
             Submissions(pool, policy, pages),
             Jobs(pool, policy, pages),

@@ -29,8 +29,8 @@ from assay_cli.commands_submit import submit_and_follow
 from assay_cli.connect import CliError, Connection, Target, load_settings, state_dir
 from assay_cli.loader import load_submission
 from assay_cli.stack import STATE_FILE, LocalStack, StackInfo
-from assaylib.auth import mint_token
 from assaylib.embedded import die_with_parent
+from assaylib.issuer import Issuer
 
 SWEEP_MODULE = "assessment_svc.sweep"
 DEMO_USER = "demo-user"
@@ -190,7 +190,7 @@ def print_stack(info: StackInfo, *, json_mode: bool, detached: bool) -> None:
         "ASSAY_ASSESSMENT_ADDR": info.assessment,
         "ASSAY_ARCHIVE_ADDR": info.archive,
         "ASSAY_NOTIFIER_ADDR": info.notifier,
-        "ASSAY_JWT_SECRET": info.jwt_secret,
+        "ASSAY_SIGNING_KEY_FILE": info.signing_key_file,
         "ASSAY_TOKEN": info.token,
     }
     lines = [f"Assay is up · state and logs in {info.state_dir}", ""]
@@ -256,13 +256,14 @@ async def _demo_flow(
 ) -> int:
     settings = load_settings(os.environ)
     addrs = {"assessment": info.assessment, "archive": info.archive, "notifier": info.notifier}
-    operator = Target(settings, addrs, info.token, info.jwt_secret, info)
+    operator = Target(settings, addrs, info.token, info.signing_key_file, info)
     async with Connection(operator) as conn:
         archive = await conn.archive()
         grant = archive_pb.GrantTokensRequest(user_id=DEMO_USER, amount=DEMO_GRANT, reason="demo")
         reply = await archive.GrantTokens(grant, timeout=30)
         output.progress(f"granted {DEMO_GRANT} tokens to {DEMO_USER} (balance {reply.balance})")
     output.progress(f"submitting {path} as {DEMO_USER}")
-    user_token = mint_token(info.jwt_secret, DEMO_USER, ["user"], ttl=3600)
-    async with Connection(Target(settings, addrs, user_token, info.jwt_secret, info)) as conn:
+    user_token = Issuer.load(info.signing_key_file).mint(DEMO_USER, ["user"], ttl=3600)
+    target = Target(settings, addrs, user_token, info.signing_key_file, info)
+    async with Connection(target) as conn:
         return await submit_and_follow(conn, request, json_mode=json_mode, wait_limit=DEMO_TIMEOUT)

@@ -11,8 +11,10 @@ from assay.assessment.v1 import assessment_service_pb2 as pb
 from assay_cli import output
 from assay_cli.commands_jobs import positive_int
 from assay_cli.connect import CliError, Connection
-from assaylib.auth import ROLES, mint_token
+from assaylib.access import SERVICE_IDENTITIES
+from assaylib.auth import ROLES
 from assaylib.config import ConfigError, parse_duration
+from assaylib.issuer import Issuer
 
 DEFAULT_TTL = "1h"
 RPC_TIMEOUT = 30.0
@@ -46,15 +48,23 @@ def register(
         dest="action", required=True, metavar="ACTION"
     )
     mint = token.add_parser(
-        "mint", parents=[common], help="sign a bearer token (needs ASSAY_JWT_SECRET or a stack)"
+        "mint",
+        parents=[common],
+        help="sign a bearer token (with ASSAY_SIGNING_KEY_FILE, else the local stack's key)",
     )
-    mint.add_argument("--user", required=True)
+    who = mint.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="the token's subject (with --role)")
+    who.add_argument(
+        "--service",
+        choices=SERVICE_IDENTITIES,
+        help="a token of Assay's own service NAME (role service)",
+    )
     mint.add_argument(
         "--role",
         action="append",
         choices=sorted(ROLES),
-        required=True,
-        help="repeat for several roles",
+        default=[],
+        help="with --user; repeat for several roles",
     )
     mint.add_argument("--ttl", type=duration_arg, default=DEFAULT_TTL, help="default 1h")
     mint.set_defaults(run=token_mint, offline=True)
@@ -88,23 +98,27 @@ async def tokens_grant(args: argparse.Namespace, conn: Connection) -> int:
 
 async def token_mint(args: argparse.Namespace, conn: Connection) -> int:
     """``assay token mint``: prints just the token, so `export ASSAY_TOKEN=$(…)` works."""
-    secret = conn.target.jwt_secret
-    if not secret:
+    key_file = conn.target.signing_key_file
+    if not key_file:
         raise CliError(
-            "no JWT secret: set ASSAY_JWT_SECRET or start a local stack (assay dev up)",
+            "no signing key: set ASSAY_SIGNING_KEY_FILE or start a local stack (assay dev up)",
             exit_code=2,
         )
+    if args.user is not None and not args.role:
+        raise CliError("--user needs at least one --role", exit_code=2)
+    subject, roles = (args.service, ["service"]) if args.service else (args.user, args.role)
     try:
-        token = mint_token(secret, args.user, args.role, ttl=args.ttl)
-    except ValueError as err:
+        issuer = Issuer.load(key_file)
+        token = issuer.mint(subject, roles, ttl=args.ttl)
+    except (OSError, ValueError) as err:
         raise CliError(f"cannot mint a token: {err}", exit_code=2) from None
     if args.json:
         expires = jwt.decode(token, options={"verify_signature": False})["exp"]
         output.print_json(
             {
                 "token": token,
-                "user_id": args.user,
-                "roles": sorted(set(args.role)),
+                "user_id": subject,
+                "roles": sorted(set(roles)),
                 "expires_at": expires,
             }
         )

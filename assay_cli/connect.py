@@ -53,21 +53,21 @@ def state_dir(explicit: str | None, env: Mapping[str, str] | None = None) -> Pat
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Settings from the environment; the JWT secret is optional for a client."""
+    """Settings from the environment (a client needs no JWKS)."""
     try:
-        return Settings.from_env(env, allow_missing_secret=True)
+        return Settings.from_env(env, allow_missing_keys=True)
     except ConfigError as err:
         raise CliError(str(err), exit_code=2) from None
 
 
 @dataclass
 class Target:
-    """Endpoints, token and JWT secret for this invocation."""
+    """Endpoints, token and signing key (for `token mint`) for this invocation."""
 
     settings: Settings
     addrs: dict[str, str]
     token: str
-    jwt_secret: str
+    signing_key_file: str
     stack: StackInfo | None = None
 
 
@@ -92,7 +92,7 @@ def resolve(token: str | None, state: Path, env: Mapping[str, str] | None = None
         settings=settings,
         addrs=addrs,
         token=token or source.get("ASSAY_TOKEN") or (stack.token if stack else ""),
-        jwt_secret=settings.jwt_secret or (stack.jwt_secret if stack else ""),
+        signing_key_file=settings.signing_key_file or (stack.signing_key_file if stack else ""),
         stack=stack,
     )
 

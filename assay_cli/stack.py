@@ -6,6 +6,11 @@ point at running servers. Services are started as `python -m <package>` with eve
 ASSAY_* variable of the caller's environment passed through, so a test can shorten
 timings. Everything started is recorded in `<state_dir>/stack.json`, so `down` stops
 exactly that.
+
+The stack is its own token issuer: a key pair in `<state_dir>/issuer/` (or the key in
+ASSAY_SIGNING_KEY_FILE), the public JWKS the services verify with, and a token file per
+service in `<state_dir>/tokens/`, renewed before expiry by a small process of its own
+(`python -m assay_cli.renew`). The services never see the private key.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ import grpc
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from assaylib.auth import mint_token
-from assaylib.config import env_var
+from assay_cli.renew import renew_tokens, token_path
+from assaylib.access import SERVICE_IDENTITIES
+from assaylib.config import env_var, parse_duration
 from assaylib.embedded import EmbeddedNats, EmbeddedPostgres, die_with_parent, free_port
+from assaylib.issuer import Issuer, write_jwks
 
 SERVICES = ("archive", "assessment", "worker", "notifier")
 MODULES = {
@@ -38,8 +45,13 @@ MODULES = {
 }
 ADDR_VARS = {name: env_var(f"{name}_addr") for name in SERVICES}
 """The environment variable holding each service's address (ASSAY_ARCHIVE_ADDR …)."""
-DEV_SECRET_BYTES = 32
 STATE_FILE = "stack.json"
+KEY_FILE = "issuer/signing-key.pem"
+JWKS_FILE = "issuer/jwks.json"
+DEV_TOKEN_TTL = 3600.0
+"""Lifetime of each service's token (ASSAY_DEV_TOKEN_TTL overrides it); renewed at 2/3."""
+ISSUER_ONLY = ("ASSAY_SIGNING_KEY_FILE",)
+"""Variables of the caller's environment that never reach a service."""
 
 
 class StackError(RuntimeError):
@@ -55,7 +67,10 @@ class StackInfo:
     notifier: str
     worker: str
     token: str
-    jwt_secret: str
+    signing_key_file: str
+    """The stack issuer's private key: `assay token mint` signs with it; no service reads it."""
+    jwks_file: str
+    """The public keys every service verifies tokens with."""
     state_dir: str
     database_url: str
     nats_url: str
@@ -126,6 +141,7 @@ class LocalStack:
         self.postgres: EmbeddedPostgres | None = None
         self.nats: EmbeddedNats | None = None
         self.info: StackInfo | None = None
+        self._token_ttl = DEV_TOKEN_TTL
 
     def is_up(self) -> bool:
         """Whether a stack recorded in this state dir still has live processes."""
@@ -156,13 +172,16 @@ class LocalStack:
     ) -> StackInfo:
         database_url = self._database(on_progress)
         nats_url = self._nats(on_progress)
-        secret = self.env.get("ASSAY_JWT_SECRET") or os.urandom(DEV_SECRET_BYTES).hex()
+        issuer, key_file, jwks_file = self._issuer()
         ports = {name: self._free_port() for name in SERVICES}
         self.env.update(
             {
                 "ASSAY_DATABASE_URL": database_url,
                 "ASSAY_NATS_URL": nats_url,
-                "ASSAY_JWT_SECRET": secret,
+                "ASSAY_JWKS_FILE": str(jwks_file),
+                "ASSAY_JWT_ISSUER": issuer.issuer,
+                "ASSAY_JWT_AUDIENCE": issuer.audience,
+                "ASSAY_SERVICE_TOKEN_FILE": str(token_path(self.state_dir, "{name}")),
                 **{ADDR_VARS[name]: f"127.0.0.1:{port}" for name, port in ports.items()},
             }
         )
@@ -173,8 +192,9 @@ class LocalStack:
             archive=self.env["ASSAY_ARCHIVE_ADDR"],
             notifier=self.env["ASSAY_NOTIFIER_ADDR"],
             worker=self.env["ASSAY_WORKER_ADDR"],
-            token=mint_token(secret, "dev-operator", ["operator"], ttl=7 * 86400),
-            jwt_secret=secret,
+            token=issuer.mint("dev-operator", ["operator"], ttl=7 * 86400),
+            signing_key_file=str(key_file),
+            jwks_file=str(jwks_file),
             state_dir=str(self.state_dir),
             database_url=database_url,
             nats_url=nats_url,
@@ -183,6 +203,7 @@ class LocalStack:
             self.info.pids["postgres"] = self.postgres.pid
         if self.nats is not None and self.nats.pid:
             self.info.pids["nats"] = self.nats.pid
+        self._start_renewer(key_file)
         replicas = []
         for index in range(2, archives + 1):
             label = f"archive{index}"
@@ -204,6 +225,55 @@ class LocalStack:
             self.wait_healthy(name)
         self._save()
         return self.info
+
+    def _issuer(self) -> tuple[Issuer, Path, Path]:
+        """The stack's issuer (ASSAY_SIGNING_KEY_FILE's key, else a key pair made in the state
+        directory), its JWKS published and every service's first token written. The key's
+        variable is then dropped from the environment the services inherit."""
+        given = self.env.get("ASSAY_SIGNING_KEY_FILE", "")
+        key_file = Path(given) if given else self.state_dir / KEY_FILE
+        if key_file.exists():
+            try:
+                issuer = Issuer.load(key_file)
+            except ValueError as err:
+                raise StackError(f"cannot use the signing key {key_file}: {err}") from None
+        elif given:
+            raise StackError(f"ASSAY_SIGNING_KEY_FILE names no file: {given}")
+        else:
+            issuer = Issuer.generate()
+            issuer.save(key_file)
+        for name in ISSUER_ONLY:
+            self.env.pop(name, None)
+        jwks_file = self.state_dir / JWKS_FILE
+        write_jwks(jwks_file, [issuer])
+        ttl = self.env.get("ASSAY_DEV_TOKEN_TTL", "")
+        self._token_ttl = parse_duration(ttl) if ttl else DEV_TOKEN_TTL
+        renew_tokens(issuer, self.state_dir, SERVICE_IDENTITIES, self._token_ttl)
+        return issuer, key_file.resolve(), jwks_file
+
+    def _start_renewer(self, key_file: Path) -> None:
+        """The process that renews the service tokens (it, not a service, holds the key)."""
+        env = {**self.env, "ASSAY_SIGNING_KEY_FILE": str(key_file)}
+        log = open(self.logs / "issuer.log", "ab")  # noqa: SIM115 - the child owns it
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "assay_cli.renew",
+                str(self.state_dir),
+                "--ttl",
+                str(self._token_ttl),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM) if self.die_with_parent else None,
+        )
+        log.close()
+        self.processes["issuer"] = process
+        if self.info is not None:
+            self.info.pids["issuer"] = process.pid
 
     def _database(self, on_progress: Callable[[str], None]) -> str:
         url = self.env.get("ASSAY_DATABASE_URL", "")

@@ -1,58 +1,83 @@
-"""Bearer-token authentication (ARCHITECTURE §6): JWT minting, verification, interceptors."""
+"""Bearer-token authentication and authorization (ARCHITECTURE §6): the server interceptor,
+the caller's principal, and the client side (a token from a file, re-read when it changes).
+
+Tokens are verified by public keys only (``assaylib.keys``); which identity may call which
+RPC is ``assaylib.access.ACCESS``. No service signs tokens: ``assaylib.issuer`` does that, for
+the local stack, ``assay token mint`` and tests only.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
+import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
-import jwt
+import prometheus_client
 
 from assaylib import errors
 from assaylib._handlers import Context, Guard, GuardingInterceptor
-from assaylib.config import MIN_SECRET_BYTES
+from assaylib.access import ACCESS, AccessTable, identity_of
+from assaylib.config import Settings
+from assaylib.keys import TokenVerifier, VerifierSettings, roles_in
 
 __all__ = [
-    "AUDIENCE",
-    "ISSUER",
     "ROLES",
+    "RPC_DENIED",
     "AuthInterceptor",
     "BearerTokenInterceptor",
     "Principal",
     "bearer_token_interceptors",
     "current_principal",
-    "mint_token",
-    "service_token_provider",
-    "verify_token",
+    "file_token_provider",
+    "service_token",
+    "verifier_of",
 ]
 
 ROLES = frozenset({"user", "service", "operator"})
-"""Every role a token may carry."""
-ISSUER = "assay"
-AUDIENCE = "assay"
-ALGORITHM = "HS256"
+"""Every role Assay reads from a token (others are ignored)."""
 AUTHORIZATION = "authorization"
 TOKEN_CACHE_SIZE = 10_000
 DEFAULT_EXEMPT_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+TOKEN_FILE_CHECK = 1.0
+"""Seconds between two looks at a token file for a newer token."""
 
 TokenSource = str | Callable[[], str]
+
+RPC_DENIED = prometheus_client.Counter(
+    "assay_rpc_denied",
+    "Calls refused with PERMISSION_DENIED, by the caller's identity and the method.",
+    ["identity", "method"],
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Principal:
-    """The authenticated caller of an RPC: its user id (the token's ``sub``) and roles."""
+    """The authenticated caller of an RPC: its subject (the token's ``sub``: a user id, or a
+    service's name), roles, and identity (a row of ``assaylib.access.ACCESS``)."""
 
     user_id: str
     roles: frozenset[str]
     expires_at: float = field(default=float("inf"), compare=False)
     """The token's ``exp`` (seconds since the epoch)."""
+    identity: str = ""
+    """``user``, ``caller``, ``operator``, one of Assay's services, or ``none``; derived from
+    the subject and roles when not given."""
+
+    def __post_init__(self) -> None:
+        if not self.identity:
+            object.__setattr__(self, "identity", identity_of(self.user_id, self.roles))
 
     @property
     def is_operator(self) -> bool:
@@ -61,12 +86,12 @@ class Principal:
 
     @property
     def is_service(self) -> bool:
-        """Whether the caller is another Assay service."""
-        return "service" in self.roles
+        """Whether the caller is a service (an internal caller, or one of Assay's own)."""
+        return self.identity not in ("user", "operator", "none")
 
     @property
     def acts_for_anyone(self) -> bool:
-        """Whether the caller may act on every user (operators, and Assay's own services)."""
+        """Whether the caller may act on every user (operators and services)."""
         return self.is_operator or self.is_service
 
     def can_act_for(self, user_id: str) -> bool:
@@ -74,78 +99,40 @@ class Principal:
         return self.acts_for_anyone or self.user_id == user_id
 
 
-def check_secret(secret: str) -> None:
-    """Raise ValueError unless ``secret`` is long enough for HS256 (32 bytes)."""
-    if len(secret.encode()) < MIN_SECRET_BYTES:
-        raise ValueError(f"the JWT secret must be at least {MIN_SECRET_BYTES} bytes long")
-
-
-def mint_token(secret: str, user_id: str, roles: Iterable[str], ttl: float = 3600.0) -> str:
-    """Sign an HS256 token for ``user_id`` with ``roles`` that expires after ``ttl`` seconds.
-
-    Raises ValueError for an unknown role, an empty user id or a secret under 32 bytes.
-    """
-    check_secret(secret)
-    role_list = sorted(set(roles))
-    unknown = set(role_list) - ROLES
-    if unknown:
-        raise ValueError(f"unknown roles {sorted(unknown)}; expected a subset of {sorted(ROLES)}")
-    if not user_id:
-        raise ValueError("user_id must not be empty")
-    now = int(time.time())
-    claims = {
-        "iss": ISSUER,
-        "aud": AUDIENCE,
-        "sub": user_id,
-        "roles": role_list,
-        "iat": now,
-        "exp": now + max(1, round(ttl)),
-    }
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
-
-
-def verify_token(secret: str, token: str) -> Principal:
-    """Check a token's signature, expiry, issuer, audience and roles; return its principal.
-
-    Raises errors.Unauthenticated saying what is wrong (ValueError for a too-short secret).
-    """
-    check_secret(secret)
-    try:
-        claims = jwt.decode(
-            token,
-            secret,
-            algorithms=[ALGORITHM],
-            audience=AUDIENCE,
-            issuer=ISSUER,
-            options={"require": ["exp", "iss", "aud", "sub"]},
-        )
-    except jwt.ExpiredSignatureError:
-        raise errors.Unauthenticated("token expired") from None
-    except jwt.InvalidSignatureError:
-        raise errors.Unauthenticated("token signature is invalid") from None
-    except jwt.InvalidAudienceError:
-        raise errors.Unauthenticated(f"token audience is not {AUDIENCE!r}") from None
-    except jwt.InvalidIssuerError:
-        raise errors.Unauthenticated(f"token issuer is not {ISSUER!r}") from None
-    except jwt.MissingRequiredClaimError as err:
-        raise errors.Unauthenticated(f"token has no {err.claim!r} claim") from None
-    except jwt.InvalidTokenError as err:
-        raise errors.Unauthenticated(f"malformed token: {type(err).__name__}") from None
-    return _principal_from_claims(claims)
-
-
-def _principal_from_claims(claims: dict[str, Any]) -> Principal:
+def principal_of(
+    claims: dict[str, Any], roles_claim: str = "roles", namespaces: Collection[str] = ()
+) -> Principal:
+    """The principal of verified claims: roles Assay knows, read from ``roles_claim``; a
+    service account is one of Assay's services only in ``namespaces`` (any when empty)."""
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
         raise errors.Unauthenticated("token has no subject")
-    roles = claims.get("roles")
-    if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
-        raise errors.Unauthenticated("token roles must be a list of strings")
-    unknown = set(roles) - ROLES
-    if unknown:
-        raise errors.Unauthenticated(f"token has unknown roles {sorted(unknown)}")
+    roles = frozenset(roles_in(claims, roles_claim)) & ROLES
     return Principal(
-        user_id=subject, roles=frozenset(roles), expires_at=float(claims.get("exp", 0))
+        user_id=subject,
+        roles=roles,
+        expires_at=float(claims.get("exp", 0)),
+        identity=identity_of(subject, roles, namespaces),
+    )
+
+
+def _listed(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def verifier_of(settings: Settings) -> TokenVerifier:
+    """The token verifier ``settings`` describe (JWKS file or URL, issuers, audience)."""
+    issuers = _listed(settings.jwt_issuer)
+    return TokenVerifier(
+        VerifierSettings(
+            issuers=issuers,
+            audience=settings.jwt_audience,
+            roles_claim=settings.jwt_roles_claim,
+            service_namespaces=_listed(settings.service_account_namespace),
+        ),
+        jwks_file=settings.jwks_file,
+        jwks_url=settings.jwks_url,
+        refresh=settings.jwks_refresh,
     )
 
 
@@ -176,57 +163,83 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
 
 
 class AuthInterceptor(GuardingInterceptor):
-    """Requires a valid bearer token with one of ``allowed_roles`` on every non-exempt RPC.
+    """Requires a valid bearer token on every non-exempt RPC, and that the caller's identity
+    may call the method (``access``).
 
-    Bad or missing token → UNAUTHENTICATED; a role not allowed → PERMISSION_DENIED; otherwise
-    the servicer runs with ``current_principal()`` set.
+    Bad or missing token → UNAUTHENTICATED; a method outside the identity's row →
+    PERMISSION_DENIED naming both, logged and counted in ``assay_rpc_denied_total``;
+    otherwise the servicer runs with ``current_principal()`` set.
     """
 
     def __init__(
         self,
-        secret: str,
-        allowed_roles: Iterable[str],
+        verifier: TokenVerifier,
+        access: AccessTable = ACCESS,
         exempt_prefixes: Sequence[str] = DEFAULT_EXEMPT_PREFIXES,
     ) -> None:
-        check_secret(secret)
-        self._secret = secret
-        self._allowed_roles = frozenset(allowed_roles)
+        self._verifier = verifier
+        self._access = access
         self._exempt_prefixes = tuple(exempt_prefixes)
         self._verified_tokens: dict[str, tuple[Principal, float]] = {}
+        self._generation = verifier.generation
 
-    def _verified(self, token: str) -> Principal:
-        """verify_token, remembered until the token expires: a caller reuses its token for
-        many calls, and checking an HS256 signature costs more than the rest of a call's
-        authentication. A bad token is never remembered."""
+    async def _verified(self, token: str) -> Principal:
+        """A token's principal, remembered until it expires or the key set changes: a caller
+        reuses its token for many calls, and a signature check costs more than the rest of a
+        call's authentication. A bad token is never remembered."""
+        self._forget_if_keys_changed()
         known = self._verified_tokens.get(token)
-        if known is not None and known[1] > time.time():
+        if known is not None and known[1] > time.time() and not self._verifier.due():
             return known[0]
-        principal = verify_token(self._secret, token)
+        claims = await self._verifier.claims(token)
+        verified = self._verifier.settings
+        principal = principal_of(claims, verified.roles_claim, verified.service_namespaces)
+        self._forget_if_keys_changed()  # verifying may have re-read the key set
         if len(self._verified_tokens) >= TOKEN_CACHE_SIZE:
             self._verified_tokens.clear()  # simple and bounded; refilled by the next calls
         self._verified_tokens[token] = (principal, principal.expires_at)
         return principal
 
-    def authenticate(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Principal:
+    def _forget_if_keys_changed(self) -> None:
+        """A token remembered under a key that is gone must be checked again."""
+        if self._generation != self._verifier.generation:
+            self._verified_tokens.clear()
+            self._generation = self._verifier.generation
+
+    async def authenticate(
+        self, metadata: Iterable[tuple[str, str | bytes]] | None, method: str
+    ) -> Principal:
         """The principal of a call's metadata; raises Unauthenticated or PermissionDenied."""
-        principal = self._verified(bearer_token(metadata))
-        if not principal.roles & self._allowed_roles:
-            raise errors.PermissionDenied(
-                f"roles {sorted(principal.roles)} may not call this service "
-                f"(needs one of {sorted(self._allowed_roles)})"
+        principal = await self._verified(bearer_token(metadata))
+        if not self._access.allows(principal.identity, method):
+            name = method.lstrip("/")
+            RPC_DENIED.labels(principal.identity, name).inc()
+            log.warning(
+                "permission denied: identity %s (sub %s) may not call %s",
+                principal.identity,
+                principal.user_id,
+                name,
             )
+            raise errors.PermissionDenied(f"identity {principal.identity!r} may not call {name}")
         return principal
 
     def guard_for(self, details: grpc.HandlerCallDetails) -> Guard | None:
         """Authenticate every call of a non-exempt method, inside the call."""
         if details.method.startswith(self._exempt_prefixes):
             return None
-        return self._principal_guard
+        method = details.method
+
+        @asynccontextmanager
+        async def guard(context: Context, request: Any) -> AsyncIterator[None]:
+            async with self._principal_guard(context, method):
+                yield
+
+        return guard
 
     @asynccontextmanager
-    async def _principal_guard(self, context: Context, request: Any) -> AsyncIterator[None]:
+    async def _principal_guard(self, context: Context, method: str) -> AsyncIterator[None]:
         try:
-            principal = self.authenticate(context.invocation_metadata())
+            principal = await self.authenticate(context.invocation_metadata(), method)
         except errors.AssayError as err:
             await context.abort_with_status(err.to_status())
         token = _current.set(principal)
@@ -299,20 +312,48 @@ def bearer_token_interceptors(token: TokenSource) -> list[grpc.aio.ClientInterce
     ]
 
 
-def service_token_provider(
-    secret: str, name: str, *, ttl: float = 3600.0, refresh_before: float = 300.0
-) -> Callable[[], str]:
-    """A callable returning a ``service``-role token for ``name``, re-minted near expiry."""
-    lock = threading.Lock()
-    state: dict[str, Any] = {"token": "", "renew_at": 0.0}
-    margin = min(refresh_before, ttl / 2)
+class _TokenFile:
+    """A token kept in a file that another party renews (the kubelet's projected token, the
+    local stack's issuer): re-read when the file changes, looked at once a second at most."""
 
-    def provide() -> str:
-        with lock:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._token = ""
+        self._stamp: tuple[int, int, int] | None = None
+        self._checked_at = float("-inf")
+
+    def __call__(self) -> str:
+        with self._lock:
             now = time.monotonic()
-            if now >= state["renew_at"]:
-                state["token"] = mint_token(secret, name, ["service"], ttl)
-                state["renew_at"] = now + ttl - margin
-            return str(state["token"])
+            if now - self._checked_at >= TOKEN_FILE_CHECK or not self._token:
+                self._checked_at = now
+                self._reload()
+            return self._token
 
-    return provide
+    def _reload(self) -> None:
+        try:
+            status = os.stat(self._path)  # follows the kubelet's ..data symlink swap
+            stamp = (status.st_ino, status.st_mtime_ns, status.st_size)
+            if stamp != self._stamp:
+                self._token = self._path.read_text().strip()
+                self._stamp = stamp
+        except OSError as err:
+            if not self._token:
+                raise errors.Unauthenticated(f"cannot read the service token: {err}") from None
+            log.warning(
+                "cannot re-read the service token %s (%s); keeping the last", self._path, err
+            )
+
+
+def file_token_provider(path: str | Path) -> Callable[[], str]:
+    """A callable returning the token in ``path``, re-read whenever the file changes."""
+    return _TokenFile(Path(path))
+
+
+def service_token(settings: Settings, name: str) -> Callable[[], str]:
+    """The token Assay's service ``name`` presents: ``ASSAY_SERVICE_TOKEN_FILE`` (a ``{name}``
+    in it is replaced by ``name``, so processes of one stack can share the setting)."""
+    if not settings.service_token_file:
+        raise ValueError("ASSAY_SERVICE_TOKEN_FILE is not set: the service has no token")
+    return file_token_provider(settings.service_token_file.replace("{name}", name))

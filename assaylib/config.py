@@ -16,8 +16,6 @@ from assaylib.jobs import DEFAULT_LOCALE, LOCALES
 __all__ = ["ConfigError", "Settings", "listen_addr", "parse_duration"]
 
 ENV_PREFIX = "ASSAY_"
-MIN_SECRET_BYTES = 32
-"""Shortest HS256 secret accepted (RFC 7518 §3.2; PyJWT warns below it)."""
 LOG_FORMATS = ("auto", "json", "text")
 """ASSAY_LOG_FORMAT's values (``auto``: text on a terminal, JSON otherwise)."""
 
@@ -82,8 +80,29 @@ class Settings:
     """host:port of the notifier service."""
     worker_addr: str = "127.0.0.1:50054"
     """host:port of the worker's gRPC health endpoint."""
-    jwt_secret: str = ""
-    """HS256 secret for bearer tokens; required by ``from_env`` unless explicitly allowed."""
+    jwks_file: str = ""
+    """Path of a JWKS file holding the public keys tokens are verified with (re-read every
+    ``jwks_refresh`` and on an unknown ``kid``); a server needs this or ``jwks_url``."""
+    jwks_url: str = ""
+    """URL of a JWKS (an identity provider's ``jwks_uri``), used when ``jwks_file`` is empty."""
+    jwks_refresh: float = 300.0
+    """Seconds between re-reads of the JWKS (a removed key's tokens fail after the next)."""
+    jwt_issuer: str = "assay"
+    """Accepted token issuers (``iss``), comma-separated: e.g. the cluster's service-account
+    issuer and the organisation's identity provider. ``assay`` is the local stack's."""
+    jwt_audience: str = "assay"
+    """The audience (``aud``) every token must name."""
+    jwt_roles_claim: str = "roles"
+    """The claim holding a token's roles; a dotted path reaches into nested objects."""
+    service_account_namespace: str = ""
+    """Namespaces (comma-separated) whose ``assay-<name>`` service accounts are Assay's
+    services; empty: any namespace's (set it on a cluster shared with others)."""
+    service_token_file: str = ""
+    """Path of the token this process presents to other services (re-read when it changes);
+    ``{name}`` in it is replaced by the service's identity."""
+    signing_key_file: str = ""
+    """PEM private key that ``assay token mint`` signs with (the local stack's by default);
+    never given to a service."""
     token_cost: int = 1
     """Tokens debited per submission or retry."""
     heartbeat_interval: float = 10.0
@@ -160,11 +179,12 @@ class Settings:
 
     @classmethod
     def from_env(
-        cls, env: Mapping[str, str] | None = None, *, allow_missing_secret: bool = False
+        cls, env: Mapping[str, str] | None = None, *, allow_missing_keys: bool = False
     ) -> Settings:
         """Read settings from ``env`` (default ``os.environ``).
 
-        Every malformed variable is reported at once, in one ConfigError.
+        A server needs ``ASSAY_JWKS_FILE`` or ``ASSAY_JWKS_URL`` (clients and the migration pass
+        ``allow_missing_keys``). Every malformed variable is reported at once, in one ConfigError.
         """
         source = os.environ if env is None else env
         values: dict[str, Any] = {}
@@ -177,11 +197,13 @@ class Settings:
             try:
                 values[field.name] = _PARSERS.get(field.name, _parse_str)(raw.strip())
             except (ConfigError, ValueError) as err:
-                shown = "(hidden)" if field.name == "jwt_secret" else repr(raw)
-                problems[var] = f"{shown} {err}"
-        secret_var = env_var("jwt_secret")
-        if not (allow_missing_secret or values.get("jwt_secret") or secret_var in problems):
-            problems[secret_var] = "must be set (the HS256 secret for bearer tokens)"
+                problems[var] = f"{raw!r} {err}"
+        keys_var = env_var("jwks_file")
+        if not (allow_missing_keys or values.get("jwks_file") or values.get("jwks_url")):
+            problems.setdefault(
+                keys_var,
+                "must be set, or ASSAY_JWKS_URL (the public keys tokens are verified with)",
+            )
         if problems:
             listed = "; ".join(f"{var}: {why}" for var, why in sorted(problems.items()))
             raise ConfigError(f"invalid configuration: {listed}", problems)
@@ -197,9 +219,15 @@ def _parse_str(raw: str) -> str:
     return raw
 
 
-def _secret(raw: str) -> str:
-    if raw and len(raw.encode()) < MIN_SECRET_BYTES:
-        raise ConfigError(f"must be at least {MIN_SECRET_BYTES} bytes")
+def _issuers(raw: str) -> str:
+    if not [part for part in raw.split(",") if part.strip()]:
+        raise ConfigError("must name at least one issuer")
+    return raw
+
+
+def _required(raw: str) -> str:
+    if not raw:
+        raise ConfigError("must not be empty")
     return raw
 
 
@@ -276,7 +304,10 @@ def _log_level(raw: str) -> str:
 
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
-    "jwt_secret": _secret,
+    "jwt_issuer": _issuers,
+    "jwt_audience": _required,
+    "jwt_roles_claim": _required,
+    "jwks_refresh": _positive_duration,
     "archive_addr": _address(optional=False),
     "assessment_addr": _address(optional=False),
     "notifier_addr": _address(optional=False),

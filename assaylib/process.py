@@ -29,14 +29,14 @@ def run(main: Coroutine[Any, Any, T]) -> T:
 
 
 def settings_or_exit(
-    service: str, *, listen: str = "", allow_missing_secret: bool = False, metrics: bool = True
+    service: str, *, listen: str = "", allow_missing_keys: bool = False, metrics: bool = True
 ) -> Settings:
     """The settings from the environment, with logging, tracing (when OTEL_TRACES_EXPORTER
     asks for it) and, for servers, the metrics endpoint set up; on a bad value print
     `<service>: <what is wrong>` and exit 2. `listen` names the Settings address field the
     service binds, checked here so a bad one is a configuration error too."""
     try:
-        settings = Settings.from_env(allow_missing_secret=allow_missing_secret)
+        settings = Settings.from_env(allow_missing_keys=allow_missing_keys)
         if listen:
             listen_addr(getattr(settings, listen))
     except ConfigError as err:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import grpc
@@ -14,7 +14,8 @@ from grpc_reflection.v1alpha import reflection
 
 from assaylib import tracing
 from assaylib._handlers import DecodeGuardInterceptor
-from assaylib.auth import AuthInterceptor
+from assaylib.access import ACCESS, AccessTable
+from assaylib.auth import AuthInterceptor, verifier_of
 from assaylib.config import Settings
 from assaylib.error_mapping import ErrorMappingInterceptor
 from assaylib.telemetry import RpcMetricsInterceptor
@@ -59,24 +60,29 @@ async def create_server(
     settings: Settings,
     register: Sequence[Callable[[grpc.aio.Server], None]],
     service_names: Sequence[str],
-    allowed_roles: Iterable[str],
+    access: AccessTable = ACCESS,
     transient_errors: Sequence[type[BaseException]] = (),
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
     """Start a server on ``bind`` with the servicers ``register`` adds; return it, its port and
     its health servicer (a ``grpc_health.v1.health.aio.HealthServicer``).
-    ``transient_errors`` are the exceptions that mean a backing service is down (UNAVAILABLE).
+    ``transient_errors`` are the exceptions that mean a backing service is down (UNAVAILABLE);
+    ``access`` says which identity may call which method (ARCHITECTURE §6).
 
     Interceptors, outermost first: tracing (when on), metrics, error mapping, authentication
     (health and reflection are exempt), then the decode guard (a request that does not decode
     is INVALID_ARGUMENT, after authentication). Every name in ``service_names`` and "" is set
     SERVING. Server reflection is served when ``settings.reflection`` (it is unauthenticated).
     """
+    verifier = verifier_of(settings)
+    await verifier.refresh()  # read once now, so a missing JWKS is said at start-up
+    if not verifier.kids:
+        log.error("the JWKS holds no usable key: every call will be UNAUTHENTICATED")
     server = grpc.aio.server(
         interceptors=[
             *tracing.server_interceptors(),
             RpcMetricsInterceptor(),
             ErrorMappingInterceptor(transient_errors),
-            AuthInterceptor(settings.jwt_secret, allowed_roles),
+            AuthInterceptor(verifier, access),
             DecodeGuardInterceptor(),
         ],
         options=SERVER_OPTIONS,

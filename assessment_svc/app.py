@@ -13,7 +13,7 @@ from assay.assessment.v1 import assessment_service_pb2_grpc as pb_grpc
 from assaylib.config import Settings
 from assaylib.server import create_server, shutdown
 from assessment_svc.archive_client import ArchiveClient
-from assessment_svc.server import ALLOWED_ROLES, SERVICE_NAME, AssessmentServicer
+from assessment_svc.server import SERVICE_NAME, AssessmentServicer
 from assessment_svc.submissions import Assessments
 
 __all__ = ["AssessmentApp"]
@@ -47,7 +47,6 @@ class AssessmentApp:
                 settings=settings,
                 register=[lambda s: pb_grpc.add_AssessmentServiceServicer_to_server(servicer, s)],
                 service_names=[SERVICE_NAME],
-                allowed_roles=ALLOWED_ROLES,
             )
         except BaseException:
             await archive.close()

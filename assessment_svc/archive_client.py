@@ -23,7 +23,7 @@ from assay.archive.v1 import archive_service_pb2 as pb
 from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
 from assay.common.v1 import job_pb2
 from assaylib import errors
-from assaylib.auth import service_token_provider
+from assaylib.auth import service_token
 from assaylib.batching import Batcher
 from assaylib.channels import open_channel
 from assaylib.config import Settings
@@ -77,8 +77,8 @@ class ArchiveClient:
 
     @classmethod
     def connect(cls, settings: Settings) -> ArchiveClient:
-        """A client on ``settings.archive_addr`` presenting a ``service`` token."""
-        token = service_token_provider(settings.jwt_secret, SERVICE_IDENTITY)
+        """A client on ``settings.archive_addr`` presenting the assessment service's token."""
+        token = service_token(settings, SERVICE_IDENTITY)
         return cls(open_channel(settings.archive_addr, settings, token=token))
 
     async def close(self) -> None:

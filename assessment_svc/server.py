@@ -1,8 +1,9 @@
 """The AssessmentService servicer: thin, each RPC one call into ``submissions.Assessments``.
 
-Authentication happens in the shared interceptor (any of ``ALLOWED_ROLES``); the servicer
-reads the caller with ``current_principal()`` and bounds every archive call by the caller's
-remaining deadline. Domain errors become gRPC statuses in the shared error interceptor.
+Authentication happens in the shared interceptor (users, internal callers and operators:
+``assaylib.access.ACCESS``); the servicer reads the caller with ``current_principal()`` and
+bounds every archive call by the caller's remaining deadline. Domain errors become gRPC
+statuses in the shared error interceptor.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from assaylib.auth import current_principal
 from assessment_svc.archive_client import Budget
 from assessment_svc.submissions import Assessments
 
-__all__ = ["ALLOWED_ROLES", "SERVICE_NAME", "AssessmentServicer"]
+__all__ = ["SERVICE_NAME", "AssessmentServicer"]
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AssessmentService"].full_name
-ALLOWED_ROLES = ("user", "service", "operator")
 
 Context = grpc.aio.ServicerContext[object, object]
 

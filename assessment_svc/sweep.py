@@ -26,7 +26,7 @@ import grpc
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
 from assaylib import process
-from assaylib.auth import service_token_provider
+from assaylib.auth import service_token
 from assaylib.channels import open_channel
 from assaylib.config import Settings
 from assaylib.errors import error_from_rpc
@@ -66,7 +66,7 @@ async def sweep_once(
     settings: Settings, *, dry_run: bool, force: bool
 ) -> pb.SweepStuckJobsResponse:
     """Ask the archive for one sweep."""
-    token = service_token_provider(settings.jwt_secret, "sweep")
+    token = service_token(settings, "sweep")
     channel = open_channel(settings.archive_addr, settings, token=token)
     try:
         stub = pb_grpc.ArchiveServiceStub(channel)
@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="override the mass-failure guard")
     parser.add_argument("--loop", action="store_true", help="sweep every ASSAY_SWEEP_INTERVAL")
     args = parser.parse_args(argv)
-    settings = process.settings_or_exit("sweep", metrics=False)  # exit 2 when bad
+    settings = process.settings_or_exit(
+        "sweep", allow_missing_keys=True, metrics=False
+    )  # exit 2 when bad
     if args.loop:
         process.run(sweep_until_stopped(settings, force=args.force))
         return EXIT_OK

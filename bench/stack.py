@@ -21,8 +21,9 @@ from assay.archive.v1 import archive_service_pb2_grpc as archive_grpc
 from assay.assessment.v1 import assessment_service_pb2_grpc as assessment_grpc
 from assay.notifier.v1 import notifier_service_pb2_grpc as notifier_grpc
 from assay_cli.stack import LocalStack, StackInfo
-from assaylib.auth import bearer_token_interceptors, mint_token
+from assaylib.auth import bearer_token_interceptors
 from assaylib.embedded import EmbeddedNats, postgres_install_dir
+from assaylib.issuer import Issuer
 from bench import environment
 from bench.report import progress
 
@@ -64,7 +65,7 @@ class BenchStack:
 
     def user_token(self, user: str) -> str:
         """A bearer token for a user."""
-        return mint_token(self.info.jwt_secret, user, ["user"], ttl=86400)
+        return Issuer.load(self.info.signing_key_file).mint(user, ["user"], ttl=86400)
 
     def assessment(self, user: str) -> tuple[grpc.aio.Channel, Any]:
         """An AssessmentService stub acting as ``user``."""

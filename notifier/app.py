@@ -11,14 +11,14 @@ from grpc_health.v1.health import HealthServicer
 
 from assay.archive.v1 import archive_service_pb2_grpc as archive_grpc
 from assay.notifier.v1 import notifier_service_pb2_grpc as pb_grpc
-from assaylib.auth import service_token_provider
+from assaylib.auth import service_token
 from assaylib.channels import open_channel
 from assaylib.config import Settings
 from assaylib.server import create_server, shutdown
 from assaylib.streams import StreamNames
 from notifier.events_source import EventsSource
 from notifier.hub import WatchHub
-from notifier.server import ALLOWED_ROLES, SERVICE_NAME, NotifierServicer
+from notifier.server import SERVICE_NAME, NotifierServicer
 from notifier.watch import WatchLimits
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class NotifierApp:
         channel = open_channel(
             settings.archive_addr,
             settings,
-            token=service_token_provider(settings.jwt_secret, "notifier"),
+            token=service_token(settings, "notifier"),
         )
         hub = WatchHub(
             source,
@@ -68,7 +68,6 @@ class NotifierApp:
                 settings=settings,
                 register=[lambda s: pb_grpc.add_NotifierServiceServicer_to_server(servicer, s)],
                 service_names=[SERVICE_NAME],
-                allowed_roles=ALLOWED_ROLES,
             )
         except BaseException:
             await hub.stop()

@@ -13,7 +13,6 @@ from notifier.hub import WatchHub
 from notifier.scope import watch_scope
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["NotifierService"].full_name
-ALLOWED_ROLES = ("user", "service", "operator")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 

@@ -25,13 +25,41 @@ from sqlalchemy.engine import make_url
 from archive_svc.app import ArchiveApp
 from archive_svc.migrate import upgrade_async
 from assay.archive.v1 import archive_service_pb2_grpc
-from assaylib.auth import bearer_token_interceptors, mint_token
+from assaylib.access import SERVICE_IDENTITIES
+from assaylib.auth import bearer_token_interceptors
 from assaylib.config import Settings
 from assaylib.embedded import EmbeddedNats, EmbeddedPostgres
+from assaylib.issuer import Issuer, write_jwks
 from assaylib.streams import StreamNames
 
-JWT_SECRET = "test-secret-that-is-long-enough-for-hs256"
 TEMPLATE_DB = f"assay_template_{os.getpid()}"
+ISSUER = Issuer.generate()
+"""The suite's token issuer (the services only ever see its public JWKS)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Trust:
+    """Where the suite's issuer is published: its key (for stacks that act as the issuer),
+    its JWKS, and a token file per Assay service (``{name}`` in ``token_file``)."""
+
+    key_file: Path
+    jwks_file: Path
+    token_file: str
+
+    def env(self) -> dict[str, str]:
+        """The environment a service process needs to verify and present tokens."""
+        return {"ASSAY_JWKS_FILE": str(self.jwks_file), "ASSAY_SERVICE_TOKEN_FILE": self.token_file}
+
+
+@pytest.fixture(scope="session")
+def trust(tmp_path_factory: pytest.TempPathFactory) -> Trust:
+    """The suite issuer's key, JWKS and service token files (valid for a day)."""
+    base = tmp_path_factory.mktemp("issuer")
+    ISSUER.save(base / "signing-key.pem")
+    write_jwks(base / "jwks.json", [ISSUER])
+    for name in SERVICE_IDENTITIES:
+        (base / f"{name}.token").write_text(ISSUER.mint_service(name, ttl=86400))
+    return Trust(base / "signing-key.pem", base / "jwks.json", str(base / "{name}.token"))
 
 
 @dataclasses.dataclass
@@ -123,12 +151,13 @@ async def stream_names(servers: Servers) -> AsyncIterator[StreamNames]:
 
 
 @pytest.fixture
-def settings(servers: Servers, database: str, stream_names: StreamNames) -> Settings:
+def settings(servers: Servers, database: str, stream_names: StreamNames, trust: Trust) -> Settings:
     """Settings for this test's database and streams, with short intervals."""
     return Settings(
         database_url=database,
         nats_url=servers.nats_url,
-        jwt_secret=JWT_SECRET,
+        jwks_file=str(trust.jwks_file),
+        service_token_file=trust.token_file,
         heartbeat_interval=0.5,
         lease_timeout=1.5,
         stuck_after=3.0,
@@ -147,17 +176,19 @@ async def archive(settings: Settings) -> AsyncIterator[ArchiveApp]:
 
 
 def token(role: str, user_id: str = "") -> str:
-    """A bearer token for the test secret."""
-    return mint_token(JWT_SECRET, user_id or f"{role}-1", [role])
+    """A bearer token from the suite's issuer. Role ``service`` with a ``user_id`` that is
+    none of Assay's services is an internal caller; ``token("service", "worker")`` is the
+    worker's identity."""
+    return ISSUER.mint(user_id or f"{role}-1", [role])
 
 
 @pytest.fixture
 async def archive_stub(
     archive: ArchiveApp,
 ) -> AsyncIterator[archive_service_pb2_grpc.ArchiveServiceAsyncStub]:
-    """An ArchiveService client with a service token, over a real channel."""
+    """An ArchiveService client with an operator token, over a real channel."""
     channel = grpc.aio.insecure_channel(
-        f"127.0.0.1:{archive.port}", interceptors=bearer_token_interceptors(token("service"))
+        f"127.0.0.1:{archive.port}", interceptors=bearer_token_interceptors(token("operator"))
     )
     yield archive_service_pb2_grpc.ArchiveServiceStub(channel)
     await channel.close()

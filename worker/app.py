@@ -20,7 +20,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
-from assaylib.auth import service_token_provider
+from assaylib.auth import service_token
 from assaylib.channels import open_channel
 from assaylib.config import Settings, listen_addr
 from assaylib.server import create_server, shutdown
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "assay.worker"
 """The health-check name of a worker (it serves no RPCs of its own)."""
-ALLOWED_ROLES = ("user", "service", "operator")
 ServingStatus: TypeAlias = health_pb2.HealthCheckResponse.ServingStatus.ValueType
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -104,7 +103,6 @@ class WorkerApp:
             settings=settings,
             register=[],
             service_names=[SERVICE_NAME],
-            allowed_roles=ALLOWED_ROLES,
             transient_errors=NATS_TRANSIENT,
         )
         await set_health(health, NOT_SERVING)  # until NATS and the consumer are ready
@@ -117,7 +115,7 @@ class WorkerApp:
         channel = open_channel(
             settings.archive_addr,
             settings,
-            token=service_token_provider(settings.jwt_secret, "worker"),
+            token=service_token(settings, "worker"),
         )
         archive = ArchiveClient(
             pb_grpc.ArchiveServiceStub(channel), timeout=rpc_timeout_for(settings)

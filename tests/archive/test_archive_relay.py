@@ -47,7 +47,7 @@ def stub_for(
 ) -> tuple[grpc.aio.Channel, archive_service_pb2_grpc.ArchiveServiceAsyncStub]:
     """A channel and stub to an archive started by the test itself."""
     channel = grpc.aio.insecure_channel(
-        f"127.0.0.1:{app.port}", interceptors=bearer_token_interceptors(token("service"))
+        f"127.0.0.1:{app.port}", interceptors=bearer_token_interceptors(token("operator"))
     )
     return channel, archive_service_pb2_grpc.ArchiveServiceStub(channel)
 

@@ -12,10 +12,14 @@ import grpc.aio
 import pytest
 
 from assaylib import errors
+from assaylib.access import ALL, AccessTable
 from assaylib.auth import current_principal
+from assaylib.config import Settings
+from tests.conftest import Trust
 
-SECRET = "test-secret-0123456789-0123456789-abcdef"
 PROBE = "assaytest.Probe"
+PROBE_ACCESS = AccessTable({PROBE: {"user": ALL}})
+"""Users may call every probe method; no one else may."""
 
 
 class ProbeServicer:
@@ -107,9 +111,9 @@ class ServerFactory(Protocol):
 
 
 @pytest.fixture
-def jwt_secret() -> str:
-    """The HS256 secret the probe servers and tokens share."""
-    return SECRET
+def probe_settings(trust: Trust) -> Settings:
+    """Settings whose servers verify tokens of the suite's issuer."""
+    return Settings(jwks_file=str(trust.jwks_file))
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 
 from assaylib.config import ConfigError, Settings, listen_addr, parse_duration
 
-SECRET = "0123456789abcdef0123456789abcdef"
+JWKS = "/etc/assay/jwks/jwks.json"
 
 
 @pytest.mark.parametrize(
@@ -34,7 +34,7 @@ def test_parse_duration_rejects_garbage(text: str) -> None:
 
 
 def test_defaults_when_env_empty() -> None:
-    settings = Settings.from_env({}, allow_missing_secret=True)
+    settings = Settings.from_env({}, allow_missing_keys=True)
     assert settings == Settings()
     assert settings.database_url == "postgresql+asyncpg://postgres@127.0.0.1:5432/assay"
     assert settings.archive_addr == "127.0.0.1:50052"
@@ -48,7 +48,9 @@ def test_defaults_when_env_empty() -> None:
 def test_overrides_are_parsed() -> None:
     settings = Settings.from_env(
         {
-            "ASSAY_JWT_SECRET": SECRET,
+            "ASSAY_JWKS_FILE": JWKS,
+            "ASSAY_JWT_ISSUER": "https://kubernetes.default.svc, https://idp.example.com",
+            "ASSAY_JWT_ROLES_CLAIM": "realm_access.roles",
             "ASSAY_ARCHIVE_ADDR": "archive:6000",
             "ASSAY_TOKEN_COST": "2",
             "ASSAY_STUCK_AFTER": "2m",
@@ -60,7 +62,10 @@ def test_overrides_are_parsed() -> None:
             "UNRELATED": "ignored",
         }
     )
-    assert settings.jwt_secret == SECRET
+    assert settings.jwks_file == JWKS
+    assert settings.jwt_issuer == "https://kubernetes.default.svc, https://idp.example.com"
+    assert settings.jwt_roles_claim == "realm_access.roles"
+    assert settings.jwt_audience == "assay"
     assert settings.archive_addr == "archive:6000"
     assert settings.token_cost == 2
     assert settings.stuck_after == 120.0
@@ -72,14 +77,15 @@ def test_overrides_are_parsed() -> None:
 
 
 def test_lease_defaults_to_three_heartbeats() -> None:
-    settings = Settings.from_env({"ASSAY_HEARTBEAT_INTERVAL": "500ms"}, allow_missing_secret=True)
+    settings = Settings.from_env({"ASSAY_HEARTBEAT_INTERVAL": "500ms"}, allow_missing_keys=True)
     assert settings.lease_timeout == pytest.approx(1.5)
     assert Settings(heartbeat_interval=2.0).lease_timeout == 6.0
 
 
-def test_missing_secret_is_an_error() -> None:
-    with pytest.raises(ConfigError, match="ASSAY_JWT_SECRET"):
+def test_a_server_without_a_jwks_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="ASSAY_JWKS_FILE"):
         Settings.from_env({})
+    assert Settings.from_env({"ASSAY_JWKS_URL": "https://idp/jwks"}).jwks_url == "https://idp/jwks"
 
 
 def test_every_bad_variable_is_reported_at_once() -> None:
@@ -94,7 +100,7 @@ def test_every_bad_variable_is_reported_at_once() -> None:
     }
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(env)
-    expected = {*env, "ASSAY_JWT_SECRET"}
+    expected = {*env, "ASSAY_JWKS_FILE"}
     assert set(caught.value.problems) == expected
     for var in expected:
         assert var in str(caught.value)
@@ -107,37 +113,40 @@ def test_listen_addr_binds_every_interface() -> None:
         listen_addr("localhost")
 
 
-def test_short_secret_is_refused_without_echoing_it() -> None:
-    with pytest.raises(ConfigError, match="at least 32 bytes") as caught:
-        Settings.from_env({"ASSAY_JWT_SECRET": "hunter2"})
-    assert "hunter2" not in str(caught.value)
+@pytest.mark.parametrize(
+    ("var", "raw"),
+    [("ASSAY_JWT_ISSUER", " , "), ("ASSAY_JWT_AUDIENCE", ""), ("ASSAY_JWKS_REFRESH", "0")],
+)
+def test_token_settings_must_say_something(var: str, raw: str) -> None:
+    with pytest.raises(ConfigError, match=var):
+        Settings.from_env({"ASSAY_JWKS_FILE": JWKS, var: raw})
 
 
 @pytest.mark.parametrize(("raw", "ratio"), [("0", 0.0), ("0.1", 0.1), ("1", 1.0)])
 def test_trace_sample_ratio_may_be_zero(raw: str, ratio: float) -> None:
     # 0: never begin a trace here, but record the traces callers began.
-    env = {"ASSAY_JWT_SECRET": SECRET, "ASSAY_TRACE_SAMPLE_RATIO": raw}
+    env = {"ASSAY_JWKS_FILE": JWKS, "ASSAY_TRACE_SAMPLE_RATIO": raw}
     assert Settings.from_env(env).trace_sample_ratio == ratio
 
 
 @pytest.mark.parametrize("raw", ["-0.1", "1.5", "nan", "some"])
 def test_trace_sample_ratio_outside_zero_to_one_is_refused(raw: str) -> None:
-    env = {"ASSAY_JWT_SECRET": SECRET, "ASSAY_TRACE_SAMPLE_RATIO": raw}
+    env = {"ASSAY_JWKS_FILE": JWKS, "ASSAY_TRACE_SAMPLE_RATIO": raw}
     with pytest.raises(ConfigError, match="ASSAY_TRACE_SAMPLE_RATIO"):
         Settings.from_env(env)
 
 
 @pytest.mark.parametrize("raw", ["0", "nan"])
 def test_sweep_max_fraction_must_be_above_zero(raw: str) -> None:
-    env = {"ASSAY_JWT_SECRET": SECRET, "ASSAY_SWEEP_MAX_FRACTION": raw}
+    env = {"ASSAY_JWKS_FILE": JWKS, "ASSAY_SWEEP_MAX_FRACTION": raw}
     with pytest.raises(ConfigError, match="ASSAY_SWEEP_MAX_FRACTION"):
         Settings.from_env(env)
 
 
 def test_the_default_locale_is_indonesian_and_only_known_locales_are_accepted() -> None:
     assert Settings().default_locale == "id"
-    english = Settings.from_env({"ASSAY_DEFAULT_LOCALE": "en"}, allow_missing_secret=True)
+    english = Settings.from_env({"ASSAY_DEFAULT_LOCALE": "en"}, allow_missing_keys=True)
     assert english.default_locale == "en"
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env({"ASSAY_DEFAULT_LOCALE": "fr"}, allow_missing_secret=True)
+        Settings.from_env({"ASSAY_DEFAULT_LOCALE": "fr"}, allow_missing_keys=True)
     assert "ASSAY_DEFAULT_LOCALE" in caught.value.problems

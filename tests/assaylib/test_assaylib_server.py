@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,14 +16,13 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import REGISTRY
 
 from assaylib import errors
-from assaylib.auth import mint_token
 from assaylib.channels import open_channel
 from assaylib.config import Settings
 from assaylib.process import serve_until_stopped
 from assaylib.server import create_server, shutdown
-from tests.assaylib.conftest import PROBE, probe_unary
+from tests.assaylib.conftest import PROBE, PROBE_ACCESS, probe_unary
+from tests.conftest import token
 
-SECRET = "test-secret-0123456789-0123456789-abcdef"  # the same as conftest's jwt_secret
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -38,18 +38,20 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(probe_service: grpc.GenericRpcHandler, jwt_secret: str) -> AsyncIterator[Stack]:
+async def stack(
+    probe_service: grpc.GenericRpcHandler, probe_settings: Settings
+) -> AsyncIterator[Stack]:
     """The probe service behind create_server, allowing the ``user`` role."""
-    settings = Settings(jwt_secret=jwt_secret)
+    settings = probe_settings
     server, port, health = await create_server(
         "127.0.0.1:0",
         settings=settings,
         register=[lambda s: s.add_generic_rpc_handlers([probe_service])],
         service_names=[PROBE],
-        allowed_roles={"user"},
+        access=PROBE_ACCESS,
     )
     addr = f"127.0.0.1:{port}"
-    channel = open_channel(addr, settings, mint_token(jwt_secret, "user-1", ["user"]))
+    channel = open_channel(addr, settings, token("user", "user-1"))
     anonymous = open_channel(addr, settings)
     yield Stack(server, health, channel, anonymous)
     await channel.close()
@@ -78,15 +80,15 @@ async def test_reflection_is_exempt_and_lists_services(stack: Stack) -> None:
 
 
 async def test_reflection_off_is_not_served(
-    probe_service: grpc.GenericRpcHandler, jwt_secret: str
+    probe_service: grpc.GenericRpcHandler, probe_settings: Settings
 ) -> None:
-    settings = Settings(jwt_secret=jwt_secret, reflection=False)
+    settings = dataclasses.replace(probe_settings, reflection=False)
     server, port, _health = await create_server(
         "127.0.0.1:0",
         settings=settings,
         register=[lambda s: s.add_generic_rpc_handlers([probe_service])],
         service_names=[PROBE],
-        allowed_roles={"user"},
+        access=PROBE_ACCESS,
     )
     try:
         async with open_channel(f"127.0.0.1:{port}", settings) as channel:

@@ -12,10 +12,11 @@ import grpc
 import grpc.aio
 import pytest
 
-from assaylib.auth import mint_token
 from assaylib.channels import open_channel
 from assaylib.config import Settings
 from assaylib.server import create_server
+from tests.assaylib.conftest import PROBE_ACCESS
+from tests.conftest import token as mint
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 
@@ -86,10 +87,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 async def test_mutual_tls_round_trip(
-    pki: Path, probe_service: grpc.GenericRpcHandler, jwt_secret: str
+    pki: Path, probe_service: grpc.GenericRpcHandler, probe_settings: Settings
 ) -> None:
-    server_settings = Settings(
-        jwt_secret=jwt_secret,
+    server_settings = dataclasses.replace(
+        probe_settings,
         tls_cert=str(pki / "server.pem"),
         tls_key=str(pki / "server.key"),
         tls_ca=str(pki / "ca.pem"),
@@ -99,12 +100,12 @@ async def test_mutual_tls_round_trip(
         settings=server_settings,
         register=[lambda s: s.add_generic_rpc_handlers([probe_service])],
         service_names=["assaytest.Probe"],
-        allowed_roles={"user"},
+        access=PROBE_ACCESS,
     )
     client_settings = dataclasses.replace(
         server_settings, tls_cert=str(pki / "client.pem"), tls_key=str(pki / "client.key")
     )
-    token = mint_token(jwt_secret, "tls-user", ["user"])
+    token = mint("user", "tls-user")
     no_client_cert = dataclasses.replace(server_settings, tls_cert="", tls_key="")
     try:
         async with open_channel(f"127.0.0.1:{port}", client_settings, token) as channel:

@@ -26,11 +26,13 @@ from assay.common.v1 import job_pb2
 from assaylib.auth import AuthInterceptor, bearer_token_interceptors
 from assaylib.config import Settings
 from assaylib.embedded import free_port
+from assaylib.issuer import Issuer, write_jwks
+from assaylib.keys import TokenVerifier, VerifierSettings
 from assessment_svc.app import AssessmentApp
 from assessment_svc.archive_client import DEFAULT_TIMEOUT
 from tests.archive.helpers import expect_error, snapshot
 from tests.assessment.conftest import grant, submission
-from tests.conftest import JWT_SECRET, token
+from tests.conftest import Trust, token
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_ID = "7f4b3c2a-1d2e-4f50-8a9b-0c1d2e3f4a5b"
@@ -141,11 +143,13 @@ async def test_expired_deadline_cancels_the_archive_call(fake_archive) -> None:
     await asyncio.wait_for(fake.cancelled.wait(), timeout=5.0)
 
 
-async def test_archive_refusing_our_credentials_is_internal(settings: Settings) -> None:
-    # An archive with another secret: the caller's token is fine, ours is not.
-    server = grpc.aio.server(
-        interceptors=[AuthInterceptor("another-secret-that-is-long-enough-xx", ["service"])]
-    )
+async def test_archive_refusing_our_credentials_is_internal(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # An archive trusting another issuer: the caller's token is fine, ours is not.
+    write_jwks(tmp_path / "jwks.json", [Issuer.generate()])
+    verifier = TokenVerifier(VerifierSettings(), jwks_file=str(tmp_path / "jwks.json"))
+    server = grpc.aio.server(interceptors=[AuthInterceptor(verifier)])
     archive_grpc.add_ArchiveServiceServicer_to_server(FakeArchive(), server)  # type: ignore[abstract]
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -186,7 +190,7 @@ async def test_bad_configuration_exits_2_with_one_line() -> None:
     assert process.returncode == 2
     lines = stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("assessment: invalid configuration")
-    assert "ASSAY_JWT_SECRET" in lines[0] and "ASSAY_TOKEN_COST" in lines[0]
+    assert "ASSAY_JWKS_FILE" in lines[0] and "ASSAY_TOKEN_COST" in lines[0]
 
 
 async def wait_serving(port: int, within: float = 30.0) -> None:
@@ -197,7 +201,7 @@ async def wait_serving(port: int, within: float = 30.0) -> None:
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-async def test_process_serves_and_stops_on_sigterm(archive, archive_stub) -> None:
+async def test_process_serves_and_stops_on_sigterm(archive, archive_stub, trust: Trust) -> None:
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -205,7 +209,7 @@ async def test_process_serves_and_stops_on_sigterm(archive, archive_stub) -> Non
         "assessment_svc",
         cwd=REPO,
         env=process_env(
-            ASSAY_JWT_SECRET=JWT_SECRET,
+            **trust.env(),
             ASSAY_ASSESSMENT_ADDR=f"127.0.0.1:{port}",
             ASSAY_ARCHIVE_ADDR=f"127.0.0.1:{archive.port}",
             ASSAY_SHUTDOWN_GRACE="2s",

@@ -526,7 +526,7 @@ async def test_undecodable_bodies_are_invalid_argument_after_authentication(
     body = b"\xff\xff"
     services = {
         "assay.assessment.v1.AssessmentService": (assessment.port, "user"),
-        "assay.archive.v1.ArchiveService": (archive.port, "service"),
+        "assay.archive.v1.ArchiveService": (archive.port, "operator"),
         "assay.notifier.v1.NotifierService": (notifier.port, "user"),
         "grpc.health.v1.Health": (archive.port, ""),  # exempt from authentication
     }
@@ -564,7 +564,7 @@ async def test_a_meta_nested_past_the_decoder_limit_is_invalid_argument(
             "user",
             submit,
         ),
-        (archive.port, "/assay.archive.v1.ArchiveService/CreateSubmission", "service", create),
+        (archive.port, "/assay.archive.v1.ArchiveService/CreateSubmission", "operator", create),
     ]
     before = await snapshot(settings.database_url)
     for port, path, role, request in calls:

@@ -17,7 +17,6 @@ import psutil
 import pytest
 
 from assay_cli.stack import pid_alive
-from tests.conftest import JWT_SECRET
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -124,13 +123,12 @@ def same_path(a: str, b: str) -> bool:
 @pytest.fixture
 def cli_env(servers, database, stream_names, tmp_path) -> dict[str, str]:
     """The CLI's environment: the suite's servers, this test's database, streams and state
-    dir, the test JWT secret, and nothing from the caller's ASSAY_* settings."""
+    dir, and nothing from the caller's ASSAY_* settings (a stack makes its own issuer key)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("ASSAY_")}
     env.update(
         ASSAY_DATABASE_URL=database,
         ASSAY_NATS_URL=servers.nats_url,
         ASSAY_STREAM_PREFIX=stream_names.prefix,
-        ASSAY_JWT_SECRET=JWT_SECRET,
         ASSAY_STATE_DIR=str(tmp_path / "state"),
         ASSAY_SHUTDOWN_GRACE="5",
         ASSAY_HEARTBEAT_INTERVAL="0.5",

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import urllib.request
+from pathlib import Path
 from typing import Any
 
+import jwt
+import psutil
 import pytest
 
 from tests.cli.conftest import (
@@ -24,14 +28,15 @@ from tests.cli.conftest import (
     user_token,
 )
 
-SERVICES = {"archive", "assessment", "worker", "notifier", "sweep"}
+SERVICES = {"archive", "assessment", "worker", "notifier", "sweep", "issuer"}
 STACK_KEYS = {
     "assessment",
     "archive",
     "notifier",
     "worker",
     "token",
-    "jwt_secret",
+    "signing_key_file",
+    "jwks_file",
     "state_dir",
     "database_url",
     "nats_url",
@@ -84,7 +89,7 @@ async def test_up_submit_watch_down_leaves_no_process(cli: Cli, cli_env) -> None
         assert balance.json() == {"userId": "carol", "balance": "2"}
 
         # Every service process serves /metrics, and the job moved each one's figures.
-        assert set(info["metrics"]) == SERVICES - {"sweep"}
+        assert set(info["metrics"]) == SERVICES - {"sweep", "issuer"}
         metrics = info["metrics"]
         completed = 'assay_job_transitions_total{from_status="PROCESSING",rule="complete",'
         completed += 'to_status="COMPLETED"}'
@@ -197,3 +202,63 @@ async def test_a_foreground_stack_dies_with_a_killed_cli(cli: Cli) -> None:
         # Process exits have no event to wait on: poll, bounded by the timeout.
         while running(info["pids"].values()) or processes_with(cli.marker):  # noqa: ASYNC110
             await asyncio.sleep(0.1)
+
+
+def _holds_a_private_key(pid: int) -> list[str]:
+    """Where a process holds a private key: an environment variable naming or holding one,
+    or an open file that is one."""
+    process = psutil.Process(pid)
+    found = [
+        f"env {name}"
+        for name, value in process.environ().items()
+        if name == "ASSAY_SIGNING_KEY_FILE" or "PRIVATE KEY" in value
+    ]
+    for opened in process.open_files():
+        with contextlib.suppress(OSError):
+            if b"PRIVATE KEY" in Path(opened.path).read_bytes()[:4096]:
+                found.append(f"open file {opened.path}")
+    return found
+
+
+def _check_issuer_files(stack: dict[str, Any]) -> None:
+    """The key (owner-only), the public JWKS, and a token file per service from the key."""
+    key_file = Path(stack["signing_key_file"])
+    assert b"PRIVATE KEY" in key_file.read_bytes()
+    assert key_file.stat().st_mode & 0o077 == 0
+    jwks = json.loads(Path(stack["jwks_file"]).read_text())
+    assert [sorted(key) for key in jwks["keys"]] == [["alg", "crv", "kid", "kty", "use", "x", "y"]]
+    tokens = Path(stack["state_dir"]) / "tokens"
+    for name in ("assessment", "worker", "notifier", "sweep"):
+        minted = (tokens / f"{name}.token").read_text().strip()
+        claims = jwt.decode(minted, options={"verify_signature": False})
+        assert (claims["sub"], claims["roles"], claims["iss"]) == (name, ["service"], "assay")
+        assert jwt.get_unverified_header(minted)["kid"] == jwks["keys"][0]["kid"]
+
+
+def _check_no_service_holds_a_key(stack: dict[str, Any]) -> None:
+    services = {name: pid for name, pid in stack["pids"].items() if name != "issuer"}
+    assert set(services) == SERVICES - {"issuer"}
+    for name, pid in services.items():
+        assert _holds_a_private_key(pid) == [], name
+        environ = psutil.Process(pid).environ()
+        assert environ["ASSAY_JWKS_FILE"] == stack["jwks_file"], name
+        assert "ASSAY_JWT_SECRET" not in environ, name
+    assert _holds_a_private_key(stack["pids"]["issuer"]) != []  # the renewer does: it signs
+
+
+async def test_the_stack_is_the_issuer_and_no_service_holds_its_key(
+    cli: Cli, stack: dict[str, Any]
+) -> None:
+    await asyncio.to_thread(_check_issuer_files, stack)
+    await asyncio.to_thread(_check_no_service_holds_a_key, stack)
+    # `token mint --service` signs with the stack's key; the identity reaches only its row.
+    minted = await cli.run("token", "mint", "--service", "sweep")
+    assert minted.code == 0, minted.describe()
+    sweep_token = minted.stdout.strip()
+    listed = await cli.run("stuck", "list", "--token", sweep_token)
+    assert listed.code == 0, listed.describe()
+    granted = await cli.run(
+        "tokens", "grant", "--user", "u", "--amount", "1", "--token", sweep_token
+    )
+    assert granted.code != 0, granted.describe()
+    assert "sweep" in granted.stderr and "GrantTokens" in granted.stderr, granted.describe()

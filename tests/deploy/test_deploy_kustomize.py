@@ -81,7 +81,7 @@ def test_the_config_addresses_name_the_services(rendered):
 
 
 def test_secrets_only_reach_the_processes_that_need_them(rendered):
-    """The database URL goes to the archive and migrations only; the JWT secret to the mesh."""
+    """The database URL goes to the archive and migrations only; there is no other secret."""
     for workload in workloads(rendered["base"]):
         for container in containers(workload):
             secret_keys = {
@@ -91,8 +91,7 @@ def test_secrets_only_reach_the_processes_that_need_them(rendered):
             }
             migrates = container["command"][-1] == "migrate"
             wants_db = container["name"] == "archive" or migrates
-            assert ("database-url" in secret_keys) == wants_db, container["name"]
-            assert ("jwt-secret" in secret_keys) == (not migrates), container["name"]
+            assert secret_keys == ({"database-url"} if wants_db else set()), container["name"]
 
 
 def test_the_base_secret_is_referenced_not_committed(rendered):
@@ -100,7 +99,7 @@ def test_the_base_secret_is_referenced_not_committed(rendered):
     assert not of_kind(rendered["prod"], "Secret")
     dev_secret = next(iter(of_kind(rendered["dev"], "Secret").values()))
     assert dev_secret["metadata"]["name"].startswith("assay-secrets")
-    assert {"jwt-secret", "database-url"} <= set(dev_secret["data"])
+    assert set(dev_secret["data"]) == {"database-url", "postgres-password"}
 
 
 @pytest.mark.parametrize(

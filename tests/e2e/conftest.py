@@ -17,7 +17,7 @@ from assay_cli.stack import LocalStack, StackInfo
 from assaylib.auth import bearer_token_interceptors
 from assaylib.streams import StreamNames
 from tests.archive.helpers import Client
-from tests.conftest import JWT_SECRET, Servers, token
+from tests.conftest import Servers, Trust, token
 from tests.notifier.watcher import Watchers
 
 # Short timings so crash scenarios finish in seconds, consistent with the contract:
@@ -67,6 +67,7 @@ async def e2e(
     stream_names: StreamNames,
     tmp_path: Path,
     request: pytest.FixtureRequest,
+    trust: Trust,
 ) -> AsyncIterator[E2E]:
     """The whole mesh as processes on this test's database and streams. A test marked
     `@pytest.mark.worker_env(KEY=value)` starts its first worker with that environment."""
@@ -76,7 +77,8 @@ async def e2e(
         "ASSAY_DATABASE_URL": database,
         "ASSAY_NATS_URL": servers.nats_url,
         "ASSAY_STREAM_PREFIX": stream_names.prefix,
-        "ASSAY_JWT_SECRET": JWT_SECRET,
+        # The stack signs with the suite's key, so the suite's tokens are valid there.
+        "ASSAY_SIGNING_KEY_FILE": str(trust.key_file),
     }
     marker = request.node.get_closest_marker("worker_env")
     worker_env = dict(marker.kwargs) if marker else {}

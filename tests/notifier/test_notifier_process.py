@@ -22,7 +22,8 @@ def environment(settings: Settings, archive: ArchiveApp, port: int) -> dict[str,
     return {
         **os.environ,
         "ASSAY_NATS_URL": settings.nats_url,
-        "ASSAY_JWT_SECRET": settings.jwt_secret,
+        "ASSAY_JWKS_FILE": settings.jwks_file,
+        "ASSAY_SERVICE_TOKEN_FILE": settings.service_token_file,
         "ASSAY_ARCHIVE_ADDR": f"127.0.0.1:{archive.port}",
         "ASSAY_NOTIFIER_ADDR": f"127.0.0.1:{port}",
         "ASSAY_STREAM_PREFIX": settings.stream_prefix,
@@ -41,7 +42,7 @@ async def test_bad_configuration_exits_2_with_one_line() -> None:
     assert process.returncode == 2
     lines = stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("notifier: invalid configuration")
-    assert "ASSAY_NOTIFIER_ADDR" in lines[0] and "ASSAY_JWT_SECRET" in lines[0]
+    assert "ASSAY_NOTIFIER_ADDR" in lines[0] and "ASSAY_JWKS_FILE" in lines[0]
 
 
 async def test_sigterm_ends_streams_resumably_and_exits(

@@ -67,7 +67,7 @@ async def test_one_trace_joins_every_service_and_the_relay(
 ) -> None:
     mesh = traced_mesh
     channel = grpc.aio.insecure_channel(
-        f"127.0.0.1:{mesh.archive.port}", interceptors=bearer_token_interceptors(token("service"))
+        f"127.0.0.1:{mesh.archive.port}", interceptors=bearer_token_interceptors(token("operator"))
     )
     await Client(archive_grpc.ArchiveServiceStub(channel)).grant("alice", 1)
     await channel.close()

@@ -19,7 +19,7 @@ async def run_sweep(settings: Settings, port: int, *args: str) -> tuple[int, dic
     env = {
         **os.environ,
         "ASSAY_ARCHIVE_ADDR": f"127.0.0.1:{port}",
-        "ASSAY_JWT_SECRET": settings.jwt_secret,
+        "ASSAY_SERVICE_TOKEN_FILE": settings.service_token_file,
         "ASSAY_STUCK_AFTER": "120s",
         "ASSAY_MAX_PROCESSING": "10m",
         "ASSAY_SWEEP_MAX_FRACTION": "0.5",

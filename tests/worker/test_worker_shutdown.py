@@ -9,11 +9,12 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 from assay.common.v1 import job_pb2
 from assaylib.config import Settings
 from tests.archive.helpers import check_invariants
-from tests.conftest import JWT_SECRET
+from tests.conftest import Trust
 from tests.worker.conftest import (
     EventLog,
     Outcomes,
@@ -72,12 +73,13 @@ async def test_stop_hands_back_a_job_after_the_grace_period_and_another_worker_t
 
 
 def _environment(settings: Settings) -> dict[str, str]:
+    trust = Trust(Path(), Path(settings.jwks_file), settings.service_token_file)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASSAY_")}
     env.update(
         ASSAY_NATS_URL=settings.nats_url,
         ASSAY_ARCHIVE_ADDR=settings.archive_addr,
         ASSAY_WORKER_ADDR="127.0.0.1:0",
-        ASSAY_JWT_SECRET=JWT_SECRET,
+        **trust.env(),
         ASSAY_HEARTBEAT_INTERVAL=str(settings.heartbeat_interval),
         ASSAY_LEASE_TIMEOUT=str(settings.lease_timeout),
         ASSAY_STREAM_PREFIX=settings.stream_prefix,

@@ -41,7 +41,7 @@ class Run:
         self.run_id = uuid.uuid4().hex[:6]
         self.cluster = Cluster(kustomize(TREE))
         secret = self._secret()
-        self.issuer = Issuer(issuer=self._issuer_name(), hs256_secret=secret.get("jwt-secret", ""))
+        self.issuer = Issuer(issuer=self._issuer_name())
         self._replace_jwks()
         self.database_url = secret["database-url"]
         self.containers: list[str] = []

@@ -1,11 +1,10 @@
 """The runner as token issuer: what Kubernetes' service-account issuer would be.
 
-Today's manifests (HS256, Secret ``assay-secrets`` key ``jwt-secret``) need nothing from
-here: the services mint their own tokens, and the CLI's come from the same secret. Manifests
-that mount a projected ``serviceAccountToken`` (#16) get, in its place, a file holding a JWT
-this module signs with a key pair made per run; the JWKS ConfigMap those pods mount
-(``assay-jwks``) is then replaced by this key pair's public half. Adapt
-``service_account_token`` when the issuer's claims change.
+Pods that mount a projected ``serviceAccountToken`` get, in its place, a file holding a JWT
+this module signs with a key pair made per run; the JWKS ConfigMap the servers mount
+(``assay-jwks``) is replaced by this key pair's public half, and the CLI's user and operator
+tokens are signed by the same key (standing in for the organisation's identity provider).
+Adapt ``service_account_token`` when the issuer's claims change.
 """
 
 from __future__ import annotations
@@ -21,8 +20,6 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
-from assaylib.auth import mint_token
-
 KEY_ID = f"podkube-{uuid.uuid4().hex[:8]}"
 
 
@@ -32,8 +29,6 @@ class Issuer:
     (and for the organisation's identity provider, for the CLI's user and operator)."""
 
     issuer: str = "assay"
-    hs256_secret: str = ""
-    """Today's shared secret, when the rendered Secret has one (the services' own scheme)."""
     key: ec.EllipticCurvePrivateKey = field(
         default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
     )
@@ -70,10 +65,7 @@ class Issuer:
         )
 
     def caller_token(self, user_id: str, roles: Iterable[str], ttl: int = 3600) -> str:
-        """A token for the CLI (a user, an operator): HS256 with the rendered secret while
-        the manifests carry one, else signed by this run's key."""
-        if self.hs256_secret:
-            return mint_token(self.hs256_secret, user_id, roles, ttl)
+        """A token for the CLI (a user, an operator), signed by this run's key."""
         now = int(time.time())
         claims = {"iss": self.issuer, "aud": "assay", "sub": user_id, "roles": sorted(roles)}
         return self.sign({**claims, "iat": now, "exp": now + ttl})
