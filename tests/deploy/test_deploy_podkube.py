@@ -94,25 +94,8 @@ def test_running_as_root_under_run_as_non_root_is_an_error(cluster, tmp_path):
 def test_a_projected_service_account_token_is_a_jwt_for_the_pods_account(cluster, tmp_path):
     template = copy.deepcopy(pod_template(cluster.named("Deployment", "worker")))
     spec = template["spec"]
-    spec["serviceAccountName"] = "assay-worker"
-    spec["volumes"].append(
-        {
-            "name": "service-token",
-            "projected": {
-                "sources": [
-                    {
-                        "serviceAccountToken": {
-                            "audience": "assay",
-                            "expirationSeconds": 3600,
-                            "path": "token",
-                        }
-                    }
-                ]
-            },
-        }
-    )
-    mount = {"name": "service-token", "mountPath": "/var/run/secrets/assay/serviceaccount"}
-    spec["containers"][0]["volumeMounts"].append(mount)
+    assert spec["serviceAccountName"] == "assay-worker"  # the rendered manifest's own
+    (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "service-token"]
     pod = _pod(cluster, "Deployment", "worker", tmp_path, template)
     options = _options(pod.run_args(spec["containers"][0]))
     (source,) = [v for v in options["--volume"] if v.endswith(":" + mount["mountPath"] + ":ro")]
