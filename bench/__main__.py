@@ -4,7 +4,8 @@
     python -m bench submit-latency --rate 150 --duration 20
     python -m bench sweep --stuck 10000
     python -m bench watchers --count 1000
-    python -m bench peer --jobs 2000
+    python -m bench peer --jobs 2000 [--workers 2]
+    python -m bench compare [--pairs 3] [--jobs 2000]
 
 Every report prints the machine, versions, settings and command line; --json FILE writes it.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import peer, scenarios
+from bench import compare, peer, scenarios
 from bench.report import emit
 
 
@@ -75,13 +76,37 @@ def parser() -> argparse.ArgumentParser:
     comparison.add_argument("--jobs", type=int, default=2000)
     comparison.add_argument("--concurrency", type=int, default=16, help="concurrent deferrers")
     comparison.add_argument("--worker-concurrency", type=int, default=16)
+    comparison.add_argument(
+        "--workers", type=int, default=2, help="worker processes (2: the best on 2 cores)"
+    )
+
+    pairs = commands.add_parser(
+        "compare",
+        help="Assay and the peer alternately, N pairs: the median ratio",
+        description="Runs `e2e` and `peer` alternately on this machine (PAIRS pairs, each "
+        "as its own process) and prints each run's figures and the median ratio of jobs/s.",
+    )
+    pairs.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    pairs.add_argument("--pairs", type=int, default=3)
+    pairs.add_argument("--jobs", type=int, default=2000)
+    pairs.add_argument(
+        "--e2e",
+        default="--concurrency 16 --users 16 --watchers 1",
+        help="further arguments of each e2e run",
+    )
+    pairs.add_argument("--peer", default="--workers 2", help="further arguments of each peer run")
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one scenario and report it."""
     args = parser().parse_args(argv)
-    result = peer.run(args) if args.scenario == "peer" else scenarios.run(args.scenario, args)
+    if args.scenario == "compare":
+        result = compare.run(args)
+    elif args.scenario == "peer":
+        result = peer.run(args)
+    else:
+        result = scenarios.run(args.scenario, args)
     emit(result, args.json)
     failed = result.get("invariants_ok") is False or result.get("ok") is False
     return 1 if failed else 0

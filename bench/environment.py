@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import psutil
 
 PACKAGES = ("grpcio", "protobuf", "asyncpg", "SQLAlchemy", "nats-py", "uvloop", "procrastinate")
@@ -140,3 +141,23 @@ def stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
         profiler.send_signal(signal.SIGINT)
     for profiler in profilers:
         profiler.wait(60)
+
+
+async def wal_position(dsn: str) -> int:
+    """PostgreSQL's current WAL position in bytes (``pg_current_wal_lsn``): the difference of
+    two readings is the WAL written between them, by everything on the server."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+    finally:
+        await conn.close()
+
+
+def per_job(cpu: Mapping[str, float], wal_bytes: int, jobs: int) -> dict[str, Any]:
+    """CPU milliseconds per job of each process and in all, and WAL bytes per job."""
+    jobs = max(jobs, 1)
+    return {
+        "cpu_ms_per_job": {k: round(v * 1000 / jobs, 2) for k, v in cpu.items()},
+        "cpu_ms_per_job_total": round(sum(cpu.values()) * 1000 / jobs, 2),
+        "wal_bytes_per_job": round(wal_bytes / jobs),
+    }

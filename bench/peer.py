@@ -1,6 +1,7 @@
 """The peer we compare with: procrastinate, a bare Python job queue on PostgreSQL, on the same
-embedded PostgreSQL (fsync on). N no-op jobs are deferred from C concurrent callers while one
-worker process runs them; the figure is first defer → last job done, like `bench e2e`.
+embedded PostgreSQL (fsync on). N no-op jobs are deferred from C concurrent callers while W
+worker processes run them (2 keep both cores of a 2-core machine busy: its best here); the
+figure is first defer → last job done, like `bench e2e`, with CPU and WAL per job.
 
 It has no RPCs, no events, no token ledger and no watchers: what it measures is the floor
 cost of a durable job on this machine, which Assay must beat with every job durable and every
@@ -49,7 +50,9 @@ async def worker_main(conninfo: str, concurrency: int) -> None:
         await app.run_worker_async(concurrency=concurrency, install_signal_handlers=True)
 
 
-async def measure(conninfo: str, args: argparse.Namespace, worker: subprocess.Popen[bytes]) -> Any:
+async def measure(
+    conninfo: str, args: argparse.Namespace, workers: list[subprocess.Popen[bytes]]
+) -> Any:
     """Defer the jobs, wait until all succeeded; returns the figures."""
     app = make_app(conninfo)
     task = app.tasks["noop"]
@@ -74,8 +77,8 @@ async def measure(conninfo: str, args: argparse.Namespace, worker: subprocess.Po
                 )
                 if done >= args.jobs:
                     break
-                if worker.poll() is not None:
-                    raise SystemExit("the peer's worker exited")
+                if any(worker.poll() is not None for worker in workers):
+                    raise SystemExit("a peer worker exited")
                 await asyncio.sleep(0.02)
             finished = time.perf_counter()
         finally:
@@ -114,23 +117,33 @@ def _run(postgres: EmbeddedPostgres, args: argparse.Namespace) -> dict[str, Any]
 
     conninfo = postgres.dsn(DATABASE)
     asyncio.run(prepare())
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "bench.peer", conninfo, str(args.worker_concurrency)],
-        env=os.environ.copy(),
-    )
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.peer", conninfo, str(args.worker_concurrency)],
+            env=os.environ.copy(),
+        )
+        for _ in range(args.workers)
+    ]
     try:
-        pids = {"postgres": postgres.pid or 0, "worker": worker.pid}
+        pids = {"postgres": postgres.pid or 0, "load": os.getpid()}
+        pids |= {f"worker-{n}": worker.pid for n, worker in enumerate(workers, 1)}
+        wal_before = asyncio.run(environment.wal_position(conninfo))
         cpu_before = environment.CpuSample.take(pids)
         progress(f"deferring {args.jobs} no-op jobs from {args.concurrency} callers")
-        figures = asyncio.run(measure(conninfo, args, worker))
-        cpu = environment.CpuSample.take(pids)
-        figures["cpu_seconds"] = cpu.since(cpu_before)
+        figures = asyncio.run(measure(conninfo, args, workers))
+        cpu = environment.CpuSample.take(pids).since(cpu_before)
+        wal_bytes = asyncio.run(environment.wal_position(conninfo)) - wal_before
+        figures["cpu_seconds"] = cpu
+        figures |= environment.per_job(cpu, wal_bytes, args.jobs)
     finally:
-        worker.terminate()
-        worker.wait(30)
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(30)
     return {
         "machine": environment.machine(),
-        "peer": f"procrastinate {procrastinate.__version__}, one worker process",
+        "peer": f"procrastinate {procrastinate.__version__}, {args.workers} worker process(es)",
+        "workers": args.workers,
         "worker_concurrency": args.worker_concurrency,
         "concurrency": args.concurrency,
         **figures,

@@ -65,6 +65,8 @@ async def run_e2e(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]
     profilers = environment.start_profilers(stack.pids, args.profile)
     if args.pg_stats:
         await statement_stats(stack, reset=True)
+    dsn = stack.info.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    wal_before = await environment.wal_position(dsn)
     cpu_before = environment.CpuSample.take(stack.measured_pids)
     ticker = asyncio.create_task(report_progress(everyone, args.jobs, completed))
     progress(f"submitting {args.jobs} jobs from {args.concurrency} callers")
@@ -77,6 +79,7 @@ async def run_e2e(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]
         progress(f"gave up waiting after {timeout:.0f}s")
     ticker.cancel()
     cpu = environment.CpuSample.take(stack.measured_pids).since(cpu_before)
+    wal_bytes = await environment.wal_position(dsn) - wal_before
     environment.stop_profilers(profilers)
     statements = await statement_stats(stack) if args.pg_stats else []
     await submitter.close()
@@ -102,7 +105,7 @@ async def run_e2e(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]
         "event_latency_ms": percentiles(latencies, 50, 99),
         "events_seen": dict(everyone.counts),
         "cpu_seconds": cpu,
-        "cpu_ms_per_job": {k: round(v * 1000 / max(done, 1), 2) for k, v in cpu.items()},
+        **environment.per_job(cpu, wal_bytes, done),
         "invariants_ok": bool(audit.get("ok")) and done == args.jobs,
         "audit": audit,
         **({"postgres_statements": statements} if statements else {}),
