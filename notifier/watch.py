@@ -41,7 +41,7 @@ from notifier.scope import WatchScope, check_resume
 
 log = logging.getLogger(__name__)
 
-EVENTS_SENT = Counter("assay_notifier_events_sent", "Events written to WatchJobs streams")
+EVENTS_SENT = Counter("assay_notifier_events_sent", "Events handed to WatchJobs streams")
 SNAPSHOTS_SENT = Counter("assay_notifier_snapshots_sent", "Jobs sent as WatchJobs snapshots")
 BOOKMARKS_SENT = Counter("assay_notifier_bookmarks_sent", "Bookmarks written to WatchJobs")
 OVERFLOWS = Counter(
@@ -310,19 +310,23 @@ class Watch:
                     await self._catch_up
 
     async def _send(self, write: Write, item: pb.WatchJobsResponse) -> None:
-        await write(item)
+        """Write one item; counted as it is handed to the stream, since a caller that hangs
+        up on its last item cancels the write that delivered it (the count would miss it)."""
         kind = item.WhichOneof("kind")
         if kind == "event":
             EVENTS_SENT.inc()
             DELIVERY_SECONDS.observe(
                 max(time.time() - item.event.occurred_at.ToNanoseconds() / 1e9, 0.0)
             )
-            self.sent_cursor = item.event.cursor
         elif kind == "bookmark":
             BOOKMARKS_SENT.inc()
-            self.sent_cursor = max(self.sent_cursor, item.bookmark.cursor)
         else:
             SNAPSHOTS_SENT.inc()
+        await write(item)
+        if kind == "event":
+            self.sent_cursor = item.event.cursor
+        elif kind == "bookmark":
+            self.sent_cursor = max(self.sent_cursor, item.bookmark.cursor)
 
     async def _snapshot(self, write: Write) -> None:
         """The current jobs in scope; for a job watch, also the ownership check (NOT_FOUND)."""
