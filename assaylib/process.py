@@ -16,7 +16,7 @@ import uvloop
 from assaylib import tracing
 from assaylib.config import ConfigError, Settings, listen_addr
 from assaylib.logs import configure_logging
-from assaylib.telemetry import start_metrics_server
+from assaylib.telemetry import sample_event_loop_lag, start_metrics_server
 
 EXIT_CONFIG = 2
 T = TypeVar("T")
@@ -75,8 +75,17 @@ async def serve_until_stopped(
 ) -> int:
     """Start a service and serve until ``stop`` (default: SIGTERM or SIGINT), then stop it
     within the shutdown grace; the exit status. A signal while it is still starting (say,
-    waiting for NATS) exits at once, 0; a start that fails is logged in one line, 1."""
+    waiting for NATS) exits at once, 0; a start that fails is logged in one line, 1. The
+    event loop's lag is sampled meanwhile (``assay_event_loop_lag_seconds``)."""
     stop = stop or stop_on_signals()
+    lag = asyncio.create_task(sample_event_loop_lag(), name=f"{name}-loop-lag")
+    try:
+        return await _serve(name, settings, start, stop)
+    finally:
+        lag.cancel()
+
+
+async def _serve(name: str, settings: Settings, start: Start, stop: asyncio.Event) -> int:
     starting = asyncio.create_task(start(settings), name=f"{name}-start")
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,9 +15,11 @@ import prometheus_client
 from assaylib._handlers import Context, Guard, GuardingInterceptor
 
 __all__ = [
+    "EVENT_LOOP_LAG",
     "RPC_DURATION",
     "RPC_REQUESTS",
     "RpcMetricsInterceptor",
+    "sample_event_loop_lag",
     "split_method",
     "start_metrics_server",
 ]
@@ -32,6 +34,26 @@ RPC_DURATION = prometheus_client.Histogram(
     "Time to serve a gRPC call (a stream: until it ends).",
     ["service", "method"],
 )
+
+EVENT_LOOP_LAG = prometheus_client.Histogram(
+    "assay_event_loop_lag_seconds",
+    "How late the event loop ran a timer that was due: the time ready work waits behind"
+    " other callbacks (sampled every half second).",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+LAG_INTERVAL = 0.5  # seconds between two samples of the event loop's lag
+
+
+async def sample_event_loop_lag(
+    interval: float = LAG_INTERVAL, observe: Callable[[float], None] = EVENT_LOOP_LAG.observe
+) -> None:
+    """Observe, until cancelled, how late each of a timer's wake-ups comes: a busy or
+    blocked loop delays every call it serves by as much (``assay_event_loop_lag_seconds``)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + interval
+        await asyncio.sleep(interval)
+        observe(max(loop.time() - due, 0.0))
 
 
 def start_metrics_server(addr: str) -> int | None:

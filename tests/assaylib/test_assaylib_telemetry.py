@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -105,3 +106,23 @@ async def test_metrics_server_serves_rpc_metrics() -> None:
     body = await asyncio.to_thread(scrape)
     assert 'assay_rpc_requests_total{code="OK",method="Ping",service="assaytest.Telemetry"}' in body
     assert "assay_rpc_duration_seconds_bucket" in body
+
+
+def block(seconds: float) -> None:
+    """Hold the calling thread (here: the event loop) for ``seconds``."""
+    time.sleep(seconds)
+
+
+async def test_event_loop_lag_measures_a_blocked_loop() -> None:
+    lags: asyncio.Queue[float] = asyncio.Queue()
+    sampler = asyncio.create_task(telemetry.sample_event_loop_lag(0.01, lags.put_nowait))
+    try:
+        await asyncio.sleep(0)  # the sampler's timer is armed
+        block(0.08)  # the timer due in 10 ms fires about 70 ms late
+        async with asyncio.timeout(5):
+            late = await lags.get()
+            calm = await lags.get()
+    finally:
+        sampler.cancel()
+    assert late >= 0.05  # the blocked time shows, not just a timer's jitter
+    assert calm < late

@@ -99,6 +99,9 @@ async def test_up_submit_watch_down_leaves_no_process(cli: Cli, cli_env) -> None
         assert await scraped(metrics["assessment"], accepted, reaches=1) == 1
         sent = "assay_notifier_events_sent_total"
         assert await scraped(metrics["notifier"], sent, reaches=3) >= 3
+        # Every service samples its event loop's lag.
+        for url in metrics.values():
+            assert await scraped(url, "assay_event_loop_lag_seconds_count", reaches=1) >= 1
     finally:
         await stack_down(cli, info)
 
