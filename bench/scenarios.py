@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import grpc.aio
 
 from assay.archive.v1 import archive_service_pb2 as archive_pb
-from bench import environment
+from bench import bare_stream, environment
 from bench.load import Submitter, Watcher, user_name
 from bench.otlp_sink import running_sink
 from bench.report import percentiles, progress
@@ -284,17 +285,44 @@ async def run_watchers(stack: BenchStack, args: argparse.Namespace) -> dict[str,
         await watcher.stop()
     for channel in channels:
         await channel.close()
+    bare = await bare_streams(args.count, per_channel)
+    per_watcher = (opened - before) / 1024 / max(len(active), 1)
     return {
         **header(stack, args),
         "watchers": args.count,
         "watchers_open": len(active),
         "notifier_rss_before_mib": round(before / 2**20, 1),
         "notifier_rss_open_mib": round(opened / 2**20, 1),
-        "kib_per_watcher": round((opened - before) / 1024 / max(len(active), 1), 1),
+        "kib_per_watcher": round(per_watcher, 1),
+        "bare_grpc_kib_per_stream": round(bare, 1),
+        "notifier_kib_above_bare": round(per_watcher - bare, 1),
         "watch_errors": dict(Counter(w.error for w in watchers if w.error).most_common(3)),
         "jobs": jobs,
         "event_latency_ms": percentiles(latencies, 50, 99),
     }
+
+
+async def bare_streams(count: int, per_channel: int) -> float:
+    """KiB per idle stream of a bare grpc.aio server (``bench.bare_stream``) holding ``count``
+    streams opened ``per_channel`` to a channel, as the watchers were: the floor under them."""
+    with bare_stream.running() as (pid, address):
+        before = environment.rss_bytes(pid)
+        progress(f"opening {count} idle streams on a bare grpc.aio server")
+        channels: list[grpc.aio.Channel] = []
+        calls: list[grpc.aio.Call] = []
+        for start in range(0, count, per_channel):
+            channel = grpc.aio.insecure_channel(address)
+            channels.append(channel)
+            batch = range(start, min(start + per_channel, count))
+            await asyncio.wait_for(
+                asyncio.gather(*(bare_stream.hold(channel, calls) for _ in batch)), 120
+            )
+        opened = environment.rss_bytes(pid)
+        for call in calls:
+            call.cancel()
+        for channel in channels:
+            await channel.close()
+    return (opened - before) / 1024 / max(count, 1)
 
 
 def run(name: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -51,3 +51,24 @@ def test_a_tiny_e2e_run_reports_every_figure_and_holds_the_invariants(tmp_path: 
         "analysis.completed": 6,
     }
     assert "jobs_per_second:" in done.stdout  # the printed report
+
+
+def test_a_tiny_watchers_run_measures_the_notifier_beside_a_bare_stream(tmp_path: Path) -> None:
+    report = tmp_path / "watchers.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "watchers", "--count", "20", "--jobs", "4"]
+        + ["--rate", "20", "--json", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads(report.read_text())
+    assert result["watchers_open"] == 20 and result["watch_errors"] == {}
+    figures = ("kib_per_watcher", "bare_grpc_kib_per_stream", "notifier_kib_above_bare")
+    assert all(isinstance(result[name], float) for name in figures)
+    assert result["notifier_kib_above_bare"] == pytest.approx(
+        result["kib_per_watcher"] - result["bare_grpc_kib_per_stream"], abs=0.2
+    )
+    assert set(result["event_latency_ms"]) == {"p50", "p99"}
