@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 """Jobs cancelled, result rows emptied or outbox rows deleted per transaction."""
+RETENTION_BATCHES = 20
+"""Batches one sweep's retention pass erases at most (10,000 rows with the sweep's 500)."""
 MAX_ROUNDS = 5
 """Rounds of steps 1–3 before giving up on a user whose jobs keep changing (retry later)."""
 ERASE_OP = Operation("erase", (Rule(ERASE),), (("user_id", "text"),), scan="j.job_id")
@@ -84,7 +86,9 @@ class Erasure:
             return reply(begun, replayed=True)
         extra = {"request_id": request_id, "erasure_user": user_id}
         log.info(
-            "erasure %s by %s", "started" if begun["added"] else "resumed", principal.user_id,
+            "erasure %s by %s",
+            "started" if begun["added"] else "resumed",
+            principal.user_id,
             extra=extra,
         )
         await self._erase_rows(request_id, user_id)
@@ -156,9 +160,7 @@ class Erasure:
         if not job_ids:
             return
         try:
-            deleted = await delete_stream_messages(
-                await self.jetstream(), self.names, job_ids
-            )
+            deleted = await delete_stream_messages(await self.jetstream(), self.names, job_ids)
         except NATS_TRANSIENT as err:
             raise Unavailable(
                 "the jobs stream could not be cleaned now; repeat the erasure to finish it"
@@ -219,10 +221,11 @@ async def expire_results(
 ) -> int:
     """The retention pass: empty the results of terminal jobs that finished more than
     ``retention`` seconds ago, batch after batch (one transaction each, counted in the erasure
-    log under ``request_id``); returns how many. Runs on the sweep's locked session."""
+    log under ``request_id``), at most RETENTION_BATCHES of them so a sweep stays within its
+    deadline (the next sweep goes on); returns how many. Runs on the sweep's locked session."""
     expired = 0
     logged = False
-    while True:
+    for _ in range(RETENTION_BATCHES):
         async with conn.transaction():
             erased = await store.expire_results(conn, retention, batch)
             if erased["results"] and not logged:

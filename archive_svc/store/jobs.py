@@ -65,7 +65,8 @@ async def results_page(
     """Result rows newest first, keyset-paginated by (created_at, result_id)."""
     rows: list[asyncpg.Record] = await db.fetch(
         f"SELECT {RESULT_COLUMNS} FROM results WHERE ($1 = '' OR user_id = $1)"
-        " AND erased_at IS NULL AND ($2::timestamptz IS NULL OR (created_at, result_id) < ($2, $3::uuid))"
+        " AND erased_at IS NULL"
+        " AND ($2::timestamptz IS NULL OR (created_at, result_id) < ($2, $3::uuid))"
         " ORDER BY created_at DESC, result_id DESC LIMIT $4",
         user_id,
         after[0] if after else None,

@@ -401,4 +401,3 @@ async def test_only_operators_may_erase(caller: str, archive, database) -> None:
         assert await conn.fetchval("SELECT count(*) FROM erasures") == 0
     finally:
         await conn.close()
-

@@ -27,6 +27,14 @@ def marked_submission(tmp_path: Path) -> str:
     return str(path)
 
 
+def service_logs(state_dir: str) -> dict[str, str]:
+    """Every log file the stack's processes wrote (JSON lines), by name."""
+    return {
+        log.name: log.read_text(errors="replace")
+        for log in sorted(Path(state_dir, "logs").glob("*.log"))
+    }
+
+
 async def test_users_erase_leaves_nothing_of_the_answers(
     cli: Cli, stack, cli_env, tmp_path: Path
 ) -> None:
@@ -67,10 +75,10 @@ async def test_users_erase_leaves_nothing_of_the_answers(
         assert not [p for p in payloads if MARKER.encode() in p[0]]
     finally:
         await conn.close()
-    logs = sorted(Path(stack["state_dir"], "logs").glob("*.log"))
+    logs = service_logs(stack["state_dir"])
     assert logs
-    for log in logs:
-        assert MARKER not in log.read_text(errors="replace"), log.name
+    for name, text in logs.items():
+        assert MARKER not in text, name
 
     status = await cli.run("status")
     assert status.code == 0 and "retention" in status.stdout, status.describe()

@@ -24,8 +24,9 @@ async def age(database: str, job: job_pb2.Job, hours: float) -> None:
     try:
         shift = dt.timedelta(hours=hours)
         await conn.execute(
-            "UPDATE jobs SET created_at = created_at - $2::interval, updated_at = updated_at - $2::interval,"
-            " started_at = started_at - $2::interval, heartbeat_at = heartbeat_at - $2::interval,"
+            "UPDATE jobs SET created_at = created_at - $2::interval,"
+            " updated_at = updated_at - $2::interval, started_at = started_at - $2::interval,"
+            " heartbeat_at = heartbeat_at - $2::interval,"
             " finished_at = finished_at - $2::interval WHERE job_id = $1",
             uuid.UUID(job.job_id),
             shift,
@@ -55,9 +56,7 @@ async def old_and_new_jobs(client: Client, database: str) -> dict[str, job_pb2.J
     for when, hours in (("old", 48.0), ("new", 0.0)):
         jobs[f"{when}_queued"] = await client.submit()
         jobs[f"{when}_processing"] = await client.start(await client.submit())
-        jobs[f"{when}_completed"] = await client.complete(
-            await client.start(await client.submit())
-        )
+        jobs[f"{when}_completed"] = await client.complete(await client.start(await client.submit()))
         jobs[f"{when}_failed"] = await client.fail(await client.start(await client.submit()))
         jobs[f"{when}_cancelled"] = await client.cancel(await client.submit())
         for name in [n for n in jobs if n.startswith(when)]:
