@@ -20,6 +20,7 @@ answers or profile.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 """Jobs cancelled, result rows emptied or outbox rows deleted per transaction."""
+WALKERS = 16
+"""Concurrent readers of the jobs stream when deleting a user's queue messages."""
 RETENTION_BATCHES = 20
 """Batches one sweep's retention pass erases at most (10,000 rows with the sweep's 500)."""
 MAX_ROUNDS = 5
@@ -177,16 +180,37 @@ async def delete_stream_messages(
     js: JetStreamContext, names: StreamNames, job_ids: set[str]
 ) -> int:
     """Delete the analysis messages of ``job_ids`` from the jobs stream; returns how many.
-    The stream holds only messages no worker has acknowledged yet, so the walk is short."""
-    deleted, seq = 0, 1
-    while True:
+    The stream holds only messages no worker has acknowledged yet; its sequence range is
+    walked by WALKERS concurrent readers, one slice each (a read is one round trip)."""
+    try:
+        state = (await js.stream_info(names.jobs_stream)).state
+    except NotFoundError:
+        return 0
+    if not state.messages:
+        return 0
+    first, last = state.first_seq, state.last_seq
+    size = max(1, -(-(last - first + 1) // WALKERS))
+    walks = [
+        _delete_in_slice(js, names, job_ids, begin, min(begin + size - 1, last))
+        for begin in range(first, last + 1, size)
+    ]
+    return sum(await asyncio.gather(*walks))
+
+
+async def _delete_in_slice(
+    js: JetStreamContext, names: StreamNames, job_ids: set[str], seq: int, last: int
+) -> int:
+    deleted = 0
+    while seq <= last:
         try:
             found = await js.get_msg(
                 names.jobs_stream, seq, subject=names.analysis_subject, next=True
             )
-        except NotFoundError:  # no message at or after seq (or no stream at all)
-            return deleted
+        except NotFoundError:  # no message at or after seq
+            break
         assert found.seq is not None
+        if found.seq > last:
+            break
         seq = found.seq + 1
         try:
             job_id = events_pb2.AnalysisJobMessage.FromString(found.data or b"").job_id
@@ -196,6 +220,7 @@ async def delete_stream_messages(
             with contextlib.suppress(NotFoundError):  # a worker acknowledged it meanwhile
                 await js.delete_msg(names.jobs_stream, found.seq)
                 deleted += 1
+    return deleted
 
 
 def reply(row: asyncpg.Record, *, replayed: bool = False) -> pb.EraseUserDataResponse:
