@@ -36,6 +36,7 @@ from assaylib.errors import (
     FieldViolation,
     InsufficientTokens,
     InvalidArgument,
+    InvalidTransition,
     NotFound,
     RateLimited,
 )
@@ -343,6 +344,12 @@ class Lifecycle:
             raise NotFound(f"job {request.job_id} not found")
         if outcome == "refused":
             raise refused("retry", row)
+        if outcome == "erased":
+            raise InvalidTransition(
+                f"job {request.job_id} cannot be retried: its data was erased, nothing is left"
+                " to analyse",
+                metadata={"status": "FAILED", "attempt": str(row["attempt"]), "erased": "true"},
+            )
         if outcome == "insufficient":
             raise InsufficientTokens(f"a retry costs {cost} token(s); not enough left")
         if outcome == "rate_limited":

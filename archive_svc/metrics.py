@@ -60,6 +60,16 @@ SUBMISSIONS_TOO_LATE = Counter(
 REQUEUED = Counter(
     "assay_sweep_jobs_requeued_total", "Lost QUEUED jobs re-published to the queue by sweeps"
 )
+ERASURES = Counter(
+    "assay_erasures_total",
+    "Erasures finished: a user's on request (EraseUserData), or a retention pass that erased.",
+    ["trigger"],
+)
+RESULTS_ERASED = Counter(
+    "assay_results_erased_total",
+    "Result rows whose content was erased, by trigger (request or retention).",
+    ["trigger"],
+)
 
 _ROWS = {row.name: row for row in TABLE}
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})

@@ -173,6 +173,7 @@ class Result(Base):
     __table_args__ = (
         Index(None, "user_id", "created_at", "result_id"),
         Index(None, "job_id"),
+        Index("ix_results_retained", "created_at", postgresql_where=text("erased_at IS NULL")),
     )
 
     result_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -190,6 +191,8 @@ class Result(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=NOW
     )
+    erased_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    """When its content (test_data, raw_responses, test_result) was erased; NULL while kept."""
 
 
 class OutboxMessage(Base):
@@ -264,3 +267,32 @@ class Sweep(Base):
     reason: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("''"))
     in_flight: Mapped[int] = mapped_column(BigInteger, nullable=False)
     queued: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class Erasure(Base):
+    """One erasure: a user's (EraseUserData, trigger ``request``) or a retention pass's
+    (trigger ``retention``, no user). Who asked, when and how much was erased: never the data.
+    ``finished_at`` is NULL while steps remain (a repeat of the request finishes them)."""
+
+    __tablename__ = "erasures"
+    __table_args__ = (
+        CheckConstraint("trigger IN ('request', 'retention')", name="trigger_known"),
+        Index(None, "user_id", "requested_at"),
+    )
+
+    request_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    user_id: Mapped[str | None] = mapped_column(Text)
+    trigger: Mapped[str] = mapped_column(Text, nullable=False)
+    requested_by: Mapped[str] = mapped_column(Text, nullable=False)
+    requested_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=NOW
+    )
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    jobs_cancelled: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    results_erased: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    outbox_messages_erased: Mapped[int] = mapped_column(
+        Integer, nullable=False, server_default=text("0")
+    )
+    queue_messages_deleted: Mapped[int] = mapped_column(
+        Integer, nullable=False, server_default=text("0")
+    )

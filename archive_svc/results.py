@@ -14,7 +14,7 @@ from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assaylib import jobs
 from assaylib import validation as v
-from assaylib.errors import FieldViolation
+from assaylib.errors import Erased, FieldViolation
 
 
 class Results(ArchivePart):
@@ -24,8 +24,10 @@ class Results(ArchivePart):
         """One result row, scoped to owner when given."""
         v.require_valid(owner_violations(owner))
         ident = parse_uuid(result_id, "result_id")
-        row = await store.get_result(self.pool, ident)
-        return convert.result_to_proto(check_owner(row, owner, "result", result_id))
+        row = check_owner(await store.get_result(self.pool, ident), owner, "result", result_id)
+        if row["erased_at"] is not None:
+            raise Erased(f"result {result_id} was erased")
+        return convert.result_to_proto(row)
 
     async def list_results(self, request: pb.ListResultsRequest) -> pb.ListResultsResponse:
         """A page of result rows, newest first."""

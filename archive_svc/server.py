@@ -13,6 +13,7 @@ import asyncpg
 import grpc
 
 from archive_svc.checks import Policy
+from archive_svc.erasure import Erasure
 from archive_svc.jobs import Jobs
 from archive_svc.lifecycle import Lifecycle
 from archive_svc.paging import PageTokens
@@ -40,6 +41,7 @@ class Archive:
     lifecycle: Lifecycle
     sweeper: Sweeper
     status: SystemStatus
+    erasure: Erasure
 
     @classmethod
     def build(cls, pool: asyncpg.Pool, dsn: str, policy: Policy, status: SystemStatus) -> Archive:
@@ -53,6 +55,7 @@ class Archive:
             Lifecycle(pool, policy),
             Sweeper(pool, dsn, policy, pages),
             status,
+            Erasure(pool, status.jetstream, status.names),
         )
 
 
@@ -194,3 +197,9 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
     ) -> pb.GetSystemStatusResponse:
         """The whole system's status for operators."""
         return await self.archive.status.read()
+
+    async def EraseUserData(
+        self, request: pb.EraseUserDataRequest, context: Context
+    ) -> pb.EraseUserDataResponse:
+        """Erase a user's assessment data, raw responses and profiles (operators only)."""
+        return await self.archive.erasure.erase_user(request)

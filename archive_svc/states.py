@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from archive_svc.models import JobStatus
 from assaylib.jobs import ATTEMPTS_EXHAUSTED
+from assaylib.jobs import ERASED as ERASED_ERROR
 from assaylib.jobs import STUCK as STUCK_ERROR
 
 
@@ -274,6 +275,23 @@ SWEEP_QUEUED = Transition(
     refund_reason="'lost in queue'",
 )
 
+# EraseUserData cancels the user's in-flight jobs at once (a PROCESSING one too: its worker
+# learns from its next heartbeat that the lease is lost, and writes nothing more).
+ERASE = Transition(
+    "erase",
+    (Q, P),
+    X,
+    EventType.CANCELLED,
+    guard="j.user_id = i.user_id",
+    sets={
+        **FINISHED,
+        "error_code": f"'{ERASED_ERROR}'",
+        "error_message": "'cancelled: the user''s data was erased'",
+    },
+    token=Token.REFUND,
+    refund_reason="'erased'",
+)
+
 TABLE: tuple[Transition, ...] = (
     CREATE,
     START,
@@ -291,4 +309,5 @@ TABLE: tuple[Transition, ...] = (
     SWEEP,
     REQUEUE,
     SWEEP_QUEUED,
+    ERASE,
 )

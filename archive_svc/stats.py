@@ -119,6 +119,7 @@ class SystemStatus:
             recent = await store.last_minute(conn)
             workers = await store.recent_workers(conn)
             sweep = await store.last_sweep(conn)
+            retained = await store.oldest_retained_result(conn)
         for value in job_pb2.JobStatus.values():
             if value:
                 reply.jobs.add(status=value, count=counts.get(status_name(value), 0))
@@ -138,6 +139,8 @@ class SystemStatus:
             fields = dict(sweep)
             summary = pb.SweepSummary(ran_at=stamp(fields.pop("ran_at")), **fields)
             reply.last_sweep.CopyFrom(summary)
+        if retained is not None:
+            reply.oldest_retained_result.CopyFrom(stamp(retained["created_at"]))
         consumer = await self._consumer()
         if consumer is not None:
             reply.consumer.CopyFrom(consumer)
@@ -169,13 +172,15 @@ class SystemStatus:
     async def _consumer(self) -> pb.ConsumerStatus | None:
         try:
             async with asyncio.timeout(CONSUMER_TIMEOUT):
-                js = await self._jetstream()
+                js = await self.jetstream()
                 return await read_consumer(js, self.names)
         except Exception as err:  # the status still shows everything else
             log.warning("could not read the workers' consumer for a status: %r", err)
             return None
 
-    async def _jetstream(self) -> JetStreamContext:
+    async def jetstream(self) -> JetStreamContext:
+        """JetStream over this status's NATS connection (opened on first use); the erasure
+        deletes queue messages through it too."""
         async with self._connecting:
             if self._nc is None or self._nc.is_closed:
                 self._nc = await nats.connect(

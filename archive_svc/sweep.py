@@ -12,10 +12,12 @@ import asyncpg
 
 from archive_svc import convert, db, metrics, store
 from archive_svc.checks import Policy
+from archive_svc.erasure import expire_results
 from archive_svc.paging import PageTokens, page_limit
 from archive_svc.states import REQUEUE, SWEEP, SWEEP_QUEUED
 from archive_svc.store.transitions import Applied, Operation, Rule
 from assay.archive.v1 import archive_service_pb2 as pb
+from assaylib.auth import current_principal
 from assaylib.errors import FieldViolation, InvalidArgument
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,8 @@ class Sweeper:
         """One sweep under the sweep lock: count, apply the guard, then fail stuck jobs and
         recover lost queued ones in batches (one statement each)."""
         stuck_after, max_processing = limits_of(request)
+        if request.result_retention.ToTimedelta().total_seconds() < 0:
+            raise InvalidArgument([FieldViolation("result_retention", "must be ≥ 0")])
         if request.limit < 0 or not 0 <= request.max_fraction <= 1:
             raise InvalidArgument(
                 [FieldViolation("limit", "must be ≥ 0")]
@@ -128,6 +132,15 @@ class Sweeper:
             response.requeued = len(response.requeued_job_ids)
             metrics.REQUEUED.inc(response.requeued)
         response.refunded = response.failed
+        retention = request.result_retention.ToTimedelta().total_seconds()
+        if retention > 0:
+            # A pass of its own, under the same lock: erasing old profiles is independent of
+            # the guard (it touches only terminal jobs).
+            response.results_expired = await expire_results(
+                conn, retention, batch, current_principal().user_id, f"retention-{uuid.uuid4()}"
+            )
+            if response.results_expired:
+                log.info("retention erased %d result(s)", response.results_expired)
         await store.record_sweep(
             conn,
             found=response.found + response.queued_found,

@@ -21,6 +21,7 @@ from assay_cli import (
     commands_status,
     commands_submit,
     commands_tokens,
+    commands_users,
     output,
 )
 from assay_cli.connect import CliError, Connection, resolve, state_dir, unreachable
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands_jobs.register(commands, common)
     commands_tokens.register(commands, common)
     commands_status.register(commands, common)
+    commands_users.register(commands, common)
     return parser
 
 

@@ -122,7 +122,17 @@ def status_text(reply: archive_pb.GetSystemStatusResponse) -> str:
             f" processing {worker.processing:<4} ended {worker.finished_last_minute}"
         )
     lines.append(f"  {'last sweep':<12} {sweep_text(reply)}")
+    lines.append(f"  {'retention':<12} {retained_text(reply)}")
     return "\n".join(lines)
+
+
+def retained_text(reply: archive_pb.GetSystemStatusResponse) -> str:
+    """The oldest result still holding its content, in a sentence."""
+    if not reply.HasField("oldest_retained_result"):
+        return "no result holds content"
+    oldest = reply.oldest_retained_result
+    when = oldest.ToDatetime(tzinfo=dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"oldest retained result submitted {when} ({ago(oldest, reply.observed_at)})"
 
 
 def sweep_text(reply: archive_pb.GetSystemStatusResponse) -> str:

@@ -126,7 +126,11 @@ class Settings:
     worker_concurrency: int = 4
     """Jobs one worker process analyses at once."""
     events_max_age: float = 7 * 86400.0
-    """How long the events stream keeps events (the WatchJobs resume window)."""
+    """How long the events stream keeps events (the WatchJobs resume window), and the outbox
+    its published rows: part of the retention (events carry no assessment content)."""
+    result_retention: float = 0.0
+    """Seconds after its job ended that a result's inputs and profile are kept; the sweep
+    erases older ones. 0 (or ``off``) keeps them for ever."""
     db_pool_size: int = 4
     """PostgreSQL connections of one archive process (its pool's maximum). Measured on two
     cores: 4 beat 2, 10 and 20 (more connections only queue inside PostgreSQL)."""
@@ -238,6 +242,10 @@ def _positive_duration(raw: str) -> float:
     return seconds
 
 
+def _duration_or_off(raw: str) -> float:
+    return 0.0 if raw.strip().lower() in ("off", "") else parse_duration(raw)
+
+
 def _int_at_least(minimum: int) -> Callable[[str], int]:
     def parse(raw: str) -> int:
         try:
@@ -325,6 +333,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_inflight_per_user": _int_at_least(0),
     "worker_concurrency": _int_at_least(1),
     "events_max_age": _positive_duration,
+    "result_retention": _duration_or_off,
     "shutdown_grace": parse_duration,
     "bookmark_interval": _positive_duration,
     "watch_buffer": _int_at_least(1),

@@ -27,6 +27,7 @@ __all__ = [
     "AlreadyExists",
     "AssayError",
     "DeadlineExceeded",
+    "Erased",
     "FailedPrecondition",
     "FieldViolation",
     "InsufficientTokens",
@@ -171,6 +172,13 @@ class NotFound(AssayError):
     reason = "NOT_FOUND"
 
 
+class Erased(NotFound):
+    """The result's content was erased (EraseUserData or the retention); nothing is left to
+    read (NOT_FOUND, reason ERASED)."""
+
+    reason = "ERASED"
+
+
 class AlreadyExists(AssayError):
     """The entity exists already, e.g. a reused request_id with another payload."""
 
@@ -266,6 +274,7 @@ _BY_REASON: dict[str, type[AssayError]] = {
         UnsupportedAssessmentType,
         RateLimited,
         ResumeTokenExpired,
+        Erased,
     )
 }
 _BY_CODE: dict[grpc.StatusCode, type[AssayError]] = {

@@ -30,6 +30,8 @@ ANALYSIS_TIMEOUT = "ANALYSIS_TIMEOUT"
 """One analysis ran longer than ASSAY_ANALYSIS_TIMEOUT."""
 INTERNAL_ERROR = "INTERNAL_ERROR"
 """The worker met an error it has no better code for."""
+ERASED = "ERASED"
+"""The job was cancelled because its user's data was erased (EraseUserData)."""
 
 
 def status_name(status: int) -> str:

@@ -5,7 +5,8 @@ it has been processing longer than ASSAY_MAX_PROCESSING. The archive fails each 
 STUCK, refunds it once and emits `analysis.stuck`, under a PostgreSQL advisory lock so runs
 never overlap. When more than ASSAY_SWEEP_MAX_FRACTION of in-flight jobs look stuck at
 once, the heartbeat path is broken rather than every worker, so the sweep holds back
-(exit 3) unless --force.
+(exit 3) unless --force. With ASSAY_RESULT_RETENTION set, the same run then erases, in a pass
+of its own under the same lock, the results of jobs that ended longer ago than it.
 
 Exit codes: 0 swept (or nothing to do, or another sweep holds the lock), 1 the archive is
 unreachable or refused, 2 bad configuration, 3 held back by the guard. The last line of
@@ -51,6 +52,7 @@ def summary(reply: pb.SweepStuckJobsResponse, *, dry_run: bool) -> dict[str, Any
         "queued": reply.queued,
         "queued_found": reply.queued_found,
         "requeued": reply.requeued,
+        "results_expired": reply.results_expired,
         "dry_run": dry_run,
         "jobs": [job.job_id for job in reply.jobs],
         "reason": reply.reason,
@@ -88,7 +90,8 @@ def report(reply: pb.SweepStuckJobsResponse, *, dry_run: bool) -> None:
         verb = "would fail" if dry_run else "failed and refunded"
         count = len(reply.jobs) if dry_run else reply.failed
         log.info(
-            "%d stuck of %d in flight, %d lost of %d queued; %s %d, re-published %d",
+            "%d stuck of %d in flight, %d lost of %d queued; %s %d, re-published %d;"
+            " %d result(s) past retention erased",
             reply.found,
             reply.in_flight,
             reply.queued_found,
@@ -96,6 +99,7 @@ def report(reply: pb.SweepStuckJobsResponse, *, dry_run: bool) -> None:
             verb,
             count,
             reply.requeued,
+            reply.results_expired,
         )
     print(json.dumps(summary(reply, dry_run=dry_run)), flush=True)
 

@@ -17,7 +17,7 @@ Db: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
 JOBS = ", ".join(JOB_COLUMNS)
 RESULT_COLUMNS = (
     "result_id, job_id, user_id, assessment_name, test_data, raw_responses, test_result,"
-    " created_at, updated_at"
+    " created_at, updated_at, erased_at"
 )
 
 
@@ -65,6 +65,7 @@ async def results_page(
     """Result rows newest first, keyset-paginated by (created_at, result_id)."""
     rows: list[asyncpg.Record] = await db.fetch(
         f"SELECT {RESULT_COLUMNS} FROM results WHERE ($1 = '' OR user_id = $1)"
+        " AND erased_at IS NULL"
         " AND ($2::timestamptz IS NULL OR (created_at, result_id) < ($2, $3::uuid))"
         " ORDER BY created_at DESC, result_id DESC LIMIT $4",
         user_id,
@@ -78,7 +79,8 @@ async def results_page(
 async def update_result(
     db: Db, result_id: uuid.UUID, columns: Mapping[str, Any]
 ) -> asyncpg.Record | None:
-    """Set the given JSON or text columns of a result row; returns it, or None. Column names
+    """Set the given JSON or text columns of a kept (not erased) result row; returns it, or
+    None. Column names
     come from the field-mask table, never from a caller."""
     names = list(columns)
     sets = ", ".join(
@@ -87,6 +89,7 @@ async def update_result(
     )
     row: asyncpg.Record | None = await db.fetchrow(
         f"UPDATE results SET {sets}, updated_at = now() WHERE result_id = $1"
+        " AND erased_at IS NULL"
         f" RETURNING {RESULT_COLUMNS}",
         result_id,
         *(columns[name] for name in names),

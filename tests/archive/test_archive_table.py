@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from archive_svc import lifecycle, states, sweep
+from archive_svc import erasure, lifecycle, states, store, sweep
 from archive_svc.states import TABLE, Token, Transition
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import job_pb2
@@ -169,11 +169,25 @@ async def sweep_all(c: Client, job: job_pb2.Job) -> Any:
     return await c.stub.SweepStuckJobs(sweep_request())
 
 
+def erase_row(database: str) -> Act:
+    """The erase row alone, as EraseUserData's first step applies it (the RPC's later steps
+    also delete the job's queue message from the outbox: tests/archive/test_archive_erasure)."""
+
+    async def act(c: Client, job: job_pb2.Job) -> Any:
+        conn = await asyncpg.connect(dsn(database))
+        try:
+            return await store.apply(conn, erasure.ERASE_OP, [{"user_id": "alice"}], limit=10)
+        finally:
+            await conn.close()
+
+    return act
+
+
 async def submit_nothing(c: Client, job: job_pb2.Job) -> Any:
     return job  # CREATE is applied by the setup itself (the first fact read is after it)
 
 
-CASES: dict[str, tuple[Setup, Act]] = {
+CASES: dict[str, tuple[Setup, Act | None]] = {
     "create": (queued, submit_nothing),
     "start": (queued, lambda c, j: c.start(j)),
     "takeover": (expired, start_as_w2),
@@ -190,6 +204,7 @@ CASES: dict[str, tuple[Setup, Act]] = {
     "sweep": (expired, sweep_all),
     "requeue": (lost, sweep_all),
     "sweep_queued": (lost_for_good, sweep_all),
+    "erase": (processing, None),  # the act needs the database: erase_row
 }
 
 
@@ -202,6 +217,7 @@ def test_every_row_has_a_case_and_every_operation_applies_rows_of_the_table() ->
         lifecycle.CANCEL_OP,
         sweep.SWEEP_OP,
         sweep.QUEUED_OP,
+        erasure.ERASE_OP,
     ]
     applied = {rule.name for operation in operations for rule in operation.rules}
     debiting = {row.name for row in TABLE if row.token is Token.DEBIT}  # the two functions
@@ -218,6 +234,7 @@ async def test_row_applies_exactly_what_it_says(
 ) -> None:
     client = Client(archive_stub)
     setup, act = CASES[row.name]
+    act = act or erase_row(database)
     job = await setup(client, database)
     before = await facts(database, job.job_id)
     if row is states.CREATE:

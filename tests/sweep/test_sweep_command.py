@@ -15,21 +15,24 @@ from assaylib.config import Settings
 from tests.archive.helpers import Client, check_invariants, expire_lease
 
 
-async def run_sweep(settings: Settings, port: int, *args: str) -> tuple[int, dict[str, Any], str]:
-    env = {
+async def run_sweep(
+    settings: Settings, port: int, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any], str]:
+    environment = {
         **os.environ,
         "ASSAY_ARCHIVE_ADDR": f"127.0.0.1:{port}",
         "ASSAY_SERVICE_TOKEN_FILE": settings.service_token_file,
         "ASSAY_STUCK_AFTER": "120s",
         "ASSAY_MAX_PROCESSING": "10m",
         "ASSAY_SWEEP_MAX_FRACTION": "0.5",
+        **(env or {}),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "assessment_svc.sweep",
         *args,
-        env=env,
+        env=environment,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

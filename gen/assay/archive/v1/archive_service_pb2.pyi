@@ -1190,6 +1190,7 @@ class SweepStuckJobsRequest(_message.Message):
     FORCE_FIELD_NUMBER: _builtins.int
     GUARD_MIN_COUNT_FIELD_NUMBER: _builtins.int
     MAX_QUEUED_FIELD_NUMBER: _builtins.int
+    RESULT_RETENTION_FIELD_NUMBER: _builtins.int
     limit: _builtins.int
     """Batch size; zero means the server default."""
     dry_run: _builtins.bool
@@ -1213,6 +1214,12 @@ class SweepStuckJobsRequest(_message.Message):
         times as a job has attempts. Zero skips this pass.
         """
 
+    @_builtins.property
+    def result_retention(self) -> _duration_pb2.Duration:
+        """The profiles and inputs of terminal jobs that finished longer ago than this are erased,
+        in a pass of its own (ASSAY_RESULT_RETENTION). Zero skips this pass.
+        """
+
     def __init__(
         self,
         *,
@@ -1224,10 +1231,11 @@ class SweepStuckJobsRequest(_message.Message):
         force: _builtins.bool = ...,
         guard_min_count: _builtins.int = ...,
         max_queued: _duration_pb2.Duration | None = ...,
+        result_retention: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["max_processing", b"max_processing", "max_queued", b"max_queued", "stuck_after", b"stuck_after"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["max_processing", b"max_processing", "max_queued", b"max_queued", "result_retention", b"result_retention", "stuck_after", b"stuck_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "force", b"force", "guard_min_count", b"guard_min_count", "limit", b"limit", "max_fraction", b"max_fraction", "max_processing", b"max_processing", "max_queued", b"max_queued", "stuck_after", b"stuck_after"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "force", b"force", "guard_min_count", b"guard_min_count", "limit", b"limit", "max_fraction", b"max_fraction", "max_processing", b"max_processing", "max_queued", b"max_queued", "result_retention", b"result_retention", "stuck_after", b"stuck_after"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1252,6 +1260,7 @@ class SweepStuckJobsResponse(_message.Message):
     QUEUED_FOUND_FIELD_NUMBER: _builtins.int
     REQUEUED_FIELD_NUMBER: _builtins.int
     REQUEUED_JOB_IDS_FIELD_NUMBER: _builtins.int
+    RESULTS_EXPIRED_FIELD_NUMBER: _builtins.int
     found: _builtins.int
     """Stuck jobs found."""
     failed: _builtins.int
@@ -1274,6 +1283,8 @@ class SweepStuckJobsResponse(_message.Message):
     """QUEUED jobs found lost (queued longer than max_queued)."""
     requeued: _builtins.int
     """Lost QUEUED jobs re-published to the workers' queue (the rest of queued_found failed)."""
+    results_expired: _builtins.int
+    """Result rows erased by the retention pass (older than result_retention)."""
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]:
         """The jobs swept (or, on a dry run, the jobs that would be)."""
@@ -1298,10 +1309,11 @@ class SweepStuckJobsResponse(_message.Message):
         queued_found: _builtins.int = ...,
         requeued: _builtins.int = ...,
         requeued_job_ids: _abc.Iterable[_builtins.str] | None = ...,
+        results_expired: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "found", b"found", "held_back", b"held_back", "in_flight", b"in_flight", "jobs", b"jobs", "lock_busy", b"lock_busy", "queued", b"queued", "queued_found", b"queued_found", "reason", b"reason", "refunded", b"refunded", "requeued", b"requeued", "requeued_job_ids", b"requeued_job_ids", "skipped", b"skipped"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "found", b"found", "held_back", b"held_back", "in_flight", b"in_flight", "jobs", b"jobs", "lock_busy", b"lock_busy", "queued", b"queued", "queued_found", b"queued_found", "reason", b"reason", "refunded", b"refunded", "requeued", b"requeued", "requeued_job_ids", b"requeued_job_ids", "results_expired", b"results_expired", "skipped", b"skipped"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1540,6 +1552,7 @@ class GetSystemStatusResponse(_message.Message):
     CONSUMER_FIELD_NUMBER: _builtins.int
     WORKERS_FIELD_NUMBER: _builtins.int
     LAST_SWEEP_FIELD_NUMBER: _builtins.int
+    OLDEST_RETAINED_RESULT_FIELD_NUMBER: _builtins.int
     outbox_unsent: _builtins.int
     """Outbox rows not yet published, and the age of the oldest."""
     @_builtins.property
@@ -1574,6 +1587,13 @@ class GetSystemStatusResponse(_message.Message):
     def last_sweep(self) -> Global___SweepSummary:
         """The last sweep that ran (not a dry run); unset when none has."""
 
+    @_builtins.property
+    def oldest_retained_result(self) -> _timestamp_pb2.Timestamp:
+        """When the oldest result row that still holds its content was submitted; unset when none
+        does. With ASSAY_RESULT_RETENTION on, it stays within the retention (plus the time its
+        job ran, plus one sweep interval).
+        """
+
     def __init__(
         self,
         *,
@@ -1587,10 +1607,11 @@ class GetSystemStatusResponse(_message.Message):
         consumer: Global___ConsumerStatus | None = ...,
         workers: _abc.Iterable[Global___WorkerStatus] | None = ...,
         last_sweep: Global___SweepSummary | None = ...,
+        oldest_retained_result: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["consumer", b"consumer", "last_minute", b"last_minute", "last_sweep", b"last_sweep", "observed_at", b"observed_at", "oldest_processing_age", b"oldest_processing_age", "oldest_queued_age", b"oldest_queued_age", "outbox_oldest_unsent_age", b"outbox_oldest_unsent_age"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consumer", b"consumer", "last_minute", b"last_minute", "last_sweep", b"last_sweep", "observed_at", b"observed_at", "oldest_processing_age", b"oldest_processing_age", "oldest_queued_age", b"oldest_queued_age", "oldest_retained_result", b"oldest_retained_result", "outbox_oldest_unsent_age", b"outbox_oldest_unsent_age"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consumer", b"consumer", "jobs", b"jobs", "last_minute", b"last_minute", "last_sweep", b"last_sweep", "observed_at", b"observed_at", "oldest_processing_age", b"oldest_processing_age", "oldest_queued_age", b"oldest_queued_age", "outbox_oldest_unsent_age", b"outbox_oldest_unsent_age", "outbox_unsent", b"outbox_unsent", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consumer", b"consumer", "jobs", b"jobs", "last_minute", b"last_minute", "last_sweep", b"last_sweep", "observed_at", b"observed_at", "oldest_processing_age", b"oldest_processing_age", "oldest_queued_age", b"oldest_queued_age", "oldest_retained_result", b"oldest_retained_result", "outbox_oldest_unsent_age", b"outbox_oldest_unsent_age", "outbox_unsent", b"outbox_unsent", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1766,3 +1787,85 @@ class SweepSummary(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SweepSummary: _TypeAlias = SweepSummary  # noqa: Y015
+
+@_typing.final
+class EraseUserDataRequest(_message.Message):
+    """EraseUserDataRequest names the user whose data is erased and the erasure's idempotency key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    request_id: _builtins.str
+    """Required: a repeat with the same request_id answers the same (and finishes an erasure a
+    crash interrupted); the same request_id for another user is refused (ALREADY_EXISTS).
+    """
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseUserDataRequest: _TypeAlias = EraseUserDataRequest  # noqa: Y015
+
+@_typing.final
+class EraseUserDataResponse(_message.Message):
+    """EraseUserDataResponse is what the erasure did, as recorded in the erasure log."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    JOBS_CANCELLED_FIELD_NUMBER: _builtins.int
+    RESULTS_ERASED_FIELD_NUMBER: _builtins.int
+    OUTBOX_MESSAGES_ERASED_FIELD_NUMBER: _builtins.int
+    QUEUE_MESSAGES_DELETED_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    request_id: _builtins.str
+    jobs_cancelled: _builtins.int
+    """QUEUED and PROCESSING jobs cancelled (and refunded) first."""
+    results_erased: _builtins.int
+    """Result rows emptied and marked erased."""
+    outbox_messages_erased: _builtins.int
+    """Queue messages removed from the outbox, and from the jobs stream."""
+    queue_messages_deleted: _builtins.int
+    requested_by: _builtins.str
+    """Who asked (the caller's token subject) and when; when it finished."""
+    replayed: _builtins.bool
+    """True when this reply repeats a finished erasure with the same request_id."""
+    @_builtins.property
+    def requested_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        jobs_cancelled: _builtins.int = ...,
+        results_erased: _builtins.int = ...,
+        outbox_messages_erased: _builtins.int = ...,
+        queue_messages_deleted: _builtins.int = ...,
+        requested_by: _builtins.str = ...,
+        requested_at: _timestamp_pb2.Timestamp | None = ...,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
+        replayed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "requested_at", b"requested_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "jobs_cancelled", b"jobs_cancelled", "outbox_messages_erased", b"outbox_messages_erased", "queue_messages_deleted", b"queue_messages_deleted", "replayed", b"replayed", "request_id", b"request_id", "requested_at", b"requested_at", "requested_by", b"requested_by", "results_erased", b"results_erased", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseUserDataResponse: _TypeAlias = EraseUserDataResponse  # noqa: Y015

@@ -151,6 +151,11 @@ class ArchiveServiceStub:
                 request_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.GetSystemStatusRequest.SerializeToString,
                 response_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.GetSystemStatusResponse.FromString,
                 _registered_method=True)
+        self.EraseUserData = channel.unary_unary(
+                '/assay.archive.v1.ArchiveService/EraseUserData',
+                request_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.EraseUserDataRequest.SerializeToString,
+                response_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.EraseUserDataResponse.FromString,
+                _registered_method=True)
 
 
 class ArchiveServiceServicer:
@@ -326,6 +331,17 @@ class ArchiveServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseUserData(self, request, context):
+        """EraseUserData erases one user's assessment data, raw responses and profiles (operators
+        only): their QUEUED and PROCESSING jobs are cancelled first (refunded, with events), then
+        every result row of theirs is emptied and marked erased, and their queue messages are
+        removed from the outbox and the jobs stream. Job rows and the ledger are kept. Idempotent
+        on request_id; a repeat after a crash finishes what the first call left.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArchiveServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -443,6 +459,11 @@ def add_ArchiveServiceServicer_to_server(servicer, server):
                     servicer.GetSystemStatus,
                     request_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.GetSystemStatusRequest.FromString,
                     response_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.GetSystemStatusResponse.SerializeToString,
+            ),
+            'EraseUserData': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseUserData,
+                    request_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.EraseUserDataRequest.FromString,
+                    response_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.EraseUserDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1068,6 +1089,33 @@ class ArchiveService:
             '/assay.archive.v1.ArchiveService/GetSystemStatus',
             assay_dot_archive_dot_v1_dot_archive__service__pb2.GetSystemStatusRequest.SerializeToString,
             assay_dot_archive_dot_v1_dot_archive__service__pb2.GetSystemStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseUserData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assay.archive.v1.ArchiveService/EraseUserData',
+            assay_dot_archive_dot_v1_dot_archive__service__pb2.EraseUserDataRequest.SerializeToString,
+            assay_dot_archive_dot_v1_dot_archive__service__pb2.EraseUserDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

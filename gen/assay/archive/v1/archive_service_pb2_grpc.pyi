@@ -94,6 +94,13 @@ class ArchiveServiceStub:
     status, the oldest in flight, last minute's throughput, the outbox backlog, the workers'
     JetStream consumer, the workers seen lately and the last sweep.
     """
+    EraseUserData: _grpc.UnaryUnaryMultiCallable[_archive_service_pb2.EraseUserDataRequest, _archive_service_pb2.EraseUserDataResponse]
+    """EraseUserData erases one user's assessment data, raw responses and profiles (operators
+    only): their QUEUED and PROCESSING jobs are cancelled first (refunded, with events), then
+    every result row of theirs is emptied and marked erased, and their queue messages are
+    removed from the outbox and the jobs stream. Job rows and the ledger are kept. Idempotent
+    on request_id; a repeat after a crash finishes what the first call left.
+    """
 
 @_typing.type_check_only
 class ArchiveServiceAsyncStub(ArchiveServiceStub):
@@ -160,6 +167,13 @@ class ArchiveServiceAsyncStub(ArchiveServiceStub):
     """GetSystemStatus is one look at the whole system for operators (`assay status`): jobs per
     status, the oldest in flight, last minute's throughput, the outbox backlog, the workers'
     JetStream consumer, the workers seen lately and the last sweep.
+    """
+    EraseUserData: _aio.UnaryUnaryMultiCallable[_archive_service_pb2.EraseUserDataRequest, _archive_service_pb2.EraseUserDataResponse]  # type: ignore[assignment]
+    """EraseUserData erases one user's assessment data, raw responses and profiles (operators
+    only): their QUEUED and PROCESSING jobs are cancelled first (refunded, with events), then
+    every result row of theirs is emptied and marked erased, and their queue messages are
+    removed from the outbox and the jobs stream. Job rows and the ledger are kept. Idempotent
+    on request_id; a repeat after a crash finishes what the first call left.
     """
 
 class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -362,6 +376,19 @@ class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetSystemStatus is one look at the whole system for operators (`assay status`): jobs per
         status, the oldest in flight, last minute's throughput, the outbox backlog, the workers'
         JetStream consumer, the workers seen lately and the last sweep.
+        """
+
+    @_abc_1.abstractmethod
+    def EraseUserData(
+        self,
+        request: _archive_service_pb2.EraseUserDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_service_pb2.EraseUserDataResponse, _abc.Awaitable[_archive_service_pb2.EraseUserDataResponse]]:
+        """EraseUserData erases one user's assessment data, raw responses and profiles (operators
+        only): their QUEUED and PROCESSING jobs are cancelled first (refunded, with events), then
+        every result row of theirs is emptied and marked erased, and their queue messages are
+        removed from the outbox and the jobs stream. Job rows and the ledger are kept. Idempotent
+        on request_id; a repeat after a crash finishes what the first call left.
         """
 
 def add_ArchiveServiceServicer_to_server(servicer: ArchiveServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
