@@ -7,36 +7,60 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from archive_svc import convert, store
+from archive_svc import convert, metrics, store
+from archive_svc.access_records import reader_of
 from archive_svc.checks import ArchivePart, check_owner, owner_violations, parse_uuid
 from archive_svc.paging import page_limit
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assaylib import jobs
 from assaylib import validation as v
+from assaylib.auth import Principal
 from assaylib.errors import FieldViolation
 
 
 class Results(ArchivePart):
     """GetResult, ListResults, UpdateResult and CreateResult."""
 
-    async def get_result(self, result_id: str, owner: str) -> job_pb2.AnalysisResult:
-        """One result row, scoped to owner when given."""
+    async def get_result(
+        self, request: pb.GetResultRequest, principal: Principal
+    ) -> job_pb2.AnalysisResult:
+        """One result row, scoped to ``request.user_id`` when given; the read recorded in the
+        same statement unless its reader is the row's owner (``access_records``)."""
+        owner = request.user_id
         v.require_valid(owner_violations(owner))
-        ident = parse_uuid(result_id, "result_id")
-        row = await store.get_result(self.pool, ident)
-        return convert.result_to_proto(check_owner(row, owner, "result", result_id))
+        ident = parse_uuid(request.result_id, "result_id")
+        reader = reader_of(principal, request.reader, owner)
+        if reader is None:
+            row = await store.get_result(self.pool, ident)
+        else:
+            row = await store.get_result_recorded(self.pool, ident, owner, reader)
+            if row is not None and row["user_id"] != reader.subject:
+                metrics.ACCESS_RECORDS.labels("GetResult").inc()
+        return convert.result_to_proto(check_owner(row, owner, "result", request.result_id))
 
-    async def list_results(self, request: pb.ListResultsRequest) -> pb.ListResultsResponse:
-        """A page of result rows, newest first."""
+    async def list_results(
+        self, request: pb.ListResultsRequest, principal: Principal
+    ) -> pb.ListResultsResponse:
+        """A page of result rows, newest first; the read of each row recorded in the same
+        statement unless its reader owns it."""
         limit = page_limit(request.page_size)
         v.require_valid(owner_violations(request.user_id))
         scope = f"results\0{request.user_id}"
         after = self.pages.decode(request.page_token, scope, (dt.datetime, uuid.UUID))
-        rows = await store.results_page(self.pool, request.user_id, after, limit + 1)
+        reader = reader_of(principal, "", request.user_id)
+        if reader is None:
+            rows = await store.results_page(self.pool, request.user_id, after, limit + 1)
+        else:
+            rows = await store.results_page_recorded(
+                self.pool, request.user_id, after, limit + 1, limit, reader
+            )
         page, token = self.pages.page(
             rows, limit, scope, lambda r: (r["created_at"], r["result_id"])
         )
+        if reader is not None:
+            recorded = sum(1 for r in page if r["user_id"] != reader.subject)
+            metrics.ACCESS_RECORDS.labels("ListResults").inc(recorded)
         return pb.ListResultsResponse(
             results=[convert.result_to_proto(r) for r in page], next_page_token=token
         )

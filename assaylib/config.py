@@ -172,6 +172,9 @@ class Settings:
     default_locale: str = DEFAULT_LOCALE
     """The language of a submission's profile when it names none (``id`` or ``en``); a worker
     also writes in it for a queue message from a producer older than locales."""
+    access_record_retention: float = 400 * 86400.0
+    """How long the access record (who read whose data) is kept: the sweep deletes older
+    records."""
 
     def __post_init__(self) -> None:
         if self.lease_timeout <= 0:
@@ -338,4 +341,5 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "reflection": _bool,
     "max_queued": _positive_duration,
     "default_locale": _choice(*LOCALES),
+    "access_record_retention": _positive_duration,
 }

@@ -51,6 +51,7 @@ def summary(reply: pb.SweepStuckJobsResponse, *, dry_run: bool) -> dict[str, Any
         "queued": reply.queued,
         "queued_found": reply.queued_found,
         "requeued": reply.requeued,
+        "access_records_pruned": reply.access_records_pruned,
         "dry_run": dry_run,
         "jobs": [job.job_id for job in reply.jobs],
         "reason": reply.reason,

@@ -151,6 +151,11 @@ class ArchiveServiceStub:
                 request_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.GetSystemStatusRequest.SerializeToString,
                 response_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.GetSystemStatusResponse.FromString,
                 _registered_method=True)
+        self.ListAccessRecords = channel.unary_unary(
+                '/assay.archive.v1.ArchiveService/ListAccessRecords',
+                request_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ListAccessRecordsRequest.SerializeToString,
+                response_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ListAccessRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class ArchiveServiceServicer:
@@ -326,6 +331,14 @@ class ArchiveServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAccessRecords(self, request, context):
+        """ListAccessRecords lists the recorded reads of users' data by others (operators and
+        internal callers), newest first; operators only (`assay audit reads`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArchiveServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -443,6 +456,11 @@ def add_ArchiveServiceServicer_to_server(servicer, server):
                     servicer.GetSystemStatus,
                     request_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.GetSystemStatusRequest.FromString,
                     response_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.GetSystemStatusResponse.SerializeToString,
+            ),
+            'ListAccessRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccessRecords,
+                    request_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ListAccessRecordsRequest.FromString,
+                    response_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ListAccessRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1068,6 +1086,33 @@ class ArchiveService:
             '/assay.archive.v1.ArchiveService/GetSystemStatus',
             assay_dot_archive_dot_v1_dot_archive__service__pb2.GetSystemStatusRequest.SerializeToString,
             assay_dot_archive_dot_v1_dot_archive__service__pb2.GetSystemStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccessRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assay.archive.v1.ArchiveService/ListAccessRecords',
+            assay_dot_archive_dot_v1_dot_archive__service__pb2.ListAccessRecordsRequest.SerializeToString,
+            assay_dot_archive_dot_v1_dot_archive__service__pb2.ListAccessRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

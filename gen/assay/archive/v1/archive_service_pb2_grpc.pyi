@@ -94,6 +94,10 @@ class ArchiveServiceStub:
     status, the oldest in flight, last minute's throughput, the outbox backlog, the workers'
     JetStream consumer, the workers seen lately and the last sweep.
     """
+    ListAccessRecords: _grpc.UnaryUnaryMultiCallable[_archive_service_pb2.ListAccessRecordsRequest, _archive_service_pb2.ListAccessRecordsResponse]
+    """ListAccessRecords lists the recorded reads of users' data by others (operators and
+    internal callers), newest first; operators only (`assay audit reads`).
+    """
 
 @_typing.type_check_only
 class ArchiveServiceAsyncStub(ArchiveServiceStub):
@@ -160,6 +164,10 @@ class ArchiveServiceAsyncStub(ArchiveServiceStub):
     """GetSystemStatus is one look at the whole system for operators (`assay status`): jobs per
     status, the oldest in flight, last minute's throughput, the outbox backlog, the workers'
     JetStream consumer, the workers seen lately and the last sweep.
+    """
+    ListAccessRecords: _aio.UnaryUnaryMultiCallable[_archive_service_pb2.ListAccessRecordsRequest, _archive_service_pb2.ListAccessRecordsResponse]  # type: ignore[assignment]
+    """ListAccessRecords lists the recorded reads of users' data by others (operators and
+    internal callers), newest first; operators only (`assay audit reads`).
     """
 
 class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -362,6 +370,16 @@ class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetSystemStatus is one look at the whole system for operators (`assay status`): jobs per
         status, the oldest in flight, last minute's throughput, the outbox backlog, the workers'
         JetStream consumer, the workers seen lately and the last sweep.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAccessRecords(
+        self,
+        request: _archive_service_pb2.ListAccessRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_service_pb2.ListAccessRecordsResponse, _abc.Awaitable[_archive_service_pb2.ListAccessRecordsResponse]]:
+        """ListAccessRecords lists the recorded reads of users' data by others (operators and
+        internal callers), newest first; operators only (`assay audit reads`).
         """
 
 def add_ArchiveServiceServicer_to_server(servicer: ArchiveServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
