@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from archive_svc import convert, metrics, store
 from archive_svc.access_records import reader_of
 from archive_svc.checks import ArchivePart, check_owner, owner_violations, parse_uuid
 from archive_svc.paging import page_limit
+from archive_svc.sealing import SEALED_COLUMNS
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assaylib import jobs
@@ -37,7 +38,7 @@ class Results(ArchivePart):
             row = await store.get_result_recorded(self.pool, ident, owner, reader)
             if row is not None and row["user_id"] != reader.subject:
                 metrics.ACCESS_RECORDS.labels("GetResult").inc()
-        return convert.result_to_proto(check_owner(row, owner, "result", request.result_id))
+        return self._to_proto(check_owner(row, owner, "result", request.result_id))
 
     async def list_results(
         self, request: pb.ListResultsRequest, principal: Principal
@@ -62,15 +63,22 @@ class Results(ArchivePart):
             recorded = sum(1 for r in page if r["user_id"] != reader.subject)
             metrics.ACCESS_RECORDS.labels("ListResults").inc(recorded)
         return pb.ListResultsResponse(
-            results=[convert.result_to_proto(r) for r in page], next_page_token=token
+            results=[self._to_proto(r) for r in page], next_page_token=token
         )
 
     async def update_result(self, request: pb.UpdateResultRequest) -> job_pb2.AnalysisResult:
         """Update the masked fields of a result row."""
         ident = parse_uuid(request.result.result_id, "result.result_id")
         columns = result_columns(request)
+        keys = self.policy.data_keys
+        sealed = [name for name in columns if name in SEALED_COLUMNS]
+        if keys.enabled and sealed:
+            # Sealed values are bound to their job, which a result row never changes.
+            stored = check_owner(await store.get_result(self.pool, ident), "", "result", str(ident))
+            for name in sealed:
+                columns[name] = keys.seal_json(columns[name], name, stored["job_id"])
         row = await store.update_result(self.pool, ident, columns)
-        return convert.result_to_proto(check_owner(row, "", "result", str(ident)))
+        return self._to_proto(check_owner(row, "", "result", str(ident)))
 
     async def create_result(self, request: pb.CreateResultRequest) -> job_pb2.AnalysisResult:
         """Create and link the result row of a job that has none (idempotent)."""
@@ -79,18 +87,23 @@ class Results(ArchivePart):
             + v.assessment_data_violations(request.test_data, jobs.CUSTOM)
         )
         job_id = parse_uuid(request.job_id, "job_id")
+        keys = self.policy.data_keys
         created = await store.create_legacy_result(
             self.pool,
             job_id,
             uuid.uuid4(),
-            convert.to_json(request.test_data),
-            convert.to_json(request.raw_responses),
+            keys.seal_json(convert.to_json(request.test_data), "test_data", job_id),
+            keys.seal_json(convert.to_json(request.raw_responses), "raw_responses", job_id),
         )
         if created is not None:
-            return convert.result_to_proto(created)
+            return self._to_proto(created)
         job = check_owner(await store.get_job(self.pool, job_id), "", "job", request.job_id)
         existing = await store.get_result(self.pool, job["result_id"])
-        return convert.result_to_proto(check_owner(existing, "", "result", str(job["result_id"])))
+        return self._to_proto(check_owner(existing, "", "result", str(job["result_id"])))
+
+    def _to_proto(self, row: Mapping[str, Any]) -> job_pb2.AnalysisResult:
+        """A result row as a message, its sealed columns opened."""
+        return convert.result_to_proto(self.policy.data_keys.open_row(row))
 
 
 RESULT_MASK_PATHS: dict[str, Callable[[job_pb2.AnalysisResult], str]] = {

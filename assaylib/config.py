@@ -172,6 +172,10 @@ class Settings:
     default_locale: str = DEFAULT_LOCALE
     """The language of a submission's profile when it names none (``id`` or ``en``); a worker
     also writes in it for a queue message from a producer older than locales."""
+    data_key_file: str = ""
+    """Path of the archive's data keys (one ``<key id> <base64 key>`` a line, the first one
+    sealing): users' assessment data, raw answers and profiles are then encrypted at rest
+    (AES-GCM, key id stored per row); empty: stored as plain JSON."""
     access_record_retention: float = 400 * 86400.0
     """How long the access record (who read whose data) is kept: the sweep deletes older
     records."""
