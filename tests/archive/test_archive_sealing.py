@@ -10,6 +10,8 @@ import base64
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -212,3 +214,24 @@ async def test_rows_from_before_the_key_and_rotated_keys_still_read(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await archive_stub.GetResult(pb.GetResultRequest(result_id=sealed_job.result_id))
     assert caught.value.code() == grpc.StatusCode.INTERNAL
+
+
+@pytest.mark.parametrize("content", [None, "k1 not-a-key"])
+def test_the_archive_refuses_to_start_with_a_bad_key_file(
+    trust, tmp_path: Path, content: str | None
+) -> None:
+    path = tmp_path / "data-keys"
+    if content is not None:
+        path.write_text(content)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ASSAY_")},
+        **trust.env(),
+        "ASSAY_DATA_KEY_FILE": str(path),
+        "ASSAY_ARCHIVE_ADDR": "127.0.0.1:0",
+        "ASSAY_DATABASE_URL": "postgresql+asyncpg://nobody@127.0.0.1:1/none",
+    }
+    ran = subprocess.run(
+        [sys.executable, "-m", "archive_svc"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 2, ran.stderr
+    assert "ASSAY_DATA_KEY_FILE" in ran.stderr
