@@ -11,15 +11,19 @@ from archive_svc import audit
 from archive_svc.app import ArchiveApp
 from archive_svc.db import libpq_dsn
 from archive_svc.migrate import upgrade
-from assaylib.config import Settings, listen_addr
+from assaylib.config import ConfigError, Settings, listen_addr
 from assaylib.process import run_service, settings_or_exit
 
 log = logging.getLogger("archive_svc")
 
 
 async def start(settings: Settings) -> ArchiveApp:
-    """The archive (and its relay), listening on its address."""
-    return await ArchiveApp.start(settings, listen_addr(settings.archive_addr))
+    """The archive (and its relay), listening on its address; exit 2 on a bad key file."""
+    try:
+        return await ArchiveApp.start(settings, listen_addr(settings.archive_addr))
+    except ConfigError as err:
+        print(f"archive: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def main(argv: list[str] | None = None) -> int:

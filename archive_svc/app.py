@@ -12,6 +12,7 @@ from grpc_health.v1.health import HealthServicer
 from archive_svc.checks import Policy
 from archive_svc.db import TRANSIENT, create_pool, libpq_dsn
 from archive_svc.relay import OutboxRelay
+from archive_svc.sealing import DataKeys
 from archive_svc.server import SERVICE_NAME, Archive, ArchiveServicer
 from archive_svc.stats import SystemStatus
 from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
@@ -29,6 +30,7 @@ def policy_of(settings: Settings) -> Policy:
         lease_timeout=settings.lease_timeout,
         max_attempts=settings.max_attempts,
         default_locale=settings.default_locale,
+        data_keys=DataKeys.load(settings.data_key_file),
     )
 
 
@@ -47,11 +49,12 @@ class ArchiveApp:
     async def start(cls, settings: Settings, bind: str) -> ArchiveApp:
         """Start the server on `bind` (port 0 picks a free one) and the relay."""
         names = StreamNames(settings.stream_prefix)
+        policy = policy_of(settings)
         pool = await create_pool(settings.database_url, min_size=0, max_size=settings.db_pool_size)
         archive = Archive.build(
             pool,
             libpq_dsn(settings.database_url),
-            policy_of(settings),
+            policy,
             SystemStatus(pool, settings.nats_url, names),
         )
         servicer = ArchiveServicer(archive)
@@ -69,6 +72,7 @@ class ArchiveApp:
             names,
             events_max_age=settings.events_max_age,
             stream_replicas=settings.stream_replicas,
+            data_keys=policy.data_keys,
         )
         await relay.start()
         archive.status.start_sampling()

@@ -4,11 +4,12 @@ refusal or a batch item's error is said."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
 from archive_svc.paging import PageTokens
+from archive_svc.sealing import NO_KEYS, DataKeys
 from assay.archive.v1 import archive_service_pb2 as pb
 from assaylib import validation as v
 from assaylib.errors import AssayError, FieldViolation, InvalidTransition, NotFound
@@ -24,6 +25,8 @@ class Policy:
     max_attempts: int = 3
     default_locale: str = DEFAULT_LOCALE
     """The locale a submission without one is written in (ASSAY_DEFAULT_LOCALE)."""
+    data_keys: DataKeys = field(default=NO_KEYS, compare=False)
+    """What seals users' data at rest (ASSAY_DATA_KEY_FILE; none by default)."""
 
 
 def parse_uuid(value: str, field: str) -> uuid.UUID:

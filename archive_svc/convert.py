@@ -166,3 +166,18 @@ def submission_hash(
     if locale:
         digest.update(b"\0locale\0" + locale.encode())
     return digest.hexdigest()
+
+
+def access_record_to_proto(row: Mapping[Any, Any]) -> archive_pb2.AccessRecord:
+    """An AccessRecord message from a row of the access_records table."""
+    return archive_pb2.AccessRecord(
+        record_id=row["record_id"],
+        read_at=stamp(row["read_at"]),
+        user_id=row["user_id"],
+        reader=row["reader"],
+        reader_identity=row["reader_identity"],
+        via=row["via"],
+        rpc=row["rpc"],
+        job_id=str(row["job_id"]) if row["job_id"] else "",
+        result_id=str(row["result_id"]) if row["result_id"] else "",
+    )

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from archive_svc.convert import STATUS_TO_PROTO, submission_of, timestamp
+from archive_svc.sealing import NO_KEYS, DataKeys
 from assay.common.v1 import assessment_pb2
 from assay.events.v1 import events_pb2
 from assaylib.streams import StreamNames
@@ -57,16 +58,19 @@ def queue_message(
     return message.SerializeToString()
 
 
-def publication(names: StreamNames, row: Mapping[str, Any]) -> tuple[str, bytes]:
-    """The subject and payload the relay publishes for one outbox row."""
+def publication(
+    names: StreamNames, row: Mapping[str, Any], keys: DataKeys = NO_KEYS
+) -> tuple[str, bytes]:
+    """The subject and payload the relay publishes for one outbox row (a sealed queue
+    message or result row opened with ``keys``: the stream carries it plain)."""
     if row["kind"] == "event":
         subject = row["subject"] or names.event_subject(row["user_id"], str(row["job_id"]))
         payload = row["payload"] or encode_event(row)
         return subject, bytes(payload)
     subject = row["subject"] or names.analysis_subject
     if row["payload"] is not None:
-        return subject, bytes(row["payload"])
+        return subject, keys.open_payload(bytes(row["payload"]), row["job_id"])
     data, raw = assessment_pb2.AssessmentData(), assessment_pb2.RawResponses()
     if row["test_data"] is not None:
-        data, raw = submission_of(row)
+        data, raw = submission_of(keys.open_row(row))
     return subject, queue_message(row, data, raw, row["charge_count"] or 1)

@@ -251,7 +251,10 @@ class Lifecycle:
             "attempt": report.attempt,
         }
         if isinstance(report, pb.CompleteJobRequest):
-            values.update(report="complete", test_result=self._profile_json(report))
+            profile = self.policy.data_keys.seal_json(
+                self._profile_json(report), "test_result", report.job_id
+            )
+            values.update(report="complete", test_result=profile)
         elif isinstance(report, pb.FailJobRequest):
             self._check_failure(report)
             values.update(

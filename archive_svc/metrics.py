@@ -70,6 +70,15 @@ RESULTS_ERASED = Counter(
     "Result rows whose content was erased, by trigger (request or retention).",
     ["trigger"],
 )
+ACCESS_RECORDS = Counter(
+    "assay_access_records",
+    "Reads of a user's result data by someone else, recorded in the access record, by RPC.",
+    ["rpc"],
+)
+ACCESS_RECORDS_PRUNED = Counter(
+    "assay_access_records_pruned",
+    "Access records deleted by sweeps after ASSAY_ACCESS_RECORD_RETENTION.",
+)
 
 _ROWS = {row.name: row for row in TABLE}
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})

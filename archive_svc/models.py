@@ -296,3 +296,28 @@ class Erasure(Base):
     queue_messages_deleted: Mapped[int] = mapped_column(
         Integer, nullable=False, server_default=text("0")
     )
+
+
+class AccessRecord(Base):
+    """One read of a user's data by someone else: an operator, or an internal caller (through
+    the assessment service, which names the end reader). A user's own reads are not recorded.
+    Pruned by the sweep after ASSAY_ACCESS_RECORD_RETENTION."""
+
+    __tablename__ = "access_records"
+    __table_args__ = (Index(None, "user_id", "record_id"),)
+
+    record_id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    read_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=NOW
+    )
+    user_id: Mapped[str] = mapped_column(Text, nullable=False)
+    """Whose data was read."""
+    reader: Mapped[str] = mapped_column(Text, nullable=False)
+    """The reader's token subject."""
+    reader_identity: Mapped[str] = mapped_column(Text, nullable=False)
+    """``operator``, ``caller`` or the Assay service that read (a row of the access table)."""
+    via: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("''"))
+    """The service the read came through on the reader's behalf; empty when direct."""
+    rpc: Mapped[str] = mapped_column(Text, nullable=False)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    result_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))

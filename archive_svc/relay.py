@@ -25,6 +25,7 @@ from opentelemetry.trace import SpanKind
 from archive_svc import metrics, store
 from archive_svc.db import connect, libpq_dsn
 from archive_svc.events import publication
+from archive_svc.sealing import NO_KEYS, DataKeys
 from assaylib import tracing
 from assaylib.streams import StreamNames, ensure_streams
 
@@ -55,6 +56,7 @@ class OutboxRelay:
         batch_size: int = 256,
         poll_interval: float = 2.0,
         max_backoff: float = 5.0,
+        data_keys: DataKeys = NO_KEYS,
     ) -> None:
         self.pool = pool
         self.database_url = database_url
@@ -65,6 +67,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
+        self.data_keys = data_keys
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -190,7 +193,7 @@ class OutboxRelay:
         # (when tracing is on here), and its traceparent header lets the reader join it.
         acks = []
         for row in rows:
-            subject, payload = publication(self.names, row)
+            subject, payload = publication(self.names, row, self.data_keys)
             headers = {"Nats-Msg-Id": str(row["id"])}
             trace_context = row["trace_context"]
             if trace_context:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import asyncpg
 import grpc
 
+from archive_svc.access_records import AccessRecords
 from archive_svc.checks import Policy
 from archive_svc.erasure import Erasure
 from archive_svc.jobs import Jobs
@@ -24,6 +25,7 @@ from archive_svc.sweep import Sweeper
 from archive_svc.tokens import Tokens
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
+from assaylib.auth import current_principal
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ArchiveService"].full_name
 
@@ -42,6 +44,7 @@ class Archive:
     sweeper: Sweeper
     status: SystemStatus
     erasure: Erasure
+    access_records: AccessRecords
 
     @classmethod
     def build(cls, pool: asyncpg.Pool, dsn: str, policy: Policy, status: SystemStatus) -> Archive:
@@ -56,6 +59,7 @@ class Archive:
             Sweeper(pool, dsn, policy, pages),
             status,
             Erasure(pool, status.jetstream, status.names),
+            AccessRecords(pool, policy, pages),
         )
 
 
@@ -84,16 +88,16 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
     async def GetResult(
         self, request: pb.GetResultRequest, context: Context
     ) -> pb.GetResultResponse:
-        """Return one result row."""
+        """Return one result row (recorded when its reader is not its owner)."""
         return pb.GetResultResponse(
-            result=await self.archive.results.get_result(request.result_id, request.user_id)
+            result=await self.archive.results.get_result(request, current_principal())
         )
 
     async def ListResults(
         self, request: pb.ListResultsRequest, context: Context
     ) -> pb.ListResultsResponse:
-        """List result rows, newest first."""
-        return await self.archive.results.list_results(request)
+        """List result rows, newest first (each recorded unless its reader owns it)."""
+        return await self.archive.results.list_results(request, current_principal())
 
     async def UpdateResult(
         self, request: pb.UpdateResultRequest, context: Context
@@ -203,3 +207,9 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
     ) -> pb.EraseUserDataResponse:
         """Erase a user's assessment data, raw responses and profiles (operators only)."""
         return await self.archive.erasure.erase_user(request)
+
+    async def ListAccessRecords(
+        self, request: pb.ListAccessRecordsRequest, context: Context
+    ) -> pb.ListAccessRecordsResponse:
+        """List the recorded reads of users' data by others, newest first."""
+        return await self.archive.access_records.list_records(request)

@@ -52,6 +52,7 @@ class Submissions(ArchivePart):
         name = request.assessment_name or jobs.DEFAULT_ASSESSMENT
         locale = request.locale or self.policy.default_locale
         job_id, result_id = uuid.uuid4(), uuid.uuid4()
+        keys = self.policy.data_keys
         job = {
             "job_id": job_id,
             "user_id": request.user_id,
@@ -70,9 +71,13 @@ class Submissions(ArchivePart):
                 name, request.assessment_data, request.raw_responses, request.locale
             ),
             max_inflight=request.max_inflight,
-            test_data=convert.to_json(request.assessment_data),
-            raw_responses=convert.to_json(request.raw_responses),
-            queue_payload=queue_message(job, request.assessment_data, request.raw_responses, 1),
+            test_data=keys.seal_json(convert.to_json(request.assessment_data), "test_data", job_id),
+            raw_responses=keys.seal_json(
+                convert.to_json(request.raw_responses), "raw_responses", job_id
+            ),
+            queue_payload=keys.seal_payload(
+                queue_message(job, request.assessment_data, request.raw_responses, 1), job_id
+            ),
             trace_context=trace_context or None,
             locale=locale,
             deadline=request.deadline.ToDatetime(dt.UTC) if request.HasField("deadline") else None,

@@ -141,6 +141,7 @@ class Sweeper:
             )
             if response.results_expired:
                 log.info("retention erased %d result(s)", response.results_expired)
+        await self._prune_access_records(conn, request, batch, response)
         await store.record_sweep(
             conn,
             found=response.found + response.queued_found,
@@ -152,6 +153,27 @@ class Sweeper:
             queued=response.queued,
         )
         return response
+
+    async def _prune_access_records(
+        self,
+        conn: asyncpg.Connection,
+        request: pb.SweepStuckJobsRequest,
+        batch: int,
+        response: pb.SweepStuckJobsResponse,
+    ) -> None:
+        """The access-record pass: delete records older than their retention, a batch per
+        statement, until a batch comes back short (zero retention: skipped)."""
+        retention = request.access_record_retention.ToTimedelta().total_seconds()
+        if retention <= 0:
+            return
+        while True:
+            pruned = await store.prune_access_records(conn, retention, batch)
+            response.access_records_pruned += pruned
+            metrics.ACCESS_RECORDS_PRUNED.inc(pruned)
+            if pruned < batch:
+                break
+        if response.access_records_pruned:
+            log.info("pruned %d access records", response.access_records_pruned)
 
     async def _batches(
         self,

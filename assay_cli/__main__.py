@@ -16,6 +16,7 @@ import grpc
 import grpc.aio
 
 from assay_cli import (
+    commands_audit,
     commands_dev,
     commands_jobs,
     commands_status,
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands_tokens.register(commands, common)
     commands_status.register(commands, common)
     commands_users.register(commands, common)
+    commands_audit.register(commands, common)
     return parser
 
 

@@ -20,6 +20,8 @@ __all__ = [
     "SERVICE_IDENTITIES",
     "AccessTable",
     "identity_of",
+    "parse_reader",
+    "reader_name",
 ]
 
 ARCHIVE = "assay.archive.v1.ArchiveService"
@@ -34,6 +36,9 @@ NO_IDENTITY = "none"
 """The identity of a verified token that carries no known role or service subject."""
 ALL = frozenset({"*"})
 """Every method of a service."""
+READER_TRUSTED = frozenset({"assessment", "operator"})
+"""Identities whose ``GetResultRequest.reader`` (the end reader they read for) the archive
+believes; from anyone else it is ignored and the caller itself is the reader."""
 
 _SERVICE_ACCOUNT = re.compile(r"^system:serviceaccount:([^:]+):assay-([a-z]+)$")
 
@@ -54,6 +59,17 @@ def identity_of(subject: str, roles: Iterable[str], namespaces: Collection[str] 
     if "user" in held:
         return "user"
     return NO_IDENTITY
+
+
+def reader_name(identity: str, subject: str) -> str:
+    """The end reader as ``GetResultRequest.reader`` carries it: ``<identity>:<subject>``."""
+    return f"{identity}:{subject}"
+
+
+def parse_reader(name: str) -> tuple[str, str] | None:
+    """``(identity, subject)`` of a ``reader_name``; None when it is not one."""
+    identity, sep, subject = name.partition(":")
+    return (identity, subject) if sep and identity in IDENTITIES and subject else None
 
 
 @dataclass(frozen=True)
@@ -111,4 +127,5 @@ ACCESS = AccessTable(
     }
 )
 """ARCHITECTURE §6's table. Operator-only archive RPCs (GrantTokens, UpdateResult, ListResults,
-ListLedgerEntries, GetSystemStatus, and any RPC added later) are in no service's row."""
+ListLedgerEntries, GetSystemStatus, ListAccessRecords, and any RPC added later) are in no
+service's row."""

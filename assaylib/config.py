@@ -176,6 +176,13 @@ class Settings:
     default_locale: str = DEFAULT_LOCALE
     """The language of a submission's profile when it names none (``id`` or ``en``); a worker
     also writes in it for a queue message from a producer older than locales."""
+    data_key_file: str = ""
+    """Path of the archive's data keys (one ``<key id> <base64 key>`` a line, the first one
+    sealing): users' assessment data, raw answers and profiles are then encrypted at rest
+    (AES-GCM, key id stored per row); empty: stored as plain JSON."""
+    access_record_retention: float = 400 * 86400.0
+    """How long the access record (who read whose data) is kept: the sweep deletes older
+    records."""
 
     def __post_init__(self) -> None:
         if self.lease_timeout <= 0:
@@ -347,4 +354,5 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "reflection": _bool,
     "max_queued": _positive_duration,
     "default_locale": _choice(*LOCALES),
+    "access_record_retention": _positive_duration,
 }

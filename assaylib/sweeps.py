@@ -24,4 +24,5 @@ def sweep_request(settings: Settings, *, dry_run: bool, force: bool) -> pb.Sweep
     request.max_processing.FromNanoseconds(int(settings.max_processing * 1e9))
     request.max_queued.FromNanoseconds(int(settings.max_queued * 1e9))
     request.result_retention.FromNanoseconds(int(settings.result_retention * 1e9))
+    request.access_record_retention.FromNanoseconds(int(settings.access_record_retention * 1e9))
     return request

@@ -117,10 +117,11 @@ class ArchiveClient:
         return await _call(self._stub.ListJobs, request, budget)
 
     async def get_result(
-        self, result_id: str, owner: str, budget: Budget
+        self, result_id: str, owner: str, budget: Budget, *, reader: str = ""
     ) -> job_pb2.AnalysisResult:
-        """One result row; NOT_FOUND unless it belongs to ``owner`` (any when empty)."""
-        request = pb.GetResultRequest(result_id=result_id, user_id=owner)
+        """One result row; NOT_FOUND unless it belongs to ``owner`` (any when empty).
+        ``reader`` names the end reader for the archive's access record (``reader_name``)."""
+        request = pb.GetResultRequest(result_id=result_id, user_id=owner, reader=reader)
         return (await _call(self._stub.GetResult, request, budget)).result
 
     async def cancel_job(self, job_id: str, owner: str, budget: Budget) -> job_pb2.Job:

@@ -29,6 +29,7 @@ from assay.assessment.v1 import assessment_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assaylib import errors, jobs, tracing
 from assaylib import validation as v
+from assaylib.access import reader_name
 from assaylib.auth import Principal
 from assaylib.errors import FieldViolation
 from assessment_svc.archive_client import ArchiveClient, Budget
@@ -199,7 +200,9 @@ class Assessments:
             if not job.result_id:
                 raise errors.NotFound(f"job {request.job_id} has no result row yet")
             result_id = job.result_id
-        return await self.archive.get_result(result_id, owner, budget)
+        # Someone reading another's result is named, for the archive's access record.
+        reader = "" if owner else reader_name(principal.identity, principal.user_id)
+        return await self.archive.get_result(result_id, owner, budget, reader=reader)
 
     async def cancel(self, principal: Principal, job_id: str, budget: Budget) -> job_pb2.Job:
         """Cancel one of the caller's jobs (refunded once it is CANCELLED)."""

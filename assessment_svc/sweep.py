@@ -53,6 +53,7 @@ def summary(reply: pb.SweepStuckJobsResponse, *, dry_run: bool) -> dict[str, Any
         "queued_found": reply.queued_found,
         "requeued": reply.requeued,
         "results_expired": reply.results_expired,
+        "access_records_pruned": reply.access_records_pruned,
         "dry_run": dry_run,
         "jobs": [job.job_id for job in reply.jobs],
         "reason": reply.reason,

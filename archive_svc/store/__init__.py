@@ -5,6 +5,7 @@ transitions are single statements built from the state table (``store.transition
 compare-and-set, ledger movement and outbox rows together, never read-then-write.
 """
 
+from archive_svc.store.access import *  # noqa: F403
 from archive_svc.store.erasure import *  # noqa: F403
 from archive_svc.store.jobs import *  # noqa: F403
 from archive_svc.store.outbox import *  # noqa: F403

@@ -48,7 +48,7 @@ BAD_REQUESTS: dict[str, tuple[Any, set[str]]] = {
     ),
     "GetJob": (pb.GetJobRequest(job_id="not-a-uuid"), {"job_id"}),
     "ListJobs": (pb.ListJobsRequest(page_size=-1), {"page_size"}),
-    "GetResult": (pb.GetResultRequest(), {"result_id"}),
+    "GetResult": (pb.GetResultRequest(reader="nobody"), {"result_id"}),
     "ListResults": (pb.ListResultsRequest(page_size=100_000), {"page_size"}),
     "UpdateResult": (
         pb.UpdateResultRequest(
@@ -69,6 +69,7 @@ BAD_REQUESTS: dict[str, tuple[Any, set[str]]] = {
     "GrantTokens": (pb.GrantTokensRequest(user_id="u", amount=0), {"amount"}),
     "EraseUserData": (pb.EraseUserDataRequest(request_id="r"), {"user_id"}),
     "ListLedgerEntries": (pb.ListLedgerEntriesRequest(page_token="@@@"), {"page_token"}),
+    "ListAccessRecords": (pb.ListAccessRecordsRequest(page_token="@@@"), {"page_token"}),
     # A batch's items fail on their own; only the batch itself can be bad as a whole.
     "CreateSubmissions": (
         pb.CreateSubmissionsRequest(submissions=[pb.CreateSubmissionRequest()] * 1001),

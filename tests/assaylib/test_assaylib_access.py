@@ -58,6 +58,7 @@ OPERATOR_ONLY = {
     "ListResults",
     "ListLedgerEntries",
     "GetSystemStatus",
+    "ListAccessRecords",
 }
 TOKENS = {
     "user": ISSUER.mint("alice", ["user"]),

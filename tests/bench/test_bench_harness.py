@@ -12,6 +12,8 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
+BENCH = (sys.executable, "-m", "bench")
+
 
 def test_a_tiny_e2e_run_reports_every_figure_and_holds_the_invariants(tmp_path: Path) -> None:
     report = tmp_path / "e2e.json"
@@ -56,8 +58,7 @@ def test_a_tiny_e2e_run_reports_every_figure_and_holds_the_invariants(tmp_path: 
 def test_a_tiny_watchers_run_measures_the_notifier_beside_a_bare_stream(tmp_path: Path) -> None:
     report = tmp_path / "watchers.json"
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "watchers", "--count", "20", "--jobs", "4"]
-        + ["--rate", "20", "--json", str(report)],
+        [*BENCH, "watchers", "--count", "20", "--jobs", "4", "--rate", "20", "--json", str(report)],
         capture_output=True,
         text=True,
         timeout=240,

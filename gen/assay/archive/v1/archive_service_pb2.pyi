@@ -317,17 +317,25 @@ class GetResultRequest(_message.Message):
 
     RESULT_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    READER_FIELD_NUMBER: _builtins.int
     result_id: _builtins.str
     user_id: _builtins.str
+    reader: _builtins.str
+    """The end reader on whose behalf an internal caller (the assessment service) reads, as
+    `<identity>:<subject>` (e.g. `operator:alice`, `caller:crm`): the access record names
+    it. Trusted only from the assessment service and operators; empty: the caller itself
+    reads (or, from the assessment service with user_id set, that user reads their own).
+    """
     def __init__(
         self,
         *,
         result_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
+        reader: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["result_id", b"result_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reader", b"reader", "result_id", b"result_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1191,6 +1199,7 @@ class SweepStuckJobsRequest(_message.Message):
     GUARD_MIN_COUNT_FIELD_NUMBER: _builtins.int
     MAX_QUEUED_FIELD_NUMBER: _builtins.int
     RESULT_RETENTION_FIELD_NUMBER: _builtins.int
+    ACCESS_RECORD_RETENTION_FIELD_NUMBER: _builtins.int
     limit: _builtins.int
     """Batch size; zero means the server default."""
     dry_run: _builtins.bool
@@ -1220,6 +1229,10 @@ class SweepStuckJobsRequest(_message.Message):
         in a pass of its own (ASSAY_RESULT_RETENTION). Zero skips this pass.
         """
 
+    @_builtins.property
+    def access_record_retention(self) -> _duration_pb2.Duration:
+        """Access records older than this are deleted (in batches of `limit`); zero skips the pass."""
+
     def __init__(
         self,
         *,
@@ -1232,10 +1245,11 @@ class SweepStuckJobsRequest(_message.Message):
         guard_min_count: _builtins.int = ...,
         max_queued: _duration_pb2.Duration | None = ...,
         result_retention: _duration_pb2.Duration | None = ...,
+        access_record_retention: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["max_processing", b"max_processing", "max_queued", b"max_queued", "result_retention", b"result_retention", "stuck_after", b"stuck_after"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["access_record_retention", b"access_record_retention", "max_processing", b"max_processing", "max_queued", b"max_queued", "result_retention", b"result_retention", "stuck_after", b"stuck_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "force", b"force", "guard_min_count", b"guard_min_count", "limit", b"limit", "max_fraction", b"max_fraction", "max_processing", b"max_processing", "max_queued", b"max_queued", "result_retention", b"result_retention", "stuck_after", b"stuck_after"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_record_retention", b"access_record_retention", "dry_run", b"dry_run", "force", b"force", "guard_min_count", b"guard_min_count", "limit", b"limit", "max_fraction", b"max_fraction", "max_processing", b"max_processing", "max_queued", b"max_queued", "result_retention", b"result_retention", "stuck_after", b"stuck_after"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1261,6 +1275,7 @@ class SweepStuckJobsResponse(_message.Message):
     REQUEUED_FIELD_NUMBER: _builtins.int
     REQUEUED_JOB_IDS_FIELD_NUMBER: _builtins.int
     RESULTS_EXPIRED_FIELD_NUMBER: _builtins.int
+    ACCESS_RECORDS_PRUNED_FIELD_NUMBER: _builtins.int
     found: _builtins.int
     """Stuck jobs found."""
     failed: _builtins.int
@@ -1285,6 +1300,8 @@ class SweepStuckJobsResponse(_message.Message):
     """Lost QUEUED jobs re-published to the workers' queue (the rest of queued_found failed)."""
     results_expired: _builtins.int
     """Result rows erased by the retention pass (older than result_retention)."""
+    access_records_pruned: _builtins.int
+    """Access records deleted because they were older than access_record_retention."""
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]:
         """The jobs swept (or, on a dry run, the jobs that would be)."""
@@ -1310,10 +1327,11 @@ class SweepStuckJobsResponse(_message.Message):
         requeued: _builtins.int = ...,
         requeued_job_ids: _abc.Iterable[_builtins.str] | None = ...,
         results_expired: _builtins.int = ...,
+        access_records_pruned: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "found", b"found", "held_back", b"held_back", "in_flight", b"in_flight", "jobs", b"jobs", "lock_busy", b"lock_busy", "queued", b"queued", "queued_found", b"queued_found", "reason", b"reason", "refunded", b"refunded", "requeued", b"requeued", "requeued_job_ids", b"requeued_job_ids", "results_expired", b"results_expired", "skipped", b"skipped"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_records_pruned", b"access_records_pruned", "failed", b"failed", "found", b"found", "held_back", b"held_back", "in_flight", b"in_flight", "jobs", b"jobs", "lock_busy", b"lock_busy", "queued", b"queued", "queued_found", b"queued_found", "reason", b"reason", "refunded", b"refunded", "requeued", b"requeued", "requeued_job_ids", b"requeued_job_ids", "results_expired", b"results_expired", "skipped", b"skipped"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1869,3 +1887,109 @@ class EraseUserDataResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EraseUserDataResponse: _TypeAlias = EraseUserDataResponse  # noqa: Y015
+
+@_typing.final
+class ListAccessRecordsRequest(_message.Message):
+    """ListAccessRecordsRequest filters the access records by whose data was read, paginated."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The user whose data was read; empty lists every user's."""
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAccessRecordsRequest: _TypeAlias = ListAccessRecordsRequest  # noqa: Y015
+
+@_typing.final
+class ListAccessRecordsResponse(_message.Message):
+    """ListAccessRecordsResponse is one page of access records, newest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccessRecord]: ...
+    def __init__(
+        self,
+        *,
+        records: _abc.Iterable[Global___AccessRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAccessRecordsResponse: _TypeAlias = ListAccessRecordsResponse  # noqa: Y015
+
+@_typing.final
+class AccessRecord(_message.Message):
+    """AccessRecord is one read of a user's data by someone other than that user."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    READ_AT_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    READER_FIELD_NUMBER: _builtins.int
+    READER_IDENTITY_FIELD_NUMBER: _builtins.int
+    VIA_FIELD_NUMBER: _builtins.int
+    RPC_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    RESULT_ID_FIELD_NUMBER: _builtins.int
+    record_id: _builtins.int
+    user_id: _builtins.str
+    """The user whose data was read."""
+    reader: _builtins.str
+    """Who read it: the token's subject, and its identity (`operator`, `caller`, `assessment`)."""
+    reader_identity: _builtins.str
+    via: _builtins.str
+    """The subject of the service the read came through (the assessment service reading on
+    the reader's behalf); empty when the reader called the archive itself.
+    """
+    rpc: _builtins.str
+    """The RPC that read it (`GetResult`, `ListResults`)."""
+    job_id: _builtins.str
+    """The job and result row read."""
+    result_id: _builtins.str
+    @_builtins.property
+    def read_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        record_id: _builtins.int = ...,
+        read_at: _timestamp_pb2.Timestamp | None = ...,
+        user_id: _builtins.str = ...,
+        reader: _builtins.str = ...,
+        reader_identity: _builtins.str = ...,
+        via: _builtins.str = ...,
+        rpc: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        result_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["read_at", b"read_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "read_at", b"read_at", "reader", b"reader", "reader_identity", b"reader_identity", "record_id", b"record_id", "result_id", b"result_id", "rpc", b"rpc", "user_id", b"user_id", "via", b"via"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccessRecord: _TypeAlias = AccessRecord  # noqa: Y015

@@ -156,6 +156,11 @@ class ArchiveServiceStub:
                 request_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.EraseUserDataRequest.SerializeToString,
                 response_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.EraseUserDataResponse.FromString,
                 _registered_method=True)
+        self.ListAccessRecords = channel.unary_unary(
+                '/assay.archive.v1.ArchiveService/ListAccessRecords',
+                request_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ListAccessRecordsRequest.SerializeToString,
+                response_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ListAccessRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class ArchiveServiceServicer:
@@ -342,6 +347,14 @@ class ArchiveServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAccessRecords(self, request, context):
+        """ListAccessRecords lists the recorded reads of users' data by others (operators and
+        internal callers), newest first; operators only (`assay audit reads`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArchiveServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -464,6 +477,11 @@ def add_ArchiveServiceServicer_to_server(servicer, server):
                     servicer.EraseUserData,
                     request_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.EraseUserDataRequest.FromString,
                     response_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.EraseUserDataResponse.SerializeToString,
+            ),
+            'ListAccessRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccessRecords,
+                    request_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ListAccessRecordsRequest.FromString,
+                    response_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ListAccessRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1116,6 +1134,33 @@ class ArchiveService:
             '/assay.archive.v1.ArchiveService/EraseUserData',
             assay_dot_archive_dot_v1_dot_archive__service__pb2.EraseUserDataRequest.SerializeToString,
             assay_dot_archive_dot_v1_dot_archive__service__pb2.EraseUserDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccessRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assay.archive.v1.ArchiveService/ListAccessRecords',
+            assay_dot_archive_dot_v1_dot_archive__service__pb2.ListAccessRecordsRequest.SerializeToString,
+            assay_dot_archive_dot_v1_dot_archive__service__pb2.ListAccessRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

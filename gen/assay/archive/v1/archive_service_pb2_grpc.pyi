@@ -101,6 +101,10 @@ class ArchiveServiceStub:
     removed from the outbox and the jobs stream. Job rows and the ledger are kept. Idempotent
     on request_id; a repeat after a crash finishes what the first call left.
     """
+    ListAccessRecords: _grpc.UnaryUnaryMultiCallable[_archive_service_pb2.ListAccessRecordsRequest, _archive_service_pb2.ListAccessRecordsResponse]
+    """ListAccessRecords lists the recorded reads of users' data by others (operators and
+    internal callers), newest first; operators only (`assay audit reads`).
+    """
 
 @_typing.type_check_only
 class ArchiveServiceAsyncStub(ArchiveServiceStub):
@@ -174,6 +178,10 @@ class ArchiveServiceAsyncStub(ArchiveServiceStub):
     every result row of theirs is emptied and marked erased, and their queue messages are
     removed from the outbox and the jobs stream. Job rows and the ledger are kept. Idempotent
     on request_id; a repeat after a crash finishes what the first call left.
+    """
+    ListAccessRecords: _aio.UnaryUnaryMultiCallable[_archive_service_pb2.ListAccessRecordsRequest, _archive_service_pb2.ListAccessRecordsResponse]  # type: ignore[assignment]
+    """ListAccessRecords lists the recorded reads of users' data by others (operators and
+    internal callers), newest first; operators only (`assay audit reads`).
     """
 
 class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -389,6 +397,16 @@ class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
         every result row of theirs is emptied and marked erased, and their queue messages are
         removed from the outbox and the jobs stream. Job rows and the ledger are kept. Idempotent
         on request_id; a repeat after a crash finishes what the first call left.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAccessRecords(
+        self,
+        request: _archive_service_pb2.ListAccessRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_service_pb2.ListAccessRecordsResponse, _abc.Awaitable[_archive_service_pb2.ListAccessRecordsResponse]]:
+        """ListAccessRecords lists the recorded reads of users' data by others (operators and
+        internal callers), newest first; operators only (`assay audit reads`).
         """
 
 def add_ArchiveServiceServicer_to_server(servicer: ArchiveServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
