@@ -28,6 +28,7 @@ from assay.archive.v1 import archive_service_pb2 as archive_pb
 from assay.archive.v1 import archive_service_pb2_grpc as archive_grpc
 from assay.common.v1 import job_pb2
 from assaylib.auth import bearer_token_interceptors
+from assaylib.embedded import free_port
 from tests.archive.helpers import check_invariants, talent_data, wait_until
 from tests.conftest import token
 from tests.observability.conftest import Mesh
@@ -69,7 +70,7 @@ async def test_submit_wait_and_read(mesh: Mesh) -> None:
         assert job.status == COMPLETED and result is not None
         assert result.test_result.archetype
         again = await assay.submit(talent_data(), request_id=reply.job.request_id or "")
-        assert await assay.balance() in (1, 2)
+        assert (await assay.balance()).balance in (1, 2)
         listed = [j.job_id async for j in assay.list(page_size=1)]
         assert reply.job.job_id in listed and again.job.job_id in listed
         hostile = talent_data()
@@ -79,6 +80,55 @@ async def test_submit_wait_and_read(mesh: Mesh) -> None:
         assert any(v.field.startswith("assessment_data.") for v in bad.value.violations)
         with pytest.raises(NotFound):
             await assay.get("00000000-0000-0000-0000-000000000000")
+
+
+async def test_list_by_pages_up_to_a_limit(mesh: Mesh) -> None:
+    await fund(mesh, "alice", 5)
+    async with client_of(mesh) as assay:
+        submitted = [(await assay.submit(talent_data())).job for _ in range(5)]
+        newest_first = [job.job_id for job in reversed(submitted)]
+        pages = [len(page.jobs) async for page in assay.list(page_size=2).pages()]
+        assert pages == [2, 2, 1]
+        first = assay.list(limit=3, page_size=2)
+        head = [job.job_id async for job in first]
+        assert head == newest_first[:3] and first.next_page_token
+        rest = assay.list(page_token=first.next_page_token)
+        assert [job.job_id async for job in rest] == newest_first[3:]
+        assert rest.next_page_token == ""
+        queued = [j async for j in assay.list(status=QUEUED, limit=10)]
+        assert len(queued) == 5
+        assert [j async for j in assay.list(status=COMPLETED)] == []
+        # A result row by its job or by its own id; the balance says whose it is.
+        by_job = await assay.result(submitted[0].job_id)
+        assert await assay.result(result_id=by_job.result_id) == by_job
+        balance = await assay.balance()
+        assert (balance.user_id, balance.balance) == ("alice", 0)
+
+
+async def test_reachable_tells_a_dead_address_apart(mesh: Mesh) -> None:
+    async with client_of(mesh) as assay:
+        assert await assay.reachable() and await assay.reachable("notifier")
+    nowhere = AssayClient(f"127.0.0.1:{free_port()}", token="t")
+    async with nowhere:
+        async with asyncio.timeout(5):  # it says so at the first failed attempt
+            assert not await nowhere.reachable(within=30)
+        with pytest.raises(ValueError, match="notifier"):
+            await nowhere.reachable("notifier")
+
+
+async def test_a_watch_with_bookmarks_says_when_it_is_live(mesh: Mesh) -> None:
+    await fund(mesh, "alice", 1)
+    async with client_of(mesh) as assay:
+        watch = assay.watch(snapshot=False, bookmarks=True)
+        async with contextlib.aclosing(watch), asyncio.timeout(20):
+            live = await anext(watch)
+            assert (live.kind, live.job_id) == ("bookmark", "")
+            job_id = (await assay.submit(talent_data())).job.job_id  # after it: seen
+            item = await anext(watch)
+            while item.kind == "bookmark":  # periodic ones may come first
+                item = await anext(watch)
+            assert (item.kind, item.job_id, item.status) == ("event", job_id, QUEUED)
+            assert item.cursor >= live.cursor
 
 
 async def test_submit_retried_across_an_archive_restart_charges_once(mesh: Mesh) -> None:
@@ -93,7 +143,9 @@ async def test_submit_retried_across_an_archive_restart_charges_once(mesh: Mesh)
             assert (await assay.submit(talent_data(), request_id="once")).job.job_id == (
                 reply.job.job_id
             )
-            assert await assay.balance() == 4  # one charge for two calls and their retries
+            assert (
+                await assay.balance()
+            ).balance == 4  # one charge for two calls and their retries
         finally:
             await restarted.stop(grace=0.5)
     await check_invariants(mesh.settings.database_url)
