@@ -160,13 +160,18 @@ async def collect(
 
 
 async def test_watch_delivers_every_transition_once_across_cuts(mesh: Mesh) -> None:
-    jobs = 400
+    """2,000 jobs through a link cut at random (about every 0.2 s while they are submitted,
+    every 0.5 s while the last events arrive): each job's transitions reach the subscriber
+    exactly once and in order — versions 1, 2, … up to the job's final version, nothing
+    missed, nothing repeated. (About 35 s on two shared cores.)"""
+    jobs = 2000
     await mesh.start_worker()
     await fund(mesh, "alice", jobs + 1)
     proxy = Proxy(mesh.notifier.port)
     await proxy.start()
     seen: list[WatchItem] = []
     live = asyncio.Event()
+    cuts = 0
     async with client_of(mesh, notifier_port=proxy.port) as assay:
         watching = asyncio.create_task(collect(seen, assay.watch(), live))
         warm_up = (await assay.submit(talent_data())).job.job_id
@@ -175,23 +180,29 @@ async def test_watch_delivers_every_transition_once_across_cuts(mesh: Mesh) -> N
         for _ in range(jobs):
             submitted.add((await assay.submit(talent_data())).job.job_id)
             if random.random() < 0.05:
-                proxy.cut()  # a reset link, at random, while events flow
+                cuts += proxy.cut()  # a reset link, at random, while events flow
 
         async def all_completed() -> bool:
-            proxy.cut()  # and again while the last events arrive
+            nonlocal cuts
+            cuts += proxy.cut()  # and again while the last events arrive
             done = {i.job_id for i in seen if i.status == COMPLETED}
             return submitted <= done
 
         await wait_until(all_completed, within=120, interval=0.5)
         watching.cancel()
+        final = {job.job_id: job.version async for job in assay.list(status=COMPLETED)}
     await proxy.close()
-    per_job: dict[str, list[int]] = defaultdict(list)
+    assert cuts >= 20, "the link was hardly cut"
+    per_job: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for item in seen:
         if item.job_id != warm_up:
             assert item.kind == "event"
-            per_job[item.job_id].append(item.status)
+            per_job[item.job_id].append((item.version, item.status))
     assert set(per_job) == submitted
-    assert all(statuses == [QUEUED, PROCESSING, COMPLETED] for statuses in per_job.values())
+    for job_id, changes in per_job.items():
+        versions = [version for version, _ in changes]
+        assert versions == list(range(1, final[job_id] + 1)), (job_id, changes)
+        assert changes[0][1] == QUEUED and changes[-1][1] == COMPLETED, (job_id, changes)
 
 
 async def test_cursor_store_resumes_a_restarted_subscriber(mesh: Mesh, tmp_path: Path) -> None:
