@@ -22,6 +22,7 @@ from assay_client import (
     NotFound,
     WatchItem,
 )
+from prometheus_client import REGISTRY
 
 from archive_svc.app import ArchiveApp
 from assay.archive.v1 import archive_service_pb2 as archive_pb
@@ -131,24 +132,40 @@ async def test_a_watch_with_bookmarks_says_when_it_is_live(mesh: Mesh) -> None:
             assert item.cursor >= live.cursor
 
 
+def refused_submissions() -> float:
+    """SubmitAssessment calls the (in-process) assessment service refused, for any reason."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "assay_assessment_submissions"
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels.get("outcome") == "refused"
+    )
+
+
 async def test_submit_retried_across_an_archive_restart_charges_once(mesh: Mesh) -> None:
     await fund(mesh, "alice", 5)
     port = mesh.archive.port
     await mesh.archive.stop(grace=0.5)
+    refused_before = refused_submissions()
     async with client_of(mesh) as assay:
         submitting = asyncio.create_task(assay.submit(talent_data(), request_id="once"))
+
+        async def refused_once() -> bool:  # the archive is down: an attempt failed
+            return refused_submissions() > refused_before
+
+        await wait_until(refused_once, within=10)
         restarted = await ArchiveApp.start(mesh.settings, f"127.0.0.1:{port}")
         try:
-            reply = await submitting
-            assert (await assay.submit(talent_data(), request_id="once")).job.job_id == (
-                reply.job.job_id
-            )
-            assert (
-                await assay.balance()
-            ).balance == 4  # one charge for two calls and their retries
+            reply = await submitting  # gRPC's retry policy tried again, with the same id
+            again = await assay.submit(talent_data(), request_id="once")
+            assert again.job.job_id == reply.job.job_id
+            balance = await assay.balance()
+            assert balance.balance == 4  # one charge for two calls and their retries
         finally:
             await restarted.stop(grace=0.5)
-    await check_invariants(mesh.settings.database_url)
+    counts = await check_invariants(mesh.settings.database_url)  # balance = ledger sum
+    assert (counts["jobs"], counts["ledger"]) == (1, 2)  # one job; the grant and one charge
 
 
 async def collect(
