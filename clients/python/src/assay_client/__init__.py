@@ -23,6 +23,7 @@ from assay_client.errors import (
     Unavailable,
 )
 from assay_client.listing import JobList
+from assay_client.sync import SyncAssayClient
 from assay_client.tls import tls_credentials
 from assay_client.tokens import FileToken, TokenSource
 from assay_client.watch import CursorStore, FileCursorStore, WatchItem
@@ -44,6 +45,7 @@ __all__ = [
     "PermissionDenied",
     "ResourceExhausted",
     "ResumeTokenExpired",
+    "SyncAssayClient",
     "TokenSource",
     "Unauthenticated",
     "Unavailable",
