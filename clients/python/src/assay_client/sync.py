@@ -9,6 +9,7 @@ each method blocks until its call is done. Inside a running event loop, use ``As
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import Coroutine, Generator
 from typing import Any, TypeVar
 
@@ -53,7 +54,7 @@ class SyncAssayClient:
         """``AssayClient.get``."""
         return self._run(self._client.get(job_id, **kwargs))
 
-    def list(self, **kwargs: Any) -> list[job_pb2.Job]:
+    def list(self, **kwargs: Any) -> builtins.list[job_pb2.Job]:
         """``AssayClient.list``, every job it names (mind ``limit=``)."""
         return self._run(_collect(self._client, kwargs))
 
