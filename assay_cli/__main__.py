@@ -14,6 +14,8 @@ import sys
 
 import grpc
 import grpc.aio
+from assay_client import AssayError
+from assay_client.errors import from_rpc_error
 
 from assay_cli import (
     commands_audit,
@@ -28,7 +30,6 @@ from assay_cli import (
 from assay_cli.connect import CliError, Connection, resolve, state_dir, unreachable
 from assay_cli.loader import SubmissionFileError
 from assay_cli.stack import StackError
-from assaylib.errors import error_from_rpc
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -69,18 +70,21 @@ async def run_client(args: argparse.Namespace) -> int:
         try:
             code: int = await args.run(args, conn)
             return code
-        except grpc.aio.AioRpcError as err:
-            report_rpc_error(err, conn)
+        except AssayError as err:
+            report_error(err, conn)
+            return EXIT_ERROR
+        except grpc.aio.AioRpcError as err:  # the archive's operator calls
+            report_error(from_rpc_error(err), conn)
             return EXIT_ERROR
 
 
-def report_rpc_error(err: grpc.aio.AioRpcError, conn: Connection | None = None) -> None:
+def report_error(error: AssayError, conn: Connection | None = None) -> None:
     """``error: CODE REASON: message`` and the field violations (or the unreachable hint)."""
-    if err.code() == grpc.StatusCode.UNAVAILABLE and conn is not None:
-        service = conn.service_of(err)
+    if error.code == grpc.StatusCode.UNAVAILABLE and conn is not None:
+        service = conn.service_of(error)
         output.print_error(unreachable(service, conn.target.addrs[service]))
         return
-    for line in output.error_lines(error_from_rpc(err)):
+    for line in output.error_lines(error):
         print(line, file=sys.stderr)
 
 
@@ -100,8 +104,11 @@ def dispatch(args: argparse.Namespace) -> int:
     except StackError as err:
         output.print_error(str(err))
         return EXIT_ERROR
+    except AssayError as err:
+        report_error(err)
+        return EXIT_ERROR
     except grpc.aio.AioRpcError as err:
-        report_rpc_error(err)
+        report_error(from_rpc_error(err))
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(file=sys.stderr)

@@ -89,28 +89,18 @@ def register(
 
 
 async def jobs_list(args: argparse.Namespace, conn: Connection) -> int:
-    """``assay jobs list``: follows pages until --limit jobs."""
-    stub = await conn.assessment()
-    jobs: list[job_pb2.Job] = []
-    page_token = ""
-    while True:
-        request = pb.ListJobsRequest(
-            status=args.status or job_pb2.JOB_STATUS_UNSPECIFIED,
-            page_size=min(args.limit - len(jobs), 100),
-            page_token=page_token,
-            user_id=args.user,
-        )
-        reply = await stub.ListJobs(request, timeout=RPC_TIMEOUT)
-        jobs += reply.jobs
-        page_token = reply.next_page_token
-        if not page_token or len(jobs) >= args.limit:
-            break
+    """``assay jobs list``: up to --limit jobs, a page at a time (the client's paging)."""
+    client = await conn.client()
+    listing = client.list(
+        status=args.status or job_pb2.JOB_STATUS_UNSPECIFIED, user_id=args.user, limit=args.limit
+    )
+    jobs = [job async for job in listing]
     if args.json:
-        page = pb.ListJobsResponse(jobs=jobs[: args.limit], next_page_token=page_token)
+        page = pb.ListJobsResponse(jobs=jobs, next_page_token=listing.next_page_token)
         output.print_json(output.to_dict(page))
     elif jobs:
-        print(output.jobs_table(jobs[: args.limit]))
-        if page_token:
+        print(output.jobs_table(jobs))
+        if listing.next_page_token:
             print(f"(more than {args.limit}; use --limit)")
     else:
         print("no jobs")
@@ -119,24 +109,21 @@ async def jobs_list(args: argparse.Namespace, conn: Connection) -> int:
 
 async def jobs_get(args: argparse.Namespace, conn: Connection) -> int:
     """``assay jobs get JOB``."""
-    stub = await conn.assessment()
-    reply = await stub.GetJob(pb.GetJobRequest(job_id=args.job_id), timeout=RPC_TIMEOUT)
+    job = await (await conn.client()).get(args.job_id)
     if args.json:
-        output.print_json(output.to_dict(reply))
+        output.print_json(output.to_dict(pb.GetJobResponse(job=job)))
     else:
-        print(output.job_details(reply.job))
+        print(output.job_details(job))
     return EXIT_OK
 
 
 async def results_get(args: argparse.Namespace, conn: Connection) -> int:
     """``assay results get JOB`` or ``--result-id R``."""
-    stub = await conn.assessment()
-    request = pb.GetResultRequest(job_id=args.job_id or "", result_id=args.result_id)
-    reply = await stub.GetResult(request, timeout=RPC_TIMEOUT)
+    client = await conn.client()
+    result = await client.result(args.job_id or "", result_id=args.result_id)
     if args.json:
-        output.print_json(output.to_dict(reply))
+        output.print_json(output.to_dict(pb.GetResultResponse(result=result)))
         return EXIT_OK
-    result = reply.result
     print(f"result {result.result_id} of job {result.job_id} ({result.assessment_name})")
     if result.HasField("test_result"):
         print(output.profile_text(result.test_result))
@@ -147,8 +134,7 @@ async def results_get(args: argparse.Namespace, conn: Connection) -> int:
 
 async def retry(args: argparse.Namespace, conn: Connection) -> int:
     """``assay retry JOB``."""
-    stub = await conn.assessment()
-    reply = await stub.RetryJob(pb.RetryJobRequest(job_id=args.job_id), timeout=RPC_TIMEOUT)
+    reply = await (await conn.client()).retry(args.job_id)
     if args.json:
         output.print_json(output.to_dict(reply))
     else:
@@ -161,14 +147,13 @@ async def retry(args: argparse.Namespace, conn: Connection) -> int:
 
 async def cancel(args: argparse.Namespace, conn: Connection) -> int:
     """``assay cancel JOB``."""
-    stub = await conn.assessment()
-    reply = await stub.CancelJob(pb.CancelJobRequest(job_id=args.job_id), timeout=RPC_TIMEOUT)
+    job = await (await conn.client()).cancel(args.job_id)
     if args.json:
-        output.print_json(output.to_dict(reply))
-    elif reply.job.cancel_requested:
-        print(f"job {reply.job.job_id}: cancel requested; the worker stops at its next heartbeat")
+        output.print_json(output.to_dict(pb.CancelJobResponse(job=job)))
+    elif job.cancel_requested:
+        print(f"job {job.job_id}: cancel requested; the worker stops at its next heartbeat")
     else:
-        print(f"job {reply.job.job_id}: {output.job_status(reply.job)}")
+        print(f"job {job.job_id}: {output.job_status(job)}")
     return EXIT_OK
 
 

@@ -1,40 +1,36 @@
-"""Submitting and watching: ``submit FILE [--watch]`` and ``watch [--job ID] [--resume C]``.
+"""Submitting and watching: ``submit FILE [--watch]`` and ``watch [--job ID] [--resume C]``,
+both through ``assay_client`` (its request ids and retries, and its watch, which resumes
+after a disconnect and relists when its cursor expired).
 
-``submit --watch`` opens WatchJobs on the caller's jobs *before* it submits and waits for
-the stream's first bookmark (the watch is live from there), so even the QUEUED event is
-seen; it then follows the new job's events until a terminal status.
+``submit --watch`` opens a watch on the caller's jobs *before* it submits and waits for
+its first bookmark (the watch is live from there), so even the QUEUED event is seen; it
+then follows the new job's events until a terminal status.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import grpc
-import grpc.aio
+from assay_client import AssayClient, WatchItem
 
 from assay.assessment.v1 import assessment_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assay.events.v1 import events_pb2
-from assay.notifier.v1 import notifier_service_pb2 as notifier_pb
 from assay_cli import output
 from assay_cli.connect import CliError, Connection
 from assay_cli.loader import load_submission
-from assaylib.errors import reason_of
 from assaylib.jobs import status_name
 
-if TYPE_CHECKING:
-    from assay.notifier.v1.notifier_service_pb2_grpc import NotifierServiceAsyncStub
-
-RPC_TIMEOUT = 30.0
 LIVE_TIMEOUT = 15.0  # seconds for a new watch to become live
 CATCH_UP = 3.0  # seconds to wait for the events of a job found already finished
 EXIT_OK, EXIT_JOB_FAILED = 0, 1
+Items = AsyncGenerator[WatchItem, None]
 
 
 def register(
@@ -71,55 +67,17 @@ def register(
     watch.set_defaults(run=watch_command)
 
 
-class JobStream:
-    """One WatchJobs call, read item by item."""
-
-    def __init__(self, call: Any) -> None:
-        self.call = call
-        self._items: AsyncIterator[notifier_pb.WatchJobsResponse] = call.__aiter__()
-        self.cursor = 0
-
-    async def next(self) -> notifier_pb.WatchJobsResponse:
-        """The next item; CliError when the notifier ends the stream."""
-        try:
-            item = await anext(self._items)
-        except StopAsyncIteration:
-            raise CliError(
-                f"the notifier ended the watch; resume with --resume {self.cursor}"
-            ) from None
-        except grpc.aio.AioRpcError as err:
-            if reason_of(err) == "RESUME_TOKEN_EXPIRED":
-                raise CliError(
-                    f"cursor {self.cursor} is older than the events the notifier keeps; "
-                    "list the jobs (assay jobs list) and watch again without --resume"
-                ) from None
-            raise
-        if item.HasField("event"):
-            self.cursor = item.event.cursor
-        elif item.HasField("bookmark"):
-            self.cursor = max(self.cursor, item.bookmark.cursor)
-        return item
-
-    async def until_live(self) -> list[notifier_pb.WatchJobsResponse]:
-        """Read up to the first bookmark (the watch is live from there); the snapshots."""
-        snapshots = []
-        async with asyncio.timeout(LIVE_TIMEOUT):
-            while not (item := await self.next()).HasField("bookmark"):
-                snapshots.append(item)
-        return snapshots
-
-
-@asynccontextmanager
-async def watching(
-    stub: NotifierServiceAsyncStub, request: notifier_pb.WatchJobsRequest
-) -> AsyncIterator[JobStream]:
-    """A live WatchJobs stream, cancelled on exit."""
-    stream = JobStream(stub.WatchJobs(request))
-    stream.cursor = request.resume_after
-    try:
-        yield stream
-    finally:
-        stream.call.cancel()
+async def submit(
+    client: AssayClient, request: pb.SubmitAssessmentRequest
+) -> pb.SubmitAssessmentResponse:
+    """Send a loaded submission (the client makes a request id when the file has none)."""
+    return await client.submit(
+        request.assessment_data if request.HasField("assessment_data") else None,
+        raw_responses=request.raw_responses if request.HasField("raw_responses") else None,
+        assessment_name=request.assessment_name,
+        request_id=request.request_id,
+        locale=request.locale,
+    )
 
 
 async def submit_command(args: argparse.Namespace, conn: Connection) -> int:
@@ -133,8 +91,7 @@ async def submit_command(args: argparse.Namespace, conn: Connection) -> int:
         request.locale = args.locale
     if args.watch:
         return await submit_and_follow(conn, request, json_mode=args.json, wait_limit=args.timeout)
-    stub = await conn.assessment()
-    reply = await stub.SubmitAssessment(request, timeout=RPC_TIMEOUT)
+    reply = await submit(await conn.client(), request)
     if args.json:
         output.print_json(output.to_dict(reply))
     else:
@@ -150,25 +107,20 @@ async def submit_and_follow(
     conn: Connection, request: pb.SubmitAssessmentRequest, *, json_mode: bool, wait_limit: float
 ) -> int:
     """Watch, submit, follow the job to its end, print it; exit 1 unless COMPLETED."""
-    stub = await conn.assessment()
-    notifier = await conn.notifier()
+    client = await conn.client("assessment", "notifier")
     progress_stream = sys.stderr if json_mode else sys.stdout
-    async with watching(notifier, notifier_pb.WatchJobsRequest()) as stream:
-        await stream.until_live()
-        reply = await stub.SubmitAssessment(request, timeout=RPC_TIMEOUT)
+    async with contextlib.aclosing(client.watch(snapshot=False, bookmarks=True)) as items:
+        await until_live(items)
+        reply = await submit(client, request)
         job_id = reply.job.job_id
         if not json_mode:
             print(f"submitted job {job_id}; {reply.tokens_remaining} token(s) left")
         line = output.StatusLine(job_id, progress_stream)
         # The current state (a repeated request_id may name a job that already ran).
-        current = (await stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=RPC_TIMEOUT)).job
-        events = await follow(stream, line, reply.job, current, wait_limit)
-    job = (await stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=RPC_TIMEOUT)).job
-    result = None
-    if job.status == job_pb2.JOB_STATUS_COMPLETED:
-        result = (
-            await stub.GetResult(pb.GetResultRequest(job_id=job_id), timeout=RPC_TIMEOUT)
-        ).result
+        current = await client.get(job_id)
+        events = await follow(items, line, reply.job, current, wait_limit)
+    job = await client.get(job_id)
+    result = await client.result(job_id) if job.status == job_pb2.JOB_STATUS_COMPLETED else None
     if json_mode:
         document: dict[str, Any] = output.to_dict(
             pb.SubmitAssessmentResponse(job=job, tokens_remaining=reply.tokens_remaining)
@@ -182,22 +134,33 @@ async def submit_and_follow(
     return EXIT_OK if job.status == job_pb2.JOB_STATUS_COMPLETED else EXIT_JOB_FAILED
 
 
-async def next_event(
-    stream: JobStream, job_id: str, patience: float | None
-) -> events_pb2.JobEvent | None:
-    """The job's next event; None when none arrives within patience seconds."""
+async def until_live(items: Items) -> None:
+    """Read up to the watch's first bookmark: from there, every transition will come."""
+    try:
+        async with asyncio.timeout(LIVE_TIMEOUT):
+            async for item in items:
+                if item.kind == "bookmark":
+                    return
+    except TimeoutError:
+        pass
+    raise CliError(f"the notifier's watch did not start within {LIVE_TIMEOUT:g}s")
+
+
+async def next_change(items: Items, job_id: str, patience: float | None) -> WatchItem | None:
+    """The job's next event (or its snapshot after a relist); None when none arrives within
+    patience seconds (the watch is then closed)."""
     try:
         async with asyncio.timeout(patience):
-            while True:
-                item = await stream.next()
-                if item.HasField("event") and item.event.job_id == job_id:
-                    return item.event
+            async for item in items:
+                if item.job_id == job_id and item.kind in ("event", "snapshot"):
+                    return item
     except TimeoutError:
         return None
+    return None  # a watch only ends when closed
 
 
 async def follow(
-    stream: JobStream,
+    items: Items,
     line: output.StatusLine,
     submitted: job_pb2.Job,
     current: job_pb2.Job,
@@ -206,8 +169,8 @@ async def follow(
     """Show the job's status changes from its submission until it is terminal; its events.
 
     ``current`` is the job read after submitting: when it is already terminal, its events
-    either sit in the stream (they arrive at once) or predate the watch (a repeated
-    request_id), in which case ``current`` is shown after a short wait.
+    either sit in the watch (they arrive at once) or predate it (a repeated request_id), in
+    which case ``current`` is shown after a short wait.
     """
     events: list[events_pb2.JobEvent] = []
     state = job_pb2.Job(status=submitted.status, version=submitted.version)
@@ -216,21 +179,17 @@ async def follow(
     try:
         async with asyncio.timeout(wait_limit or None):
             while state.status not in output.TERMINAL:
-                event = await next_event(stream, submitted.job_id, patience)
-                if event is None:
+                change = await next_change(items, submitted.job_id, patience)
+                if change is None:
                     state.CopyFrom(current)
                     line.show(output.job_status(current))
                     break
-                events.append(event)
-                if event.job_version <= state.version:
+                if change.event is not None:
+                    events.append(change.event)
+                if change.version <= state.version:
                     continue  # a transition already shown
-                state.version, state.status = event.job_version, event.status
-                meta = event.metadata
-                line.show(
-                    output.status_text(
-                        event.status, meta.attempt, meta.error_code, meta.processing_time_ms
-                    )
-                )
+                state.version, state.status = change.version, change.status
+                line.show(change_text(change))
     except TimeoutError:
         line.end()
         job_id, status = submitted.job_id, status_name(state.status)
@@ -240,6 +199,15 @@ async def follow(
         ) from None
     line.end()
     return events
+
+
+def change_text(change: WatchItem) -> str:
+    """A status change for the status line: the event's, with its attempt and error."""
+    if change.event is None:
+        assert change.job is not None
+        return output.job_status(change.job)
+    meta = change.event.metadata
+    return output.status_text(change.status, meta.attempt, meta.error_code, meta.processing_time_ms)
 
 
 def print_outcome(job: job_pb2.Job, result: Any) -> None:
@@ -255,53 +223,47 @@ def print_outcome(job: job_pb2.Job, result: Any) -> None:
 
 
 async def watch_command(args: argparse.Namespace, conn: Connection) -> int:
-    """``assay watch``: events as they happen (JSON Lines with --json)."""
-    notifier = await conn.notifier()
-    request = notifier_pb.WatchJobsRequest(
+    """``assay watch``: events as they happen (JSON Lines with --json), across disconnects."""
+    client = await conn.client("notifier")
+    watch = client.watch(
         user_id=args.user,
         job_id=args.job,
         resume_after=args.resume,
-        include_snapshot=bool(args.job) or args.snapshot,
+        snapshot=bool(args.job) or args.snapshot,
+        bookmarks=True,
     )
-    async with watching(notifier, request) as stream:
+    async with contextlib.aclosing(watch) as items:
         try:
             async with asyncio.timeout(args.timeout or None):
-                return await _print_stream(stream, args)
+                return await _print_items(items, args)
         except TimeoutError:
             return EXIT_OK
 
 
-async def _print_stream(stream: JobStream, args: argparse.Namespace) -> int:
+async def _print_items(items: Items, args: argparse.Namespace) -> int:
     live = False
-    while True:
-        item = await stream.next()
+    async for item in items:
         if args.json:
-            output.print_json_line(output.to_dict(item))
+            output.print_json_line(output.watch_item_dict(item))
         else:
             live = _print_item(item, live)
-        status = _job_status_of(item, args.job)
-        if status in output.TERMINAL:
-            return EXIT_OK if status == job_pb2.JOB_STATUS_COMPLETED else EXIT_JOB_FAILED
+        if args.job and item.job_id == args.job and item.status in output.TERMINAL:
+            return EXIT_OK if item.status == job_pb2.JOB_STATUS_COMPLETED else EXIT_JOB_FAILED
+    return EXIT_OK  # a watch only ends when closed
 
 
-def _print_item(item: notifier_pb.WatchJobsResponse, live: bool) -> bool:
-    if item.HasField("snapshot"):
-        job = item.snapshot
+def _print_item(item: WatchItem, live: bool) -> bool:
+    if item.job is not None:
+        job = item.job
         print(f"{output.when(job.updated_at)}  snapshot  {job.job_id}  {output.job_status(job)}")
-    elif item.HasField("event"):
+    elif item.event is not None:
         print(output.event_line(item.event), flush=True)
+    elif item.kind == "relisted":
+        output.progress(
+            f"cursor {item.cursor} is older than the events the notifier keeps; "
+            "listing the jobs again"
+        )
     elif not live:
-        output.progress(f"watching from cursor {item.bookmark.cursor} (Ctrl-C to stop)")
+        output.progress(f"watching from cursor {item.cursor} (Ctrl-C to stop)")
         return True
     return live
-
-
-def _job_status_of(item: notifier_pb.WatchJobsResponse, job_id: str) -> int:
-    """The status an item reports for the watched job (0 when none is watched)."""
-    if not job_id:
-        return 0
-    if item.HasField("snapshot") and item.snapshot.job_id == job_id:
-        return item.snapshot.status
-    if item.HasField("event") and item.event.job_id == job_id:
-        return item.event.status
-    return 0

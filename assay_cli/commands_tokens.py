@@ -7,7 +7,6 @@ import argparse
 import jwt
 
 from assay.archive.v1 import archive_service_pb2 as archive_pb
-from assay.assessment.v1 import assessment_service_pb2 as pb
 from assay_cli import output
 from assay_cli.commands_jobs import positive_int
 from assay_cli.connect import CliError, Connection
@@ -72,9 +71,7 @@ def register(
 
 async def tokens_balance(args: argparse.Namespace, conn: Connection) -> int:
     """``assay tokens balance [--user U]``."""
-    stub = await conn.assessment()
-    request = pb.GetTokenBalanceRequest(user_id=args.user)
-    reply = await stub.GetTokenBalance(request, timeout=RPC_TIMEOUT)
+    reply = await (await conn.client()).balance(args.user)
     if args.json:
         output.print_json(output.to_dict(reply))
     else:

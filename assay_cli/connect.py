@@ -3,13 +3,14 @@
 Endpoints come from ASSAY_ASSESSMENT_ADDR / ASSAY_ARCHIVE_ADDR / ASSAY_NOTIFIER_ADDR, else
 from the stack recorded by ``assay dev up`` in the state directory, else the defaults.
 The token comes from ``--token``, else ASSAY_TOKEN, else the stack's dev operator token.
-Every channel is checked before its first call, so an unreachable service is one clear
-sentence rather than a gRPC error.
+The assessment service and the notifier are called through ``assay_client`` (the client
+library's retries, paging and watches); the archive's operator RPCs through one channel of
+their own. Every service is checked before its first call, so an unreachable service is one
+clear sentence rather than a gRPC error.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,21 +19,21 @@ from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
+from assay_client import AssayClient, AssayError, channel_ready, tls_credentials
+from assay_client.client import Service
 
 from assay.archive.v1 import archive_service_pb2_grpc as archive_grpc
-from assay.assessment.v1 import assessment_service_pb2_grpc as assessment_grpc
-from assay.notifier.v1 import notifier_service_pb2_grpc as notifier_grpc
 from assay_cli.stack import ADDR_VARS, StackInfo, read_state
-from assaylib.channels import open_channel
+from assaylib import tracing
+from assaylib.channels import channel_target, open_channel
 from assaylib.config import ConfigError, Settings
 
 if TYPE_CHECKING:
     from assay.archive.v1.archive_service_pb2_grpc import ArchiveServiceAsyncStub
-    from assay.assessment.v1.assessment_service_pb2_grpc import AssessmentServiceAsyncStub
-    from assay.notifier.v1.notifier_service_pb2_grpc import NotifierServiceAsyncStub
 
 DEFAULT_STATE_DIR = ".assay"
 CONNECT_TIMEOUT = 5.0  # seconds to wait for a channel before saying the service is down
+RPC_TIMEOUT = 30.0  # seconds for each call
 CLIENT_ADDRS = {name: ADDR_VARS[name] for name in ("assessment", "archive", "notifier")}
 """The services the CLI calls, with the variable naming each one's address."""
 
@@ -99,10 +100,15 @@ def resolve(token: str | None, state: Path, env: Mapping[str, str] | None = None
 
 @dataclass
 class Connection:
-    """Channels to the services, opened on first use and checked before the first call."""
+    """How the CLI reaches Assay: an ``AssayClient`` for the public services (the
+    assessment service and the notifier), and, for the operator commands, a channel to the
+    archive. Each service is checked once, before its first call."""
 
     target: Target
-    channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+    checked: list[str] = field(default_factory=list)
+    """The services checked so far, in order (for messages about a failed call)."""
+    _client: AssayClient | None = None
+    _archive: grpc.aio.Channel | None = None
 
     async def __aenter__(self) -> Connection:
         return self
@@ -111,63 +117,70 @@ class Connection:
         await self.close()
 
     async def close(self) -> None:
-        """Close every channel opened."""
-        channels, self.channels = list(self.channels.values()), {}
-        for channel in channels:
-            await channel.close()
+        """Close the client and the archive channel."""
+        client, self._client = self._client, None
+        archive, self._archive = self._archive, None
+        if client is not None:
+            await client.close()
+        if archive is not None:
+            await archive.close()
 
-    async def channel(self, service: str) -> grpc.aio.Channel:
-        """The channel to service, once it is connected."""
-        if service in self.channels:
-            return self.channels[service]
+    async def client(self, *services: Service) -> AssayClient:
+        """The client, once ``services`` (default: the assessment service) answer."""
+        token = self._token()
+        if self._client is None:
+            settings, addrs = self.target.settings, self.target.addrs
+            self._client = AssayClient(
+                channel_target(addrs["assessment"]),
+                notifier_addr=channel_target(addrs["notifier"]),
+                token=token,
+                credentials=tls(settings),
+                interceptors=tracing.client_interceptors(),
+                timeout=RPC_TIMEOUT,
+            )
+        for service in services or ("assessment",):
+            if service not in self.checked:
+                if not await self._client.reachable(service, within=CONNECT_TIMEOUT):
+                    raise CliError(unreachable(service, self.target.addrs[service]))
+                self.checked.append(service)
+        return self._client
+
+    async def archive(self) -> ArchiveServiceAsyncStub:
+        """The ArchiveService, for the operator commands (tokens grant, stuck, sweep,
+        status): the client library serves callers and subscribers of the public services,
+        not operators."""
+        if self._archive is None:
+            addr = self.target.addrs["archive"]
+            channel = open_channel(addr, self.target.settings, token=self._token())
+            if not await channel_ready(channel, CONNECT_TIMEOUT):
+                await channel.close()
+                raise CliError(unreachable("archive", addr))
+            self._archive = channel
+            self.checked.append("archive")
+        return archive_grpc.ArchiveServiceStub(self._archive)
+
+    def _token(self) -> str:
         if not self.target.token:
             raise CliError(
                 "no token: pass --token, set ASSAY_TOKEN, or start a local stack (assay dev up)",
                 exit_code=2,
             )
-        addr = self.target.addrs[service]
-        channel = open_channel(addr, self.target.settings, token=self.target.token)
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                connected = await _connect(channel)
-        except TimeoutError:
-            connected = False
-        if not connected:
-            await channel.close()
-            raise CliError(unreachable(service, addr))
-        self.channels[service] = channel
-        return channel
+        return self.target.token
 
-    async def assessment(self) -> AssessmentServiceAsyncStub:
-        """The AssessmentService."""
-        return assessment_grpc.AssessmentServiceStub(await self.channel("assessment"))
-
-    async def archive(self) -> ArchiveServiceAsyncStub:
-        """The ArchiveService (operator commands)."""
-        return archive_grpc.ArchiveServiceStub(await self.channel("archive"))
-
-    async def notifier(self) -> NotifierServiceAsyncStub:
-        """The NotifierService."""
-        return notifier_grpc.NotifierServiceStub(await self.channel("notifier"))
-
-    def service_of(self, err: grpc.aio.AioRpcError) -> str:
-        """Which opened service a failed call most likely went to (for messages)."""
-        text = f"{err.details()} {err.debug_error_string()}"
-        for name, addr in self.target.addrs.items():
-            if name in self.channels and addr in text:
+    def service_of(self, error: AssayError) -> str:
+        """Which checked service a failed call most likely went to (for messages)."""
+        for name in self.checked:
+            if self.target.addrs[name] in error.message:
                 return name
-        return next(iter(self.channels), "assessment")
+        return self.checked[0] if self.checked else "assessment"
 
 
-async def _connect(channel: grpc.aio.Channel) -> bool:
-    """Connect; False as soon as the first attempt fails (nothing listens there)."""
-    state = channel.get_state(try_to_connect=True)
-    while state != grpc.ChannelConnectivity.READY:
-        if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-            return False
-        await channel.wait_for_state_change(state)
-        state = channel.get_state(try_to_connect=True)
-    return True
+def tls(settings: Settings) -> grpc.ChannelCredentials | None:
+    """The client's TLS credentials from ASSAY_TLS_CA (plus ASSAY_TLS_CERT / ASSAY_TLS_KEY for
+    mutual TLS), or None for plain text."""
+    if not settings.tls_ca:
+        return None
+    return tls_credentials(settings.tls_ca, settings.tls_cert, settings.tls_key)
 
 
 def unreachable(service: str, addr: str) -> str:

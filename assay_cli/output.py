@@ -15,16 +15,29 @@ import sys
 import textwrap
 from collections.abc import Iterable
 from datetime import UTC
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
+from assay_client import AssayError, InvalidArgument, WatchItem
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from assay.common.v1 import assessment_pb2, job_pb2
 from assay.events.v1 import events_pb2
-from assaylib.errors import AssayError, FieldViolation, InvalidArgument
+from assay.notifier.v1 import notifier_service_pb2 as notifier_pb
 from assaylib.jobs import status_name
+
+
+class Violation(Protocol):
+    """A bad field, as the server (``assay_client.FieldViolation``) or the file loader
+    (``assaylib.errors.FieldViolation``) names it."""
+
+    @property
+    def field(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
 
 TERMINAL = frozenset(
     {job_pb2.JOB_STATUS_COMPLETED, job_pb2.JOB_STATUS_FAILED, job_pb2.JOB_STATUS_CANCELLED}
@@ -34,6 +47,20 @@ TERMINAL = frozenset(
 def to_dict(message: Message) -> dict[str, Any]:
     """A message in the proto3 JSON mapping, fields without presence always printed."""
     return MessageToDict(message, always_print_fields_with_no_presence=True)
+
+
+def watch_item_dict(item: WatchItem) -> dict[str, Any]:
+    """A watch item as the WatchJobsResponse it came as (``snapshot``, ``event`` or
+    ``bookmark``), or ``{"relisted": {"cursor": …}}`` when the watch relisted."""
+    if item.job is not None:
+        return to_dict(notifier_pb.WatchJobsResponse(snapshot=item.job))
+    if item.event is not None:
+        return to_dict(notifier_pb.WatchJobsResponse(event=item.event))
+    if item.kind == "bookmark":
+        return to_dict(
+            notifier_pb.WatchJobsResponse(bookmark=notifier_pb.Bookmark(cursor=item.cursor))
+        )
+    return {"relisted": {"cursor": str(item.cursor)}}
 
 
 def print_json(document: Any, stream: TextIO | None = None) -> None:
@@ -249,12 +276,12 @@ def error_lines(error: AssayError) -> list[str]:
     return lines
 
 
-def violation_lines(violations: Iterable[FieldViolation]) -> list[str]:
+def violation_lines(violations: Iterable[Violation]) -> list[str]:
     """One indented line per bad field."""
     return [f"  {v.field}: {v.description}" for v in violations]
 
 
-def print_error(message: str, violations: Iterable[FieldViolation] = ()) -> None:
+def print_error(message: str, violations: Iterable[Violation] = ()) -> None:
     """``error: message`` and the field violations, on stderr."""
     print(f"error: {message}", file=sys.stderr)
     for line in violation_lines(violations):

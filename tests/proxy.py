@@ -17,6 +17,7 @@ class Proxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -29,15 +30,18 @@ class Proxy:
         self.flowing.set()
 
     def cut(self) -> int:
-        """Close every connection through the proxy now; how many pipes were cut."""
-        live = [task for task in self._tasks if not task.done()]
-        for task in live:
-            task.cancel()
-        return len(live)
+        """Reset every connection through the proxy now; how many were cut. The sockets are
+        aborted (not the pipes cancelled: a pipe cancelled before it ran would leave its
+        socket open)."""
+        writers, self._writers = list(self._writers), set()
+        for writer in writers:
+            writer.transport.abort()
+        return len(writers) // 2
 
     async def close(self) -> None:
         assert self._server is not None
         self._server.close()
+        self.cut()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -45,6 +49,7 @@ class Proxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers |= {writer, up_writer}
         for source, sink in ((reader, up_writer), (up_reader, writer)):
             task = asyncio.create_task(self._pipe(source, sink))
             self._tasks.add(task)
@@ -59,4 +64,5 @@ class Proxy:
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
+            self._writers.discard(sink)
             sink.close()

@@ -1,6 +1,6 @@
 """The dependency rules of ARCHITECTURE §1, checked on the source: services never import
 one another; the shared package imports no service and nothing from tests; gen/ imports
-nothing of ours; the CLI uses only the shared package and gen/."""
+nothing of ours; the CLI uses only the shared package, gen/ and the client (assay_client)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("archive_svc", "assessment_svc", "worker", "notifier")
-OURS = (*SERVICES, "assaylib", "assay_cli", "tests", "bench")
+OURS = (*SERVICES, "assaylib", "assay_cli", "assay_client", "tests", "bench")
 
 
 def imported_packages(package_dir: Path) -> dict[str, set[str]]:
@@ -31,13 +31,25 @@ def imported_packages(package_dir: Path) -> dict[str, set[str]]:
 
 @pytest.mark.parametrize("package", [*SERVICES, "assaylib", "assay_cli"])
 def test_package_imports_only_what_it_may(package: str) -> None:
-    allowed = {package, "assaylib", "assay"}
+    allowed = {package, "assaylib", "assay"} | (
+        {"assay_client"} if package == "assay_cli" else set()
+    )
     violations = {
         module: sorted(names - allowed)
         for module, names in imported_packages(ROOT / package).items()
         if names - allowed
     }
     assert not violations, f"{package} imports what it must not: {violations}"
+
+
+def test_the_client_imports_only_itself_and_gen() -> None:
+    client = ROOT / "clients" / "python" / "src" / "assay_client"
+    violations = {
+        module: sorted(names - {"assay_client", "assay"})
+        for module, names in imported_packages(client).items()
+        if names - {"assay_client", "assay"}
+    }
+    assert not violations
 
 
 def test_generated_code_imports_nothing_of_ours() -> None:

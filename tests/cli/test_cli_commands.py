@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 
+from tests.archive.helpers import wait_until
 from tests.cli.conftest import EXAMPLES, Cli, stack_down, stack_up, user_token
 
 pytestmark = pytest.mark.e2e
@@ -172,3 +174,38 @@ async def test_cancel_of_a_slow_job(cli: Cli, cli_env) -> None:
         assert balance["balance"] == "1"  # refunded
     finally:
         await stack_down(cli, info)
+
+
+async def test_watch_relists_when_its_cursor_expired(
+    cli: Cli, stack, servers, stream_names
+) -> None:
+    # The watch is the client's: an expired cursor is marked and the jobs listed again
+    # (before the CLI ran on assay_client, it exited with an error instead).
+    token = await user_token(cli, "ivo", grant=2)
+    first = await cli.run("submit", TALENT, "--json", "--token", token)
+    assert first.code == 0, first.describe()
+    nc = await nats.connect(servers.nats_url)
+    try:
+        js = nc.jetstream()
+        await js.purge_stream(stream_names.events_stream)  # every event past retention
+        second = await cli.run("submit", TALENT, "--json", "--token", token)
+        assert second.code == 0, second.describe()
+        second_id = second.json()["job"]["jobId"]
+
+        async def after_purge() -> bool:
+            return (await js.stream_info(stream_names.events_stream)).state.messages >= 1
+
+        await wait_until(after_purge, within=10)
+    finally:
+        await nc.close()
+    watched = await cli.run(
+        "watch", "--resume", "1", "--job", second_id, "--json", "--token", token
+    )
+    assert watched.code == 0, watched.describe()
+    items = json_lines(watched.stdout)
+    assert items[0] == {"relisted": {"cursor": "1"}}, watched.describe()
+    assert job_of(items[-1])["jobId"] == second_id
+    assert job_of(items[-1])["status"] == "JOB_STATUS_COMPLETED"
+    readable = await cli.run("watch", "--resume", "1", "--job", second_id, "--token", token)
+    assert readable.code == 0, readable.describe()
+    assert "cursor 1 is older than the events the notifier keeps" in readable.stderr

@@ -1,5 +1,6 @@
 """Fixtures for the client tests: the in-process mesh (tests.observability), without the
-per-user in-flight limit so a test may queue many jobs."""
+per-user in-flight limit so a test may queue many jobs; and the CLI's, to start a stack
+with `assay dev up`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from archive_svc.app import ArchiveApp
 from assaylib.config import Settings
+from tests.cli.conftest import cli, cli_env  # noqa: F401  (the CLI's fixtures: `assay dev up`)
 from tests.observability.conftest import Mesh, start_mesh
 
 

@@ -7,7 +7,7 @@ change across disconnects.
         job, result = await assay.wait(reply.job.job_id)
 """
 
-from assay_client.client import TERMINAL, AssayClient
+from assay_client.client import TERMINAL, AssayClient, channel_ready
 from assay_client.errors import (
     AlreadyExists,
     AssayError,
@@ -22,6 +22,9 @@ from assay_client.errors import (
     Unauthenticated,
     Unavailable,
 )
+from assay_client.listing import JobList
+from assay_client.sync import SyncAssayClient
+from assay_client.tls import tls_credentials
 from assay_client.tokens import FileToken, TokenSource
 from assay_client.watch import CursorStore, FileCursorStore, WatchItem
 
@@ -37,12 +40,16 @@ __all__ = [
     "FileCursorStore",
     "FileToken",
     "InvalidArgument",
+    "JobList",
     "NotFound",
     "PermissionDenied",
     "ResourceExhausted",
     "ResumeTokenExpired",
+    "SyncAssayClient",
     "TokenSource",
     "Unauthenticated",
     "Unavailable",
     "WatchItem",
+    "channel_ready",
+    "tls_credentials",
 ]

@@ -8,11 +8,12 @@ retry are not (a retry charges again).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from typing import Any, Literal, TypeVar
 
 import grpc
 import grpc.aio
@@ -21,10 +22,11 @@ from assay.assessment.v1 import assessment_service_pb2 as pb
 from assay.assessment.v1 import assessment_service_pb2_grpc as pb_grpc
 from assay.common.v1 import assessment_pb2, job_pb2
 from assay_client.errors import DeadlineExceeded, from_rpc_error
+from assay_client.listing import JobList
 from assay_client.tokens import TokenSource, bearer_interceptors
 from assay_client.watch import CursorStore, Watch, WatchItem
 
-__all__ = ["TERMINAL", "AssayClient"]
+__all__ = ["TERMINAL", "AssayClient", "channel_ready"]
 
 Reply = TypeVar("Reply")
 
@@ -59,18 +61,47 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.service_config", SERVICE_CONFIG),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 5_000),
+    # Each client keeps its own connections: with gRPC's process-wide pool, a new channel to
+    # an address whose server died inherits that failure and its backoff.
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.max_send_message_length", 4 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
 ]
+
+Service = Literal["assessment", "notifier"]
+
+
+async def channel_ready(channel: grpc.aio.Channel, within: float) -> bool:
+    """Connect ``channel``; False as soon as a connection attempt fails (nothing listens
+    there) or ``within`` seconds pass, True once it is connected."""
+    try:
+        async with asyncio.timeout(within):
+            state = channel.get_state(try_to_connect=True)
+            while state != grpc.ChannelConnectivity.READY:
+                if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                    return False
+                await channel.wait_for_state_change(state)
+                state = channel.get_state(try_to_connect=True)
+            return True
+    except TimeoutError:
+        return False
 
 
 class AssayClient:
     """A client of one Assay deployment: the assessment service and, for watches, the notifier.
 
     ``token`` is a bearer token, a path to a file holding one (read again when it changes),
-    or a callable. ``credentials`` turns on TLS. Every call is bounded by ``timeout`` seconds
-    unless it names its own ``deadline`` (seconds; sent to the server, which honours it end
-    to end).
+    or a callable. ``credentials`` turns on TLS (``tls_credentials()`` reads the PEM files).
+    ``interceptors`` run on every call, before the one that sends the token (tracing, for
+    example). Every call is bounded by ``timeout`` seconds unless it names its own
+    ``deadline`` (seconds; sent to the server, which honours it end to end).
+
+    The channels connect lazily, on the first call; ``reachable()`` connects one now and
+    says whether anything answers there.
     """
 
     def __init__(
@@ -80,31 +111,35 @@ class AssayClient:
         token: TokenSource,
         notifier_addr: str = "",
         credentials: grpc.ChannelCredentials | None = None,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
         timeout: float = 10.0,
     ) -> None:
         self.timeout = timeout
-        self._channels: list[grpc.aio.Channel] = []
-        self._assessment = pb_grpc.AssessmentServiceStub(
-            self._open(assessment_addr, token, credentials)
-        )
-        self._notifier_channel = (
-            self._open(notifier_addr, token, credentials) if notifier_addr else None
-        )
+        self.addrs: dict[Service, str] = {"assessment": assessment_addr}
+        """The address of each service this client calls."""
+        self._channels: dict[Service, grpc.aio.Channel] = {}
+        opened = self._open(assessment_addr, token, credentials, interceptors)
+        self._channels["assessment"] = opened
+        self._assessment = pb_grpc.AssessmentServiceStub(opened)
+        if notifier_addr:
+            self.addrs["notifier"] = notifier_addr
+            self._channels["notifier"] = self._open(notifier_addr, token, credentials, interceptors)
 
     def _open(
-        self, addr: str, token: TokenSource, credentials: grpc.ChannelCredentials | None
+        self,
+        addr: str,
+        token: TokenSource,
+        credentials: grpc.ChannelCredentials | None,
+        extra: Sequence[grpc.aio.ClientInterceptor],
     ) -> grpc.aio.Channel:
-        interceptors = bearer_interceptors(token)
+        interceptors = [*extra, *bearer_interceptors(token)]
         if credentials is None:
-            channel = grpc.aio.insecure_channel(
+            return grpc.aio.insecure_channel(
                 addr, options=CHANNEL_OPTIONS, interceptors=interceptors
             )
-        else:
-            channel = grpc.aio.secure_channel(
-                addr, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
-            )
-        self._channels.append(channel)
-        return channel
+        return grpc.aio.secure_channel(
+            addr, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
+        )
 
     async def __aenter__(self) -> AssayClient:
         return self
@@ -114,27 +149,40 @@ class AssayClient:
 
     async def close(self) -> None:
         """Close the channels (calls in flight are cancelled)."""
-        for channel in self._channels:
+        for channel in self._channels.values():
             await channel.close()
+
+    async def reachable(self, service: Service = "assessment", *, within: float = 5.0) -> bool:
+        """Whether ``service`` answers: connects its channel now, and says False as soon as
+        a connection attempt fails or ``within`` seconds pass. A caller can tell "nothing
+        listens there" apart from a refused call before making one."""
+        if service not in self._channels:
+            raise ValueError(f"this client has no address for the {service} service")
+        return await channel_ready(self._channels[service], within)
 
     async def submit(
         self,
-        assessment_data: assessment_pb2.AssessmentData,
+        assessment_data: assessment_pb2.AssessmentData | None,
         *,
         raw_responses: assessment_pb2.RawResponses | None = None,
         assessment_name: str = "",
         request_id: str = "",
+        locale: str = "",
         attempts: int = 3,
         deadline: float | None = None,
     ) -> pb.SubmitAssessmentResponse:
         """Charge a token and queue an analysis; the job and the balance left. The request id
         (made here when not given) makes retries safe: a repeat returns the first reply and
-        charges nothing. A call that runs out of time is tried again, up to ``attempts``."""
+        charges nothing (None ``assessment_data`` for an assessment that carries only
+        ``raw_responses``). A call that runs out of time is tried again, up to ``attempts``.
+        ``locale`` picks the profile's language (``id`` or ``en``; "" for the service's
+        default)."""
         request = pb.SubmitAssessmentRequest(
             assessment_name=assessment_name,
             assessment_data=assessment_data,
             raw_responses=raw_responses,
             request_id=request_id or uuid.uuid4().hex,
+            locale=locale,
         )
         for attempt in range(1, attempts + 1):
             try:
@@ -152,26 +200,28 @@ class AssayClient:
         reply = await self._call(self._assessment.GetJob, pb.GetJobRequest(job_id=job_id), deadline)
         return reply.job
 
-    async def list(
+    def list(
         self,
         *,
         status: job_pb2.JobStatus.ValueType = job_pb2.JOB_STATUS_UNSPECIFIED,
         user_id: str = "",
         page_size: int = 100,
-    ) -> AsyncIterator[job_pb2.Job]:
-        """Every job (the caller's, or ``user_id``'s for services and operators), newest
-        first, fetched a page at a time."""
-        token = ""
-        while True:
-            request = pb.ListJobsRequest(
-                status=status, user_id=user_id, page_size=page_size, page_token=token
-            )
-            page = await self._call(self._assessment.ListJobs, request, None)
-            for job in page.jobs:
-                yield job
-            token = page.next_page_token
-            if not token:
-                return
+        limit: int = 0,
+        page_token: str = "",
+        deadline: float | None = None,
+    ) -> JobList:
+        """Jobs (the caller's, or ``user_id``'s for services and operators), newest first:
+        ``async for job in assay.list()``, or a page at a time with ``.pages()``. At most
+        ``limit`` jobs when it is set; ``.next_page_token`` then says where the rest start.
+        See ``JobList``."""
+        request = pb.ListJobsRequest(status=status, user_id=user_id, page_token=page_token)
+        return JobList(
+            self._assessment.ListJobs,
+            request,
+            page_size=page_size,
+            limit=limit,
+            timeout=deadline or self.timeout,
+        )
 
     async def cancel(self, job_id: str, *, deadline: float | None = None) -> job_pb2.Job:
         """Cancel a queued job, or ask a running one's worker to stop."""
@@ -184,14 +234,23 @@ class AssayClient:
         reply: pb.RetryJobResponse = await self._call(self._assessment.RetryJob, request, deadline)
         return reply
 
-    async def balance(self, user_id: str = "", *, deadline: float | None = None) -> int:
-        """The token balance (the caller's, or ``user_id``'s)."""
+    async def balance(
+        self, user_id: str = "", *, deadline: float | None = None
+    ) -> pb.GetTokenBalanceResponse:
+        """The token balance (the caller's, or ``user_id``'s): ``.balance``, and ``.user_id``
+        (whose it is)."""
         request = pb.GetTokenBalanceRequest(user_id=user_id)
-        return int((await self._call(self._assessment.GetTokenBalance, request, deadline)).balance)
+        reply: pb.GetTokenBalanceResponse = await self._call(
+            self._assessment.GetTokenBalance, request, deadline
+        )
+        return reply
 
-    async def result(self, job_id: str, *, deadline: float | None = None) -> job_pb2.AnalysisResult:
-        """A job's result row: its inputs and, once completed, the persona profile."""
-        request = pb.GetResultRequest(job_id=job_id)
+    async def result(
+        self, job_id: str = "", *, result_id: str = "", deadline: float | None = None
+    ) -> job_pb2.AnalysisResult:
+        """A result row, by its job or by ``result_id``: the inputs and, once the job
+        completed, the persona profile."""
+        request = pb.GetResultRequest(job_id=job_id, result_id=result_id)
         return (await self._call(self._assessment.GetResult, request, deadline)).result
 
     async def wait(self, job_id: str) -> tuple[job_pb2.Job, job_pb2.AnalysisResult | None]:
@@ -214,17 +273,21 @@ class AssayClient:
         resume_after: int = 0,
         snapshot: bool = True,
         cursor_store: CursorStore | None = None,
+        bookmarks: bool = False,
     ) -> AsyncGenerator[WatchItem, None]:
-        """Every status change, as it happens, across disconnects: see ``Watch``."""
-        if self._notifier_channel is None:
+        """Every status change, as it happens, across disconnects: see ``Watch``. With
+        ``bookmarks``, ``bookmark`` items say where the watch stands (the first one: it is
+        live, everything committed from here on will come)."""
+        if "notifier" not in self._channels:
             raise ValueError("watching needs the notifier's address (notifier_addr=)")
         return Watch(
-            self._notifier_channel,
+            self._channels["notifier"],
             user_id=user_id,
             job_id=job_id,
             resume_after=resume_after,
             snapshot=snapshot,
             cursor_store=cursor_store,
+            bookmarks=bookmarks,
         ).items()
 
     async def _call(

@@ -47,17 +47,19 @@ FATAL = (
 @dataclass(frozen=True)
 class WatchItem:
     """One thing a watch tells: a job as it is now (``snapshot``), a status change
-    (``event``), or that the watch lost its place and relists (``relisted``: the snapshots
-    that follow replace what the subscriber knew)."""
+    (``event``), that the watch lost its place and relists (``relisted``: the snapshots
+    that follow replace what the subscriber knew), or, only for a watch opened with
+    ``bookmarks=True``, where it stands (``bookmark``: every event up to ``cursor`` was
+    yielded; the first bookmark of a watch says it is live)."""
 
-    kind: Literal["snapshot", "event", "relisted"]
+    kind: Literal["snapshot", "event", "relisted", "bookmark"]
     cursor: int
     job: job_pb2.Job | None = None
     event: events_pb2.JobEvent | None = None
 
     @property
     def job_id(self) -> str:
-        """The job this item is about ("" for ``relisted``)."""
+        """The job this item is about ("" for ``relisted`` and ``bookmark``)."""
         source = self.job or self.event
         return source.job_id if source is not None else ""
 
@@ -104,7 +106,14 @@ class FileCursorStore:
 
 
 class Watch:
-    """One subscriber's view of WatchJobs, kept alive across disconnects."""
+    """One subscriber's view of WatchJobs, kept alive across disconnects.
+
+    ``snapshot`` lists the jobs in scope first (when it starts without a cursor, and again
+    after a relist); ``resume_after`` (or the ``cursor_store``'s cursor, which wins) starts
+    from the events after that cursor instead. ``bookmarks`` yields the notifier's
+    bookmarks as ``bookmark`` items (a subscriber that must know the watch is live before
+    it acts, e.g. before submitting a job whose first event it wants).
+    """
 
     def __init__(
         self,
@@ -115,10 +124,12 @@ class Watch:
         resume_after: int = 0,
         snapshot: bool = True,
         cursor_store: CursorStore | None = None,
+        bookmarks: bool = False,
     ) -> None:
         self._stub = pb_grpc.NotifierServiceStub(channel)
         self._scope = {"user_id": user_id, "job_id": job_id}
         self._store = cursor_store
+        self._bookmarks = bookmarks
         stored = cursor_store.load() if cursor_store is not None else None
         self.cursor = stored if stored is not None else resume_after
         self._listing = snapshot and self.cursor == 0  # until the first bookmark
@@ -154,12 +165,12 @@ class Watch:
             backoff = min(backoff * 2, MAX_BACKOFF)
 
     def _take(self, response: pb.WatchJobsResponse) -> WatchItem | None:
-        """The item to yield for a response, or None (a bookmark, or a repeat)."""
+        """The item to yield for a response, or None (a bookmark not asked for, or a repeat)."""
         kind = response.WhichOneof("kind")
         if kind == "bookmark":
             self.cursor = max(self.cursor, response.bookmark.cursor)
             self._listing = False
-            return None
+            return WatchItem("bookmark", self.cursor) if self._bookmarks else None
         if kind == "event":
             event = response.event
             self.cursor = max(self.cursor, event.cursor)
