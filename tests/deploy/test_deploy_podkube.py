@@ -12,6 +12,7 @@ import pytest
 from tests.deploy.conftest import Manifest, of_kind
 from tools.podkube.pods import Pod
 from tools.podkube.render import Cluster, RenderError, pod_template
+from tools.podkube.steps import _is_json_objects, json_objects
 from tools.podkube.tokens import Issuer
 
 MiB = 2**20
@@ -119,3 +120,12 @@ def test_a_container_field_the_runner_cannot_honour_is_refused(cluster, tmp_path
     pod = _pod(cluster, "Job", "assay-migrate", tmp_path, template)
     with pytest.raises(RenderError, match="workingDir"):
         pod.run_args(pod.spec["containers"][0])
+
+
+def test_json_lines_that_podman_joined_are_still_read() -> None:
+    log = '{"time": "t", "level": "INFO"}\n{"found": 1, "failed": 1}{"time": "t", "message": "m"}\n'
+    assert [r for r in json_objects(log) if "found" in r] == [{"found": 1, "failed": 1}]
+    joined = '{"found": 1}{"time": "t"}'
+    assert _is_json_objects(joined) and _is_json_objects('{"a": 1}')
+    assert not _is_json_objects('{"a": 1} trailing text') and not _is_json_objects("[1]")
+    assert not _is_json_objects("plain text")

@@ -160,9 +160,9 @@ def sweep_once(run: Run, cron: dict[str, Any], overrides: dict[str, str]) -> dic
     pod = run.pod(cron, overrides)
     deadline = float(cron["spec"]["jobTemplate"]["spec"].get("activeDeadlineSeconds", 60))
     output = run.run_to_completion(pod, deadline)
-    # The summary is stdout's last line; podman interleaves stdout and stderr by time.
-    records = [json.loads(line) for line in output.splitlines() if _is_json_object(line)]
-    summaries = [record for record in records if "found" in record]
+    # The summary is stdout's last line; podman interleaves stdout and stderr by time, and
+    # may join a stdout line and a stderr line into one: read every JSON object in the text.
+    summaries = [record for record in json_objects(output) if "found" in record]
     if not summaries:
         raise RuntimeError(f"the sweep printed no JSON summary:\n{output}")
     summary: dict[str, Any] = summaries[-1]
@@ -188,7 +188,7 @@ def logs_are_json(run: Run) -> None:
     """Every line every container logged (run-once pods too) is a JSON object."""
     for name in run.containers:
         lines = [line for line in logs(name).splitlines() if line.strip()]
-        bad = [line for line in lines if not _is_json_object(line)]
+        bad = [line for line in lines if not _is_json_objects(line)]
         if bad:
             raise RuntimeError(
                 f"{name}: {len(bad)} of {len(lines)} log lines are not JSON, e.g. {bad[0]!r}"
@@ -196,11 +196,38 @@ def logs_are_json(run: Run) -> None:
     say(f"{len(run.containers)} containers' logs: every line a JSON object")
 
 
-def _is_json_object(line: str) -> bool:
-    try:
-        return isinstance(json.loads(line), dict)
-    except ValueError:
-        return False
+def json_objects(text: str) -> list[dict[str, Any]]:
+    """Every JSON object in ``text``, including objects written one after another on a line."""
+    decoder = json.JSONDecoder()
+    found: list[dict[str, Any]] = []
+    index = text.find("{")
+    while index != -1:
+        try:
+            value, end = decoder.raw_decode(text, index)
+        except json.JSONDecodeError:
+            index = text.find("{", index + 1)
+            continue
+        if isinstance(value, dict):
+            found.append(value)
+        index = text.find("{", end)
+    return found
+
+
+def _is_json_objects(line: str) -> bool:
+    """Whether ``line`` is JSON objects and nothing else (podman may join two log lines)."""
+    decoder = json.JSONDecoder()
+    index, count = 0, 0
+    while index < len(line):
+        try:
+            value, index = decoder.raw_decode(line, index)
+        except json.JSONDecodeError:
+            return False
+        if not isinstance(value, dict):
+            return False
+        count += 1
+        while index < len(line) and line[index].isspace():
+            index += 1
+    return count > 0
 
 
 def job(run: Run, job_id: str) -> dict[str, Any]:
