@@ -27,7 +27,8 @@ class Results(ArchivePart):
         self, request: pb.GetResultRequest, principal: Principal
     ) -> job_pb2.AnalysisResult:
         """One result row, scoped to ``request.user_id`` when given; the read recorded in the
-        same statement unless its reader is the row's owner (``access_records``)."""
+        same statement unless its reader is the row's owner (``access_records``). An erased
+        row is NOT_FOUND with reason ERASED (its read is still recorded)."""
         owner = request.user_id
         v.require_valid(owner_violations(owner))
         ident = parse_uuid(request.result_id, "result_id")
