@@ -7,40 +7,31 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.e2e
 
-BENCH = (sys.executable, "-m", "bench")
 
-
-def test_a_tiny_e2e_run_reports_every_figure_and_holds_the_invariants(tmp_path: Path) -> None:
-    report = tmp_path / "e2e.json"
+def bench(report: Path, *args: str) -> tuple[str, dict[str, Any]]:
+    """Run ``python -m bench ARGS --json REPORT`` to success; its printed report and JSON."""
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "e2e",
-            "--jobs",
-            "6",
-            "--concurrency",
-            "3",
-            "--users",
-            "2",
-            "--watchers",
-            "2",
-            "--json",
-            str(report),
-        ],
+        [sys.executable, "-m", "bench", *args, "--json", str(report)],
         capture_output=True,
         text=True,
         timeout=240,
         check=False,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    result = json.loads(report.read_text())
+    return done.stdout, json.loads(report.read_text())
+
+
+def test_a_tiny_e2e_run_reports_every_figure_and_holds_the_invariants(tmp_path: Path) -> None:
+    printed, result = bench(
+        tmp_path / "e2e.json",
+        *("e2e", "--jobs", "6", "--concurrency", "3", "--users", "2", "--watchers", "2"),
+    )
     assert result["jobs"] == result["completed"] == 6
     assert result["invariants_ok"] is True and result["audit"]["events"] == 18
     assert result["jobs_per_second"] > 0
@@ -52,20 +43,13 @@ def test_a_tiny_e2e_run_reports_every_figure_and_holds_the_invariants(tmp_path: 
         "analysis.started": 6,
         "analysis.completed": 6,
     }
-    assert "jobs_per_second:" in done.stdout  # the printed report
+    assert "jobs_per_second:" in printed  # the printed report
 
 
 def test_a_tiny_watchers_run_measures_the_notifier_beside_a_bare_stream(tmp_path: Path) -> None:
-    report = tmp_path / "watchers.json"
-    done = subprocess.run(
-        [*BENCH, "watchers", "--count", "20", "--jobs", "4", "--rate", "20", "--json", str(report)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
+    _, result = bench(
+        tmp_path / "watchers.json", "watchers", "--count", "20", "--jobs", "4", "--rate", "20"
     )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    result = json.loads(report.read_text())
     assert result["watchers_open"] == 20 and result["watch_errors"] == {}
     figures = ("kib_per_watcher", "bare_grpc_kib_per_stream", "notifier_kib_above_bare")
     assert all(isinstance(result[name], float) for name in figures)
