@@ -165,17 +165,18 @@ class OutboxRelay:
         assert self._js is not None and self._position is not None
         js = self._js
         while not self._stopping.is_set():
+            fresh = self._position.batch is None  # this round takes a new snapshot
             at, rows = await store.next_unsent(self.pool, self._position, self.batch_size)
-            if not rows:
-                self._position = at.advanced(rows, self.batch_size)
+            if rows:
+                if len(rows) == self.batch_size:  # a backlog: count it
+                    metrics.UNSENT.set(await store.count_unsent(self.pool))
+                await self._publish(js, rows)
+                metrics.PUBLISHED.inc(len(rows))
+            self._position = at.advanced(rows, self.batch_size)
+            if not rows and fresh:  # nothing committed since the last snapshot
                 metrics.UNSENT.set(0)
                 await self._purge()
                 return
-            if len(rows) == self.batch_size:  # a backlog: count it
-                metrics.UNSENT.set(await store.count_unsent(self.pool))
-            await self._publish(js, rows)
-            metrics.PUBLISHED.inc(len(rows))
-            self._position = at.advanced(rows, self.batch_size)
         # stopping: save what went out, so the next relay does not send it again
         await store.save_position(self.pool, self._position)
 

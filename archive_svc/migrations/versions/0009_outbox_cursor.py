@@ -17,8 +17,10 @@ after the one before committed. ``outbox_published(txid, seq)`` says whether a r
 Published rows are deleted in bulk after ASSAY_EVENTS_MAX_AGE, as before.
 
 Existing rows: published ones get txid 3 (older than any snapshot), unpublished ones this
-migration's transaction id, and the cursor starts at a snapshot that sees every transaction
-before this one and none from it on.
+migration's transaction id, and the cursor starts at this transaction's snapshot with this
+transaction among those it does not see: a transaction running beside the migration (an
+archive of the previous release) is in that snapshot's in-progress list, so what it writes
+is relayed too.
 
 Revision ID: 0009
 Revises: 0008
@@ -34,6 +36,19 @@ revision = "0009"
 down_revision = "0008"
 branch_labels = None
 depends_on = None
+
+START = """
+INSERT INTO outbox_cursor (done, batch)
+SELECT s, s FROM (
+    SELECT (least(pg_snapshot_xmin(c), x)::text || ':' || greatest(pg_snapshot_xmax(c), x)::text
+        || ':' || coalesce((SELECT string_agg(v::text, ',' ORDER BY v) FROM (
+            SELECT pg_snapshot_xip(c) AS v UNION SELECT x WHERE x < pg_snapshot_xmax(c)) AS xip
+        ), ''))::pg_snapshot AS s
+    FROM pg_current_snapshot() AS c, pg_current_xact_id() AS x
+) AS here
+"""
+"""The cursor's first position: this transaction's snapshot, with this transaction among the
+ones not yet visible in it (so the unpublished rows it marks with its own id are relayed)."""
 
 PUBLISHED = """
 CREATE FUNCTION outbox_published(txid xid8, seq bigint) RETURNS boolean
@@ -58,11 +73,7 @@ def upgrade() -> None:
         " CONSTRAINT ck_outbox_cursor_one CHECK (one),"
         " CONSTRAINT pk_outbox_cursor PRIMARY KEY (one))"
     )
-    op.execute(
-        "INSERT INTO outbox_cursor (done, batch) SELECT s, s FROM"
-        " (SELECT (x::text || ':' || x::text || ':')::pg_snapshot AS s"
-        " FROM pg_current_xact_id() AS x) AS here"
-    )
+    op.execute(START)
     op.execute(PUBLISHED)
     op.drop_index(
         "ix_outbox_unsent", table_name="outbox", postgresql_where=sa.text("sent_at IS NULL")
