@@ -1,11 +1,12 @@
-"""The outbox relay: publishes committed outbox rows to JetStream, in order, and marks
-them sent.
+"""The outbox relay: publishes committed outbox rows to JetStream, in order, and moves its
+cursor past them (outbox rows are written once; migration 0009 explains the cursor).
 
 It wakes on the `assay_outbox` notification that the outbox trigger sends at commit (with
 a slow poll as a safety net), so messages leave right after their transaction. Each is
 published with `Nats-Msg-Id` = the outbox row id: a crash between publishing and marking
 re-publishes, and the stream's duplicate window drops the copy. One relay runs at a time
-(a PostgreSQL advisory lock), which keeps each job's events in commit order.
+(a PostgreSQL advisory lock); it reads the cursor when it takes the lock and saves it with
+each fetch, so a job's events leave in commit order.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 import asyncpg
 import nats
@@ -75,6 +75,7 @@ class OutboxRelay:
         self._js: JetStreamContext | None = None
         self._listener: asyncpg.Connection | None = None
         self._next_purge = 0.0
+        self._position: store.RelayPosition | None = None
 
     async def start(self) -> None:
         """Start relaying in the background."""
@@ -127,6 +128,7 @@ class OutboxRelay:
                 if not locked:
                     raise StandingBy()
                 await listener.add_listener(CHANNEL, lambda *_: self._wake.set())
+                self._position = await store.relay_position(listener)
             except BaseException:
                 await listener.close()
                 raise
@@ -148,7 +150,7 @@ class OutboxRelay:
             )
 
     async def _disconnect(self) -> None:
-        listener, self._listener = self._listener, None
+        listener, self._listener, self._position = self._listener, None, None
         if listener is not None and not listener.is_closed():
             with contextlib.suppress(Exception):
                 await listener.close(timeout=2)
@@ -158,25 +160,25 @@ class OutboxRelay:
                 await nc.close()
 
     async def _drain(self) -> None:
-        """Publish until the outbox is empty: each round marks the previous batch sent and
-        fetches the next in one statement."""
-        assert self._js is not None
+        """Publish until the outbox is empty: each round saves the position reached and
+        fetches the next page in one statement."""
+        assert self._js is not None and self._position is not None
         js = self._js
-        sent: list[Any] = []
         while not self._stopping.is_set():
-            rows = await store.next_unsent(self.pool, sent, self.batch_size)
-            if sent:
-                metrics.PUBLISHED.inc(len(sent))
-            if not rows:
+            fresh = self._position.batch is None  # this round takes a new snapshot
+            at, rows = await store.next_unsent(self.pool, self._position, self.batch_size)
+            if rows:
+                if len(rows) == self.batch_size:  # a backlog: count it
+                    metrics.UNSENT.set(await store.count_unsent(self.pool))
+                await self._publish(js, rows)
+                metrics.PUBLISHED.inc(len(rows))
+            self._position = at.advanced(rows, self.batch_size)
+            if not rows and fresh:  # nothing committed since the last snapshot
                 metrics.UNSENT.set(0)
                 await self._purge()
                 return
-            if len(rows) == self.batch_size:  # a backlog: count it (cheap, partial index)
-                metrics.UNSENT.set(await store.count_unsent(self.pool))
-            await self._publish(js, rows)
-            sent = [row["id"] for row in rows]
-        if sent:  # stopping: mark what went out, so the next relay does not send it again
-            await store.next_unsent(self.pool, sent, 0)
+        # stopping: save what went out, so the next relay does not send it again
+        await store.save_position(self.pool, self._position)
 
     async def _purge(self) -> None:
         # Published rows are kept as long as the events stream keeps their events.

@@ -89,7 +89,7 @@ STUCK = (
 LOST = (
     "j.updated_at < now() - make_interval(secs => i.max_queued)"
     " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.job_id = j.job_id AND o.kind = 'job'"
-    " AND o.sent_at IS NULL)"
+    " AND NOT outbox_published(o.txid, o.seq))"
 )
 """A QUEUED job is lost when its queue message left the outbox longer than max_queued ago (or
 it was re-published that long ago) and no worker started it since."""

@@ -94,7 +94,9 @@ async def grant_debited(dsn: str) -> None:
 async def unsent(dsn: str) -> int:
     conn = await asyncpg.connect(dsn)
     try:
-        return int(await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
+        return int(
+            await conn.fetchval("SELECT count(*) FROM outbox WHERE NOT outbox_published(txid, seq)")
+        )
     finally:
         await conn.close()
 

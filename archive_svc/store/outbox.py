@@ -1,9 +1,10 @@
-"""The outbox: written by every transition's statement, read and marked by the relay."""
+"""The outbox: written by every transition's statement, read by the relay, whose position is
+one cursor row (migration 0009)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -16,34 +17,93 @@ OUTBOX_COLUMNS = (
 )
 
 
-async def next_unsent(db: Db, sent: Sequence[uuid.UUID], limit: int) -> Sequence[asyncpg.Record]:
-    """Mark the ``sent`` rows published and fetch the next unsent ones in commit order per
-    job, in one statement. A queue message without a payload comes with its result row's
-    test_data and raw_responses, to build it from; every row with its job's trace_context
-    and locale."""
+@dataclass
+class RelayPosition:
+    """Where the relay is (migration 0009 explains the cursor): every row of a transaction
+    visible in ``done`` is published; of the rows visible in ``batch`` and not in ``done``,
+    those with ``seq <= batch_seq``. ``batch`` is None when the next round takes a new
+    snapshot."""
+
+    done: str
+    batch: str | None = None
+    batch_seq: int = 0
+
+    def advanced(self, rows: Sequence[asyncpg.Record], limit: int) -> RelayPosition:
+        """The position once ``rows``, the page fetched at this position, are published: on
+        in the same batch when the page was full, else the batch is done."""
+        if len(rows) == limit and rows:
+            return RelayPosition(self.done, self.batch, int(rows[-1]["seq"]))
+        assert self.batch is not None
+        return RelayPosition(self.batch)
+
+
+async def relay_position(db: Db) -> RelayPosition:
+    """The position the last relay saved."""
+    row = await db.fetchrow(
+        "SELECT done::text AS done, batch::text AS batch, batch_seq FROM outbox_cursor"
+    )
+    assert row is not None, "migration 0009 writes the cursor's row"
+    return RelayPosition(row["done"], row["batch"], int(row["batch_seq"]))
+
+
+async def next_unsent(
+    db: Db, position: RelayPosition, limit: int
+) -> tuple[RelayPosition, Sequence[asyncpg.Record]]:
+    """Save ``position`` (what is published so far; a new snapshot as its batch when it has
+    none) and fetch the next page of its batch in ``seq`` order, in one statement. Returns
+    the position with its batch, and the rows. A queue message without a payload comes with
+    its result row's test_data and raw_responses, to build it from; every row with its job's
+    trace_context and locale."""
     rows: list[asyncpg.Record] = await db.fetch(
-        "WITH marked AS (UPDATE outbox SET sent_at = now() WHERE id = ANY($1::uuid[]))"
-        f" SELECT {OUTBOX_COLUMNS}, r.test_data, r.raw_responses, j.trace_context, j.locale"
-        " FROM outbox o"
+        "WITH c AS (UPDATE outbox_cursor SET done = $1::text::pg_snapshot,"
+        " batch = coalesce($2::text::pg_snapshot, pg_current_snapshot()), batch_seq = $3"
+        " RETURNING done, batch, batch_seq)"
+        f" SELECT c.batch::text AS batch, p.* FROM c LEFT JOIN LATERAL (SELECT {OUTBOX_COLUMNS},"
+        " r.test_data, r.raw_responses, j.trace_context, j.locale FROM outbox o"
         " LEFT JOIN results r ON o.kind = 'job' AND o.payload IS NULL"
         " AND r.result_id = o.result_id LEFT JOIN jobs j ON j.job_id = o.job_id"
-        " WHERE o.sent_at IS NULL AND NOT o.id = ANY($1::uuid[]) ORDER BY o.seq LIMIT $2",
-        list(sent),
+        " WHERE o.txid >= pg_snapshot_xmin(c.done) AND NOT pg_visible_in_snapshot(o.txid, c.done)"
+        " AND pg_visible_in_snapshot(o.txid, c.batch) AND o.seq > c.batch_seq"
+        " ORDER BY o.seq LIMIT $4) p ON true",
+        position.done,
+        position.batch,
+        position.batch_seq,
         limit,
     )
-    return rows
+    at = RelayPosition(position.done, rows[0]["batch"], position.batch_seq)
+    return at, [row for row in rows if row["id"] is not None]
+
+
+async def save_position(db: Db, position: RelayPosition) -> None:
+    """Save what is published (a relay stopping)."""
+    await db.execute(
+        "UPDATE outbox_cursor SET done = $1::text::pg_snapshot,"
+        " batch = coalesce($2::text::pg_snapshot, $1::text::pg_snapshot), batch_seq = $3",
+        position.done,
+        position.batch,
+        position.batch_seq,
+    )
+
+
+UNSENT = (
+    "FROM outbox o, outbox_cursor c WHERE o.txid >= pg_snapshot_xmin(c.done)"
+    " AND NOT outbox_published(o.txid, o.seq)"
+)
+"""Outbox rows not yet published (the range on ``txid`` lets the index find them)."""
 
 
 async def count_unsent(db: Db) -> int:
     """Outbox messages not yet published."""
-    return int(await db.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
+    return int(await db.fetchval(f"SELECT count(*) {UNSENT}"))
 
 
 async def purge_sent(db: Db, older_than: float) -> int:
-    """Delete messages published more than older_than seconds ago; returns how many."""
+    """Delete messages published more than older_than seconds ago (written, in fact: a row
+    is published moments after its commit); returns how many."""
     status: str = await db.execute(
-        "DELETE FROM outbox WHERE sent_at IS NOT NULL"
-        " AND sent_at < now() - make_interval(secs => $1)",
+        "DELETE FROM outbox o USING outbox_cursor c"
+        " WHERE o.txid < pg_snapshot_xmin(c.done)"
+        " AND o.created_at < now() - make_interval(secs => $1)",
         float(older_than),
     )
     return int(status.split()[-1])

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from archive_svc.store.jobs import Db
+from archive_svc.store.outbox import UNSENT
 
 RECENT = 60.0  # seconds: "the last minute" of throughput and of workers seen
 SWEEPS_KEPT = 10_000
@@ -26,8 +27,8 @@ async def in_flight(db: Db) -> Sequence[asyncpg.Record]:
 async def outbox_backlog(db: Db) -> asyncpg.Record:
     """(unsent, age): unpublished outbox rows and the seconds since the oldest was written."""
     row: asyncpg.Record = await db.fetchrow(
-        "SELECT count(*) AS unsent, coalesce(extract(epoch FROM now() - min(created_at)), 0)"
-        " AS age FROM outbox WHERE sent_at IS NULL"
+        "SELECT count(*) AS unsent, coalesce(extract(epoch FROM now() - min(o.created_at)), 0)"
+        f" AS age {UNSENT}"
     )
     return row
 

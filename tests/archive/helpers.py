@@ -168,7 +168,7 @@ async def outbox_ids(database_url: str, *, unsent_only: bool = False) -> set[str
     """The ids of outbox rows (only the unsent ones when asked)."""
     conn = await asyncpg.connect(dsn(database_url))
     try:
-        where = " WHERE sent_at IS NULL" if unsent_only else ""
+        where = " WHERE NOT outbox_published(txid, seq)" if unsent_only else ""
         return {str(r["id"]) for r in await conn.fetch(f"SELECT id FROM outbox{where}")}
     finally:
         await conn.close()

@@ -99,13 +99,17 @@ async def test_relay_crash_between_publish_and_mark_republishes_once(
     archive, archive_stub, database, settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     crashes = {"left": 2}
+    published = {"unsaved": False}
     real_next_unsent = store.next_unsent
 
-    async def crash_before_marking(db, sent, limit):
-        if sent and crashes["left"]:  # the round that would mark a published batch
-            crashes["left"] -= 1
+    async def crash_before_marking(db, position, limit):
+        if published["unsaved"] and crashes["left"]:  # the round that would save a position
+            crashes["left"] -= 1  # past a published page
+            published["unsaved"] = False
             raise ConnectionError("relay died after publishing")
-        return await real_next_unsent(db, sent, limit)
+        at, rows = await real_next_unsent(db, position, limit)
+        published["unsaved"] = bool(rows)
+        return at, rows
 
     monkeypatch.setattr(store, "next_unsent", crash_before_marking)
     client = Client(archive_stub)

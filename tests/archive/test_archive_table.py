@@ -17,7 +17,14 @@ from archive_svc import erasure, lifecycle, states, store, sweep
 from archive_svc.states import TABLE, Token, Transition
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import job_pb2
-from tests.archive.helpers import Client, check_invariants, dsn, expire_lease, profile
+from tests.archive.helpers import (
+    Client,
+    check_invariants,
+    dsn,
+    expire_lease,
+    profile,
+    wait_until,
+)
 
 
 @dataclass
@@ -60,6 +67,20 @@ async def facts(database: str, job_id: str) -> Facts:
         kinds.get("REFUND", 0),
         queued,
     )
+
+
+async def all_published(database: str, job_id: str) -> bool:
+    """Whether the relay published every outbox row of the job."""
+    conn = await asyncpg.connect(dsn(database))
+    try:
+        return bool(
+            await conn.fetchval(
+                "SELECT bool_and(outbox_published(txid, seq)) FROM outbox WHERE job_id = $1",
+                uuid.UUID(job_id),
+            )
+        )
+    finally:
+        await conn.close()
 
 
 async def sql(database: str, statement: str, job_id: str) -> None:
@@ -123,11 +144,7 @@ async def cancelling(c: Client, database: str) -> job_pb2.Job:
 
 async def lost(c: Client, database: str, requeues: int = 0) -> job_pb2.Job:
     job = await queued(c, database)
-    await sql(
-        database,
-        "UPDATE outbox SET sent_at = now() WHERE job_id = $1;",
-        job.job_id,
-    )
+    await wait_until(lambda: all_published(database, job.job_id))
     await sql(
         database,
         f"UPDATE jobs SET updated_at = now() - interval '1 hour', requeues = {requeues}"

@@ -34,7 +34,9 @@ async def test_status_json_matches_the_database(cli: Cli, stack, cli_env) -> Non
     try:
         rows = await conn.fetch("SELECT status::text, count(*) FROM jobs GROUP BY 1")
         workers = await conn.fetch("SELECT DISTINCT worker_id FROM jobs")
-        unsent = await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        unsent = await conn.fetchval(
+            "SELECT count(*) FROM outbox WHERE NOT outbox_published(txid, seq)"
+        )
     finally:
         await conn.close()
     stored = {f"JOB_STATUS_{name}": str(count) for name, count in rows}

@@ -42,7 +42,7 @@ async def queue_messages(database_url: str, job_id: str) -> list[tuple[str, bool
     conn = await asyncpg.connect(dsn(database_url))
     try:
         rows = await conn.fetch(
-            "SELECT id, sent_at IS NOT NULL AS sent FROM outbox"
+            "SELECT id, outbox_published(txid, seq) AS sent FROM outbox"
             " WHERE job_id = $1 AND kind = 'job' ORDER BY seq",
             uuid.UUID(job_id),
         )
