@@ -15,7 +15,7 @@ import asyncpg
 import grpc.aio
 
 from assay.archive.v1 import archive_service_pb2 as archive_pb
-from bench import bare_stream, environment
+from bench import bare_stream, environment, waiting
 from bench.load import Submitter, Watcher, user_name
 from bench.otlp_sink import running_sink
 from bench.report import percentiles, progress
@@ -69,6 +69,7 @@ async def run_e2e(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]
     dsn = stack.info.database_url.replace("postgresql+asyncpg://", "postgresql://")
     wal_before = await environment.wal_position(dsn)
     cpu_before = environment.CpuSample.take(stack.measured_pids)
+    metrics_before = await waiting.snapshot(stack.info.metrics)
     ticker = asyncio.create_task(report_progress(everyone, args.jobs, completed))
     progress(f"submitting {args.jobs} jobs from {args.concurrency} callers")
     submissions = await submitter.closed_loop(args.jobs, args.concurrency)
@@ -80,6 +81,7 @@ async def run_e2e(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]
         progress(f"gave up waiting after {timeout:.0f}s")
     ticker.cancel()
     cpu = environment.CpuSample.take(stack.measured_pids).since(cpu_before)
+    waited = waiting.waiting(metrics_before, await waiting.snapshot(stack.info.metrics))
     wal_bytes = await environment.wal_position(dsn) - wal_before
     environment.stop_profilers(profilers)
     statements = await statement_stats(stack) if args.pg_stats else []
@@ -104,6 +106,7 @@ async def run_e2e(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]
         "elapsed_s": round(elapsed, 2),
         "submit_latency_ms": percentiles(submissions.latencies, 50, 95, 99),
         "event_latency_ms": percentiles(latencies, 50, 99),
+        **waited,
         "events_seen": dict(everyone.counts),
         "cpu_seconds": cpu,
         **environment.per_job(cpu, wal_bytes, done),
@@ -160,7 +163,9 @@ async def run_submit_latency(stack: BenchStack, args: argparse.Namespace) -> dic
     completed = watchers[0].expect("analysis.completed", total)
     submitter = Submitter(stack, args.users)
     progress(f"offering {args.rate}/s for {args.duration}s")
+    metrics_before = await waiting.snapshot(stack.info.metrics)
     submissions = await submitter.open_loop(args.rate, args.duration)
+    waited = waiting.waiting(metrics_before, await waiting.snapshot(stack.info.metrics))
     achieved = len(submissions.latencies) / max(time.perf_counter() - submissions.started, 1e-9)
     try:
         await asyncio.wait_for(completed.wait(), 120 + total / 20)
@@ -179,6 +184,7 @@ async def run_submit_latency(stack: BenchStack, args: argparse.Namespace) -> dic
         "submit_failures": dict(submissions.failures),
         "submit_latency_ms": percentiles(submissions.latencies, 50, 95, 99),
         "event_latency_ms": percentiles(watchers[0].latencies, 50, 99),
+        **waited,
         "invariants_ok": bool(audit.get("ok")),
         "audit": audit,
     }

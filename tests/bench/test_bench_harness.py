@@ -4,12 +4,15 @@ field its report promises, with the invariants checked. No timing is asserted.""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from bench import waiting
 
 pytestmark = pytest.mark.e2e
 
@@ -44,6 +47,22 @@ def test_a_tiny_e2e_run_reports_every_figure_and_holds_the_invariants(tmp_path: 
         "analysis.completed": 6,
     }
     assert "jobs_per_second:" in printed  # the printed report
+    # where a submission waits: every service's loop lag, both hops' server time
+    assert {"archive", "assessment", "worker", "notifier"} <= set(result["event_loop_lag_ms"])
+    served = result["server_time_ms"]
+    assert set(served) == {"assessment SubmitAssessment", "archive CreateSubmissions"}
+    assert served["assessment SubmitAssessment"]["samples"] == 6
+    assert 1 <= served["archive CreateSubmissions"]["samples"] <= 6  # batched
+    assert all(s["p50"] <= s["p99"] for s in served.values())
+
+
+def test_quantiles_are_read_from_buckets_as_prometheus_does() -> None:
+    buckets = [(0.01, 50.0), (0.02, 90.0), (0.05, 100.0), (math.inf, 100.0)]
+    assert waiting.quantile(0.5, buckets) == pytest.approx(0.01)
+    assert waiting.quantile(0.7, buckets) == pytest.approx(0.015)
+    assert waiting.quantile(0.99, buckets) == pytest.approx(0.047)
+    assert waiting.quantile(0.99, [(0.01, 0.0), (math.inf, 0.0)]) == 0.0
+    assert waiting.quantile(0.99, [(0.01, 1.0), (math.inf, 10.0)]) == 0.01  # beyond the last
 
 
 def test_a_tiny_watchers_run_measures_the_notifier_beside_a_bare_stream(tmp_path: Path) -> None:
