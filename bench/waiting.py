@@ -103,11 +103,10 @@ def _summary(buckets: list[tuple[float, float]], total: float, count: float) -> 
 def waiting(before: Mapping[str, Samples], after: Mapping[str, Samples]) -> dict[str, Any]:
     """Each process's event-loop lag and the submission RPCs' server time over the run, in
     milliseconds (p50/p99 interpolated in the histograms' buckets, as Prometheus does)."""
-    lag = {}
+    lag = {}  # every process that samples its loop (a short run may have no sample yet)
     for process, samples in after.items():
-        buckets, total, count = _histogram(before.get(process, {}), samples, LAG, {})
-        if count:
-            lag[process] = _summary(buckets, total, count)
+        if any(name == f"{LAG}_count" for name, _ in samples):
+            lag[process] = _summary(*_histogram(before.get(process, {}), samples, LAG, {}))
     rpc = {}
     for process, (service, method) in RPCS.items():
         samples = after.get(process, {})
