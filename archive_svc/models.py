@@ -184,7 +184,9 @@ class Result(Base):
     raw_responses: Mapped[dict[str, Any]] = mapped_column(
         JSONB, nullable=False, server_default=text("'{}'::jsonb")
     )
-    test_result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    test_result: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The persona profile: protobuf compressed by zstd with a dictionary, maybe sealed; or
+    the JSON of a row from before 0009 (``archive_svc.profiles``)."""
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=NOW
     )
