@@ -193,6 +193,12 @@ async def test_rows_from_before_0009_still_read(
     await migrate(database, "head")
     assert (await stored_profile(database, str(plain_id)) or b"").startswith(b'{"')
     assert (await stored_profile(database, str(sealed_id)) or b"").startswith(b'{"$sealed"')
+    conn = await asyncpg.connect(dsn(database))
+    try:  # room for COMPLETE's update in the row's page
+        options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE relname = 'results'")
+    finally:
+        await conn.close()
+    assert "fillfactor=60" in options
 
     stub = await start_archive(str(key_file))
     for result_id in (plain_id, sealed_id):

@@ -6,6 +6,13 @@ A row written before keeps its JSON as UTF-8 bytes, which readers recognise by i
 (``{``; a frame starts with zstd's magic, a sealed value with a zero byte). The ALTER rewrites
 the table under an exclusive lock: fine before the first release, with no deployed data.
 
+The table also gets ``fillfactor = 60``: a result row is written twice (its submission, then
+its profile by COMPLETE, seconds later), and with room left in its page the update stays in
+the page (HOT) — PostgreSQL then logs only the bytes that changed (the profile, not the
+submission before it) and no index entries: 0.85 KB less WAL per job in the e2e bench. (Its
+earlier trial, −6 %, was with the 10 KB JSON profile, which went to TOAST either way.) The
+space is not lost: each row grows into it when its profile arrives.
+
 The downgrade turns JSON rows back into ``jsonb`` and refuses while any row holds a compressed
 profile, which SQL cannot turn back into JSON.
 
@@ -31,6 +38,7 @@ def upgrade() -> None:
         "ALTER TABLE results ALTER COLUMN test_result TYPE bytea"
         " USING convert_to(test_result::text, 'UTF8')"
     )
+    op.execute("ALTER TABLE results SET (fillfactor = 60)")
 
 
 def downgrade() -> None:
@@ -44,3 +52,4 @@ def downgrade() -> None:
         "ALTER TABLE results ALTER COLUMN test_result TYPE jsonb"
         " USING convert_from(test_result, 'UTF8')::jsonb"
     )
+    op.execute("ALTER TABLE results RESET (fillfactor)")
