@@ -12,6 +12,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from archive_svc import profiles
 from assay.archive.v1 import archive_service_pb2 as archive_pb2
 from assay.common.v1 import assessment_pb2, job_pb2
 
@@ -108,7 +109,8 @@ def submission_of(
 
 
 def result_to_proto(row: Mapping[Any, Any]) -> job_pb2.AnalysisResult:
-    """An AnalysisResult message from a row of the results table."""
+    """An AnalysisResult message from a row of the results table, its sealed columns opened
+    (``DataKeys.open_row``)."""
     result = job_pb2.AnalysisResult(
         result_id=str(row["result_id"]),
         user_id=row["user_id"],
@@ -121,8 +123,7 @@ def result_to_proto(row: Mapping[Any, Any]) -> job_pb2.AnalysisResult:
     raw = json_value(row["raw_responses"])
     json_format.ParseDict(raw, result.raw_responses, ignore_unknown_fields=True)
     if row["test_result"] is not None:
-        profile = json_value(row["test_result"])
-        json_format.ParseDict(profile, result.test_result, ignore_unknown_fields=True)
+        profiles.parse_into(row["test_result"], result.test_result)
     for name in ("created_at", "updated_at"):
         stamp = timestamp(row[name])
         if stamp is not None:

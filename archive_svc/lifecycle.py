@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from archive_svc import convert, db, metrics, store
+from archive_svc import convert, db, metrics, profiles, store
 from archive_svc.checks import MAX_BATCH, Policy, fill_item_error, owner_violations, refused
 from archive_svc.states import (
     CANCEL,
@@ -62,7 +62,7 @@ REPORT_OP = Operation(
         ("job_id", "uuid"),
         ("report", "text"),
         *WORKER,
-        ("test_result", "jsonb"),
+        ("test_result", "bytea"),
         ("error_code", "text"),
         ("error_message", "text"),
         ("lease", "float8"),
@@ -251,9 +251,7 @@ class Lifecycle:
             "attempt": report.attempt,
         }
         if isinstance(report, pb.CompleteJobRequest):
-            profile = self.policy.data_keys.seal_json(
-                self._profile_json(report), "test_result", report.job_id
-            )
+            profile = self.policy.data_keys.seal_profile(self._profile(report), report.job_id)
             values.update(report="complete", test_result=profile)
         elif isinstance(report, pb.FailJobRequest):
             self._check_failure(report)
@@ -271,15 +269,16 @@ class Lifecycle:
         return values
 
     @staticmethod
-    def _profile_json(report: pb.CompleteJobRequest) -> str:
+    def _profile(report: pb.CompleteJobRequest) -> bytes:
+        """The report's profile as stored, before sealing (``archive_svc.profiles``)."""
         violations = attempt_violations(report.job_id, report.worker_id, report.attempt)
         if not report.HasField("test_result"):
             violations.append(FieldViolation("test_result", "required"))
-        profile = convert.to_json(report.test_result)
-        if v.JSON_NUL in profile:  # a cheap test first; the walk names the fields
+        serialized = report.test_result.SerializeToString()
+        if b"\0" in serialized:  # only NUL or an empty entry writes a 0 byte; the walk tells
             violations += v.message_text_violations(report.test_result, "test_result")
         v.require_valid(violations)
-        return profile
+        return profiles.compress(serialized, report.test_result.analyzer.locale)
 
     @staticmethod
     def _check_failure(report: pb.FailJobRequest) -> None:

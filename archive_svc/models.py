@@ -199,6 +199,8 @@ class Result(Base):
         Index(None, "job_id"),
         Index("ix_results_retained", "created_at", postgresql_where=text("erased_at IS NULL")),
     )
+    # The table is fillfactor 60 (migration 0010; SQLAlchemy cannot declare it): room in each
+    # page for the row's one update, COMPLETE's profile, so that stays in the page (HOT).
 
     result_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
@@ -208,7 +210,9 @@ class Result(Base):
     raw_responses: Mapped[dict[str, Any]] = mapped_column(
         JSONB, nullable=False, server_default=text("'{}'::jsonb")
     )
-    test_result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    test_result: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The persona profile: protobuf compressed by zstd with a dictionary, maybe sealed; or
+    the JSON of a row from before 0010 (``archive_svc.profiles``)."""
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=NOW
     )

@@ -4,14 +4,17 @@ When a key file is configured, the archive seals ``results.test_data``, ``raw_re
 ``test_result``, and the queue message a submission leaves in the outbox, with AES-256-GCM
 (AES-128/192 for shorter keys) under the file's first key; every key the file lists opens. A
 sealed JSON column holds ``{"$sealed": "v1.<key id>.<base64 nonce+ciphertext>"}``; a sealed
-queue payload is a zero byte (no protobuf message starts with one: field 0 does not exist),
-the key id's length and the key id, then nonce and ciphertext. So each row names its key and
-keys rotate: add the new key, make it first, and the old one keeps opening older rows. A row
-written before any key existed is plain JSON or protobuf, and is read as it is.
+queue payload or profile is a zero byte (no protobuf message, zstd frame or JSON starts with
+one: field 0 does not exist), the key id's length and the key id, then nonce and ciphertext.
+So each row names its key and keys rotate: add the new key, make it first, and the old one
+keeps opening older rows. A row written before any key existed is plain JSON, protobuf or a
+zstd frame, and is read as it is.
 
 Values are deflated (zlib, level 1) before they are sealed: ciphertext does not compress, and
-PostgreSQL compresses a large plain value itself (TOAST), so without it a sealed profile takes
-2.5 times the room and the WAL per job grows by half; deflating costs about 50 µs a profile.
+PostgreSQL compresses a large plain value itself (TOAST), so without it a sealed profile took
+2.5 times the room and the WAL per job grew by half. The profile (``test_result``, ``bytea``)
+comes compressed already (zstd with a dictionary, ``archive_svc.profiles``): it is sealed as
+it is, in the queue payload's layout, and never deflated twice.
 
 Direct AES-GCM under the file's key, not a per-row data key wrapped by it: the file's key is
 in the archive's memory either way, so wrapping protects nothing more here, and would double
@@ -44,10 +47,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from assaylib.config import ConfigError
 from assaylib.errors import Internal
 
-__all__ = ["NO_KEYS", "SEALED_COLUMNS", "DataKeys"]
+__all__ = ["NO_KEYS", "PROFILE", "SEALED_COLUMNS", "DataKeys"]
 
 SEALED_COLUMNS = ("test_data", "raw_responses", "test_result")
 """The result row's columns that hold a user's data."""
+PROFILE = "test_result"
+"""The one of them that is ``bytea`` holding a compressed profile, not JSON."""
 _VERSION = "v1"
 _MARK = "$sealed"
 _SEALED_TEXT = '{"' + _MARK + '"'
@@ -111,12 +116,14 @@ class DataKeys:
         """Whether new values are sealed."""
         return bool(self.current)
 
-    def _seal(self, plain: bytes, place: str, job_id: object) -> bytes:
+    def _seal(self, plain: bytes, place: str, job_id: object, deflate: bool = True) -> bytes:
         nonce = os.urandom(_NONCE)
-        deflated = zlib.compress(plain, _LEVEL)
+        deflated = zlib.compress(plain, _LEVEL) if deflate else plain
         return nonce + self.keys[self.current].encrypt(nonce, deflated, _context(place, job_id))
 
-    def _open(self, key_id: str, sealed: bytes, place: str, job_id: object) -> bytes:
+    def _open(
+        self, key_id: str, sealed: bytes, place: str, job_id: object, deflated: bool = True
+    ) -> bytes:
         key = self.keys.get(key_id)
         if key is None:
             raise Internal(
@@ -124,8 +131,8 @@ class DataKeys:
                 "which ASSAY_DATA_KEY_FILE does not hold"
             )
         try:
-            deflated = key.decrypt(sealed[:_NONCE], sealed[_NONCE:], _context(place, job_id))
-            return zlib.decompress(deflated)
+            opened = key.decrypt(sealed[:_NONCE], sealed[_NONCE:], _context(place, job_id))
+            return zlib.decompress(opened) if deflated else opened
         except InvalidTag:
             raise Internal(f"{place} of job {job_id} does not open: altered or misplaced") from None
 
@@ -145,21 +152,43 @@ class DataKeys:
         _version, key_id, sealed = str(value[_MARK]).split(".", 2)
         return self._open(key_id, base64.b64decode(sealed), column, job_id).decode()
 
-    def seal_payload(self, payload: bytes, job_id: object) -> bytes:
-        """A queue message, sealed (unchanged when no key is configured)."""
+    def _seal_bytes(self, value: bytes, place: str, job_id: object, deflate: bool) -> bytes:
         if not self.current:
-            return payload
+            return value
         key_id = self.current.encode()
         header = bytes((_PAYLOAD_MARK, len(key_id))) + key_id
-        return header + self._seal(payload, "queue", job_id)
+        return header + self._seal(value, place, job_id, deflate)
+
+    def _open_bytes(self, value: bytes, place: str, job_id: object, deflated: bool) -> bytes:
+        if not value or value[0] != _PAYLOAD_MARK:
+            return value
+        length = value[1]
+        key_id = value[2 : 2 + length].decode()
+        return self._open(key_id, value[2 + length :], place, job_id, deflated)
+
+    def seal_payload(self, payload: bytes, job_id: object) -> bytes:
+        """A queue message, sealed (unchanged when no key is configured)."""
+        return self._seal_bytes(payload, "queue", job_id, deflate=True)
 
     def open_payload(self, payload: bytes, job_id: object) -> bytes:
         """A queue message as stored, opened when sealed."""
-        if not payload or payload[0] != _PAYLOAD_MARK:
-            return payload
-        length = payload[1]
-        key_id = payload[2 : 2 + length].decode()
-        return self._open(key_id, payload[2 + length :], "queue", job_id)
+        return self._open_bytes(payload, "queue", job_id, deflated=True)
+
+    def seal_profile(self, frame: bytes, job_id: object) -> bytes:
+        """A stored profile (a zstd frame, ``archive_svc.profiles``), sealed as it is
+        (unchanged when no key is configured)."""
+        return self._seal_bytes(frame, PROFILE, job_id, deflate=False)
+
+    def open_profile(self, value: Any, job_id: object) -> Any:
+        """A stored profile opened when sealed: the zstd frame, or the JSON text of a row
+        written before migration 0010; anything else as it is."""
+        if isinstance(value, memoryview | bytearray):
+            value = bytes(value)
+        if not isinstance(value, bytes):
+            return self.open_json(value, PROFILE, job_id)
+        if value.startswith(_SEALED_TEXT.encode()):
+            return self.open_json(value.decode(), PROFILE, job_id)
+        return self._open_bytes(value, PROFILE, job_id, deflated=False)
 
     def open_row(self, row: Mapping[str, Any]) -> Mapping[str, Any]:
         """A row holding some of SEALED_COLUMNS (and job_id), its sealed columns opened; the
@@ -167,7 +196,10 @@ class DataKeys:
         opened: dict[str, Any] | None = None
         for column in SEALED_COLUMNS:
             value = row.get(column)
-            plain = self.open_json(value, column, row["job_id"])
+            if column == PROFILE:
+                plain = self.open_profile(value, row["job_id"])
+            else:
+                plain = self.open_json(value, column, row["job_id"])
             if plain is not value:
                 opened = opened if opened is not None else dict(row)
                 opened[column] = plain

@@ -67,8 +67,6 @@ def assessment_data_violations(
 
 
 NUL = "\x00"
-JSON_NUL = "\\u0000"
-"""How json.dumps writes U+0000: its absence from a JSON text proves no string held NUL."""
 NUL_VIOLATION = "must not contain the NUL character (U+0000)"
 
 
@@ -145,7 +143,8 @@ def raw_responses_violations(
 
 def message_text_violations(message: Message, path: str) -> list[FieldViolation]:
     """Violations for every string anywhere in ``message`` that holds NUL (repeated fields,
-    maps and nested messages included): for messages stored as JSON, such as a profile."""
+    maps and nested messages included): for messages stored as JSON, and the profile (stored
+    as protobuf since migration 0009, its strings still free of NUL as the contract had them)."""
     violations: list[FieldViolation] = []
     for field, value in message.ListFields():
         where = f"{path}.{field.name}" if path else field.name

@@ -26,7 +26,9 @@ from typing import Any
 
 import asyncpg
 
+from archive_svc import profiles
 from assay.archive.v1 import archive_service_pb2 as archive_pb
+from assay.common.v1 import assessment_pb2
 from assaylib.validation import score_fields
 from bench import environment
 from bench.report import emit, progress
@@ -39,6 +41,11 @@ PAYLOAD = json.dumps(
         "ocean": {"openness": 86, "conscientiousness": 68, "extraversion": 44},
         "via_is": {name: 60 for name in ("creativity", "curiosity", "judgment", "hope")},
     }
+)
+PROFILE = profiles.encode(
+    assessment_pb2.PersonaProfile(
+        archetype="The Bench", short_summary="a stored profile, as the archive writes one"
+    )
 )
 FINISHED_SQL = """
 WITH accounts AS (
@@ -60,7 +67,7 @@ WITH accounts AS (
   INSERT INTO results (result_id, job_id, user_id, assessment_name, test_data, raw_responses,
                        test_result, created_at)
   SELECT result_id, job_id, user_id, 'AI-Driven Talent Mapping', $5::jsonb, $5::jsonb,
-         $5::jsonb, created_at FROM jobs
+         $6::bytea, created_at FROM jobs
 )
 INSERT INTO ledger_entries (user_id, kind, amount, job_id, charge_no, reason)
 SELECT user_id, 'DEBIT', -1, job_id, 1, 'bench' FROM jobs
@@ -77,7 +84,7 @@ FROM ledger_entries GROUP BY user_id) s WHERE a.user_id = s.user_id;
 async def make_finished(dsn: str, count: int, user: str, hours: int, many_users: bool) -> None:
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(FINISHED_SQL, count, user, hours, many_users, PAYLOAD)
+        await conn.execute(FINISHED_SQL, count, user, hours, many_users, PAYLOAD, PROFILE)
     finally:
         await conn.close()
 

@@ -19,6 +19,8 @@ RESULT_COLUMNS = (
     "result_id, job_id, user_id, assessment_name, test_data, raw_responses, test_result,"
     " created_at, updated_at, erased_at"
 )
+JSON_COLUMNS = frozenset({"test_data", "raw_responses"})
+"""The result row's jsonb columns (``test_result`` is bytea: ``archive_svc.profiles``)."""
 
 
 async def get_job(db: Db, job_id: uuid.UUID) -> asyncpg.Record | None:
@@ -79,12 +81,12 @@ async def results_page(
 async def update_result(
     db: Db, result_id: uuid.UUID, columns: Mapping[str, Any]
 ) -> asyncpg.Record | None:
-    """Set the given JSON or text columns of a kept (not erased) result row; returns it, or
-    None. Column names
-    come from the field-mask table, never from a caller."""
+    """Set the given columns of a kept (not erased) result row (JSON text, a stored profile's
+    bytes, or text); returns it, or None. Column names come from the field-mask table, never
+    from a caller."""
     names = list(columns)
     sets = ", ".join(
-        f"{name} = ${k}::jsonb" if name != "assessment_name" else f"{name} = ${k}"
+        f"{name} = ${k}::jsonb" if name in JSON_COLUMNS else f"{name} = ${k}"
         for k, name in enumerate(names, 2)
     )
     row: asyncpg.Record | None = await db.fetchrow(

@@ -21,6 +21,7 @@ import grpc
 import grpc.aio
 import pytest
 
+from archive_svc import profiles
 from archive_svc.app import ArchiveApp
 from archive_svc.events import publication
 from archive_svc.sealing import NO_KEYS, DataKeys
@@ -149,12 +150,23 @@ def test_sealed_values_open_only_in_their_place_and_with_a_listed_key() -> None:
         new.open_payload(boxed, other)
 
 
-async def test_nothing_personal_is_stored_in_plain_text(sealed: Keyed, database: str) -> None:
+async def test_nothing_personal_is_stored_in_plain_text(
+    sealed: Keyed, database: str, key_file: Path
+) -> None:
     job = await completed_job(sealed.stub, "alice")
     stored = await stored_text(database)
     assert SECRET_ANSWER not in stored and "The Tester" not in stored
     assert "investigative" not in stored.lower()
-    assert stored.count('"$sealed": "v1.k2.') == 3
+    assert stored.count('"$sealed": "v1.k2.') == 2  # test_data, raw_responses
+    # The profile: compressed with its dictionary, then sealed as it is (not deflated again).
+    conn = await asyncpg.connect(dsn(database))
+    try:
+        boxed = bytes(await conn.fetchval("SELECT test_result FROM results"))
+    finally:
+        await conn.close()
+    assert boxed.startswith(b"\x00\x02k2")
+    opened = DataKeys.load(str(key_file)).open_profile(boxed, job.job_id)
+    assert opened.startswith(profiles.ZSTD_MAGIC)
     reply = await sealed.stub.GetResult(pb.GetResultRequest(result_id=job.result_id))
     assert reply.result.test_result.archetype == "The Tester"
     assert reply.result.test_data.riasec.investigative > 0
