@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 import grpc
 import pytest
 
@@ -13,10 +14,12 @@ from assay.common.v1 import job_pb2
 from tests.archive.helpers import (
     Client,
     check_invariants,
+    dsn,
     expect_error,
     expire_lease,
     profile,
     snapshot,
+    wait_until,
 )
 
 S = job_pb2
@@ -242,3 +245,28 @@ async def test_ownership_scoped_calls_hide_other_users_jobs(archive_stub, databa
     ):
         await expect_error(call, grpc.StatusCode.NOT_FOUND)
     assert await snapshot(database) == before
+
+
+async def test_heartbeats_update_the_job_row_in_place(archive_stub, database: str) -> None:
+    """A heartbeat changes no indexed column, so PostgreSQL updates the row in its page (HOT)
+    and writes no index entries; with heartbeat_at indexed, none of them would be HOT."""
+    client = Client(archive_stub)
+    job = await processing(client)
+    beats = 20
+    for _ in range(beats):
+        beat = await archive_stub.Heartbeat(
+            pb.HeartbeatRequest(job_id=job.job_id, worker_id=job.worker_id, attempt=job.attempt)
+        )
+        assert not beat.lease_lost
+    conn = await asyncpg.connect(dsn(database))
+    try:
+
+        async def hot_updates() -> bool:  # the archive's backends report their counts when idle
+            found = await conn.fetchval(
+                "SELECT n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'jobs'"
+            )
+            return int(found) >= beats
+
+        await wait_until(hot_updates, within=30)
+    finally:
+        await conn.close()
