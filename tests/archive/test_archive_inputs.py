@@ -94,7 +94,9 @@ def test_legacy_json_and_a_frame_with_a_dictionary() -> None:
     assert (
         inputs.parse_into(b"{}", assessment_pb2.AssessmentData()) == assessment_pb2.AssessmentData()
     )
-    samples = [answers(n).SerializeToString() for n in range(20, 120)]
+    samples: list[bytes | bytearray | memoryview] = [
+        answers(n).SerializeToString() for n in range(20, 120)
+    ]
     trained = zstandard.train_dictionary(2048, samples, dict_id=40001, threads=1)
     frame = zstandard.ZstdCompressor(dict_data=trained).compress(samples[0])
     with pytest.raises(Internal, match="dictionary 40001"):
