@@ -11,8 +11,8 @@ protobuf and 230 as zstd at level 3, 180 answers 3.7 KB and 640 B. So a value of
 ``COMPRESS_FROM`` bytes is compressed, and its frame kept when smaller. No dictionary: the
 question ids are the caller's, and no corpus of real answers exists to train one on (a frame
 naming a dictionary is refused, never read wrong). Protobuf costs a fraction of
-``json_format`` (writing both columns ≈ 2 µs against 240–1,300; reading 1–9 µs against
-600–3,400).
+``json_format``: 1–11 µs to write a value against 160–1,300, 1–9 µs to read it against
+600–3,400 (bench/RESULTS.md, WAL step 3).
 
 What a stored value is, told by its first bytes (as ``archive_svc.profiles``):
 
@@ -23,9 +23,10 @@ What a stored value is, told by its first bytes (as ``archive_svc.profiles``):
 - nothing: an empty message (an erased row, a submission without raw answers);
 - anything else: the message's protobuf bytes.
 
-Protobuf bytes never start with ``00`` (field 0 does not exist), and a message whose first
-field is one it knows never starts with ``(`` (field 5) or ``{`` (field 15): only unknown
-fields could, and ``encode`` drops those then (the JSON it replaces never kept them).
+Protobuf bytes never start with ``00`` (field 0 does not exist). They start with ``(`` or
+``{`` only when their first field is 5 (a varint) or 15 (a group): unknown fields today (a
+caller's), maybe a later field; ``encode`` stores such a value as a zstd frame whatever its
+size, so it never reads as JSON or a frame it is not.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ the little zstd finds in them."""
 LEVEL = 3
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _AMBIGUOUS = frozenset(b"({")
-"""First bytes that a protobuf value must not have (a frame's, legacy JSON's)."""
+"""First bytes that a stored protobuf value must not have (a frame's, legacy JSON's)."""
 
 M = TypeVar("M", bound=Message)
 
@@ -66,11 +67,8 @@ def _decompressor() -> zstandard.ZstdDecompressor:
 def encode(message: Message) -> bytes:
     """A submission's AssessmentData or RawResponses as stored (before sealing)."""
     serialized = message.SerializeToString()
-    if serialized and serialized[0] in _AMBIGUOUS:
-        known = type(message)()
-        known.CopyFrom(message)
-        known.DiscardUnknownFields()
-        serialized = known.SerializeToString()
+    if serialized[:1] and serialized[0] in _AMBIGUOUS:
+        return _compressor().compress(serialized)
     if len(serialized) >= COMPRESS_FROM:
         frame = _compressor().compress(serialized)
         if len(frame) < len(serialized):

@@ -1,7 +1,7 @@
 """A submission's inputs (``archive_svc.inputs``): ``results.test_data`` and ``raw_responses``
 hold protobuf bytes (raw answers as a zstd frame when that is smaller), written once — the
-submission's queue message is built by the relay from them; values that protobuf could
-confuse with a frame or JSON are stored without their unknown fields; rows from before
+submission's queue message is built by the relay from them; protobuf that starts like a frame
+or JSON is stored as a frame; rows from before
 migration 0011 (plain, sealed or erased JSON) still read, also to build a retry's queue
 message; UpdateResult writes the same format; an erasure leaves empty values; a downgrade
 refuses while protobuf rows exist."""
@@ -74,13 +74,16 @@ def test_scores_stay_protobuf_and_many_answers_are_compressed() -> None:
 
 
 @pytest.mark.parametrize("unknown", [b"{|", b"(\x01"])
-def test_unknown_fields_never_make_protobuf_look_like_json_or_a_frame(unknown: bytes) -> None:
+def test_protobuf_that_looks_like_json_or_a_frame_is_stored_as_a_frame(unknown: bytes) -> None:
     # An empty group of field 15 starts with "{", a varint of field 5 with "(": both fields
-    # unknown to RawResponses, whose bytes would then start like JSON or a zstd frame.
+    # unknown to RawResponses (a caller's), whose bytes would then read as JSON or a frame.
     raw = assessment_pb2.RawResponses.FromString(unknown)
     assert raw.SerializeToString() == unknown
-    assert inputs.encode(raw) == b""
-    # With a known field besides, the known field comes first and the value is kept whole.
+    stored = inputs.encode(raw)
+    assert stored.startswith(inputs.ZSTD_MAGIC)
+    read = inputs.parse_into(stored, assessment_pb2.RawResponses())
+    assert read.SerializeToString() == unknown
+    # With a known field besides, the known field comes first: plain protobuf, kept whole.
     both = assessment_pb2.RawResponses.FromString(answers(1).SerializeToString() + unknown)
     assert inputs.encode(both) == both.SerializeToString()
     assert inputs.parse_into(inputs.encode(both), assessment_pb2.RawResponses()) == both
