@@ -12,7 +12,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from archive_svc import profiles
+from archive_svc import inputs, profiles
 from assay.archive.v1 import archive_service_pb2 as archive_pb2
 from assay.common.v1 import assessment_pb2, job_pb2
 
@@ -89,23 +89,20 @@ def job_to_proto(row: Mapping[Any, Any]) -> job_pb2.Job:
 
 
 def to_json(message: Message) -> str:
-    """The proto3 JSON text of a message (lowerCamelCase), as stored in JSONB columns."""
+    """The proto3 JSON text of a message (lowerCamelCase), as JSONB columns held it before
+    migrations 0010 and 0012."""
     return json.dumps(json_format.MessageToDict(message), separators=(",", ":"))
 
 
-def json_value(value: Any) -> Any:
-    # text() queries return JSONB as a string; typed ones as a dict.
-    return json.loads(value) if isinstance(value, str | bytes) else value
-
-
-def submission_of(
+def submission_into(
     row: Mapping[Any, Any],
-) -> tuple[assessment_pb2.AssessmentData, assessment_pb2.RawResponses]:
-    """The assessment data and raw answers of a row holding test_data and raw_responses."""
-    data, raw = assessment_pb2.AssessmentData(), assessment_pb2.RawResponses()
-    json_format.ParseDict(json_value(row["test_data"]), data, ignore_unknown_fields=True)
-    json_format.ParseDict(json_value(row["raw_responses"]), raw, ignore_unknown_fields=True)
-    return data, raw
+    data: assessment_pb2.AssessmentData,
+    raw: assessment_pb2.RawResponses,
+) -> None:
+    """Fill ``data`` and ``raw`` from a row holding test_data and raw_responses, unsealed
+    (``archive_svc.inputs``)."""
+    inputs.parse_into(row["test_data"], data)
+    inputs.parse_into(row["raw_responses"], raw)
 
 
 def result_to_proto(row: Mapping[Any, Any]) -> job_pb2.AnalysisResult:
@@ -117,11 +114,7 @@ def result_to_proto(row: Mapping[Any, Any]) -> job_pb2.AnalysisResult:
         job_id=str(row["job_id"]) if row["job_id"] else "",
         assessment_name=row["assessment_name"],
     )
-    json_format.ParseDict(
-        json_value(row["test_data"]), result.test_data, ignore_unknown_fields=True
-    )
-    raw = json_value(row["raw_responses"])
-    json_format.ParseDict(raw, result.raw_responses, ignore_unknown_fields=True)
+    submission_into(row, result.test_data, result.raw_responses)
     if row["test_result"] is not None:
         profiles.parse_into(row["test_result"], result.test_result)
     for name in ("created_at", "updated_at"):

@@ -6,7 +6,8 @@ erased in the erasure log, then a final "done" mark:
 1. cancel the user's QUEUED and PROCESSING jobs through the state machine (row ``erase``:
    refunded, one ``analysis.cancelled`` event each), so no worker writes a profile afterwards;
 2. empty their result rows (test_data, raw_responses, test_result) and mark them erased;
-3. delete their jobs' queue messages from the outbox (a submission's holds its data);
+3. delete their jobs' queue messages from the outbox (one stored before migration 0012 holds
+   its data; later ones are built from the result row when relayed);
 4. delete their messages still on the jobs stream (JetStream erases the bytes);
 5. mark the erasure finished.
 

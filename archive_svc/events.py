@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from archive_svc.convert import STATUS_TO_PROTO, submission_of, timestamp
+from archive_svc.convert import STATUS_TO_PROTO, submission_into, timestamp
 from archive_svc.sealing import NO_KEYS, DataKeys
 from assay.common.v1 import assessment_pb2
 from assay.events.v1 import events_pb2
@@ -38,13 +38,13 @@ def encode_event(row: Mapping[str, Any]) -> bytes:
 
 def queue_message(
     job: Mapping[str, Any],
-    data: assessment_pb2.AssessmentData,
-    raw: assessment_pb2.RawResponses,
+    data: assessment_pb2.AssessmentData | None,
+    raw: assessment_pb2.RawResponses | None,
     charge_count: int,
-) -> bytes:
+) -> events_pb2.AnalysisJobMessage:
     """The queue message for a job: what a worker needs to analyse it (``locale`` empty for a
     job older than locales: the worker then writes in its default)."""
-    message = events_pb2.AnalysisJobMessage(
+    return events_pb2.AnalysisJobMessage(
         job_id=str(job["job_id"]),
         user_id=job["user_id"],
         result_id=str(job["result_id"]) if job["result_id"] else "",
@@ -55,14 +55,16 @@ def queue_message(
         enqueued_at=timestamp(job.get("occurred_at") or dt.datetime.now(dt.UTC)),
         locale=job.get("locale") or "",
     )
-    return message.SerializeToString()
 
 
 def publication(
     names: StreamNames, row: Mapping[str, Any], keys: DataKeys = NO_KEYS
 ) -> tuple[str, bytes]:
     """The subject and payload the relay publishes for one outbox row (a sealed queue
-    message or result row opened with ``keys``: the stream carries it plain)."""
+    message or result row opened with ``keys``: the stream carries it plain). A queue
+    message without a payload (every submission's since migration 0012, a retry's, a
+    re-publication's) is built from the job and its result row's inputs
+    (``archive_svc.inputs``)."""
     if row["kind"] == "event":
         subject = row["subject"] or names.event_subject(row["user_id"], str(row["job_id"]))
         payload = row["payload"] or encode_event(row)
@@ -70,7 +72,7 @@ def publication(
     subject = row["subject"] or names.analysis_subject
     if row["payload"] is not None:
         return subject, keys.open_payload(bytes(row["payload"]), row["job_id"])
-    data, raw = assessment_pb2.AssessmentData(), assessment_pb2.RawResponses()
+    message = queue_message(row, None, None, row["charge_count"] or 1)
     if row["test_data"] is not None:
-        data, raw = submission_of(keys.open_row(row))
-    return subject, queue_message(row, data, raw, row["charge_count"] or 1)
+        submission_into(keys.open_row(row), message.assessment_data, message.raw_responses)
+    return subject, message.SerializeToString()

@@ -27,7 +27,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.dialects.postgresql.base import ischema_names
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import UserDefinedType
@@ -204,10 +204,14 @@ class Result(Base):
     job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     user_id: Mapped[str] = mapped_column(Text, nullable=False)
     assessment_name: Mapped[str] = mapped_column(Text, nullable=False)
-    test_data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    raw_responses: Mapped[dict[str, Any]] = mapped_column(
-        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    test_data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    """The submission's AssessmentData: protobuf, maybe sealed; or the JSON of a row from
+    before 0012 (``archive_svc.inputs``)."""
+    raw_responses: Mapped[bytes] = mapped_column(
+        LargeBinary, nullable=False, server_default=text("''::bytea")
     )
+    """Its RawResponses: protobuf or a zstd frame of it, maybe sealed; or JSON from before
+    0012 (``archive_svc.inputs``)."""
     test_result: Mapped[bytes | None] = mapped_column(LargeBinary)
     """The persona profile: protobuf compressed by zstd with a dictionary, maybe sealed; or
     the JSON of a row from before 0010 (``archive_svc.profiles``)."""

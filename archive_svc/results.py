@@ -7,11 +7,11 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from archive_svc import convert, metrics, profiles, store
+from archive_svc import convert, inputs, metrics, profiles, store
 from archive_svc.access_records import reader_of
 from archive_svc.checks import ArchivePart, check_owner, owner_violations, parse_uuid
 from archive_svc.paging import page_limit
-from archive_svc.sealing import PROFILE, SEALED_COLUMNS
+from archive_svc.sealing import SEALED_COLUMNS
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assaylib import jobs
@@ -80,10 +80,7 @@ class Results(ArchivePart):
             # Sealed values are bound to their job, which a result row never changes.
             stored = check_owner(await store.get_result(self.pool, ident), "", "result", str(ident))
             for name in sealed:
-                if name == PROFILE:
-                    columns[name] = keys.seal_profile(columns[name], stored["job_id"])
-                else:
-                    columns[name] = keys.seal_json(columns[name], name, stored["job_id"])
+                columns[name] = keys.seal_column(columns[name], name, stored["job_id"])
         row = await store.update_result(self.pool, ident, columns)
         return self._to_proto(check_owner(row, "", "result", str(ident)))
 
@@ -99,8 +96,8 @@ class Results(ArchivePart):
             self.pool,
             job_id,
             uuid.uuid4(),
-            keys.seal_json(convert.to_json(request.test_data), "test_data", job_id),
-            keys.seal_json(convert.to_json(request.raw_responses), "raw_responses", job_id),
+            keys.seal_column(inputs.encode(request.test_data), "test_data", job_id),
+            keys.seal_column(inputs.encode(request.raw_responses), "raw_responses", job_id),
         )
         if created is not None:
             return self._to_proto(created)
@@ -114,8 +111,8 @@ class Results(ArchivePart):
 
 
 RESULT_MASK_PATHS: dict[str, Callable[[job_pb2.AnalysisResult], str | bytes]] = {
-    "test_data": lambda r: convert.to_json(r.test_data),
-    "raw_responses": lambda r: convert.to_json(r.raw_responses),
+    "test_data": lambda r: inputs.encode(r.test_data),
+    "raw_responses": lambda r: inputs.encode(r.raw_responses),
     "test_result": lambda r: profiles.encode(r.test_result),
     "assessment_name": lambda r: r.assessment_name,
 }

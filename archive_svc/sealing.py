@@ -1,20 +1,22 @@
 """Encryption at rest of users' assessment data (ASSAY_DATA_KEY_FILE), off by default.
 
 When a key file is configured, the archive seals ``results.test_data``, ``raw_responses`` and
-``test_result``, and the queue message a submission leaves in the outbox, with AES-256-GCM
-(AES-128/192 for shorter keys) under the file's first key; every key the file lists opens. A
-sealed JSON column holds ``{"$sealed": "v1.<key id>.<base64 nonce+ciphertext>"}``; a sealed
-queue payload or profile is a zero byte (no protobuf message, zstd frame or JSON starts with
-one: field 0 does not exist), the key id's length and the key id, then nonce and ciphertext.
-So each row names its key and keys rotate: add the new key, make it first, and the old one
-keeps opening older rows. A row written before any key existed is plain JSON, protobuf or a
-zstd frame, and is read as it is.
+``test_result``, and a queue message stored in the outbox (rows from before migration 0012: a
+submission's queue message is now built from its result row), with AES-256-GCM (AES-128/192
+for shorter keys) under the file's first key; every key the file lists opens. A sealed value
+is a zero byte (no protobuf message, zstd frame or JSON starts with one: field 0 does not
+exist), the key id's length and the key id, then nonce and ciphertext. A JSON column of a row
+from before migrations 0010/0012 held ``{"$sealed": "v1.<key id>.<base64 nonce+ciphertext>"}``,
+which still opens. So each row names its key and keys rotate: add the new key, make it first,
+and the old one keeps opening older rows. A row written before any key existed is plain JSON,
+protobuf or a zstd frame, and is read as it is.
 
-Values are deflated (zlib, level 1) before they are sealed: ciphertext does not compress, and
-PostgreSQL compresses a large plain value itself (TOAST), so without it a sealed profile took
-2.5 times the room and the WAL per job grew by half. The profile (``test_result``, ``bytea``)
-comes compressed already (zstd with a dictionary, ``archive_svc.profiles``): it is sealed as
-it is, in the queue payload's layout, and never deflated twice.
+The result row's columns are sealed as they are: the profile and large raw answers come as
+zstd frames already (``archive_svc.profiles``, ``archive_svc.inputs``), which do not deflate,
+and the ≈ 90 bytes of an AssessmentData's scores barely. A stored queue message and the JSON
+of older rows were deflated (zlib, level 1) before sealing: ciphertext does not compress, and
+PostgreSQL compresses a large plain value itself (TOAST), so without it a sealed JSON profile
+took 2.5 times the room and the WAL per job grew by half.
 
 Direct AES-GCM under the file's key, not a per-row data key wrapped by it: the file's key is
 in the archive's memory either way, so wrapping protects nothing more here, and would double
@@ -50,9 +52,9 @@ from assaylib.errors import Internal
 __all__ = ["NO_KEYS", "PROFILE", "SEALED_COLUMNS", "DataKeys"]
 
 SEALED_COLUMNS = ("test_data", "raw_responses", "test_result")
-"""The result row's columns that hold a user's data."""
+"""The result row's columns that hold a user's data (``bytea``, each sealed as it is)."""
 PROFILE = "test_result"
-"""The one of them that is ``bytea`` holding a compressed profile, not JSON."""
+"""The one of them that holds the profile."""
 _VERSION = "v1"
 _MARK = "$sealed"
 _SEALED_TEXT = '{"' + _MARK + '"'
@@ -174,21 +176,30 @@ class DataKeys:
         """A queue message as stored, opened when sealed."""
         return self._open_bytes(payload, "queue", job_id, deflated=True)
 
-    def seal_profile(self, frame: bytes, job_id: object) -> bytes:
-        """A stored profile (a zstd frame, ``archive_svc.profiles``), sealed as it is
-        (unchanged when no key is configured)."""
-        return self._seal_bytes(frame, PROFILE, job_id, deflate=False)
+    def seal_column(self, value: bytes, column: str, job_id: object) -> bytes:
+        """A result row's column as stored (``archive_svc.profiles``, ``archive_svc.inputs``),
+        sealed as it is (unchanged when no key is configured)."""
+        return self._seal_bytes(value, column, job_id, deflate=False)
 
-    def open_profile(self, value: Any, job_id: object) -> Any:
-        """A stored profile opened when sealed: the zstd frame, or the JSON text of a row
-        written before migration 0010; anything else as it is."""
+    def open_column(self, value: Any, column: str, job_id: object) -> Any:
+        """A result row's column opened when sealed: its bytes as stored, or the JSON text of
+        a row written before migration 0010 (the profile) or 0012 (the inputs); anything else
+        as it is."""
         if isinstance(value, memoryview | bytearray):
             value = bytes(value)
         if not isinstance(value, bytes):
-            return self.open_json(value, PROFILE, job_id)
+            return self.open_json(value, column, job_id)
         if value.startswith(_SEALED_TEXT.encode()):
-            return self.open_json(value.decode(), PROFILE, job_id)
-        return self._open_bytes(value, PROFILE, job_id, deflated=False)
+            return self.open_json(value.decode(), column, job_id)
+        return self._open_bytes(value, column, job_id, deflated=False)
+
+    def seal_profile(self, frame: bytes, job_id: object) -> bytes:
+        """A stored profile (a zstd frame, ``archive_svc.profiles``), sealed as it is."""
+        return self.seal_column(frame, PROFILE, job_id)
+
+    def open_profile(self, value: Any, job_id: object) -> Any:
+        """A stored profile opened when sealed (``open_column``)."""
+        return self.open_column(value, PROFILE, job_id)
 
     def open_row(self, row: Mapping[str, Any]) -> Mapping[str, Any]:
         """A row holding some of SEALED_COLUMNS (and job_id), its sealed columns opened; the
@@ -196,10 +207,7 @@ class DataKeys:
         opened: dict[str, Any] | None = None
         for column in SEALED_COLUMNS:
             value = row.get(column)
-            if column == PROFILE:
-                plain = self.open_profile(value, row["job_id"])
-            else:
-                plain = self.open_json(value, column, row["job_id"])
+            plain = self.open_column(value, column, row["job_id"])
             if plain is not value:
                 opened = opened if opened is not None else dict(row)
                 opened[column] = plain

@@ -1,5 +1,8 @@
 """Submissions: the charge, the job, its result row and its queue message, one statement per
-submission or batch — and the replay of a repeated request."""
+submission or batch — and the replay of a repeated request.
+
+The queue message's outbox row has no payload: the relay builds the message from the job and
+the result row's inputs, stored once as protobuf (``archive_svc.inputs``, migration 0012)."""
 
 from __future__ import annotations
 
@@ -10,9 +13,8 @@ from collections.abc import Sequence
 import asyncpg
 from opentelemetry.trace import Span
 
-from archive_svc import convert, db, metrics, store
+from archive_svc import convert, db, inputs, metrics, store
 from archive_svc.checks import MAX_BATCH, ArchivePart, fill_item_error
-from archive_svc.events import queue_message
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assaylib import jobs, tracing
@@ -53,13 +55,6 @@ class Submissions(ArchivePart):
         locale = request.locale or self.policy.default_locale
         job_id, result_id = uuid.uuid4(), uuid.uuid4()
         keys = self.policy.data_keys
-        job = {
-            "job_id": job_id,
-            "user_id": request.user_id,
-            "result_id": result_id,
-            "assessment_name": name,
-            "locale": locale,
-        }
         return store.Submission(
             user_id=request.user_id,
             job_id=job_id,
@@ -71,12 +66,9 @@ class Submissions(ArchivePart):
                 name, request.assessment_data, request.raw_responses, request.locale
             ),
             max_inflight=request.max_inflight,
-            test_data=keys.seal_json(convert.to_json(request.assessment_data), "test_data", job_id),
-            raw_responses=keys.seal_json(
-                convert.to_json(request.raw_responses), "raw_responses", job_id
-            ),
-            queue_payload=keys.seal_payload(
-                queue_message(job, request.assessment_data, request.raw_responses, 1), job_id
+            test_data=keys.seal_column(inputs.encode(request.assessment_data), "test_data", job_id),
+            raw_responses=keys.seal_column(
+                inputs.encode(request.raw_responses), "raw_responses", job_id
             ),
             trace_context=trace_context or None,
             locale=locale,

@@ -1,10 +1,11 @@
 """Time encryption at rest (ASSAY_DATA_KEY_FILE) per job, against the encoding it adds to.
 
 Run from the repository root: ``python bench/bench_sealing.py [--jobs N]``. Per job the
-archive seals test_data, raw_responses and the queue message (submission) and the profile
-(completion), and opens the queue message (relay); a read opens a result row. Prints the CPU
-microseconds of each, for a Talent Mapping submission with 30 raw answers and its profile
-(stored compressed, ``archive_svc.profiles``: sealed as it is).
+archive seals test_data and raw_responses (submission) and the profile (completion), and
+opens the inputs to build the queue message (relay); a read opens a result row. Prints the
+CPU microseconds of each, for a Talent Mapping submission with 30 raw answers and its profile
+(all stored as protobuf, ``archive_svc.inputs``, ``archive_svc.profiles``: sealed as they
+are).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from archive_svc import convert, profiles
+from archive_svc import inputs, profiles
 from archive_svc.events import queue_message
 from archive_svc.sealing import DataKeys
 from assay.common.v1 import assessment_pb2
@@ -47,28 +48,30 @@ def main() -> None:
     profile = analyze(ASSESSMENT_NAME, data, raw)
     job_id = uuid.uuid4()
     job = {"job_id": job_id, "user_id": "u", "result_id": uuid.uuid4(), "assessment_name": "x"}
-    texts = {"test_data": convert.to_json(data), "raw_responses": convert.to_json(raw)}
-    stored = profiles.encode(profile)
-    message = queue_message(job, data, raw, 1)
+    values = {
+        "test_data": inputs.encode(data),
+        "raw_responses": inputs.encode(raw),
+        "test_result": profiles.encode(profile),
+    }
+    message = queue_message(job, data, raw, 1).SerializeToString()
+    row = {"job_id": job_id, **{c: keys.seal_column(v, c, job_id) for c, v in values.items()}}
+    inputs_only = {c: row[c] for c in ("job_id", "test_data", "raw_responses")}
 
     def seal_job() -> None:
-        for column, text in texts.items():
-            keys.seal_json(text, column, job_id)
-        keys.seal_profile(stored, job_id)
-        keys.open_payload(keys.seal_payload(message, job_id), job_id)
+        for column, value in values.items():
+            keys.seal_column(value, column, job_id)
+        keys.open_row(inputs_only)
 
     def encode_job() -> None:
-        convert.to_json(data), convert.to_json(raw), profiles.encode(profile)
-        queue_message(job, data, raw, 1)
+        inputs.encode(data), inputs.encode(raw), profiles.encode(profile)
+        queue_message(job, data, raw, 1).SerializeToString()
 
-    row = {"job_id": job_id, **{c: keys.seal_json(t, c, job_id) for c, t in texts.items()}}
-    row["test_result"] = keys.seal_profile(stored, job_id)
-    sizes = ", ".join(f"{c} {len(t)} B" for c, t in texts.items())
-    print(f"sizes: {sizes}, test_result {len(stored)} B, queue message {len(message)} B")
-    print(f"seal a job (4 values) and open its queue message: {cpu_us(seal_job, args.jobs):.0f} µs")
+    sizes = ", ".join(f"{c} {len(v)} B" for c, v in values.items())
+    print(f"sizes: {sizes}, queue message {len(message)} B")
+    print(f"seal a job (3 values) and open its inputs: {cpu_us(seal_job, args.jobs):.0f} µs")
     print(f"open a result row (3 values): {cpu_us(lambda: keys.open_row(row), args.jobs):.0f} µs")
     encoding = cpu_us(encode_job, args.jobs)
-    print(f"for scale, encode the job's JSON and queue message: {encoding:.0f} µs")
+    print(f"for scale, encode the job's values and queue message: {encoding:.0f} µs")
 
 
 if __name__ == "__main__":

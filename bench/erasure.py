@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -26,7 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from archive_svc import profiles
+from archive_svc import inputs, profiles
 from assay.archive.v1 import archive_service_pb2 as archive_pb
 from assay.common.v1 import assessment_pb2
 from assaylib.validation import score_fields
@@ -35,12 +34,12 @@ from bench.report import emit, progress
 from bench.stack import BenchStack, running_stack
 
 USER = "erase-me"
-PAYLOAD = json.dumps(
-    {
-        "riasec": {"realistic": 42, "investigative": 88, "artistic": 71, "social": 55},
-        "ocean": {"openness": 86, "conscientiousness": 68, "extraversion": 44},
-        "via_is": {name: 60 for name in ("creativity", "curiosity", "judgment", "hope")},
-    }
+PAYLOAD = inputs.encode(
+    assessment_pb2.AssessmentData(
+        riasec=assessment_pb2.Riasec(realistic=42, investigative=88, artistic=71, social=55),
+        ocean=assessment_pb2.Ocean(openness=86, conscientiousness=68, extraversion=44),
+        via_is=assessment_pb2.ViaIs(creativity=60, curiosity=60, judgment=60, hope=60),
+    )
 )
 PROFILE = profiles.encode(
     assessment_pb2.PersonaProfile(
@@ -66,7 +65,7 @@ WITH accounts AS (
 ), results AS (
   INSERT INTO results (result_id, job_id, user_id, assessment_name, test_data, raw_responses,
                        test_result, created_at)
-  SELECT result_id, job_id, user_id, 'AI-Driven Talent Mapping', $5::jsonb, $5::jsonb,
+  SELECT result_id, job_id, user_id, 'AI-Driven Talent Mapping', $5::bytea, ''::bytea,
          $6::bytea, created_at FROM jobs
 )
 INSERT INTO ledger_entries (user_id, kind, amount, job_id, charge_no, reason)

@@ -17,10 +17,11 @@ ERASURE_COLUMNS = (
 )
 TERMINAL = "('COMPLETED', 'FAILED', 'CANCELLED')"
 EMPTIED = (
-    "test_data = '{}'::jsonb, raw_responses = '{}'::jsonb, test_result = NULL,"
+    "test_data = ''::bytea, raw_responses = ''::bytea, test_result = NULL,"
     " erased_at = now(), updated_at = now()"
 )
-"""What an erased result row holds: nothing of the user's."""
+"""What an erased result row holds: nothing of the user's (empty inputs read as empty
+messages, ``archive_svc.inputs``)."""
 
 
 async def log_retention(db: Db, request_id: str, requested_by: str) -> None:

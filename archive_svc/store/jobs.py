@@ -19,8 +19,6 @@ RESULT_COLUMNS = (
     "result_id, job_id, user_id, assessment_name, test_data, raw_responses, test_result,"
     " created_at, updated_at, erased_at"
 )
-JSON_COLUMNS = frozenset({"test_data", "raw_responses"})
-"""The result row's jsonb columns (``test_result`` is bytea: ``archive_svc.profiles``)."""
 
 
 async def get_job(db: Db, job_id: uuid.UUID) -> asyncpg.Record | None:
@@ -81,14 +79,11 @@ async def results_page(
 async def update_result(
     db: Db, result_id: uuid.UUID, columns: Mapping[str, Any]
 ) -> asyncpg.Record | None:
-    """Set the given columns of a kept (not erased) result row (JSON text, a stored profile's
-    bytes, or text); returns it, or None. Column names come from the field-mask table, never
-    from a caller."""
+    """Set the given columns of a kept (not erased) result row (bytes as stored —
+    ``archive_svc.inputs``, ``archive_svc.profiles`` — or text); returns it, or None. Column
+    names come from the field-mask table, never from a caller."""
     names = list(columns)
-    sets = ", ".join(
-        f"{name} = ${k}::jsonb" if name in JSON_COLUMNS else f"{name} = ${k}"
-        for k, name in enumerate(names, 2)
-    )
+    sets = ", ".join(f"{name} = ${k}" for k, name in enumerate(names, 2))
     row: asyncpg.Record | None = await db.fetchrow(
         f"UPDATE results SET {sets}, updated_at = now() WHERE result_id = $1"
         " AND erased_at IS NULL"
@@ -100,7 +95,7 @@ async def update_result(
 
 
 async def create_legacy_result(
-    db: Db, job_id: uuid.UUID, result_id: uuid.UUID, test_data: str, raw_responses: str
+    db: Db, job_id: uuid.UUID, result_id: uuid.UUID, test_data: bytes, raw_responses: bytes
 ) -> asyncpg.Record | None:
     """Create and link the result row of a job that has none (an older producer's job), in
     one statement; None when the job has one already (or does not exist)."""
@@ -109,7 +104,7 @@ async def create_legacy_result(
         " WHERE job_id = $1 AND result_id IS NULL"
         " RETURNING job_id, user_id, assessment_name)"
         " INSERT INTO results (result_id, job_id, user_id, assessment_name, test_data,"
-        " raw_responses) SELECT $2, job_id, user_id, assessment_name, $3::jsonb, $4::jsonb"
+        " raw_responses) SELECT $2, job_id, user_id, assessment_name, $3::bytea, $4::bytea"
         f" FROM linked RETURNING {RESULT_COLUMNS}",
         job_id,
         result_id,

@@ -25,9 +25,9 @@ class Submission:
     request_id: str | None
     payload_hash: str
     max_inflight: int
-    test_data: str
-    raw_responses: str
-    queue_payload: bytes
+    test_data: bytes
+    raw_responses: bytes
+    """The inputs as stored (``archive_svc.inputs``), sealed when a key file is set."""
     trace_context: str | None
     locale: str
     deadline: dt.datetime | None = None
@@ -39,7 +39,8 @@ SUBMISSION_FIELDS = tuple(Submission.__dataclass_fields__)
 
 async def create_submissions(db: Db, submissions: Sequence[Submission]) -> list[asyncpg.Record]:
     """Debit, insert the job, its result row and its two outbox rows (or replay the first
-    request with that key) for each submission, in one statement and so one transaction; a row
+    request with that key) for each submission, in one statement and so one transaction (the
+    queue message's row without a payload: the relay builds it from the result row); a row
     per submission with its position ``n`` and its ``outcome``: created, replayed, reused,
     insufficient, rate_limited. A submission whose deadline has passed when its turn comes
     (PostgreSQL's clock) writes nothing and has no row. Accounts are locked in the order given
@@ -47,12 +48,12 @@ async def create_submissions(db: Db, submissions: Sequence[Submission]) -> list[
     columns = [[getattr(s, name) for s in submissions] for name in SUBMISSION_FIELDS]
     rows: list[asyncpg.Record] = await db.fetch(
         "SELECT s.n, f.* FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[],"
-        " $5::bigint[], $6::text[], $7::text[], $8::int4[], $9::jsonb[], $10::jsonb[],"
-        " $11::bytea[], $12::text[], $13::text[], $14::timestamptz[]) WITH ORDINALITY AS"
+        " $5::bigint[], $6::text[], $7::text[], $8::int4[], $9::bytea[], $10::bytea[],"
+        " $11::text[], $12::text[], $13::timestamptz[]) WITH ORDINALITY AS"
         " s(user_id, job_id, result_id, name, cost, request, hash, max_inflight, test_data, raw,"
-        " queue, trace, locale, deadline, n)"
+        " trace, locale, deadline, n)"
         " CROSS JOIN LATERAL assay_create_submission(s.user_id, s.job_id, s.result_id, s.name,"
-        " s.cost, s.request, s.hash, s.max_inflight, s.test_data, s.raw, s.queue, s.trace,"
+        " s.cost, s.request, s.hash, s.max_inflight, s.test_data, s.raw, NULL::bytea, s.trace,"
         " s.locale) f"
         " WHERE s.deadline IS NULL OR clock_timestamp() < s.deadline"
         " ORDER BY s.n",

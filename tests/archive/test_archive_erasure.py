@@ -15,6 +15,7 @@ import grpc
 import nats
 import pytest
 
+from archive_svc import inputs, profiles
 from archive_svc.app import ArchiveApp
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.archive.v1 import archive_service_pb2_grpc
@@ -123,6 +124,14 @@ async def database_text(database: str) -> str:
             rows += [str(r[0]) for r in await conn.fetch(f'SELECT t::text FROM "{name}" t')]
         payloads = await conn.fetch("SELECT payload FROM outbox WHERE payload IS NOT NULL")
         rows += [bytes(r["payload"]).decode("utf-8", "replace") for r in payloads]
+        # A result row's columns are bytes too, maybe compressed: read them as the archive does.
+        for r in await conn.fetch("SELECT test_data, raw_responses, test_result FROM results"):
+            rows.append(str(inputs.parse_into(r["test_data"], assessment_pb2.AssessmentData())))
+            rows.append(str(inputs.parse_into(r["raw_responses"], assessment_pb2.RawResponses())))
+            if r["test_result"] is not None:
+                stored = assessment_pb2.PersonaProfile()
+                profiles.parse_into(r["test_result"], stored)
+                rows.append(str(stored))
         return "\n".join(rows)
     finally:
         await conn.close()

@@ -1,8 +1,8 @@
 """Encryption at rest (ASSAY_DATA_KEY_FILE): with a key, no assessment data, raw answer or
-profile is stored in plain text — results columns and the outbox's queue message — while
-every RPC and the relay read them as before; rows written before the key, and rows sealed
-with a rotated-out key the file still lists, still read; a value moved to another row does
-not open."""
+profile is stored in plain text — results columns, and no queue message in the outbox —
+while every RPC and the relay read them as before; rows written before the key, rows sealed
+with a rotated-out key the file still lists, and sealed queue messages stored before
+migration 0012 still read; a value moved to another row does not open."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import grpc
 import grpc.aio
 import pytest
 
-from archive_svc import profiles
+from archive_svc import inputs, profiles
 from archive_svc.app import ArchiveApp
 from archive_svc.events import publication
 from archive_svc.sealing import NO_KEYS, DataKeys
@@ -157,16 +157,30 @@ async def test_nothing_personal_is_stored_in_plain_text(
     stored = await stored_text(database)
     assert SECRET_ANSWER not in stored and "The Tester" not in stored
     assert "investigative" not in stored.lower()
-    assert stored.count('"$sealed": "v1.k2.') == 2  # test_data, raw_responses
-    # The profile: compressed with its dictionary, then sealed as it is (not deflated again).
+    # Each column is sealed as it is stored (not deflated): the inputs protobuf, the profile
+    # compressed with its dictionary; the queue message is not stored at all.
     conn = await asyncpg.connect(dsn(database))
     try:
-        boxed = bytes(await conn.fetchval("SELECT test_result FROM results"))
+        row = await conn.fetchrow("SELECT test_data, raw_responses, test_result FROM results")
+        payloads = await conn.fetch("SELECT payload FROM outbox WHERE kind = 'job'")
     finally:
         await conn.close()
-    assert boxed.startswith(b"\x00\x02k2")
-    opened = DataKeys.load(str(key_file)).open_profile(boxed, job.job_id)
-    assert opened.startswith(profiles.ZSTD_MAGIC)
+    assert [p["payload"] for p in payloads] == [None]
+    keys = DataKeys.load(str(key_file))
+    opened = {}
+    for column in ("test_data", "raw_responses", "test_result"):
+        boxed = bytes(row[column])
+        assert boxed.startswith(b"\x00\x02k2"), column
+        opened[column] = keys.open_column(boxed, column, job.job_id)
+        with pytest.raises(Internal):  # bound to its column
+            keys.open_column(
+                boxed, "test_result" if column == "test_data" else "test_data", job.job_id
+            )
+    assert opened["test_result"].startswith(profiles.ZSTD_MAGIC)
+    assert inputs.parse_into(opened["test_data"], assessment_pb2.AssessmentData()) == talent_data()
+    assert (
+        inputs.parse_into(opened["raw_responses"], assessment_pb2.RawResponses()) == raw_answers()
+    )
     reply = await sealed.stub.GetResult(pb.GetResultRequest(result_id=job.result_id))
     assert reply.result.test_result.archetype == "The Tester"
     assert reply.result.test_data.riasec.investigative > 0
@@ -178,19 +192,29 @@ async def test_nothing_personal_is_stored_in_plain_text(
 async def test_the_relay_publishes_the_queue_message_opened(
     sealed: Keyed, database: str, key_file: Path
 ) -> None:
+    """Built from the sealed result row; and a sealed payload stored before migration 0012
+    is published opened too."""
     job = await completed_job(sealed.stub, "alice")
     conn = await asyncpg.connect(dsn(database))
     try:
         row = await conn.fetchrow(
-            "SELECT o.*, NULL AS test_data FROM outbox o WHERE kind = 'job' AND job_id = $1",
+            "SELECT o.*, r.test_data, r.raw_responses, j.locale FROM outbox o"
+            " JOIN results r ON r.result_id = o.result_id JOIN jobs j ON j.job_id = o.job_id"
+            " WHERE o.kind = 'job' AND o.job_id = $1",
             uuid.UUID(job.job_id),
         )
     finally:
         await conn.close()
-    assert row is not None and bytes(row["payload"])[0] == 0
-    _, payload = publication(StreamNames(""), dict(row), DataKeys.load(str(key_file)))
+    assert row is not None and row["payload"] is None and bytes(row["test_data"])[0] == 0
+    keys = DataKeys.load(str(key_file))
+    _, payload = publication(StreamNames(""), dict(row), keys)
     message = events_pb2.AnalysisJobMessage.FromString(payload)
     assert message.job_id == job.job_id and SECRET_ANSWER in str(message.raw_responses)
+    assert message.assessment_data == talent_data() and message.charge_count == 1
+    stored = dict(row, payload=keys.seal_payload(payload, job.job_id), test_data=None)
+    assert publication(StreamNames(""), stored, keys)[1] == payload
+    with pytest.raises(Internal):  # without the key: an error, never a message without data
+        publication(StreamNames(""), dict(row), NO_KEYS)
 
 
 async def test_rows_from_before_the_key_and_rotated_keys_still_read(

@@ -10,27 +10,32 @@ import asyncpg
 import grpc
 import pytest
 
+from archive_svc.events import publication
 from assay.assessment.v1 import assessment_service_pb2 as pb
 from assay.events.v1 import events_pb2
 from assaylib.config import Settings
 from assaylib.errors import field_violations_of
+from assaylib.streams import StreamNames
 from tests.archive.helpers import dsn, expect_error, snapshot
 from tests.assessment.conftest import grant, submission
 
 
 async def stored_locale(database_url: str, job_id: str) -> tuple[str | None, str]:
-    """The job row's locale and the locale its queue message carries."""
+    """The job row's locale and the locale its queue message carries (as the relay builds it
+    from the outbox row, the job and the result row)."""
     conn = await asyncpg.connect(dsn(database_url))
     try:
         row = await conn.fetchrow(
-            "SELECT j.locale, o.payload FROM jobs j JOIN outbox o"
-            " ON o.job_id = j.job_id AND o.kind = 'job' WHERE j.job_id = $1",
+            "SELECT o.*, r.test_data, r.raw_responses, j.locale FROM jobs j JOIN outbox o"
+            " ON o.job_id = j.job_id AND o.kind = 'job' JOIN results r"
+            " ON r.result_id = j.result_id WHERE j.job_id = $1",
             uuid.UUID(job_id),
         )
     finally:
         await conn.close()
     assert row is not None
-    message = events_pb2.AnalysisJobMessage.FromString(bytes(row["payload"]))
+    _, payload = publication(StreamNames(""), dict(row))
+    message = events_pb2.AnalysisJobMessage.FromString(payload)
     assert message.job_id == job_id
     return row["locale"], message.locale
 

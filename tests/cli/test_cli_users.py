@@ -11,6 +11,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from archive_svc import inputs
+from assay.common.v1 import assessment_pb2
 from tests.archive.helpers import dsn
 from tests.cli.conftest import EXAMPLES, Cli, user_token
 
@@ -73,6 +75,10 @@ async def test_users_erase_leaves_nothing_of_the_answers(
             assert not [r for r in rows if MARKER in r[0]], table
         payloads = await conn.fetch("SELECT payload FROM outbox WHERE payload IS NOT NULL")
         assert not [p for p in payloads if MARKER.encode() in p[0]]
+        # Result rows hold bytes (text shows hex), the raw answers maybe compressed: read them.
+        for row in await conn.fetch("SELECT raw_responses FROM results"):
+            raw = inputs.parse_into(row["raw_responses"], assessment_pb2.RawResponses())
+            assert MARKER not in str(raw)
     finally:
         await conn.close()
     logs = service_logs(stack["state_dir"])
