@@ -198,6 +198,8 @@ def inject(carrier: dict[str, str], context: Context | None = None) -> None:
 
 def traceparent(context: Context | None = None) -> str:
     """The W3C traceparent of the current (or given) context, or "" when tracing is off."""
+    if _State.provider is None:  # off: called once per submission, so not even a dict
+        return ""
     carrier: dict[str, str] = {}
     inject(carrier, context)
     return carrier.get("traceparent", "")
