@@ -42,6 +42,11 @@ def _field_names(descriptor: Descriptor) -> tuple[str, ...]:
 
 
 def _check_group(group: Message, path: str, *, required: bool) -> list[FieldViolation]:
+    present = group.ListFields()
+    if (not required or len(present) == len(_field_names(group.DESCRIPTOR))) and all(
+        SCORE_MIN <= value <= SCORE_MAX for _, value in present
+    ):
+        return []  # the usual case, said at once: every score needed is there, all in range
     violations = []
     for name in _field_names(group.DESCRIPTOR):
         if not group.HasField(name):
