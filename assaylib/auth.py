@@ -37,6 +37,7 @@ __all__ = [
     "BearerTokenInterceptor",
     "Principal",
     "act_as",
+    "authorized",
     "bearer_token_interceptors",
     "current_principal",
     "file_token_provider",
@@ -274,14 +275,20 @@ def stop_acting(token: contextvars.Token[Principal | None]) -> None:
 # ---- client side -------------------------------------------------------------------------
 
 
+def authorized(
+    metadata: Iterable[tuple[str, str | bytes]] | None, token: TokenSource
+) -> tuple[tuple[str, str | bytes], ...]:
+    """A call's ``metadata`` with ``authorization: Bearer <token>`` in place of any it had
+    (``token`` may be a callable, asked on every call)."""
+    value = token() if callable(token) else token
+    kept = tuple((k, v) for k, v in (metadata or ()) if k.lower() != AUTHORIZATION)
+    return (*kept, (AUTHORIZATION, f"Bearer {value}"))
+
+
 def _with_authorization(
     details: grpc.aio.ClientCallDetails, token: TokenSource
 ) -> grpc.aio.ClientCallDetails:
-    value = token() if callable(token) else token
-    metadata = grpc.aio.Metadata(
-        *[(k, v) for k, v in (details.metadata or ()) if k.lower() != AUTHORIZATION]
-    )
-    metadata.add(AUTHORIZATION, f"Bearer {value}")
+    metadata = grpc.aio.Metadata(*authorized(details.metadata, token))
     return grpc.aio.ClientCallDetails(
         details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
     )
