@@ -110,11 +110,16 @@ def tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     return deserialize
 
 
+def undecodable_error(request: Undecodable) -> errors.InvalidArgument:
+    """The error a request that did not decode is refused with."""
+    violation = errors.FieldViolation("request", f"not a valid message ({request.error})")
+    return errors.InvalidArgument([violation])
+
+
 @asynccontextmanager
 async def _refuse_undecodable(context: Context, request: Any) -> AsyncIterator[None]:
     if isinstance(request, Undecodable):
-        violation = errors.FieldViolation("request", f"not a valid message ({request.error})")
-        raise errors.InvalidArgument([violation])
+        raise undecodable_error(request)
     yield
 
 

@@ -36,10 +36,13 @@ __all__ = [
     "AuthInterceptor",
     "BearerTokenInterceptor",
     "Principal",
+    "act_as",
+    "authorized",
     "bearer_token_interceptors",
     "current_principal",
     "file_token_provider",
     "service_token",
+    "stop_acting",
     "verifier_of",
 ]
 
@@ -225,7 +228,7 @@ class AuthInterceptor(GuardingInterceptor):
 
     def guard_for(self, details: grpc.HandlerCallDetails) -> Guard | None:
         """Authenticate every call of a non-exempt method, inside the call."""
-        if details.method.startswith(self._exempt_prefixes):
+        if self.exempts(details.method):
             return None
         method = details.method
 
@@ -236,32 +239,56 @@ class AuthInterceptor(GuardingInterceptor):
 
         return guard
 
-    @asynccontextmanager
-    async def _principal_guard(self, context: Context, method: str) -> AsyncIterator[None]:
+    def exempts(self, method: str) -> bool:
+        """Whether ``method``'s calls need no token (health, reflection)."""
+        return method.startswith(self._exempt_prefixes)
+
+    async def caller_of(self, context: Context, method: str) -> Principal:
+        """The principal of the call being served; a refused call is aborted with its
+        status (UNAUTHENTICATED or PERMISSION_DENIED)."""
         try:
-            principal = await self.authenticate(context.invocation_metadata(), method)
+            return await self.authenticate(context.invocation_metadata(), method)
         except errors.AssayError as err:
             await context.abort_with_status(err.to_status())
-        token = _current.set(principal)
+
+    @asynccontextmanager
+    async def _principal_guard(self, context: Context, method: str) -> AsyncIterator[None]:
+        token = act_as(await self.caller_of(context, method))
         try:
             yield
         finally:
-            # A stream closed from another context cannot reset; its task ends anyway.
-            with contextlib.suppress(ValueError):
-                _current.reset(token)
+            stop_acting(token)
+
+
+def act_as(principal: Principal) -> contextvars.Token[Principal | None]:
+    """Make ``principal`` the caller ``current_principal()`` returns, until ``stop_acting``."""
+    return _current.set(principal)
+
+
+def stop_acting(token: contextvars.Token[Principal | None]) -> None:
+    """Undo ``act_as``."""
+    # A stream closed from another context cannot reset; its task ends anyway.
+    with contextlib.suppress(ValueError):
+        _current.reset(token)
 
 
 # ---- client side -------------------------------------------------------------------------
 
 
+def authorized(
+    metadata: Iterable[tuple[str, str | bytes]] | None, token: TokenSource
+) -> tuple[tuple[str, str | bytes], ...]:
+    """A call's ``metadata`` with ``authorization: Bearer <token>`` in place of any it had
+    (``token`` may be a callable, asked on every call)."""
+    value = token() if callable(token) else token
+    kept = tuple((k, v) for k, v in (metadata or ()) if k.lower() != AUTHORIZATION)
+    return (*kept, (AUTHORIZATION, f"Bearer {value}"))
+
+
 def _with_authorization(
     details: grpc.aio.ClientCallDetails, token: TokenSource
 ) -> grpc.aio.ClientCallDetails:
-    value = token() if callable(token) else token
-    metadata = grpc.aio.Metadata(
-        *[(k, v) for k, v in (details.metadata or ()) if k.lower() != AUTHORIZATION]
-    )
-    metadata.add(AUTHORIZATION, f"Bearer {value}")
+    metadata = grpc.aio.Metadata(*authorized(details.metadata, token))
     return grpc.aio.ClientCallDetails(
         details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
     )

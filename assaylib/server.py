@@ -13,12 +13,10 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from assaylib import tracing
-from assaylib._handlers import DecodeGuardInterceptor
 from assaylib.access import ACCESS, AccessTable
 from assaylib.auth import AuthInterceptor, verifier_of
 from assaylib.config import Settings
-from assaylib.error_mapping import ErrorMappingInterceptor
-from assaylib.telemetry import RpcMetricsInterceptor
+from assaylib.pipeline import ServerPipeline
 
 __all__ = [
     "HEALTH_SERVICE",
@@ -80,10 +78,8 @@ async def create_server(
     server = grpc.aio.server(
         interceptors=[
             *tracing.server_interceptors(),
-            RpcMetricsInterceptor(),
-            ErrorMappingInterceptor(transient_errors),
-            AuthInterceptor(verifier, access),
-            DecodeGuardInterceptor(),
+            # metrics, error mapping, authentication, decode guard: one layer (pipeline.py)
+            ServerPipeline(AuthInterceptor(verifier, access), transient_errors),
         ],
         options=SERVER_OPTIONS,
     )

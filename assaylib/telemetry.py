@@ -18,7 +18,9 @@ __all__ = [
     "EVENT_LOOP_LAG",
     "RPC_DURATION",
     "RPC_REQUESTS",
+    "MethodMetrics",
     "RpcMetricsInterceptor",
+    "code_name",
     "sample_event_loop_lag",
     "split_method",
     "start_metrics_server",
@@ -78,7 +80,8 @@ def split_method(full_method: str) -> tuple[str, str]:
     return service, method
 
 
-def _code_name(code: object) -> str:
+def code_name(code: object) -> str:
+    """The name of a call's final status code (``context.code()``: None while it is OK)."""
     if isinstance(code, grpc.StatusCode):
         return code.name
     if isinstance(code, int):
@@ -88,8 +91,29 @@ def _code_name(code: object) -> str:
     return "OK" if code is None else "UNKNOWN"
 
 
+class MethodMetrics:
+    """The call count and duration of one method, their label children bound once: a
+    ``labels()`` lookup (a lock, a tuple, a dict) on every call cost more than the
+    increment itself. Each child is made when its first call ends, as ``labels()`` did."""
+
+    def __init__(self, full_method: str) -> None:
+        self._service, self._method = split_method(full_method)
+        self._counts: dict[str, Any] = {}
+        self._duration: Any = None
+
+    def finished(self, code: str, seconds: float) -> None:
+        """Count one call that ended with ``code`` and took ``seconds``."""
+        count = self._counts.get(code)
+        if count is None:
+            count = self._counts[code] = RPC_REQUESTS.labels(self._service, self._method, code)
+        count.inc()
+        if self._duration is None:
+            self._duration = RPC_DURATION.labels(self._service, self._method)
+        self._duration.observe(seconds)
+
+
 def _observer(full_method: str) -> Guard:
-    service, method = split_method(full_method)
+    metrics = MethodMetrics(full_method)
 
     @asynccontextmanager
     async def observe(context: Context, request: Any) -> AsyncIterator[None]:
@@ -97,16 +121,15 @@ def _observer(full_method: str) -> Guard:
         code = "UNKNOWN"
         try:
             yield
-            code = _code_name(context.code())
+            code = code_name(context.code())
         except grpc.aio.AbortError:
-            code = _code_name(context.code())
+            code = code_name(context.code())
             raise
         except (asyncio.CancelledError, GeneratorExit):
             code = "CANCELLED"
             raise
         finally:
-            RPC_REQUESTS.labels(service, method, code).inc()
-            RPC_DURATION.labels(service, method).observe(time.perf_counter() - started)
+            metrics.finished(code, time.perf_counter() - started)
 
     return observe
 

@@ -198,6 +198,8 @@ def inject(carrier: dict[str, str], context: Context | None = None) -> None:
 
 def traceparent(context: Context | None = None) -> str:
     """The W3C traceparent of the current (or given) context, or "" when tracing is off."""
+    if _State.provider is None:  # off: called once per submission, so not even a dict
+        return ""
     carrier: dict[str, str] = {}
     inject(carrier, context)
     return carrier.get("traceparent", "")
@@ -212,7 +214,20 @@ def context_of(value: str | Mapping[str, str] | None) -> Context | None:
     return found if trace.get_current_span(found).get_span_context().is_valid else None
 
 
-@contextlib.contextmanager
+class _Untraced(contextlib.AbstractContextManager[Span]):
+    """``span()`` in a process that does not trace: one reusable context that does nothing
+    (a generator's context manager per span cost a worker a few µs per job each)."""
+
+    def __enter__(self) -> Span:
+        return trace.INVALID_SPAN
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_UNTRACED = _Untraced()
+
+
 def span(
     name: str,
     module: str,
@@ -220,12 +235,22 @@ def span(
     parent: str | Mapping[str, str] | Context | None = None,
     kind: SpanKind = SpanKind.INTERNAL,
     attributes: Mapping[str, str | int] | None = None,
-) -> Iterator[Span]:
+) -> contextlib.AbstractContextManager[Span]:
     """A span made current for the block: a child of ``parent`` (a traceparent, headers or
     a context) when it names one, else of the current span."""
     if _State.provider is None:  # off: not even a no-op span's context switch
-        yield trace.INVALID_SPAN
-        return
+        return _UNTRACED
+    return _recorded(name, module, parent, kind, attributes)
+
+
+@contextlib.contextmanager
+def _recorded(
+    name: str,
+    module: str,
+    parent: str | Mapping[str, str] | Context | None,
+    kind: SpanKind,
+    attributes: Mapping[str, str | int] | None,
+) -> Iterator[Span]:
     context = parent if isinstance(parent, Context) else context_of(parent)
     if _unsampled(context):
         # The trace's root chose not to record it: pass its context on (so the spans below

@@ -7,11 +7,13 @@ Every check returns field violations with the request's field paths, such as
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from typing import Literal
 
 from google.protobuf import struct_pb2
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from assay.common.v1 import assessment_pb2
@@ -30,12 +32,23 @@ REQUIRED_GROUPS: tuple[Literal["riasec", "ocean", "via_is"], ...] = ("riasec", "
 
 def score_fields(message: Message) -> list[str]:
     """The score field names of a score group message, in declaration order."""
-    return [field.name for field in message.DESCRIPTOR.fields]
+    return list(_field_names(message.DESCRIPTOR))
+
+
+@functools.cache
+def _field_names(descriptor: Descriptor) -> tuple[str, ...]:
+    # Read once per message type: walking a descriptor's fields builds a wrapper per field.
+    return tuple(field.name for field in descriptor.fields)
 
 
 def _check_group(group: Message, path: str, *, required: bool) -> list[FieldViolation]:
+    present = group.ListFields()
+    if (not required or len(present) == len(_field_names(group.DESCRIPTOR))) and all(
+        SCORE_MIN <= value <= SCORE_MAX for _, value in present
+    ):
+        return []  # the usual case, said at once: every score needed is there, all in range
     violations = []
-    for name in score_fields(group):
+    for name in _field_names(group.DESCRIPTOR):
         if not group.HasField(name):
             if required:
                 violations.append(FieldViolation(f"{path}.{name}", "required score is missing"))

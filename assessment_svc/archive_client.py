@@ -92,7 +92,9 @@ class ArchiveClient:
         together in one CreateSubmissions call; each keeps its own outcome and deadline: the
         archive writes nothing for a submission once its deadline has passed."""
         request.deadline.FromNanoseconds(int(budget.wall_deadline() * 1e9))
-        return await asyncio.wait_for(self._submissions.submit(request), budget.remaining())
+        # asyncio.timeout, not wait_for: no task of its own per submission.
+        async with asyncio.timeout(budget.remaining()):
+            return await self._submissions.submit(request)
 
     async def _submit_batch(
         self, requests: Sequence[pb.CreateSubmissionRequest]

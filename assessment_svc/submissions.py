@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import prometheus_client
 
@@ -60,6 +61,20 @@ SUBMIT_SECONDS = prometheus_client.Histogram(
 )
 
 JOB_STATUSES = frozenset(job_pb2.JobStatus.values())
+
+_OUTCOMES: dict[str, tuple[Any, Any]] = {}
+"""The metric children of "accepted" and "replayed", bound by the first such submission
+(a ``labels()`` lookup per call cost more than the increment)."""
+
+
+def _outcome_metrics(outcome: str) -> tuple[Any, Any]:
+    bound = _OUTCOMES.get(outcome)
+    if bound is None:
+        bound = _OUTCOMES[outcome] = (
+            SUBMISSIONS.labels(outcome, ""),
+            SUBMIT_SECONDS.labels(outcome),
+        )
+    return bound
 
 
 def owner_scope(principal: Principal) -> str:
@@ -153,8 +168,9 @@ class Assessments:
             )
             raise
         outcome = "replayed" if reply.replayed else "accepted"
-        SUBMISSIONS.labels(outcome, "").inc()
-        SUBMIT_SECONDS.labels(outcome).observe(time.perf_counter() - started)
+        count, seconds = _outcome_metrics(outcome)
+        count.inc()
+        seconds.observe(time.perf_counter() - started)
         log.info(
             "submission %s",
             outcome,

@@ -41,15 +41,10 @@ def is_transient(err: BaseException) -> bool:
     return isinstance(err, errors.AssayError) and not is_refusal(err)
 
 
-Report = pb.CompleteJobRequest | pb.FailJobRequest | pb.CancelJobRequest
-
-
-def _report(request: Report) -> pb.JobReport:
-    if isinstance(request, pb.CompleteJobRequest):
-        return pb.JobReport(complete=request)
-    if isinstance(request, pb.FailJobRequest):
-        return pb.JobReport(fail=request)
-    return pb.JobReport(cancelled=request)
+def _reported_job(report: pb.JobReport) -> str:
+    """The job a report is about (the batcher's key)."""
+    which = report.WhichOneof("report")
+    return getattr(report, which).job_id if which else ""
 
 
 def _item_error(item: pb.ItemError) -> errors.AssayError:
@@ -67,8 +62,8 @@ class ArchiveClient:
         self._starts: Batcher[pb.StartJobRequest, job_pb2.Job] = Batcher(
             "StartJobs", self._start_batch, key=lambda r: r.job_id
         )
-        self._reports: Batcher[Report, job_pb2.Job] = Batcher(
-            "ReportJobs", self._report_batch, key=lambda r: r.job_id
+        self._reports: Batcher[pb.JobReport, job_pb2.Job] = Batcher(
+            "ReportJobs", self._report_batch, key=_reported_job
         )
         self._beats: Batcher[pb.HeartbeatRequest, pb.HeartbeatResponse] = Batcher(
             "Heartbeats", self._heartbeat_batch, key=lambda r: r.job_id
@@ -90,9 +85,11 @@ class ArchiveClient:
             o.started.job if o.HasField("started") else _item_error(o.error) for o in reply.outcomes
         ]
 
-    async def _report_batch(self, requests: Sequence[Report]) -> list[job_pb2.Job | BaseException]:
+    async def _report_batch(
+        self, reports: Sequence[pb.JobReport]
+    ) -> list[job_pb2.Job | BaseException]:
         reply: pb.ReportJobsResponse = await self._call(
-            self.stub.ReportJobs, pb.ReportJobsRequest(reports=[_report(r) for r in requests])
+            self.stub.ReportJobs, pb.ReportJobsRequest(reports=reports)
         )
         return [o.job if o.HasField("job") else _item_error(o.error) for o in reply.outcomes]
 
@@ -134,10 +131,13 @@ class ArchiveClient:
         test_result: assessment_pb2.PersonaProfile,
     ) -> job_pb2.Job:
         """Store the profile and move the job to COMPLETED."""
-        request = pb.CompleteJobRequest(
-            job_id=job_id, worker_id=worker_id, attempt=attempt, test_result=test_result
-        )
-        return await self._reports.submit(request)
+        # Written in place in its report: each message that holds the profile (8-9 KB) is a
+        # deep copy of it, so it is copied once here and once into the batch.
+        report = pb.JobReport()
+        complete = report.complete
+        complete.job_id, complete.worker_id, complete.attempt = job_id, worker_id, attempt
+        complete.test_result.CopyFrom(test_result)
+        return await self._reports.submit(report)
 
     async def fail_job(
         self,
@@ -157,9 +157,9 @@ class ArchiveClient:
             error_code=error_code,
             error_message=clip(error_message.replace("\x00", "\ufffd"), MAX_ERROR_MESSAGE),
         )
-        return await self._reports.submit(request)
+        return await self._reports.submit(pb.JobReport(fail=request))
 
     async def report_cancelled(self, job_id: str, worker_id: str, attempt: int) -> job_pb2.Job:
         """Report that this attempt stopped after seeing cancel_requested."""
         request = pb.CancelJobRequest(job_id=job_id, worker_id=worker_id, attempt=attempt)
-        return await self._reports.submit(request)
+        return await self._reports.submit(pb.JobReport(cancelled=request))

@@ -119,6 +119,7 @@ class JobConsumer:
                 await asyncio.wait(pending, timeout=grace + 5.0)
         for task in set(self._tasks):
             task.cancel()
+        self.runner.close()
         # Leave the pull subscription now: its inbox may hold status replies to expired pull
         # requests that nobody reads, which would make a connection drain wait for them.
         with contextlib.suppress(Exception):

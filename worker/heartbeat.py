@@ -55,14 +55,25 @@ class Heartbeat:
         self.lease: Lease | None = None
         self.verdict: Verdict | None = None
         self.stopped = asyncio.Event()
+        self.verdict_reached: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        """Resolved with the verdict when ``stopped`` is set (to wait on without a task)."""
+        self._first: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Begin beating in the background."""
+        """Begin beating in the background: a timer until the first beat is due, then a task
+        (most jobs end sooner, and a timer costs less than a task that sleeps)."""
+        self._first = asyncio.get_running_loop().call_later(self.interval, self._begin)
+
+    def _begin(self) -> None:
+        self._first = None
         self._task = asyncio.create_task(self._run(), name="heartbeat")
 
     async def stop(self) -> None:
         """Stop beating (idempotent)."""
+        if self._first is not None:
+            self._first.cancel()
+            self._first = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -75,6 +86,7 @@ class Heartbeat:
         self.log_extra = lease.log_extra()
 
     async def _run(self) -> None:
+        await self.beat()  # the first beat, due now
         while self.verdict is None:
             await asyncio.sleep(self.interval)
             await self.beat()
@@ -111,3 +123,5 @@ class Heartbeat:
         log.info("heartbeat reply: %s", verdict.value, extra=self.log_extra)
         self.verdict = verdict
         self.stopped.set()
+        if not self.verdict_reached.done():
+            self.verdict_reached.set_result(verdict)

@@ -115,6 +115,19 @@ class JobRunner:
         # A naked attempt's redelivery must find its lease expired, so another worker's
         # StartJob can take it over: wait the lease plus one heartbeat of margin.
         self.lease_delay = settings.lease_timeout + settings.heartbeat_interval
+        self._shutdown_seen: asyncio.Task[bool] | None = None
+
+    def _shutting_down(self) -> asyncio.Task[bool]:
+        """Done once ``shutdown`` is set: one task shared by every attempt of this runner."""
+        if self._shutdown_seen is None:
+            self._shutdown_seen = asyncio.create_task(self.shutdown.wait(), name="shutdown")
+        return self._shutdown_seen
+
+    def close(self) -> None:
+        """Let go of what the runner keeps between messages (once none is held)."""
+        if self._shutdown_seen is not None:
+            self._shutdown_seen.cancel()
+            self._shutdown_seen = None
 
     async def run(self, msg: Msg) -> Outcome:
         """Handle ``msg`` to the end and acknowledge it; return what became of it."""
@@ -231,15 +244,13 @@ class JobRunner:
     ) -> Decision:
         """Analyse while heartbeating; stop early on lease loss, cancellation or shutdown."""
         work = asyncio.create_task(self._analyse(message, lease))
-        waiters = [
-            asyncio.create_task(heartbeat.stopped.wait()),
-            asyncio.create_task(self.shutdown.wait()),
+        # Futures, not a task per event per job: asyncio.wait leaves them as they are.
+        interruptions: list[asyncio.Future[Any]] = [
+            work,
+            heartbeat.verdict_reached,
+            self._shutting_down(),
         ]
-        try:
-            await asyncio.wait([work, *waiters], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        await asyncio.wait(interruptions, return_when=asyncio.FIRST_COMPLETED)
         if work.done():
             return await self._report(work, lease)
         work.cancel()

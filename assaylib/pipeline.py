@@ -1,0 +1,111 @@
+"""The server side of every call, one interceptor: metrics, error mapping, authentication and
+the decode guard (``create_server``'s stack, outermost first).
+
+Each of the four is an interceptor of its own (``RpcMetricsInterceptor``,
+``ErrorMappingInterceptor``, ``AuthInterceptor``, ``DecodeGuardInterceptor``). Stacked, a
+unary call went through four ``intercept_service`` hops and four async context managers;
+here a unary-unary call (every RPC but the streams) runs in one coroutine doing the same
+steps in the same order, and a streaming call gets the four guards composed as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from assaylib._handlers import (
+    Context,
+    GuardingInterceptor,
+    Handler,
+    Undecodable,
+    tolerant,
+    undecodable_error,
+)
+from assaylib._handlers import DecodeGuardInterceptor as _DecodeGuard
+from assaylib.auth import AuthInterceptor, act_as, stop_acting
+from assaylib.error_mapping import ErrorMappingInterceptor, status_for_exception
+from assaylib.telemetry import MethodMetrics, RpcMetricsInterceptor, code_name
+
+__all__ = ["ServerPipeline"]
+
+
+class ServerPipeline(GuardingInterceptor):
+    """Metrics, error mapping, authentication (``auth``; its exempt methods skip it) and the
+    decode guard, as the four interceptors stacked in that order would do them."""
+
+    def __init__(
+        self, auth: AuthInterceptor, transient: Sequence[type[BaseException]] = ()
+    ) -> None:
+        self._auth = auth
+        self._transient = tuple(transient)
+        self._layers: tuple[GuardingInterceptor, ...] = (
+            RpcMetricsInterceptor(),
+            ErrorMappingInterceptor(transient),
+            auth,
+            _DecodeGuard(),
+        )
+
+    def wrap(self, details: grpc.HandlerCallDetails, handler: Handler) -> Handler:
+        """One coroutine for a unary-unary method; the four guards for a streaming one."""
+        if handler.unary_unary is None:
+            for layer in reversed(self._layers):  # innermost first, as grpc chains them
+                handler = layer.wrap(details, handler)
+            return handler
+        method = details.method
+        auth = None if self._auth.exempts(method) else self._auth
+        unary = _fused_unary(handler.unary_unary, method, self._transient, auth)
+        return grpc.unary_unary_rpc_method_handler(
+            unary, tolerant(handler.request_deserializer), handler.response_serializer
+        )
+
+
+def _fused_unary(
+    behaviour: Any,
+    method: str,
+    transient: tuple[type[BaseException], ...],
+    auth: AuthInterceptor | None,
+) -> Any:
+    metrics = MethodMetrics(method)
+
+    async def guarded(request: Any, context: Context) -> Any:
+        """Error mapping around authentication around the decode guard and the servicer."""
+        try:
+            token = None if auth is None else act_as(await auth.caller_of(context, method))
+            try:
+                if isinstance(request, Undecodable):
+                    raise undecodable_error(request)
+                response = behaviour(request, context)
+                if inspect.isawaitable(response):
+                    response = await response
+                return response
+            finally:
+                if token is not None:
+                    stop_acting(token)
+        except grpc.aio.AbortError:
+            raise  # the servicer (or authentication) already chose the status
+        except Exception as err:
+            await context.abort_with_status(status_for_exception(err, method, transient))
+
+    async def unary(request: Any, context: Context) -> Any:
+        started = time.perf_counter()
+        code = "UNKNOWN"
+        try:
+            response = await guarded(request, context)
+            code = code_name(context.code())
+            return response
+        except grpc.aio.AbortError:
+            code = code_name(context.code())
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            code = "CANCELLED"
+            raise
+        finally:
+            metrics.finished(code, time.perf_counter() - started)
+
+    return unary
