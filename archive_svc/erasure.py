@@ -8,7 +8,8 @@ erased in the erasure log, then a final "done" mark:
 2. empty their result rows (test_data, raw_responses, test_result) and mark them erased;
 3. delete their jobs' queue messages from the outbox (one stored before migration 0012 holds
    its data; later ones are built from the result row when relayed);
-4. delete their messages still on the jobs stream (JetStream erases the bytes);
+4. delete their messages still on the jobs stream (JetStream erases the bytes), once the relay
+   has begun a round after step 3 (a message it fetched before is published by then);
 5. mark the erasure finished.
 
 Steps 1–3 repeat until a round finds nothing in flight and nothing kept (a job retried or
@@ -48,6 +49,8 @@ WALKERS = 16
 """Concurrent readers of the jobs stream when deleting a user's queue messages."""
 RETENTION_BATCHES = 20
 """Batches one sweep's retention pass erases at most (10,000 rows with the sweep's 500)."""
+RELAY_WAIT = 5.0
+"""Seconds step 4 waits for the relay to finish a publication it began before step 3."""
 MAX_ROUNDS = 5
 """Rounds of steps 1–3 before giving up on a user whose jobs keep changing (retry later)."""
 ERASE_OP = Operation("erase", (Rule(ERASE),), (("user_id", "text"),), scan="j.job_id")
@@ -163,6 +166,7 @@ class Erasure:
         job_ids = {str(job) for job in await store.user_job_ids(self.pool, user_id)}
         if not job_ids:
             return
+        await self._relay_past_deletions()
         try:
             deleted = await delete_stream_messages(await self.jetstream(), self.names, job_ids)
         except NATS_TRANSIENT as err:
@@ -171,6 +175,20 @@ class Erasure:
             ) from err
         await store.count_erased(self.pool, request_id, "queue_messages_deleted", deleted)
         await self._step("queue")
+
+    async def _relay_past_deletions(self) -> None:
+        """Wait until the relay has begun a round after step 3 committed. A round it began
+        before may have fetched a queue message (with the user's data) that step 3 then
+        deleted, and could publish it after step 4 walked the stream; the relay's rounds
+        run one after another, so a round that began later means that one is out."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RELAY_WAIT
+        marker = await store.relay_marker(self.pool)
+        while not await store.relay_passed(self.pool, marker):
+            if loop.time() > deadline:  # no relay holds the lock, or it is stuck on NATS
+                log.warning("erasure: the outbox relay did not come round; going on")
+                return
+            await asyncio.sleep(0.01)
 
     async def _step(self, name: str) -> None:
         if self.after_step is not None:

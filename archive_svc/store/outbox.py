@@ -85,6 +85,25 @@ async def save_position(db: Db, position: RelayPosition) -> None:
     )
 
 
+async def relay_marker(db: Db) -> str:
+    """A transaction id committed now, and the relay woken: once the relay's saved batch
+    sees it (``relay_passed``), the relay has begun a round after this moment, so whatever it
+    fetched before is published."""
+    marker: str = await db.fetchval(
+        "SELECT pg_current_xact_id()::text FROM (SELECT pg_notify('assay_outbox', '')) AS woken"
+    )
+    return marker
+
+
+async def relay_passed(db: Db, marker: str) -> bool:
+    """Whether the relay has saved a batch taken after ``marker`` committed."""
+    return bool(
+        await db.fetchval(
+            "SELECT pg_visible_in_snapshot($1::text::xid8, batch) FROM outbox_cursor", marker
+        )
+    )
+
+
 UNSENT = (
     "FROM outbox o, outbox_cursor c WHERE o.txid >= pg_snapshot_xmin(c.done)"
     " AND NOT outbox_published(o.txid, o.seq)"

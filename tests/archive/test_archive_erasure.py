@@ -5,6 +5,7 @@ crash between any two steps."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -410,3 +411,30 @@ async def test_only_operators_may_erase(caller: str, archive, database) -> None:
         assert await conn.fetchval("SELECT count(*) FROM erasures") == 0
     finally:
         await conn.close()
+
+
+async def test_a_queue_message_the_relay_is_publishing_is_deleted_from_the_stream(
+    archive: ArchiveApp, archive_stub, database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay fetched alice's queue message (with her answers) before the erasure deleted
+    it from the outbox, and publishes it slowly: step 4 waits for that publication, so the
+    message does not outlive the erasure on the jobs stream."""
+    fetched = asyncio.Event()
+    publish = archive.relay._publish
+
+    async def slow_publish(js: Any, rows: Any) -> None:
+        if any(row["kind"] == "job" for row in rows):
+            fetched.set()
+            await asyncio.sleep(0.5)  # the publication in flight while the erasure runs
+        await publish(js, rows)
+
+    monkeypatch.setattr(archive.relay, "_publish", slow_publish)
+    client = Client(archive_stub)
+    await client.grant("alice", 1)
+    await client.submit()
+    await asyncio.wait_for(fetched.wait(), 10)
+    first = await archive_stub.EraseUserData(erase())
+    assert first.jobs_cancelled == 1
+    again = await archive_stub.EraseUserData(erase("erase-2"))
+    assert again.queue_messages_deleted == 0  # the first one found it on the stream
+    assert first.queue_messages_deleted == 1
