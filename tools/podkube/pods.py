@@ -52,6 +52,11 @@ CONTAINER_FIELDS = frozenset(
 (workingDir, lifecycle hooks, …) is refused rather than silently skipped."""
 
 
+def _image_user(image: str) -> str:
+    """The user an image runs as (its uid, without a group)."""
+    return podman("image", "inspect", image, "--format", "{{.User}}").partition(":")[0]
+
+
 def podman(*args: str, check: bool = True, timeout: float = 120) -> str:
     """Run podman (CONTAINERS_CONF is the caller's: deploy/podman/containers.conf)."""
     done = subprocess.run(
@@ -128,8 +133,8 @@ class Pod:
         if uid is not None:
             args += ["--user", f"{uid}:{gid}" if gid is not None else str(uid)]
         if ctx.get("runAsNonRoot"):
-            image_user = podman("image", "inspect", container["image"], "--format", "{{.User}}")
-            effective = str(uid) if uid is not None else image_user.partition(":")[0]
+            # the image's user only when the spec names none (no podman needed otherwise)
+            effective = str(uid) if uid is not None else _image_user(container["image"])
             if not effective.isdigit() or int(effective) == ROOT_UID:
                 # The kubelet refuses a non-numeric image user it cannot verify, and root.
                 raise RenderError(
