@@ -39,6 +39,7 @@ import zstandard
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from archive_svc.profiles import ZSTD_MAGIC
 from assaylib.errors import Internal
 
 __all__ = ["COMPRESS_FROM", "encode", "parse_into"]
@@ -47,7 +48,6 @@ COMPRESS_FROM = 128
 """Values shorter than this are stored as protobuf: a frame's header (6–9 bytes) would eat
 the little zstd finds in them."""
 LEVEL = 3
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _AMBIGUOUS = frozenset(b"({")
 """First bytes that a stored protobuf value must not have (a frame's, legacy JSON's)."""
 

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy.exc
 import zstandard
 
-from archive_svc import inputs
+from archive_svc import inputs, profiles
 from archive_svc.convert import to_json
 from archive_svc.events import publication
 from archive_svc.sealing import DataKeys
@@ -66,7 +66,7 @@ def test_scores_stay_protobuf_and_many_answers_are_compressed() -> None:
     few, many = answers(3), answers(60)
     assert inputs.encode(few) == few.SerializeToString()  # too short to pay
     frame = inputs.encode(many)
-    assert frame.startswith(inputs.ZSTD_MAGIC) and len(frame) < len(many.SerializeToString()) / 3
+    assert frame.startswith(profiles.ZSTD_MAGIC) and len(frame) < len(many.SerializeToString()) / 3
     assert inputs.parse_into(frame, assessment_pb2.RawResponses()) == many
     # Empty: nothing stored, an empty message read (a submission without answers, an erasure).
     assert inputs.encode(assessment_pb2.RawResponses()) == b""
@@ -80,7 +80,7 @@ def test_protobuf_that_looks_like_json_or_a_frame_is_stored_as_a_frame(unknown: 
     raw = assessment_pb2.RawResponses.FromString(unknown)
     assert raw.SerializeToString() == unknown
     stored = inputs.encode(raw)
-    assert stored.startswith(inputs.ZSTD_MAGIC)
+    assert stored.startswith(profiles.ZSTD_MAGIC)
     read = inputs.parse_into(stored, assessment_pb2.RawResponses())
     assert read.SerializeToString() == unknown
     # With a known field besides, the known field comes first: plain protobuf, kept whole.
@@ -115,7 +115,7 @@ async def test_a_submission_is_stored_once_and_the_relay_builds_its_queue_messag
     job = await jobs.submit("alice", raw_responses=raw, locale="en")
     test_data, raw_responses = await stored_inputs(database, job.result_id)
     assert test_data == talent_data().SerializeToString()
-    assert raw_responses.startswith(inputs.ZSTD_MAGIC)
+    assert raw_responses.startswith(profiles.ZSTD_MAGIC)
     conn = await asyncpg.connect(dsn(database))
     try:
         row = await conn.fetchrow(
@@ -156,7 +156,7 @@ async def test_update_result_writes_protobuf_and_an_erasure_empties_the_inputs(
     assert (updated.test_data, updated.raw_responses) == (new_data, new_raw)
     test_data, raw_responses = await stored_inputs(database, job.result_id)
     assert test_data == new_data.SerializeToString()
-    assert raw_responses == inputs.encode(new_raw) and raw_responses.startswith(inputs.ZSTD_MAGIC)
+    assert raw_responses == inputs.encode(new_raw) and raw_responses.startswith(profiles.ZSTD_MAGIC)
     read = await archive_stub.GetResult(pb.GetResultRequest(result_id=job.result_id))
     assert read.result == updated
 
