@@ -12,11 +12,10 @@ Create Date: 2026-12-01 06:00:00
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import sqlalchemy as sa
 from alembic import op
+
+from archive_svc.migrations import earlier
 
 revision = "0005"
 down_revision = "0004"
@@ -44,12 +43,7 @@ def _with_trace(function: str) -> str:
 
 
 def _migration_0003_function() -> str:
-    path = Path(__file__).with_name("0003_one_statement.py")
-    spec = importlib.util.spec_from_file_location("assay_migration_0003", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return str(module.CREATE_SUBMISSION)
+    return str(earlier.load("0003_one_statement.py").CREATE_SUBMISSION)
 
 
 def upgrade() -> None:

@@ -12,12 +12,10 @@ Create Date: 2026-12-03 00:00:00
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 import sqlalchemy as sa
 from alembic import op
+
+from archive_svc.migrations import earlier
 
 revision = "0006"
 down_revision = "0005"
@@ -42,17 +40,8 @@ def _with_locale(function: str) -> str:
     return function
 
 
-def _load(name: str) -> ModuleType:
-    path = Path(__file__).with_name(name)
-    spec = importlib.util.spec_from_file_location(f"assay_migration_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _migration_0005_function() -> str:
-    migration = _load("0005_job_traces.py")
+    migration = earlier.load("0005_job_traces.py")
     return str(migration._with_trace(migration._migration_0003_function()))
 
 

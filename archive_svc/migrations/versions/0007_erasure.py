@@ -12,12 +12,10 @@ Create Date: 2026-12-03 03:00:00
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 import sqlalchemy as sa
 from alembic import op
+
+from archive_svc.migrations import earlier
 
 revision = "0007"
 down_revision = "0006"
@@ -40,19 +38,10 @@ ERASED = (
 )
 
 
-def _load(name: str) -> ModuleType:
-    path = Path(__file__).with_name(name)
-    spec = importlib.util.spec_from_file_location(f"assay_migration_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _retry_functions() -> tuple[str, str]:
     """Migration 0003's assay_retry_job as CREATE OR REPLACE, and the same refusing an erased
     job's retry (checked after the job row is locked, so an erasure that commits first wins)."""
-    migration = _load("0003_one_statement.py")
+    migration = earlier.load("0003_one_statement.py")
     old = str(migration.RETRY_JOB).replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
     refused = REFUSED.format(values=migration.JOB_VALUES)
     assert old.count(refused) == 1, "migration 0003's assay_retry_job changed"

@@ -30,11 +30,9 @@ Create Date: 2026-12-03 08:00:00
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 from alembic import op
+
+from archive_svc.migrations import earlier
 
 revision = "0012"
 down_revision = "0011"
@@ -52,19 +50,11 @@ JSONB_FORMS = (
 BYTEA_FORM = "text, uuid, uuid, text, bigint, text, text, integer, bytea, bytea, bytea, text, text"
 
 
-def _load(name: str) -> ModuleType:
-    path = Path(__file__).with_name(name)
-    spec = importlib.util.spec_from_file_location(f"assay_migration_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _jsonb_functions() -> tuple[str, str, str]:
     """The CREATE FUNCTION statements of migrations 0003, 0005 and 0006."""
     m0003, m0005, m0006 = (
-        _load(f) for f in ("0003_one_statement.py", "0005_job_traces.py", "0006_job_locale.py")
+        earlier.load(name)
+        for name in ("0003_one_statement.py", "0005_job_traces.py", "0006_job_locale.py")
     )
     first = str(m0003.CREATE_SUBMISSION)
     traced = str(m0005._with_trace(first))
