@@ -172,3 +172,20 @@ async def outbox_ids(database_url: str, *, unsent_only: bool = False) -> set[str
         return {str(r["id"]) for r in await conn.fetch(f"SELECT id FROM outbox{where}")}
     finally:
         await conn.close()
+
+
+async def queue_message_row(database_url: str, job_id: str | uuid.UUID) -> dict[str, Any]:
+    """A job's queue message in the outbox with its result row's inputs and its job's locale,
+    the columns the relay builds it from (``archive_svc.events.publication``)."""
+    conn = await asyncpg.connect(dsn(database_url))
+    try:
+        row = await conn.fetchrow(
+            "SELECT o.*, r.test_data, r.raw_responses, j.locale FROM outbox o"
+            " JOIN results r ON r.result_id = o.result_id JOIN jobs j ON j.job_id = o.job_id"
+            " WHERE o.kind = 'job' AND o.job_id = $1",
+            uuid.UUID(str(job_id)),
+        )
+    finally:
+        await conn.close()
+    assert row is not None, f"job {job_id} has no queue message in the outbox"
+    return dict(row)

@@ -29,7 +29,7 @@ from assay.common.v1 import assessment_pb2, job_pb2
 from assay.events.v1 import events_pb2
 from assaylib.errors import Internal
 from assaylib.streams import StreamNames
-from tests.archive.helpers import Client, dsn, expect_error, talent_data
+from tests.archive.helpers import Client, dsn, expect_error, queue_message_row, talent_data
 from tests.archive.test_archive_profiles import Start, migrate, start_archive  # noqa: F401
 
 
@@ -116,18 +116,9 @@ async def test_a_submission_is_stored_once_and_the_relay_builds_its_queue_messag
     test_data, raw_responses = await stored_inputs(database, job.result_id)
     assert test_data == talent_data().SerializeToString()
     assert raw_responses.startswith(profiles.ZSTD_MAGIC)
-    conn = await asyncpg.connect(dsn(database))
-    try:
-        row = await conn.fetchrow(
-            "SELECT o.*, r.test_data, r.raw_responses, j.locale FROM outbox o"
-            " JOIN results r ON r.result_id = o.result_id JOIN jobs j ON j.job_id = o.job_id"
-            " WHERE o.kind = 'job' AND o.job_id = $1",
-            uuid.UUID(job.job_id),
-        )
-    finally:
-        await conn.close()
+    row = await queue_message_row(database, job.job_id)
     assert row is not None and row["payload"] is None
-    _, payload = publication(StreamNames(""), dict(row))
+    _, payload = publication(StreamNames(""), row)
     message = events_pb2.AnalysisJobMessage.FromString(payload)
     assert (message.job_id, message.user_id, message.result_id) == (
         job.job_id,
@@ -237,17 +228,8 @@ async def test_rows_from_before_0012_still_read(
     # A retry of the sealed legacy job: its queue message is built from the JSON row.
     retried = await stub.RetryJob(pb.RetryJobRequest(job_id=str(ids["sealed"][1])))
     assert retried.job.status == job_pb2.JOB_STATUS_QUEUED
-    conn = await asyncpg.connect(dsn(database))
-    try:
-        row = await conn.fetchrow(
-            "SELECT o.*, r.test_data, r.raw_responses, j.locale FROM outbox o"
-            " JOIN results r ON r.result_id = o.result_id JOIN jobs j ON j.job_id = o.job_id"
-            " WHERE o.kind = 'job' AND o.job_id = $1",
-            ids["sealed"][1],
-        )
-    finally:
-        await conn.close()
-    _, payload = publication(StreamNames(""), dict(row), keys)
+    row = await queue_message_row(database, ids["sealed"][1])
+    _, payload = publication(StreamNames(""), row, keys)
     message = events_pb2.AnalysisJobMessage.FromString(payload)
     assert (message.assessment_data, message.raw_responses) == (data, raw)
     assert message.charge_count == 2

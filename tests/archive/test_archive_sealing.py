@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from assaylib.auth import bearer_token_interceptors
 from assaylib.config import ConfigError, Settings
 from assaylib.errors import Internal
 from assaylib.streams import StreamNames
-from tests.archive.helpers import Client, dsn, profile, talent_data
+from tests.archive.helpers import Client, dsn, profile, queue_message_row, talent_data
 from tests.conftest import token
 
 SECRET_ANSWER = "my private answer about my family"  # must appear nowhere in the database
@@ -195,26 +194,17 @@ async def test_the_relay_publishes_the_queue_message_opened(
     """Built from the sealed result row; and a sealed payload stored before migration 0012
     is published opened too."""
     job = await completed_job(sealed.stub, "alice")
-    conn = await asyncpg.connect(dsn(database))
-    try:
-        row = await conn.fetchrow(
-            "SELECT o.*, r.test_data, r.raw_responses, j.locale FROM outbox o"
-            " JOIN results r ON r.result_id = o.result_id JOIN jobs j ON j.job_id = o.job_id"
-            " WHERE o.kind = 'job' AND o.job_id = $1",
-            uuid.UUID(job.job_id),
-        )
-    finally:
-        await conn.close()
+    row = await queue_message_row(database, job.job_id)
     assert row is not None and row["payload"] is None and bytes(row["test_data"])[0] == 0
     keys = DataKeys.load(str(key_file))
-    _, payload = publication(StreamNames(""), dict(row), keys)
+    _, payload = publication(StreamNames(""), row, keys)
     message = events_pb2.AnalysisJobMessage.FromString(payload)
     assert message.job_id == job.job_id and SECRET_ANSWER in str(message.raw_responses)
     assert message.assessment_data == talent_data() and message.charge_count == 1
     stored = dict(row, payload=keys.seal_payload(payload, job.job_id), test_data=None)
     assert publication(StreamNames(""), stored, keys)[1] == payload
     with pytest.raises(Internal):  # without the key: an error, never a message without data
-        publication(StreamNames(""), dict(row), NO_KEYS)
+        publication(StreamNames(""), row, NO_KEYS)
 
 
 async def test_rows_from_before_the_key_and_rotated_keys_still_read(
