@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf import json_format
-from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from archive_svc import inputs, profiles
@@ -86,12 +83,6 @@ def job_to_proto(row: Mapping[Any, Any]) -> job_pb2.Job:
         },
     )
     return job
-
-
-def to_json(message: Message) -> str:
-    """The proto3 JSON text of a message (lowerCamelCase), as JSONB columns held it before
-    migrations 0010 and 0012."""
-    return json.dumps(json_format.MessageToDict(message), separators=(",", ":"))
 
 
 def submission_into(

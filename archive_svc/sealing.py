@@ -139,7 +139,9 @@ class DataKeys:
             raise Internal(f"{place} of job {job_id} does not open: altered or misplaced") from None
 
     def seal_json(self, text: str, column: str, job_id: object) -> str:
-        """A JSON column's text, sealed (unchanged when no key is configured)."""
+        """A JSON column's text, sealed (unchanged when no key is configured): the form a
+        column held before migrations 0010/0012, which ``open_json`` reads; the archive now
+        seals bytes (``seal_column``)."""
         if not self.current:
             return text
         sealed = base64.b64encode(self._seal(text.encode(), column, job_id)).decode()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
 import asyncpg
 import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
 from sqlalchemy.engine import make_url
 
 from archive_svc.audit import audit
@@ -189,3 +192,9 @@ async def queue_message_row(database_url: str, job_id: str | uuid.UUID) -> dict[
         await conn.close()
     assert row is not None, f"job {job_id} has no queue message in the outbox"
     return dict(row)
+
+
+def to_json(message: Message) -> str:
+    """The proto3 JSON text of a message (lowerCamelCase), as the JSONB columns held it
+    before migrations 0010 and 0012: a legacy row for the tests that read one."""
+    return json.dumps(json_format.MessageToDict(message), separators=(",", ":"))

@@ -20,7 +20,6 @@ import sqlalchemy.exc
 import zstandard
 
 from archive_svc import inputs, profiles
-from archive_svc.convert import to_json
 from archive_svc.events import publication
 from archive_svc.sealing import DataKeys
 from assay.archive.v1 import archive_service_pb2 as pb
@@ -29,7 +28,7 @@ from assay.common.v1 import assessment_pb2, job_pb2
 from assay.events.v1 import events_pb2
 from assaylib.errors import Internal
 from assaylib.streams import StreamNames
-from tests.archive.helpers import Client, dsn, expect_error, queue_message_row, talent_data
+from tests.archive.helpers import Client, dsn, expect_error, queue_message_row, talent_data, to_json
 from tests.archive.test_archive_profiles import Start, migrate, start_archive  # noqa: F401
 
 

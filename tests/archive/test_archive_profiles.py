@@ -25,7 +25,6 @@ from alembic import command
 
 from archive_svc import profiles
 from archive_svc.app import ArchiveApp
-from archive_svc.convert import to_json
 from archive_svc.migrate import alembic_config
 from archive_svc.sealing import DataKeys
 from assay.archive.v1 import archive_service_pb2 as pb
@@ -36,7 +35,7 @@ from assaylib.config import Settings
 from assaylib.errors import Internal
 from assaylib.jobs import LOCALES
 from bench.bench_analyzer import ASSESSMENT_NAME, random_submission
-from tests.archive.helpers import Client, dsn, profile
+from tests.archive.helpers import Client, dsn, profile, to_json
 from tests.conftest import token
 from tools import train_profile_dict
 from worker.analyzers import analyze
