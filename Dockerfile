@@ -19,11 +19,12 @@ RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # The context is an allowlist (.dockerignore): pyproject, README, gen/, the packages and the
-# client distribution (clients/python: the CLI calls Assay through it).
+# client's sources (clients/python/src: the CLI calls Assay through it; the one distribution
+# carries it).
 COPY . .
 # Every runtime dependency ships manylinux wheels for CPython 3.11, so no compiler is needed
 # here either; pip compiles the .pyc files now, so the read-only image never writes them.
-RUN pip install ./clients/python .
+RUN pip install .
 
 # --- runtime: the virtualenv only, as an unprivileged user --------------------------------------
 FROM ${PYTHON_IMAGE}

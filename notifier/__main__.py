@@ -3,6 +3,7 @@ a resumable status)."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from assaylib.config import Settings, listen_addr
@@ -15,8 +16,9 @@ async def start(settings: Settings) -> NotifierApp:
     return await NotifierApp.start(settings, listen_addr(settings.notifier_addr))
 
 
-def main() -> int:
-    """Entry point."""
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; ``--help`` describes the process without reading its configuration."""
+    argparse.ArgumentParser(prog="python -m notifier", description=__doc__).parse_args(argv)
     return run_service("notifier", start, listen="notifier_addr")
 
 

@@ -4,14 +4,16 @@ meanwhile exits 0)."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from assaylib.process import run_service
 from worker.app import WorkerApp
 
 
-def main() -> int:
-    """Entry point."""
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; ``--help`` describes the process without reading its configuration."""
+    argparse.ArgumentParser(prog="python -m worker", description=__doc__).parse_args(argv)
     return run_service("worker", WorkerApp.start, listen="worker_addr")
 
 

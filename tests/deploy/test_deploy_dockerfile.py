@@ -21,6 +21,7 @@ from tests.deploy.conftest import MODULES, ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
+CLIENT_SOURCES = "python/src/assay_client/__init__.py"  # under clients/
 COMPILERS = re.compile(r"\b(build-essential|gcc|g\+\+|clang|make|libpq-dev|python3-dev)\b")
 
 
@@ -103,8 +104,9 @@ def _admitted(relative: str) -> bool:
 def test_the_context_admits_every_package_and_nothing_else():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = project["tool"]["setuptools"]["packages"]["find"]["include"]
-    for package in {p.rstrip("*").rstrip(".") for p in packages if p.rstrip("*") != "assay."}:
-        where = "gen/assay" if package == "assay" else package
+    sources = {"assay": "gen/assay", "assay_client": "clients/python/src/assay_client"}
+    for package in {p.rstrip("*").rstrip(".") for p in packages if not p.endswith(".*")}:
+        where = sources.get(package, package)
         assert _admitted(f"{where}/__init__.py"), f"{where} is not in the build context"
     assert _admitted("pyproject.toml") and _admitted("README.md")
     for private in (
@@ -123,7 +125,9 @@ def _context(destination: Path) -> None:
     for top in ROOT.iterdir():
         if top.is_file() and _admitted(top.name):
             shutil.copy2(top, destination / top.name)
-        elif top.is_dir() and _admitted(f"{top.name}/__init__.py"):
+        elif top.is_dir() and (
+            _admitted(f"{top.name}/__init__.py") or _admitted(f"{top.name}/{CLIENT_SOURCES}")
+        ):
             for path in top.rglob("*"):
                 relative = path.relative_to(ROOT).as_posix()
                 if path.is_file() and _admitted(relative):
@@ -164,3 +168,4 @@ def test_the_build_context_makes_a_complete_wheel(tmp_path):
     assert any(n.startswith("archive_svc/migrations/versions/") for n in names)
     assert any(n.startswith("worker/analyzers/tables/") and n.endswith(".json") for n in names)
     assert "assay/archive/v1/archive_service_pb2.py" in names
+    assert "assay_client/watch.py" in names  # the CLI's client, carried by the one distribution
