@@ -5,6 +5,12 @@
 A JSON line holds ``time``, ``level``, ``service``, ``logger`` and ``message``, the fields a
 call passed with ``extra=`` (``job_id``, ``user_id``, ``attempt``, ``worker_id`` …), the
 ``trace_id`` and ``span_id`` of the current span when tracing is on, and ``exception``.
+
+Every value a record carries may come from a caller (a request id, a user id from a token, a
+job id, a name, an error's text), so both forms bound them in one place: each ``extra=`` value,
+each argument of the message, each line of a traceback, cut to ``MAX_FIELD`` characters with
+its full length beside it (``bounded``), and the message as a whole to ``MAX_MESSAGE`` for text
+a call formatted itself. A refused 3 MiB request id leaves a line of a few hundred bytes.
 """
 
 from __future__ import annotations
@@ -17,7 +23,12 @@ from typing import Any
 
 from opentelemetry import trace
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
+__all__ = ["MAX_FIELD", "JsonFormatter", "TextFormatter", "bounded", "configure_logging"]
+
+MAX_FIELD = 256
+"""The most characters of one caller-supplied value a log line holds."""
+MAX_MESSAGE = 1024
+"""The most characters of a message, its arguments already bounded."""
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -28,9 +39,44 @@ def _stamp(record: logging.LogRecord) -> str:
     return f"{when}.{int(record.msecs):03d}Z"
 
 
+def bounded(text: str, limit: int = MAX_FIELD) -> str:
+    """``text`` when at most ``limit`` characters, else its start and its full length."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…[{len(text)} chars]"
+
+
+def _bounded_value(value: object) -> object:
+    """A value as a log line may hold it: numbers as they are, anything else as bounded text
+    (an object whose text is short stays itself, so ``%r`` still shows its repr)."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return bounded(value)
+    text = str(value)
+    return value if len(text) <= MAX_FIELD else bounded(text)
+
+
+def _message(record: logging.LogRecord) -> str:
+    """``record.getMessage()`` with each argument bounded first, then the whole bounded."""
+    message = str(record.msg)
+    args = record.args
+    if args:
+        if isinstance(args, dict):
+            message %= {key: _bounded_value(value) for key, value in args.items()}
+        else:
+            message %= tuple(_bounded_value(value) for value in args)
+    return bounded(message, MAX_MESSAGE)
+
+
+def _traceback(formatted: str) -> str:
+    """A traceback with each line bounded (an exception's text may quote a request)."""
+    return "\n".join(bounded(line, MAX_FIELD * 2) for line in formatted.splitlines())
+
+
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {
-        key: value
+        key: _bounded_value(value)
         for key, value in vars(record).items()
         if key not in _STANDARD_ATTRS and not key.startswith("_")
     }
@@ -53,14 +99,13 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """Render ``record`` on one line (a traceback follows on its own lines)."""
         line = (
-            f"{_stamp(record)} {record.levelname} {self.service} "
-            f"{record.name}: {record.getMessage()}"
+            f"{_stamp(record)} {record.levelname} {self.service} {record.name}: {_message(record)}"
         )
         fields = {**_extras(record), **_trace_ids()}
         if fields:
             line += " " + " ".join(f"{key}={_quote(value)}" for key, value in fields.items())
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            line += "\n" + _traceback(self.formatException(record.exc_info))
         return line
 
 
@@ -78,12 +123,12 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "service": self.service,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _message(record),
             **_extras(record),
             **_trace_ids(),
         }
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = _traceback(self.formatException(record.exc_info))
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 

@@ -15,7 +15,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from assaylib import telemetry
-from assaylib.logs import configure_logging
+from assaylib.logs import JsonFormatter, TextFormatter, configure_logging
 from assaylib.telemetry import split_method, start_metrics_server
 
 
@@ -126,3 +126,30 @@ async def test_event_loop_lag_measures_a_blocked_loop() -> None:
         sampler.cancel()
     assert late >= 0.05  # the blocked time shows, not just a timer's jitter
     assert calm < late
+
+
+@pytest.mark.parametrize("form", ["json", "text"])
+def test_caller_strings_are_cut_with_their_length(form: str) -> None:
+    formatter = JsonFormatter("archive") if form == "json" else TextFormatter("archive")
+    big = "r" * 1_000_000
+    try:
+        raise ValueError(f"bad request id {big}")
+    except ValueError:
+        failure = sys.exc_info()
+    records = [
+        logging.makeLogRecord(
+            {"msg": "refused %s after %d tries", "args": (big, 3), "levelname": "INFO"}
+        ),
+        logging.makeLogRecord({"msg": "refused %(id)s", "args": {"id": big}}),
+        logging.makeLogRecord({"msg": "refused", "job_id": big, "user_id": ["u" * 5000]}),
+        logging.makeLogRecord({"msg": f"formatted by the caller {big}"}),
+        logging.makeLogRecord({"msg": "failed", "exc_info": failure}),
+    ]
+    for record in records:
+        text = formatter.format(record)
+        assert max(len(line) for line in text.splitlines()) < 2048, text[:200]
+        assert "…[" in text, text[:200]
+    first = formatter.format(records[0])
+    assert "after 3 tries" in first and f"…[{len(big)} chars]" in first
+    short = formatter.format(logging.makeLogRecord({"msg": "job %s", "args": ("j-1",)}))
+    assert "job j-1" in short and "…" not in short
