@@ -1,7 +1,8 @@
 """The access record: who read whose data, through which RPC, and when.
 
-Every read of result bodies (GetResult, ListResults) by someone other than their owner — an
-operator, an internal caller — writes a record in the statement that reads them. A user's
+Every read of result bodies (GetResult, ListResults, and UpdateResult, whose reply is the whole
+result) by someone other than their owner — an operator, an internal caller — writes a record
+in the statement that reads them. A user's
 own reads (through the assessment service, which scopes them to the user) write nothing, so
 the submission path and users' reads cost nothing more. Jobs (GetJob, ListJobs) carry no
 assessment data or profile, so reading them is not recorded.

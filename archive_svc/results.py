@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from archive_svc import convert, inputs, metrics, profiles, store
-from archive_svc.access_records import reader_of
+from archive_svc.access_records import Reader, reader_of
 from archive_svc.checks import ArchivePart, check_owner, owner_violations, parse_uuid
 from archive_svc.paging import page_limit
 from archive_svc.sealing import SEALED_COLUMNS
@@ -70,8 +70,11 @@ class Results(ArchivePart):
             results=[self._to_proto(r) for r in page], next_page_token=token
         )
 
-    async def update_result(self, request: pb.UpdateResultRequest) -> job_pb2.AnalysisResult:
-        """Update the masked fields of a result row."""
+    async def update_result(
+        self, request: pb.UpdateResultRequest, principal: Principal
+    ) -> job_pb2.AnalysisResult:
+        """Update the masked fields of a result row; the reply holds the whole result, so the
+        update is recorded as a read (``access_records``) unless its caller owns the row."""
         ident = parse_uuid(request.result.result_id, "result.result_id")
         columns = result_columns(request)
         keys = self.policy.data_keys
@@ -81,8 +84,12 @@ class Results(ArchivePart):
             stored = check_owner(await store.get_result(self.pool, ident), "", "result", str(ident))
             for name in sealed:
                 columns[name] = keys.seal_column(columns[name], name, stored["job_id"])
-        row = await store.update_result(self.pool, ident, columns)
-        return self._to_proto(check_owner(row, "", "result", str(ident)))
+        reader = Reader(principal.user_id, principal.identity)
+        row = await store.update_result_recorded(self.pool, ident, columns, reader)
+        row = check_owner(row, "", "result", str(ident))
+        if row["user_id"] != reader.subject:
+            metrics.ACCESS_RECORDS.labels("UpdateResult").inc()
+        return self._to_proto(row)
 
     async def create_result(self, request: pb.CreateResultRequest) -> job_pb2.AnalysisResult:
         """Create and link the result row of a job that has none (idempotent)."""

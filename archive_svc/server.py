@@ -102,8 +102,10 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
     async def UpdateResult(
         self, request: pb.UpdateResultRequest, context: Context
     ) -> pb.UpdateResultResponse:
-        """Update the masked fields of a result row."""
-        return pb.UpdateResultResponse(result=await self.archive.results.update_result(request))
+        """Update the masked fields of a result row (recorded as a read: it returns it)."""
+        return pb.UpdateResultResponse(
+            result=await self.archive.results.update_result(request, current_principal())
+        )
 
     async def CreateResult(
         self, request: pb.CreateResultRequest, context: Context

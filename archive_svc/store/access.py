@@ -4,8 +4,9 @@ records' pages, and their pruning."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -18,6 +19,7 @@ __all__ = [
     "get_result_recorded",
     "prune_access_records",
     "results_page_recorded",
+    "update_result_recorded",
 ]
 
 ACCESS_RECORD_COLUMNS = (
@@ -53,6 +55,30 @@ async def get_result_recorded(
         reader.subject,
         reader.identity,
         reader.via,
+    )
+    return row
+
+
+async def update_result_recorded(
+    db: Db, result_id: uuid.UUID, columns: Mapping[str, Any], reader: Reader
+) -> asyncpg.Record | None:
+    """Set the given columns of a kept (not erased) result row (bytes as stored —
+    ``archive_svc.inputs``, ``archive_svc.profiles`` — or text) and return it, or None. The
+    reply carries the whole result, so it is a read: recorded in the same statement unless the
+    reader owns the row. Column names come from the field-mask table, never from a caller."""
+    names = list(columns)
+    sets = ", ".join(f"{name} = ${k}" for k, name in enumerate(names, 5))
+    row: asyncpg.Record | None = await db.fetchrow(
+        f"WITH r AS (UPDATE results SET {sets}, updated_at = now() WHERE result_id = $1"
+        f" AND erased_at IS NULL RETURNING {RESULT_COLUMNS}),"
+        f" recorded AS ({_RECORD} SELECT user_id, $2, $3, $4, 'UpdateResult', job_id, result_id"
+        " FROM r WHERE user_id <> $2)"
+        f" SELECT {RESULT_COLUMNS} FROM r",
+        result_id,
+        reader.subject,
+        reader.identity,
+        reader.via,
+        *(columns[name] for name in names),
     )
     return row
 

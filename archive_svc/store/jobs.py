@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any, TypeAlias
+from collections.abc import Sequence
+from typing import TypeAlias
 
 import asyncpg
 
@@ -74,24 +74,6 @@ async def results_page(
         limit,
     )
     return rows
-
-
-async def update_result(
-    db: Db, result_id: uuid.UUID, columns: Mapping[str, Any]
-) -> asyncpg.Record | None:
-    """Set the given columns of a kept (not erased) result row (bytes as stored —
-    ``archive_svc.inputs``, ``archive_svc.profiles`` — or text); returns it, or None. Column
-    names come from the field-mask table, never from a caller."""
-    names = list(columns)
-    sets = ", ".join(f"{name} = ${k}" for k, name in enumerate(names, 2))
-    row: asyncpg.Record | None = await db.fetchrow(
-        f"UPDATE results SET {sets}, updated_at = now() WHERE result_id = $1"
-        " AND erased_at IS NULL"
-        f" RETURNING {RESULT_COLUMNS}",
-        result_id,
-        *(columns[name] for name in names),
-    )
-    return row
 
 
 async def create_legacy_result(

@@ -4,12 +4,14 @@ only, and the sweep prunes exactly the records older than their retention."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import grpc
 import grpc.aio
 import pytest
+from google.protobuf import field_mask_pb2
 
 from archive_svc.app import ArchiveApp
 from assay.archive.v1 import archive_service_pb2 as pb
@@ -104,6 +106,30 @@ async def test_a_reader_reading_their_own_result_is_not_recorded(
     assessment = stub_as("service", "assessment")
     await assessment.GetResult(pb.GetResultRequest(result_id=job.result_id, reader=reader))
     assert await records(archive_stub) == []
+
+
+async def test_an_operators_update_is_recorded_as_a_read(archive_stub, stub_as: Stub) -> None:
+    job = await submitted(archive_stub, "alice")
+    ops = stub_as("operator", "ops-ann")
+    result = job_pb2.AnalysisResult(result_id=job.result_id, assessment_name="Custom Assessment")
+    mask = field_mask_pb2.FieldMask(paths=["assessment_name"])
+    reply = await ops.UpdateResult(pb.UpdateResultRequest(result=result, update_mask=mask))
+    assert reply.result.assessment_name == "Custom Assessment"  # the whole result came back
+    [record] = await records(archive_stub, "alice")
+    assert (record.reader, record.reader_identity, record.rpc) == (
+        "ops-ann",
+        "operator",
+        "UpdateResult",
+    )
+    assert (record.job_id, record.result_id) == (job.job_id, job.result_id)
+    missing = job_pb2.AnalysisResult(
+        result_id=str(uuid.uuid4()), assessment_name="AI-Based IQ Test"
+    )
+    await expect_error(
+        ops.UpdateResult(pb.UpdateResultRequest(result=missing, update_mask=mask)),
+        grpc.StatusCode.NOT_FOUND,
+    )
+    assert len(await records(archive_stub)) == 1  # nothing updated, nothing read
 
 
 async def test_a_refused_read_records_nothing(archive_stub) -> None:
