@@ -55,8 +55,6 @@ MAX_ROUNDS = 5
 """Rounds of steps 1–3 before giving up on a user whose jobs keep changing (retry later)."""
 ERASE_OP = Operation("erase", (Rule(ERASE),), (("user_id", "text"),), scan="j.job_id")
 
-Step = Callable[[str], Awaitable[None]]
-
 
 class Erasure:
     """EraseUserData: a user's data erased in resumable, batched steps."""
@@ -72,9 +70,6 @@ class Erasure:
         self.jetstream = jetstream
         self.names = names
         self.batch = batch
-        self.after_step: Step | None = None
-        """Called after each committed batch with the step's name (tests stop an erasure
-        there, as a crash would)."""
 
     async def erase_user(self, request: pb.EraseUserDataRequest) -> pb.EraseUserDataResponse:
         """Erase a user's data, or answer a repeat of a finished erasure the same way."""
@@ -139,7 +134,6 @@ class Erasure:
                 await store.count_erased(conn, request_id, "jobs_cancelled", len(cancelled))
             for outcome in cancelled:
                 metrics.count_transition(outcome.rule or "", outcome.previous_status, outcome.job)
-            await self._step("cancel")
             if len(applied) < self.batch:
                 return
 
@@ -156,7 +150,6 @@ class Erasure:
                 await store.count_erased(conn, request_id, column, erased)
             if column == "results_erased":
                 metrics.RESULTS_ERASED.labels("request").inc(erased)
-            await self._step(column)
             if erased < self.batch:
                 return
 
@@ -174,7 +167,6 @@ class Erasure:
                 "the jobs stream could not be cleaned now; repeat the erasure to finish it"
             ) from err
         await store.count_erased(self.pool, request_id, "queue_messages_deleted", deleted)
-        await self._step("queue")
 
     async def _relay_past_deletions(self) -> None:
         """Wait until the relay has begun a round after step 3 committed. A round it began
@@ -189,10 +181,6 @@ class Erasure:
                 log.warning("erasure: the outbox relay did not come round; going on")
                 return
             await asyncio.sleep(0.01)
-
-    async def _step(self, name: str) -> None:
-        if self.after_step is not None:
-            await self.after_step(name)
 
 
 async def delete_stream_messages(

@@ -16,7 +16,7 @@ import grpc
 import nats
 import pytest
 
-from archive_svc import inputs, profiles
+from archive_svc import inputs, profiles, store
 from archive_svc.app import ArchiveApp
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.archive.v1 import archive_service_pb2_grpc
@@ -330,21 +330,21 @@ async def test_erasure_is_idempotent_by_request_id(archive_stub, database) -> No
 
 
 class Crash(Exception):
-    """The archive died here (every batch before it committed, nothing after it ran)."""
+    """The archive died here: the batch being written rolls back, earlier ones stay."""
 
 
 @pytest.mark.parametrize(
-    ("step", "nth"),
+    ("column", "nth"),
     [
-        ("cancel", 1),
+        ("jobs_cancelled", 2),
         ("results_erased", 1),
         ("results_erased", 3),
         ("outbox_messages_erased", 2),
-        ("queue", 1),
+        ("queue_messages_deleted", 1),
     ],
 )
 async def test_erasure_interrupted_between_steps_is_finished_by_a_repeat(
-    step: str, nth: int, archive, archive_stub, database, settings
+    column: str, nth: int, archive, archive_stub, database, settings, monkeypatch
 ) -> None:
     client = Client(archive_stub)
     jobs = await jobs_in_every_status(client)
@@ -352,16 +352,20 @@ async def test_erasure_interrupted_between_steps_is_finished_by_a_repeat(
     erasure = archive.archive.erasure
     erasure.batch = 1  # one row per transaction: many points to stop at
     seen = 0
+    count_erased = store.count_erased
 
-    async def crash_at(name: str) -> None:
+    async def crash_at(conn, request_id: str, counted: str, amount: int) -> None:
+        """Each step's batch ends by counting what it erased (in its transaction; step 4's
+        after the stream was cleaned): the nth of one step dies there, as a kill would."""
         nonlocal seen
-        seen += name == step
-        if name == step and seen == nth:
-            raise Crash(f"killed after {step} #{nth}")
+        await count_erased(conn, request_id, counted, amount)
+        seen += counted == column
+        if counted == column and seen == nth:
+            raise Crash(f"killed in {column} #{nth}")
 
-    erasure.after_step = crash_at
+    monkeypatch.setattr(store, "count_erased", crash_at)
     await expect_error(archive_stub.EraseUserData(erase()), grpc.StatusCode.INTERNAL)
-    erasure.after_step = None
+    monkeypatch.setattr(store, "count_erased", count_erased)
     conn = await asyncpg.connect(dsn(database))
     try:
         unfinished = await conn.fetchrow("SELECT * FROM erasures WHERE request_id = 'erase-1'")
