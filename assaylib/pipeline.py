@@ -10,7 +10,6 @@ steps in the same order, and a streaming call gets the four guards composed as b
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import time
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ from assaylib._handlers import (
 from assaylib._handlers import DecodeGuardInterceptor as _DecodeGuard
 from assaylib.auth import AuthInterceptor, act_as, stop_acting
 from assaylib.error_mapping import ErrorMappingInterceptor, status_for_exception
-from assaylib.telemetry import MethodMetrics, RpcMetricsInterceptor, code_name
+from assaylib.telemetry import MethodMetrics, RpcMetricsInterceptor, outcome_code
 
 __all__ = ["ServerPipeline"]
 
@@ -94,18 +93,13 @@ def _fused_unary(
 
     async def unary(request: Any, context: Context) -> Any:
         started = time.perf_counter()
-        code = "UNKNOWN"
+        error: BaseException | None = None
         try:
-            response = await guarded(request, context)
-            code = code_name(context.code())
-            return response
-        except grpc.aio.AbortError:
-            code = code_name(context.code())
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            code = "CANCELLED"
+            return await guarded(request, context)
+        except BaseException as err:
+            error = err
             raise
         finally:
-            metrics.finished(code, time.perf_counter() - started)
+            metrics.finished(outcome_code(context, error), time.perf_counter() - started)
 
     return unary

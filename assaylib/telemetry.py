@@ -21,6 +21,7 @@ __all__ = [
     "MethodMetrics",
     "RpcMetricsInterceptor",
     "code_name",
+    "outcome_code",
     "sample_event_loop_lag",
     "split_method",
     "start_metrics_server",
@@ -91,6 +92,17 @@ def code_name(code: object) -> str:
     return "OK" if code is None else "UNKNOWN"
 
 
+def outcome_code(context: Context, error: BaseException | None) -> str:
+    """The status code a call ended with, as its metrics count it: the context's when the
+    call returned or aborted, CANCELLED when it was cancelled, UNKNOWN for anything else
+    that escaped (the error mapping turns that into a status before it gets here)."""
+    if error is None or isinstance(error, grpc.aio.AbortError):
+        return code_name(context.code())
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return "CANCELLED"
+    return "UNKNOWN"
+
+
 class MethodMetrics:
     """The call count and duration of one method, their label children bound once: a
     ``labels()`` lookup (a lock, a tuple, a dict) on every call cost more than the
@@ -118,18 +130,14 @@ def _observer(full_method: str) -> Guard:
     @asynccontextmanager
     async def observe(context: Context, request: Any) -> AsyncIterator[None]:
         started = time.perf_counter()
-        code = "UNKNOWN"
+        error: BaseException | None = None
         try:
             yield
-            code = code_name(context.code())
-        except grpc.aio.AbortError:
-            code = code_name(context.code())
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            code = "CANCELLED"
+        except BaseException as err:
+            error = err
             raise
         finally:
-            metrics.finished(code, time.perf_counter() - started)
+            metrics.finished(outcome_code(context, error), time.perf_counter() - started)
 
     return observe
 

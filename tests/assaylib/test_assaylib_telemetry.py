@@ -11,6 +11,8 @@ import time
 import urllib.request
 from collections.abc import Iterator
 
+import grpc
+import grpc.aio
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -153,3 +155,19 @@ def test_caller_strings_are_cut_with_their_length(form: str) -> None:
     assert "after 3 tries" in first and f"…[{len(big)} chars]" in first
     short = formatter.format(logging.makeLogRecord({"msg": "job %s", "args": ("j-1",)}))
     assert "job j-1" in short and "…" not in short
+
+
+def test_outcome_code_is_one_mapping_for_unary_calls_and_streams() -> None:
+    class Ended:
+        def __init__(self, code: grpc.StatusCode | None) -> None:
+            self._code = code
+
+        def code(self) -> grpc.StatusCode | None:
+            return self._code
+
+    ok, denied = Ended(None), Ended(grpc.StatusCode.PERMISSION_DENIED)
+    assert telemetry.outcome_code(ok, None) == "OK"  # type: ignore[arg-type]
+    assert telemetry.outcome_code(denied, grpc.aio.AbortError()) == "PERMISSION_DENIED"  # type: ignore[arg-type]
+    assert telemetry.outcome_code(ok, asyncio.CancelledError()) == "CANCELLED"  # type: ignore[arg-type]
+    assert telemetry.outcome_code(ok, GeneratorExit()) == "CANCELLED"  # type: ignore[arg-type]
+    assert telemetry.outcome_code(ok, RuntimeError()) == "UNKNOWN"  # type: ignore[arg-type]
