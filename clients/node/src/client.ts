@@ -90,6 +90,9 @@ export interface ListOptions extends CallOptions {
   pageToken?: string;
 }
 
+/** The services a client calls. */
+export type Service = "assessment" | "notifier";
+
 /** A job that ended, and its result when it completed. */
 export interface Finished {
   readonly job: Job;
@@ -110,13 +113,13 @@ export class AssayClient implements AsyncDisposable {
   readonly retryPolicy: RetryPolicy;
   private readonly assessment: Client<typeof AssessmentService>;
   private readonly notifier: Client<typeof NotifierService> | undefined;
-  private readonly sessions: Http2SessionManager[] = [];
+  private readonly sessions = new Map<Service, Http2SessionManager>();
 
   constructor(options: AssayClientOptions) {
     this.timeoutMs = options.timeoutMs ?? 10_000;
     this.retryPolicy = { ...DEFAULT_RETRY, ...options.retry };
     const interceptors = [...(options.interceptors ?? []), bearerInterceptor(options.token)];
-    const open = (addr: string) => {
+    const open = (service: Service, addr: string) => {
       const url = baseUrl(addr, options.tls !== undefined);
       const tls = options.tls ? { ca: options.tls.ca, cert: options.tls.cert, key: options.tls.key } : {};
       // Keepalive as the Python client's channels: a ping every 30 s, 10 s to answer.
@@ -125,17 +128,37 @@ export class AssayClient implements AsyncDisposable {
         { pingIntervalMs: 30_000, pingTimeoutMs: 10_000, pingIdleConnection: true },
         tls,
       );
-      this.sessions.push(session);
+      this.sessions.set(service, session);
       return createGrpcTransport({ baseUrl: url, sessionManager: session, interceptors });
     };
-    this.assessment = createClient(AssessmentService, open(options.assessmentAddr));
-    this.notifier = options.notifierAddr ? createClient(NotifierService, open(options.notifierAddr)) : undefined;
+    this.assessment = createClient(AssessmentService, open("assessment", options.assessmentAddr));
+    this.notifier = options.notifierAddr ? createClient(NotifierService, open("notifier", options.notifierAddr)) : undefined;
   }
 
   /** Close the connections (calls in flight fail). */
   async close(): Promise<void> {
-    for (const session of this.sessions) {
+    for (const session of this.sessions.values()) {
       session.abort();
+    }
+  }
+
+  /**
+   * Whether `service` answers: connects now, and says false as soon as the connection
+   * attempt fails or `withinMs` (5 s) pass. A caller can tell "nothing listens there" apart
+   * from a refused call before making one.
+   */
+  async reachable(service: Service = "assessment", options: { withinMs?: number } = {}): Promise<boolean> {
+    const session = this.sessions.get(service);
+    if (session === undefined) {
+      throw new Error(`this client has no address for the ${service} service`);
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<"late">((resolve) => (timer = setTimeout(resolve, options.withinMs ?? 5_000, "late")));
+    try {
+      const state = await Promise.race([session.connect(), late]);
+      return state === "open" || state === "idle";
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -11,6 +11,7 @@ export {
   type Finished,
   type ListOptions,
   type SubmitOptions,
+  type Service,
   type TlsOptions,
 } from "./client.js";
 export {

@@ -1,18 +1,24 @@
 // @assay/client against a real stack: submissions with request ids, typed errors with their
 // field violations, reads, paging up to a limit, and an AbortSignal on every call.
 import assert from "node:assert/strict";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { type AddressInfo, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
 import {
   Cancelled,
   Code,
+  FileToken,
   InvalidArgument,
   JobStatus,
   NotFound,
   Unauthenticated,
+  Unavailable,
 } from "@assay/client";
 import { AssayClient } from "@assay/client";
 import { talentData } from "./data.js";
-import { clientFor, fund, newUser, stack } from "./stack.js";
+import { clientFor, fund, newUser, stack, userToken } from "./stack.js";
 
 test("submit, wait and read; a repeated request id charges once", async () => {
   const user = newUser();
@@ -97,4 +103,37 @@ test("an AbortSignal ends a call and a watch", async () => {
   const next = items.next();
   stop.abort();
   await assert.rejects(next, Cancelled);
+});
+
+test("reachable tells a dead address apart", async () => {
+  await using assay = await clientFor(newUser());
+  assert.equal(await assay.reachable(), true);
+  assert.equal(await assay.reachable("notifier"), true);
+  const port = await new Promise<number>((done) => {
+    const probe = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => done(port)); // free now: nothing listens there
+    });
+  });
+  await using nowhere = new AssayClient({ assessmentAddr: `127.0.0.1:${port}`, token: "t" });
+  const started = Date.now();
+  assert.equal(await nowhere.reachable("assessment", { withinMs: 30_000 }), false);
+  assert.ok(Date.now() - started < 5_000, "it says so at the first failed attempt");
+  await assert.rejects(nowhere.reachable("notifier"), /notifier/);
+  await assert.rejects(nowhere.balance(), Unavailable); // refused, and retried, then typed
+});
+
+test("a token file is read again when it changes", async () => {
+  const user = newUser();
+  await fund(user, 1);
+  const file = join(await mkdtemp(join(tmpdir(), "assay-node-")), "token");
+  await writeFile(file, "expired-or-wrong\n");
+  await using assay = await clientFor(user, { token: { file } });
+  await assert.rejects(assay.balance(), Unauthenticated);
+  await writeFile(file, `${await userToken(user)}\n`); // rotated, as the kubelet does
+  assert.equal((await assay.balance()).balance, 1n);
+  const source = new FileToken(file);
+  assert.equal(await source.get(), (await readFile(file, "utf8")).trim());
+  await using viaFunction = await clientFor(user, { token: async () => userToken(user) });
+  assert.equal((await viaFunction.balance()).userId, user);
 });

@@ -28,7 +28,7 @@ async function submitted(assay: AssayClient): Promise<string> {
   return (await assay.submit(talentData())).job?.jobId ?? "";
 }
 
-test("500 jobs through a link cut at random: each job's versions arrive 1..final, once, in order", async () => {
+test("500 jobs through a link cut at random: each job's versions arrive 1..final, once, in order", async (t) => {
   const jobs = 500;
   const user = newUser("cuts");
   await fund(user, jobs + 1);
@@ -39,6 +39,7 @@ test("500 jobs through a link cut at random: each job's versions arrive 1..final
   const stop = new AbortController();
   let live!: () => void;
   const isLive = new Promise<void>((resolve) => (live = resolve));
+  const began = Date.now();
   const watching = (async () => {
     for await (const item of assay.watch({ signal: stop.signal })) {
       seen.push(item);
@@ -75,6 +76,7 @@ test("500 jobs through a link cut at random: each job's versions arrive 1..final
     final.set(job.jobId, job.version);
   }
   await proxy.close();
+  t.diagnostic(`${jobs} jobs, ${seen.length} items, ${cuts} connections cut, ${Date.now() - began} ms`);
   assert.ok(cuts >= 10, `the link was hardly cut (${cuts})`);
   const perJob = new Map<string, WatchItem[]>();
   for (const item of seen) {
