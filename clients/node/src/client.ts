@@ -8,6 +8,7 @@
  * charges again).
  */
 import { randomUUID } from "node:crypto";
+import * as http2 from "node:http2";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
@@ -113,7 +114,8 @@ export class AssayClient implements AsyncDisposable {
   readonly retryPolicy: RetryPolicy;
   private readonly assessment: Client<typeof AssessmentService>;
   private readonly notifier: Client<typeof NotifierService> | undefined;
-  private readonly sessions = new Map<Service, Http2SessionManager>();
+  private readonly sessions: Http2SessionManager[] = [];
+  private readonly targets = new Map<Service, { url: string; tls: http2.SecureClientSessionOptions }>();
 
   constructor(options: AssayClientOptions) {
     this.timeoutMs = options.timeoutMs ?? 10_000;
@@ -128,7 +130,8 @@ export class AssayClient implements AsyncDisposable {
         { pingIntervalMs: 30_000, pingTimeoutMs: 10_000, pingIdleConnection: true },
         tls,
       );
-      this.sessions.set(service, session);
+      this.sessions.push(session);
+      this.targets.set(service, { url, tls });
       return createGrpcTransport({ baseUrl: url, sessionManager: session, interceptors });
     };
     this.assessment = createClient(AssessmentService, open("assessment", options.assessmentAddr));
@@ -137,33 +140,44 @@ export class AssayClient implements AsyncDisposable {
 
   /** Close the connections (calls in flight fail). */
   async close(): Promise<void> {
-    for (const session of this.sessions.values()) {
+    for (const session of this.sessions) {
       session.abort();
-    }
-  }
-
-  /**
-   * Whether `service` answers: connects now, and says false as soon as the connection
-   * attempt fails or `withinMs` (5 s) pass. A caller can tell "nothing listens there" apart
-   * from a refused call before making one.
-   */
-  async reachable(service: Service = "assessment", options: { withinMs?: number } = {}): Promise<boolean> {
-    const session = this.sessions.get(service);
-    if (session === undefined) {
-      throw new Error(`this client has no address for the ${service} service`);
-    }
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<"late">((resolve) => (timer = setTimeout(resolve, options.withinMs ?? 5_000, "late")));
-    try {
-      const state = await Promise.race([session.connect(), late]);
-      return state === "open" || state === "idle";
-    } finally {
-      clearTimeout(timer);
     }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+
+  /**
+   * Whether `service` answers: connects now and says true once the server has spoken HTTP/2
+   * (its SETTINGS arrived, so TLS held, client certificate included), false as soon as the
+   * attempt fails or `withinMs` (5 s) pass. A caller can tell "nothing listens there" apart
+   * from a refused call before making one. The probe's connection is closed again.
+   */
+  reachable(service: Service = "assessment", options: { withinMs?: number } = {}): Promise<boolean> {
+    const target = this.targets.get(service);
+    if (target === undefined) {
+      return Promise.reject(new Error(`this client has no address for the ${service} service`));
+    }
+    return new Promise((resolve) => {
+      const session = http2.connect(target.url, target.tls);
+      const done = (answered: boolean): void => {
+        clearTimeout(timer);
+        session.destroy();
+        resolve(answered);
+      };
+      const timer = setTimeout(done, options.withinMs ?? 5_000, false);
+      session.once("remoteSettings", () => done(true));
+      session.once("error", () => done(false));
+      session.once("close", () => done(false));
+      // A TLS 1.3 server refuses a client certificate after the client's handshake ended: the
+      // alert reaches the socket, and no session event says so.
+      session.once("connect", (_, socket) => {
+        socket.once("error", () => done(false));
+        socket.once("close", () => done(false));
+      });
+    });
   }
 
   /**
