@@ -124,12 +124,11 @@ export class AssayClient implements AsyncDisposable {
     const open = (service: Service, addr: string) => {
       const url = baseUrl(addr, options.tls !== undefined);
       const tls = options.tls ? { ca: options.tls.ca, cert: options.tls.cert, key: options.tls.key } : {};
-      // Keepalive as the Python client's channels: a ping every 30 s, 10 s to answer.
-      const session = new Http2SessionManager(
-        url,
-        { pingIntervalMs: 30_000, pingTimeoutMs: 10_000, pingIdleConnection: true },
-        tls,
-      );
+      // Keepalive as the Python client's channels (a ping every 30 s, 10 s to answer) while a
+      // call or a watch is open; an idle connection is pinged before it is used again. Not
+      // pingIdleConnection: its timer, re-armed by the last stream closing after close(),
+      // would ping a destroyed session and throw where nothing can catch it.
+      const session = new Http2SessionManager(url, { pingIntervalMs: 30_000, pingTimeoutMs: 10_000 }, tls);
       this.sessions.push(session);
       this.targets.set(service, { url, tls });
       return createGrpcTransport({ baseUrl: url, sessionManager: session, interceptors });

@@ -3,7 +3,7 @@
  * UNAVAILABLE retried with exponential backoff and full jitter, all attempts within the
  * call's one deadline — and an abortable sleep.
  */
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { Cancelled, DeadlineExceeded, toAssayError } from "./errors.js";
 
 /** How UNAVAILABLE is retried on the calls that are safe to repeat. */
@@ -69,10 +69,13 @@ export async function withRetries<T>(
     try {
       return await call({ signal, timeoutMs: left });
     } catch (thrown) {
-      const error = toAssayError(thrown);
       if (signal?.aborted) {
         throw cancelled(signal);
       }
+      if (!(thrown instanceof ConnectError)) {
+        throw thrown; // not the call's failure
+      }
+      const error = toAssayError(thrown);
       const again = options.retried && error.code === Code.Unavailable && attempt < policy.maxAttempts;
       if (!again) {
         throw error;

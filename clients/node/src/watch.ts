@@ -9,7 +9,7 @@
  * took, so a subscriber that restarts resumes where it left off.
  */
 import { rename, readFile, writeFile } from "node:fs/promises";
-import { Code, type Client } from "@connectrpc/connect";
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type { Job } from "./gen/assay/common/v1/job_pb.js";
 import { JobStatus } from "./gen/assay/common/v1/job_pb.js";
 import type { JobEvent } from "./gen/assay/events/v1/events_pb.js";
@@ -190,6 +190,9 @@ export async function* watchJobs(
     } catch (thrown) {
       if (signal?.aborted) {
         throw cancelled(signal);
+      }
+      if (!(thrown instanceof ConnectError)) {
+        throw thrown; // not the stream's: the cursor store's, say
       }
       const error = toAssayError(thrown);
       if (error instanceof ResumeTokenExpired) {

@@ -156,3 +156,13 @@ test("an expired cursor relists and marks the gap", async () => {
   assert.deepEqual(relisted.slice(1).map((i) => i.kind), Array(4).fill("snapshot"));
   assert.ok(relisted.some((i) => i.jobId === fourth));
 });
+
+test("a cursor store that fails ends the watch with its error, not a reconnect", async () => {
+  await using assay = await clientFor(newUser());
+  const broken = {
+    load: () => undefined,
+    save: () => Promise.reject(new Error("disk full")),
+  };
+  const watch = assay.watch({ cursorStore: broken, snapshot: false }); // the first bookmark saves
+  await assert.rejects(watch.next(), /disk full/);
+});
