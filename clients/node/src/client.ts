@@ -23,7 +23,7 @@ import { type AnalysisResult, type Job, JobStatus } from "./gen/assay/common/v1/
 import { NotifierService } from "./gen/assay/notifier/v1/notifier_service_pb.js";
 import { DeadlineExceeded } from "./errors.js";
 import { JobList } from "./listing.js";
-import { DEFAULT_RETRY, type RetryPolicy, withRetries } from "./retry.js";
+import { DEFAULT_RETRY, type RetryPolicy, cancelled, withRetries } from "./retry.js";
 import { bearerInterceptor, type TokenSource } from "./tokens.js";
 import { type WatchItem, type WatchOptions, watchJobs } from "./watch.js";
 
@@ -154,18 +154,28 @@ export class AssayClient implements AsyncDisposable {
    * attempt fails or `withinMs` (5 s) pass. A caller can tell "nothing listens there" apart
    * from a refused call before making one. The probe's connection is closed again.
    */
-  reachable(service: Service = "assessment", options: { withinMs?: number } = {}): Promise<boolean> {
+  reachable(service: Service = "assessment", options: { withinMs?: number; signal?: AbortSignal } = {}): Promise<boolean> {
     const target = this.targets.get(service);
     if (target === undefined) {
       return Promise.reject(new Error(`this client has no address for the ${service} service`));
     }
-    return new Promise((resolve) => {
+    const { signal } = options;
+    if (signal?.aborted) {
+      return Promise.reject(cancelled(signal));
+    }
+    return new Promise((resolve, reject) => {
       const session = http2.connect(target.url, target.tls);
       const done = (answered: boolean): void => {
         clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
         session.destroy();
         resolve(answered);
       };
+      const onAbort = (): void => {
+        reject(cancelled(signal)); // settles first: done()'s resolve is then ignored
+        done(false);
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
       const timer = setTimeout(done, options.withinMs ?? 5_000, false);
       session.once("remoteSettings", () => done(true));
       session.once("error", () => done(false));

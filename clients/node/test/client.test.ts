@@ -120,6 +120,7 @@ test("reachable tells a dead address apart", async () => {
   assert.equal(await nowhere.reachable("assessment", { withinMs: 30_000 }), false);
   assert.ok(Date.now() - started < 5_000, "it says so at the first failed attempt");
   await assert.rejects(nowhere.reachable("notifier"), /notifier/);
+  await assert.rejects(assay.reachable("assessment", { signal: AbortSignal.abort() }), Cancelled);
   await assert.rejects(nowhere.balance(), Unavailable); // refused, and retried, then typed
 });
 

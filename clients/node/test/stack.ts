@@ -1,7 +1,7 @@
 // The stack the tests run against: the one `run-against-stack` started with `assay dev up`
 // (its state directory in ASSAY_TEST_STATE_DIR), and what the tests do to it.
 import { execFile, spawn } from "node:child_process";
-import { randomUUID } from "node:crypto";
+import { randomUUID, sign } from "node:crypto";
 import { openSync, readFileSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -47,12 +47,28 @@ export function newUser(prefix = "node"): string {
   return `${prefix}-${randomUUID().slice(0, 8)}`;
 }
 
-/** A user token signed by the stack's issuer (`assay token mint`). */
+/**
+ * A user token signed by the stack's issuer, as `assay token mint --role user` makes it
+ * (made here: a CLI start per token would cost seconds on a loaded machine).
+ */
 export async function userToken(user: string): Promise<string> {
-  const { stdout } = await run(join(VENV_BIN, "assay"), [
-    "token", "mint", "--user", user, "--role", "user", "--json", "--state-dir", stateDir(),
-  ]);
-  return (JSON.parse(stdout) as { token: string }).token;
+  const issuer = join(stateDir(), "issuer");
+  const jwks = JSON.parse(await readFile(join(issuer, "jwks.json"), "utf8")) as { keys: { kid: string; alg: string }[] };
+  const key = jwks.keys[0];
+  if (key?.alg !== "ES256") {
+    throw new Error(`the stack signs with ${key?.alg}; these tests mint ES256 only`);
+  }
+  const operator = JSON.parse(Buffer.from(stack().token.split(".")[1] ?? "", "base64url").toString()) as {
+    iss: string;
+    aud: string;
+  };
+  const now = Math.floor(Date.now() / 1000);
+  const claims = { iss: operator.iss, aud: operator.aud, sub: user, iat: now, exp: now + 3600, roles: ["user"] };
+  const encode = (part: object): string => Buffer.from(JSON.stringify(part)).toString("base64url");
+  const signed = `${encode({ alg: "ES256", kid: key.kid, typ: "JWT" })}.${encode(claims)}`;
+  const pem = await readFile(join(issuer, "signing-key.pem"), "utf8");
+  const signature = sign("sha256", Buffer.from(signed), { key: pem, dsaEncoding: "ieee-p1363" });
+  return `${signed}.${signature.toString("base64url")}`;
 }
 
 /** Credit a user's tokens, as an operator (ArchiveService.GrantTokens). */
