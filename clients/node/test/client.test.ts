@@ -1,9 +1,8 @@
 // @assay/client against a real stack: submissions with request ids, typed errors with their
 // field violations, reads, paging up to a limit, and an AbortSignal on every call.
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { type AddressInfo, createServer } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import {
@@ -18,7 +17,7 @@ import {
 } from "@assay/client";
 import { AssayClient } from "@assay/client";
 import { talentData } from "./data.js";
-import { clientFor, fund, newUser, stack, userToken } from "./stack.js";
+import { clientFor, fund, newUser, scratch, stack, userToken } from "./stack.js";
 
 test("submit, wait and read; a repeated request id charges once", async () => {
   const user = newUser();
@@ -127,7 +126,7 @@ test("reachable tells a dead address apart", async () => {
 test("a token file is read again when it changes", async () => {
   const user = newUser();
   await fund(user, 1);
-  const file = join(await mkdtemp(join(tmpdir(), "assay-node-")), "token");
+  const file = join(await scratch(), "token");
   await writeFile(file, "expired-or-wrong\n");
   await using assay = await clientFor(user, { token: { file } });
   await assert.rejects(assay.balance(), Unauthenticated);

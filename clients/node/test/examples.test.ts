@@ -3,15 +3,13 @@
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { test } from "node:test";
 import { promisify } from "node:util";
 import { JobStatus } from "@assay/client";
 import { talentData } from "./data.js";
-import { clientFor, fund, newUser, stack, userToken } from "./stack.js";
+import { clientFor, fund, newUser, scratch, stack, userToken } from "./stack.js";
 
 const EXAMPLES = resolve(import.meta.dirname, "..", "examples");
 
@@ -27,7 +25,7 @@ test("the caller and subscriber examples run", async () => {
     ASSAY_NOTIFIER_ADDR: info.notifier,
     ASSAY_TOKEN: await userToken(user),
   };
-  const cursor = join(await mkdtemp(join(tmpdir(), "assay-node-")), "cursor");
+  const cursor = join(await scratch(), "cursor");
   const subscriber = spawn(process.execPath, [join(EXAMPLES, "subscribe.js"), cursor], { env, stdio: ["ignore", "pipe", "inherit"] });
   const lines = createInterface({ input: subscriber.stdout })[Symbol.asyncIterator]();
   try {

@@ -2,12 +2,11 @@
 // into a temporary directory and compared file by file, as the Python side checks gen/.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtemp, readdir, readFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readdir, readFile } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
-import { ROOT, VENV_BIN } from "./stack.js";
+import { ROOT, scratch, VENV_BIN } from "./stack.js";
 
 async function files(dir: string): Promise<Map<string, string>> {
   const found = new Map<string, string>();
@@ -21,7 +20,7 @@ async function files(dir: string): Promise<Map<string, string>> {
 }
 
 test("the generated TypeScript is fresh", async () => {
-  const fresh = await mkdtemp(join(tmpdir(), "assay-node-gen-"));
+  const fresh = await scratch();
   await promisify(execFile)(join(VENV_BIN, "python"), [join(ROOT, "tools", "gen_protos.py"), "--ts", fresh]);
   const committed = await files(join(ROOT, "clients", "node", "src", "gen"));
   const generated = await files(fresh);

@@ -3,7 +3,7 @@
 import { execFile, spawn } from "node:child_process";
 import { randomUUID, sign } from "node:crypto";
 import { openSync, readFileSync, writeFileSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { promisify } from "node:util";
@@ -40,6 +40,11 @@ export function stateDir(): string {
 
 export function stack(): StackInfo {
   return JSON.parse(readFileSync(join(stateDir(), "stack.json"), "utf8")) as StackInfo;
+}
+
+/** A fresh directory inside the stack's: removed with it after a run that passed. */
+export function scratch(): Promise<string> {
+  return mkdtemp(join(stateDir(), "scratch-"));
 }
 
 /** A user no other test uses. */

@@ -3,20 +3,20 @@
 // every gRPC call with UNIMPLEMENTED: enough to tell that the TLS handshake held.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtemp, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { createSecureServer } from "node:http2";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
 import { AssayClient, AssayError, Code } from "@assay/client";
+import { scratch } from "./stack.js";
 
 const openssl = (cwd: string, ...args: string[]) => promisify(execFile)("openssl", args, { cwd, timeout: 60_000 });
 
 /** A throwaway CA with a server and a client certificate (as tests/conftest.py's pki). */
 async function pki(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "assay-node-pki-"));
+  const dir = await scratch();
   await openssl(dir, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
     "-days", "1", "-subj", "/CN=assay-test-ca");
   for (const name of ["server", "client"]) {

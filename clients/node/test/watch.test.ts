@@ -2,14 +2,12 @@
 // random; a restarted subscriber resumes from its cursor store; an expired cursor relists
 // with the gap marked.
 import assert from "node:assert/strict";
-import { mkdtemp } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { type AssayClient, FileCursorStore, JobStatus, type WatchItem } from "@assay/client";
 import { talentData } from "./data.js";
 import { Proxy } from "./proxy.js";
-import { clientFor, fund, newUser, purgeEvents, stack, waitUntil } from "./stack.js";
+import { clientFor, fund, newUser, purgeEvents, scratch, stack, waitUntil } from "./stack.js";
 
 async function take(items: AsyncGenerator<WatchItem, void, undefined>, count: number): Promise<WatchItem[]> {
   const taken: WatchItem[] = [];
@@ -99,7 +97,7 @@ test("a cursor store resumes a restarted subscriber", async () => {
   // The stack's worker runs: each job goes QUEUED, PROCESSING, COMPLETED as the watch goes.
   const user = newUser();
   await fund(user, 5);
-  const store = new FileCursorStore(join(await mkdtemp(join(tmpdir(), "assay-node-")), "cursor"));
+  const store = new FileCursorStore(join(await scratch(), "cursor"));
   await using assay = await clientFor(user);
   const first = new Set([await submitted(assay), await submitted(assay)]);
   const watch = assay.watch({ cursorStore: store });
@@ -140,7 +138,7 @@ test("a cursor store resumes a restarted subscriber", async () => {
 test("an expired cursor relists and marks the gap", async () => {
   const user = newUser();
   await fund(user, 4);
-  const store = new FileCursorStore(join(await mkdtemp(join(tmpdir(), "assay-node-")), "cursor"));
+  const store = new FileCursorStore(join(await scratch(), "cursor"));
   await using assay = await clientFor(user);
   await submitted(assay);
   const watch = assay.watch({ cursorStore: store });
