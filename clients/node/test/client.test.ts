@@ -5,9 +5,11 @@ import { readFile, writeFile } from "node:fs/promises";
 import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
+import type { Interceptor } from "@connectrpc/connect";
 import {
   Cancelled,
   Code,
+  DeadlineExceeded,
   FileToken,
   InvalidArgument,
   JobStatus,
@@ -136,4 +138,24 @@ test("a token file is read again when it changes", async () => {
   assert.equal(await source.get(), (await readFile(file, "utf8")).trim());
   await using viaFunction = await clientFor(user, { token: async () => userToken(user) });
   assert.equal((await viaFunction.balance()).userId, user);
+});
+
+test("a submit that runs out of time is tried again with the same request id; one charge", async () => {
+  const user = newUser();
+  await fund(user, 2);
+  const sent: string[] = [];
+  const counting: Interceptor = (next) => (req) => {
+    if (req.method.name === "SubmitAssessment") {
+      sent.push((req.message as { requestId?: string }).requestId ?? "");
+    }
+    return next(req);
+  };
+  await using assay = await clientFor(user, { interceptors: [counting] });
+  await assert.rejects(assay.submit(talentData(), { timeoutMs: 1, attempts: 3 }), DeadlineExceeded);
+  assert.equal(sent.length, 3);
+  assert.equal(new Set(sent).size, 1); // every attempt with the id made for the call
+  const reply = await assay.submit(talentData(), { requestId: sent[0] });
+  const again = await assay.submit(talentData(), { requestId: sent[0] });
+  assert.equal(again.job?.jobId, reply.job?.jobId);
+  assert.equal((await assay.balance()).balance, 1n);
 });
