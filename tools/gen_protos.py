@@ -9,13 +9,13 @@ empty __init__.py in every generated package so the tree installs as ordinary pa
 
 TypeScript: protobuf-es messages and service descriptors (*_pb.ts, one file per proto, for
 Connect's clients), for protos/ and for the google.rpc error details the services send
-(status.proto, error_details.proto, from googleapis-common-protos). The plugin is the one
-clients/node's lock file pins (`npm ci` there first).
+(status.proto and error_details.proto, copied from googleapis into clients/node/proto/ so
+that the output does not move with the installed googleapis-common-protos). The plugin is the
+one clients/node's lock file pins (`npm ci` there first).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import sys
 from pathlib import Path
@@ -27,8 +27,8 @@ PROTOS = ROOT / "protos"
 BIN = Path(sys.executable).parent  # the plugins are installed beside the interpreter
 NODE_CLIENT = ROOT / "clients" / "node"
 TS_PLUGIN = NODE_CLIENT / "node_modules" / ".bin" / "protoc-gen-es"
-GOOGLE_RPC = ["google/rpc/status.proto", "google/rpc/error_details.proto"]
-"""The googleapis protos the Node client decodes error details with."""
+GOOGLE_RPC = NODE_CLIENT / "proto"
+"""The googleapis protos the Node client decodes error details with (google/rpc/*.proto)."""
 
 
 def generate(out_dir: Path) -> None:
@@ -69,23 +69,20 @@ def generate_ts(out_dir: Path) -> None:
             shutil.rmtree(out_dir / name)
     out_dir.mkdir(parents=True, exist_ok=True)
     sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
-    spec = importlib.util.find_spec("google.rpc.status_pb2")
-    if spec is None or spec.origin is None:
-        raise SystemExit("googleapis-common-protos is not installed (make install)")
-    googleapis = Path(spec.origin).parents[2]  # site-packages: google/rpc/*.proto
+    googleapis = sorted(str(p.relative_to(GOOGLE_RPC)) for p in GOOGLE_RPC.rglob("*.proto"))
     include = str(Path(protoc.__file__).parent / "_proto")
     code = protoc.main(
         [
             "grpc_tools.protoc",
             f"-I{PROTOS}",
             f"-I{include}",
-            f"-I{googleapis}",
+            f"-I{GOOGLE_RPC}",
             f"--plugin=protoc-gen-es={TS_PLUGIN}",
             f"--es_out={out_dir}",
             # TypeScript for ES modules: imports end in .js, as Node's resolution needs.
             "--es_opt=target=ts,import_extension=js",
             *sources,
-            *GOOGLE_RPC,
+            *googleapis,
         ]
     )
     if code != 0:
