@@ -1,11 +1,12 @@
 # Assay: `make demo` runs the whole stack once; `make test` runs the suite;
-# `make image` builds the container image with podman (deploy/podman/image.sh).
+# `make image` builds the container image with podman (deploy/podman/image.sh);
+# `make test-node` tests the Node client (clients/node) against a stack of its own.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint gen docs demo clean image test-deploy
+.PHONY: install test lint gen docs demo clean image test-deploy test-node
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +18,13 @@ $(STAMP): $(PY) pyproject.toml
 
 install: $(STAMP)
 
+# The Node client's packages, exactly as its lock file says.
+NODE_CLIENT := clients/node
+NODE_STAMP := $(NODE_CLIENT)/node_modules/.installed
+$(NODE_STAMP): $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
+	cd $(NODE_CLIENT) && npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
@@ -26,8 +34,14 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy .
 	$(VENV)/bin/buf lint
 
-gen: $(STAMP)
+gen: $(STAMP) $(NODE_STAMP)
 	$(PY) tools/gen_protos.py gen
+	$(PY) tools/gen_protos.py --ts
+
+# Build (tsc), then `tsc --noEmit` under strict while `assay dev up` starts a stack, node --test
+# against it, and the stack always stopped again (clients/node/test/run-against-stack.ts).
+test-node: $(STAMP) $(NODE_STAMP)
+	cd $(NODE_CLIENT) && npm run build && npm test
 
 docs: $(STAMP)
 	$(PY) tools/gen_docs.py
