@@ -59,6 +59,7 @@ test-deploy: $(STAMP) image
 # against the new schema, messages across releases, then a rolling update forward, back and
 # forward again under load (tools/upgrade; the release's venv is cached in .upgrade-cache/).
 test-upgrade: $(STAMP)
+	ASSAY_TEST_UPGRADE=1 $(PY) -m pytest -q tests/upgrade
 	$(PY) -m tools.upgrade $(UPGRADE_ARGS)
 
 clean:

@@ -19,7 +19,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def release():  # type: ignore[no-untyped-def]
+def release():
     """The last release, built (or taken from the cache)."""
     from tools.upgrade.build import release_build
 

@@ -13,6 +13,7 @@ import pytest
 
 from tools.upgrade import broken, messages, schema
 from tools.upgrade.build import tree
+from tools.upgrade.release import ROOT
 
 pytestmark = [pytest.mark.upgrade, pytest.mark.timeout(600)]
 
@@ -31,7 +32,7 @@ def test_a_migration_dropping_what_the_release_calls_fails_the_schema_check(
 
 
 def test_a_renamed_proto_field_fails_buf_breaking(tmp_path: Path) -> None:
-    unchanged = broken.buf_breaking(broken.ROOT, tmp_path / "unchanged")
+    unchanged = broken.buf_breaking(ROOT, tmp_path / "unchanged")
     assert unchanged.returncode == 0, unchanged.stdout + unchanged.stderr
     protos = broken.renamed_field_protos(
         tmp_path / "renamed", "AnalysisJobMessage", "charge_count", "charges"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -47,9 +48,9 @@ def check_schema(release: Build, new: Build, logs: Path) -> bool:
     return result.ok
 
 
-def check_roll(release: Build, new: Build, root: Path, steady: float) -> bool:
+def check_roll(release: Build, new: Build, root: Path, steady: float, phase: float) -> bool:
     """Part 4; prints each step, the figures and the verdict."""
-    report = asyncio.run(Roll(release, new, root, steady=steady).run())
+    report = asyncio.run(Roll(release, new, root, steady=steady, at_least=phase).run())
     for step in report.steps:
         print(
             f"  {step['phase']:<20} {step['process']:<14} → {step['to']:<6}"
@@ -58,7 +59,7 @@ def check_roll(release: Build, new: Build, root: Path, steady: float) -> bool:
     verdict = report.verdict
     figures = dict(verdict.figures)
     latency = figures.pop("submit_ms", {})
-    print("roll: phases (s) " + json.dumps(report.phases))
+    print("roll: seconds each roll took " + json.dumps(report.phases))
     print("roll: submit latency (ms), by phase:")
     for phase, stats in latency.items():
         print(f"  {phase:<20} n={stats['n']:<5} p50={stats['p50']:<8} p99={stats['p99']}")
@@ -73,8 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the parts asked for; 0 when all held."""
     parser = argparse.ArgumentParser(prog="python -m tools.upgrade", description=__doc__)
     parser.add_argument("--only", default=",".join(PARTS), help="parts, comma-separated")
-    parser.add_argument("--steady", type=float, default=20.0, help="seconds of steady load")
-    parser.add_argument("--keep", action="store_true", help="keep the logs' directory")
+    parser.add_argument("--steady", type=float, default=25.0, help="seconds of steady load")
+    parser.add_argument(
+        "--phase", type=float, default=25.0, help="at least this many seconds of load per roll"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the logs even when all held")
     args = parser.parse_args(argv)
     parts = [part for part in args.only.split(",") if part]
     unknown = set(parts) - set(PARTS)
@@ -90,13 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     if "schema" in parts:
         results.append(check_schema(release, new, workdir))
     if "roll" in parts:
-        results.append(check_roll(release, new, workdir / "cluster", args.steady))
+        results.append(check_roll(release, new, workdir / "cluster", args.steady, args.phase))
     ok = all(results)
-    print(
-        f"upgrade: {'ok' if ok else 'FAILED'} in {time.monotonic() - started:.0f}s"
-        f" (logs: {workdir})",
-        flush=True,
-    )
+    if ok and not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    kept = "" if ok and not args.keep else f" (logs: {workdir})"
+    print(f"upgrade: {'ok' if ok else 'FAILED'} in {time.monotonic() - started:.0f}s{kept}")
     return 0 if ok else 1
 
 

@@ -34,11 +34,14 @@ class Roll:
     """One run: the cluster, the load, and an executor whose one thread starts every process
     (each dies with the thread that started it, so that thread lives as long as the run)."""
 
-    def __init__(self, release: Build, tree: Build, root: Path, *, steady: float) -> None:
+    def __init__(
+        self, release: Build, tree: Build, root: Path, *, steady: float, at_least: float
+    ) -> None:
         self.release, self.tree = release, tree
         self.cluster = Cluster(root)
         self.traffic = Traffic(self.cluster)
         self.steady = steady
+        self.at_least = at_least  # seconds of load in each roll's phase, for a few hundred calls
         self.report = RollReport()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="upgrade-processes")
 
@@ -101,6 +104,8 @@ class Roll:
         print(f"upgrade: {name}", flush=True)
         await body(name)
         self.report.phases[name] = round(time.monotonic() - started, 1)
+        # The load goes on, still counted in this phase, until it has lasted at_least.
+        await asyncio.sleep(max(0.0, started + self.at_least - time.monotonic()))
 
     async def _sleep(self, _phase: str) -> None:
         await asyncio.sleep(self.steady)
