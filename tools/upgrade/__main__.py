@@ -24,11 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from tools.upgrade import messages, schema
+from tools.upgrade import broken, messages, schema
 from tools.upgrade.build import Build, release_build, tree
 from tools.upgrade.roll import Roll
 
 PARTS = ("messages", "schema", "roll")
+BROKEN = {
+    "drop-function": broken.dropping_migration,
+    "unreadable-message": broken.unreadable_queue_message,
+}
 
 
 def check_messages(release: Build, new: Build) -> bool:
@@ -79,15 +83,23 @@ def main(argv: list[str] | None = None) -> int:
         "--phase", type=float, default=25.0, help="at least this many seconds of load per roll"
     )
     parser.add_argument("--keep", action="store_true", help="keep the logs even when all held")
+    parser.add_argument(
+        "--broken",
+        choices=sorted(BROKEN),
+        help="run against a copy of the tree made incompatible (tools/upgrade/broken.py)",
+    )
     args = parser.parse_args(argv)
     parts = [part for part in args.only.split(",") if part]
     unknown = set(parts) - set(PARTS)
     if unknown:
         parser.error(f"unknown part(s) {sorted(unknown)}; choose from {PARTS}")
     started = time.monotonic()
-    release, new = release_build(), tree()
-    print(f"upgrade: release {release.label} ({release.python}) → the working tree", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="assay-upgrade-"))
+    release, new = release_build(), tree()
+    if args.broken:  # show that the checks fail on an incompatible tree
+        new = BROKEN[args.broken](workdir / "broken-tree")
+        print(f"upgrade: the tree made incompatible on purpose: {args.broken}", flush=True)
+    print(f"upgrade: release {release.label} ({release.python}) → {new.src}", flush=True)
     results = []
     if "messages" in parts:
         results.append(check_messages(release, new))

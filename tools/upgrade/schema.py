@@ -69,6 +69,7 @@ def run(release: Build, new: Build, log: Path, *, extra: tuple[str, ...] = ()) -
         "no:cacheprovider",
         "-o",
         "addopts=",
+        "--durations=30",
         *deselect,
         "-k",
         keyword,

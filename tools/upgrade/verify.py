@@ -112,6 +112,9 @@ async def verify(cluster: Cluster, traffic: Traffic, tree: Build) -> Verdict:
     answered = {(call.user, call.request_id) for call in calls if not call.error}
     unanswered = [key for key in requests if key not in answered]
     open_jobs = [row for row in rows.values() if row["status"] not in TERMINAL]
+    # The load cancels nothing and every payload is valid: a job that ended otherwise than
+    # COMPLETED was failed by the roll (a worker that could not read it, say).
+    not_completed = [row for row in rows.values() if row["status"] in ("FAILED", "CANCELLED")]
     watchers = watcher_problems(traffic, rows)
     report = audit(tree, cluster)
     statuses = Counter(row["status"] for row in rows.values())
@@ -123,6 +126,7 @@ async def verify(cluster: Cluster, traffic: Traffic, tree: Build) -> Verdict:
             "charged_twice": len(twice),
             "jobs_without_a_reply": len(unanswered),
             "jobs_non_terminal": len(open_jobs),
+            "jobs_not_completed": len(not_completed),
             "jobs": dict(statuses),
             "watchers": len(traffic.seen),
             "watcher_events": sum(sum(s.kinds.values()) for s in traffic.seen),
@@ -146,6 +150,7 @@ async def verify(cluster: Cluster, traffic: Traffic, tree: Build) -> Verdict:
         (twice, f"{len(twice)} request id(s) charged more than once"),
         (unanswered, f"{len(unanswered)} job(s) charged for a call that failed"),
         (open_jobs, f"{len(open_jobs)} job(s) not terminal after settling"),
+        (not_completed, f"{len(not_completed)} job(s) failed or cancelled"),
         (watchers, f"watchers: {watchers[:5]}"),
         ([] if report.get("ok") else [1], f"audit: {report.get('violations', [])[:5]}"),
         ([c for c in cluster.sweeps if c != 0], f"sweeps exited {dict(Counter(cluster.sweeps))}"),
