@@ -6,6 +6,7 @@ default — fails them, as it would fail the release's pods during a roll."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
@@ -23,6 +24,26 @@ NOT_COMPATIBILITY = (
     "test_generated_code_is_fresh",  # gen/ against protos/: nothing to do with the schema
 )
 """Tests of the release's own schema history, not of its statements: deselected."""
+SCHEMA_SOURCES = ("archive_svc/migrations", "archive_svc/migrate.py")
+"""What the new schema is made from (its fingerprint keys the cached result)."""
+
+
+def fingerprint(new: Build) -> str:
+    """A hash of the files that make ``new``'s schema."""
+    digest = hashlib.sha256()
+    for source in SCHEMA_SOURCES:
+        root = new.src / source
+        files = sorted(root.rglob("*.py")) if root.is_dir() else [root]
+        for path in files:
+            digest.update(str(path.relative_to(new.src)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def passed_before(release: Build, new: Build) -> Path:
+    """The file that records a pass of the release's tests against this very schema (the
+    release's build directory, so it goes with the cached venv)."""
+    return release.src.parent / f"schema-passed-{fingerprint(new)}"
 
 
 @dataclass(frozen=True)
