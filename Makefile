@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint gen docs demo clean image test-deploy test-node
+.PHONY: install test lint buf-breaking gen docs demo clean image test-deploy test-node test-upgrade
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
 	$(VENV)/bin/buf lint
+	$(MAKE) --no-print-directory buf-breaking
+
+# The protos against the last release's (CHANGELOG.md names its commit; read from git history):
+# fields are added, never renamed, renumbered or retyped (docs/operations.md#upgrading).
+buf-breaking: $(STAMP)
+	@against=$$(mktemp -d) && trap 'rm -rf "$$against"' EXIT && \
+		$(PY) -m tools.upgrade.release --export-protos "$$against/release" >/dev/null && \
+		echo "buf breaking against release $$($(PY) -m tools.upgrade.release --field version)" && \
+		$(VENV)/bin/buf breaking --against "$$against/release"
 
 gen: $(STAMP) $(NODE_STAMP)
 	$(PY) tools/gen_protos.py gen
@@ -59,6 +68,13 @@ image:
 test-deploy: $(STAMP) image
 	CONTAINERS_CONF=$${CONTAINERS_CONF:-$(CURDIR)/deploy/podman/containers.conf} \
 		$(PY) -m tools.podkube
+
+# The last release (CHANGELOG.md) and the working tree side by side: the release's archive tests
+# against the new schema, messages across releases, then a rolling update forward, back and
+# forward again under load (tools/upgrade; the release's venv is cached in .upgrade-cache/).
+test-upgrade: $(STAMP)
+	ASSAY_TEST_UPGRADE=1 $(PY) -m pytest -q tests/upgrade
+	$(PY) -m tools.upgrade $(UPGRADE_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -30,6 +30,7 @@ from assay_cli import (
 from assay_cli.connect import CliError, Connection, resolve, state_dir, unreachable
 from assay_cli.loader import SubmissionFileError
 from assay_cli.stack import StackError
+from assaylib.version import VERSION
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Assay: psychometric assessment analyses as durable jobs.",
         epilog="Start with `assay demo`, or `assay dev up` and `assay submit FILE --watch`.",
     )
+    parser.add_argument("--version", action="version", version=f"assay {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands_dev.register(commands, common)
     commands_submit.register(commands, common)

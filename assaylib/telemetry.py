@@ -13,8 +13,10 @@ import grpc.aio
 import prometheus_client
 
 from assaylib._handlers import Context, Guard, GuardingInterceptor
+from assaylib.version import VERSION
 
 __all__ = [
+    "BUILD_INFO",
     "EVENT_LOOP_LAG",
     "RPC_DURATION",
     "RPC_REQUESTS",
@@ -26,6 +28,12 @@ __all__ = [
     "split_method",
     "start_metrics_server",
 ]
+
+BUILD_INFO = prometheus_client.Info(
+    "assay_build",
+    "The release this process runs (always 1): in a rolling update, which pods run which.",
+)
+BUILD_INFO.info({"version": VERSION})
 
 RPC_REQUESTS = prometheus_client.Counter(
     "assay_rpc_requests",

@@ -95,6 +95,8 @@ def test_each_wheel_installs_alone_and_starts(tmp_path: Path) -> None:
 
     server = _venv_with(main, tmp_path / "server")
     assert "assay submit" in _run(str(server / "assay"), "--help", cwd=away)
+    version = _run(str(server / "assay"), "--version", cwd=away)
+    assert version.split()[-1] == main.name.split("-")[1], version  # the wheel's own version
     for module in ("assessment_svc", "archive_svc", "worker", "notifier"):
         assert "usage:" in _run(str(server / "python"), "-m", module, "--help", cwd=away)
     _run(str(server / "python"), "-c", "import assay_client, assay_client.watch", cwd=away)

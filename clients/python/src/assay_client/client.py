@@ -68,6 +68,9 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     # Each client keeps its own connections: with gRPC's process-wide pool, a new channel to
     # an address whose server died inherits that failure and its backoff.
     ("grpc.use_local_subchannel_pool", 1),
+    # Spread calls over every address the target names (the replicas behind a headless
+    # Service, or a comma-separated ``ip:port,ip:port`` list), not just the first.
+    ("grpc.lb_policy_name", "round_robin"),
     ("grpc.max_send_message_length", 4 * 1024 * 1024),
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
 ]
@@ -95,7 +98,9 @@ class AssayClient:
     """A client of one Assay deployment: the assessment service and, for watches, the notifier.
 
     ``token`` is a bearer token, a path to a file holding one (read again when it changes),
-    or a callable. ``credentials`` turns on TLS (``tls_credentials()`` reads the PEM files).
+    or a callable. An address is ``host:port`` (every address the name resolves to is used,
+    round robin) or a list ``ip:port,ip:port``. ``credentials`` turns on TLS
+    (``tls_credentials()`` reads the PEM files).
     ``interceptors`` run on every call, before the one that sends the token (tracing, for
     example). Every call is bounded by ``timeout`` seconds unless it names its own
     ``deadline`` (seconds; sent to the server, which honours it end to end).
@@ -133,6 +138,7 @@ class AssayClient:
         extra: Sequence[grpc.aio.ClientInterceptor],
     ) -> grpc.aio.Channel:
         interceptors = [*extra, *bearer_interceptors(token)]
+        addr = f"ipv4:{addr}" if "," in addr else addr  # a fixed list of replicas
         if credentials is None:
             return grpc.aio.insecure_channel(
                 addr, options=CHANNEL_OPTIONS, interceptors=interceptors

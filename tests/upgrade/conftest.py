@@ -1,0 +1,26 @@
+"""Tests marked ``upgrade`` build the last release (CHANGELOG.md) in a venv of its own (about
+1.5 minutes once, then cached in .upgrade-cache/) and run parts of its test suite: `make
+test-upgrade` runs them (ASSAY_TEST_UPGRADE=1); `make test` skips them, saying so."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("ASSAY_TEST_UPGRADE") == "1":
+        return
+    skip = pytest.mark.skip(reason="builds the last release: run by make test-upgrade")
+    for item in items:
+        if item.get_closest_marker("upgrade"):
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def release():
+    """The last release, built (or taken from the cache)."""
+    from tools.upgrade.build import release_build
+
+    return release_build()
