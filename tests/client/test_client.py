@@ -132,6 +132,49 @@ async def test_a_watch_with_bookmarks_says_when_it_is_live(mesh: Mesh) -> None:
             assert item.cursor >= live.cursor
 
 
+async def test_a_watch_live_on_an_empty_stream_resumes_from_its_first_event(mesh: Mesh) -> None:
+    """A watch that went live while the events stream was empty stands at cursor 0. Cut
+    before its first event, it resumes *after 0* — from the stream's first event — not from
+    whatever is newest when it reconnects: the events of the gap reach it. (They were lost
+    once: the watch-through-cuts test's first jobs came without their QUEUED event.)"""
+    await fund(mesh, "alice", 2)
+    proxy = Proxy(mesh.notifier.port)
+    await proxy.start()
+    async with client_of(mesh, notifier_port=proxy.port) as assay:
+        watch = assay.watch(bookmarks=True)
+        async with contextlib.aclosing(watch), asyncio.timeout(30):
+            live = await anext(watch)
+            assert (live.kind, live.cursor) == ("bookmark", 0)  # live; nothing published yet
+            proxy.hold()  # the reconnection waits…
+            assert proxy.cut() >= 1
+            first = (await assay.submit(talent_data())).job.job_id  # …while this is published
+            await notifier_dispatched(mesh, 1)  # the notifier's feed has handed it out
+            proxy.heal()
+            second = (await assay.submit(talent_data())).job.job_id
+            last = await notifier_dispatched(mesh, 2)
+            seen: list[WatchItem] = []
+            item = await anext(watch)
+            # Until the second's event, or a bookmark saying every event up to it was sent.
+            while item.job_id != second and not (item.kind == "bookmark" and item.cursor >= last):
+                seen.append(item)
+                item = await anext(watch)
+            seen.append(item)
+    await proxy.close()
+    events = [(i.kind, i.job_id, i.version) for i in seen if i.kind != "bookmark"]
+    assert events == [("event", first, 1), ("event", second, 1)]
+
+
+async def notifier_dispatched(mesh: Mesh, cursor: int) -> int:
+    """Wait until the notifier's shared feed has handed out the event at ``cursor``; the
+    newest cursor it has handed out."""
+
+    async def reached() -> bool:
+        return mesh.notifier.hub.live_cursor >= cursor
+
+    await wait_until(reached, within=10)
+    return mesh.notifier.hub.live_cursor
+
+
 def refused_submissions() -> float:
     """SubmitAssessment calls the (in-process) assessment service refused, for any reason."""
     return sum(
