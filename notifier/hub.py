@@ -21,7 +21,7 @@ from assay.archive.v1 import archive_service_pb2_grpc as archive_grpc
 from assay.notifier.v1 import notifier_service_pb2 as pb
 from assaylib import tracing
 from notifier.events_source import DeliveredEvent, EventsSource, EventSubscription
-from notifier.scope import WatchScope, start_sequence
+from notifier.scope import WatchScope, resumes, start_sequence
 from notifier.watch import Ending, Watch, WatchLimits, Write, matches, unavailable
 
 log = logging.getLogger(__name__)
@@ -124,8 +124,8 @@ class WatchHub:
         """Serve one watch through ``write`` until it ends (always by raising)."""
         if self._closing is not None:
             raise self._closing(request.resume_after)
-        if request.resume_after:
-            start = start_sequence(request.resume_after, await self._source.bounds()) - 1
+        if resumes(request):
+            start = start_sequence(request, await self._source.bounds()) - 1
         else:
             start = self.live_cursor
         watch = Watch(

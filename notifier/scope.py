@@ -48,17 +48,24 @@ def watch_scope(principal: Principal, request: pb.WatchJobsRequest) -> WatchScop
     return WatchScope(principal.user_id, job_id)
 
 
-def start_sequence(resume_after: int, bounds: StreamBounds) -> int:
+def resumes(request: pb.WatchJobsRequest) -> bool:
+    """Whether a watch resumes after ``resume_after`` (else it starts from now). Zero is a
+    cursor too when ``resume`` says so: a watch that went live on an empty stream holds 0,
+    and resuming from there must replay the stream's first events, not skip them."""
+    return request.resume_after > 0 or request.resume
+
+
+def start_sequence(request: pb.WatchJobsRequest, bounds: StreamBounds) -> int:
     """The first stream sequence a watch delivers: the next one published, or the one after
     ``resume_after``.
 
     Raises ResumeTokenExpired when events after the cursor have left the stream (or the
     cursor is from a stream that no longer exists): the client re-lists and watches again.
     """
-    if resume_after == 0:
+    if not resumes(request):
         return bounds.last_seq + 1
-    check_resume(resume_after, bounds)
-    return resume_after + 1
+    check_resume(request.resume_after, bounds)
+    return request.resume_after + 1
 
 
 def check_resume(resume_after: int, bounds: StreamBounds) -> None:

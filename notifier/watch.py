@@ -37,7 +37,7 @@ from assay.notifier.v1 import notifier_service_pb2 as pb
 from assaylib import errors
 from assaylib.validation import MAX_PAGE_SIZE
 from notifier.events_source import DeliveredEvent, EventsSource, EventSubscription
-from notifier.scope import WatchScope, check_resume
+from notifier.scope import WatchScope, check_resume, resumes
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ class Watch:
         try:
             if start_cursor < self._live_cursor():
                 self._start_catch_up()
-            if self.request.resume_after:
+            if resumes(self.request):
                 # Events may have aged out while the watch was being set up.
                 check_resume(self.request.resume_after, await self._source.bounds())
             await self._snapshot(write)

@@ -25,9 +25,12 @@ from assay_client import (
 from prometheus_client import REGISTRY
 
 from archive_svc.app import ArchiveApp
+from archive_svc.models import JobStatus
+from archive_svc.states import TABLE
 from assay.archive.v1 import archive_service_pb2 as archive_pb
 from assay.archive.v1 import archive_service_pb2_grpc as archive_grpc
 from assay.common.v1 import job_pb2
+from assay.events.v1 import events_pb2
 from assaylib.auth import bearer_token_interceptors
 from assaylib.embedded import free_port
 from tests.archive.helpers import check_invariants, talent_data, wait_until
@@ -132,6 +135,49 @@ async def test_a_watch_with_bookmarks_says_when_it_is_live(mesh: Mesh) -> None:
             assert item.cursor >= live.cursor
 
 
+async def test_a_watch_live_on_an_empty_stream_resumes_from_its_first_event(mesh: Mesh) -> None:
+    """A watch that went live while the events stream was empty stands at cursor 0. Cut
+    before its first event, it resumes *after 0* — from the stream's first event — not from
+    whatever is newest when it reconnects: the events of the gap reach it. (They were lost
+    once: the watch-through-cuts test's first jobs came without their QUEUED event.)"""
+    await fund(mesh, "alice", 2)
+    proxy = Proxy(mesh.notifier.port)
+    await proxy.start()
+    async with client_of(mesh, notifier_port=proxy.port) as assay:
+        watch = assay.watch(bookmarks=True)
+        async with contextlib.aclosing(watch), asyncio.timeout(30):
+            live = await anext(watch)
+            assert (live.kind, live.cursor) == ("bookmark", 0)  # live; nothing published yet
+            proxy.hold()  # the reconnection waits…
+            assert proxy.cut() >= 1
+            first = (await assay.submit(talent_data())).job.job_id  # …while this is published
+            await notifier_dispatched(mesh, 1)  # the notifier's feed has handed it out
+            proxy.heal()
+            second = (await assay.submit(talent_data())).job.job_id
+            last = await notifier_dispatched(mesh, 2)
+            seen: list[WatchItem] = []
+            item = await anext(watch)
+            # Until the second's event, or a bookmark saying every event up to it was sent.
+            while item.job_id != second and not (item.kind == "bookmark" and item.cursor >= last):
+                seen.append(item)
+                item = await anext(watch)
+            seen.append(item)
+    await proxy.close()
+    events = [(i.kind, i.job_id, i.version) for i in seen if i.kind != "bookmark"]
+    assert events == [("event", first, 1), ("event", second, 1)]
+
+
+async def notifier_dispatched(mesh: Mesh, cursor: int) -> int:
+    """Wait until the notifier's shared feed has handed out the event at ``cursor``; the
+    newest cursor it has handed out."""
+
+    async def reached() -> bool:
+        return mesh.notifier.hub.live_cursor >= cursor
+
+    await wait_until(reached, within=10)
+    return mesh.notifier.hub.live_cursor
+
+
 def refused_submissions() -> float:
     """SubmitAssessment calls the (in-process) assessment service refused, for any reason."""
     return sum(
@@ -180,7 +226,10 @@ async def test_watch_delivers_every_transition_once_across_cuts(mesh: Mesh) -> N
     """2,000 jobs through a link cut at random (about every 0.2 s while they are submitted,
     every 0.5 s while the last events arrive): each job's transitions reach the subscriber
     exactly once and in order — versions 1, 2, … up to the job's final version, nothing
-    missed, nothing repeated. (About 35 s on two shared cores.)"""
+    missed, nothing repeated — and each job's events are a walk through the state table from
+    ``create`` to COMPLETED: QUEUED, PROCESSING once per attempt (a ``takeover`` after a
+    lease lost under load is a second PROCESSING, its attempt one more), COMPLETED. (About
+    35 s on two shared cores.)"""
     jobs = 2000
     await mesh.start_worker()
     await fund(mesh, "alice", jobs + 1)
@@ -210,16 +259,57 @@ async def test_watch_delivers_every_transition_once_across_cuts(mesh: Mesh) -> N
         final = {job.job_id: job.version async for job in assay.list(status=COMPLETED)}
     await proxy.close()
     assert cuts >= 20, "the link was hardly cut"
-    per_job: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    per_job: dict[str, list[events_pb2.JobEvent]] = defaultdict(list)
     for item in seen:
         if item.job_id != warm_up:
-            assert item.kind == "event"
-            per_job[item.job_id].append((item.version, item.status))
+            assert item.kind == "event" and item.event is not None, item
+            per_job[item.job_id].append(item.event)
     assert set(per_job) == submitted
-    for job_id, changes in per_job.items():
-        versions = [version for version, _ in changes]
-        assert versions == list(range(1, final[job_id] + 1)), (job_id, changes)
-        assert changes[0][1] == QUEUED and changes[-1][1] == COMPLETED, (job_id, changes)
+    for job_id, events in per_job.items():
+        versions = [event.job_version for event in events]
+        assert versions == list(range(1, final[job_id] + 1)), (job_id, events)
+        assert_table_walk(events, ends=COMPLETED, max_attempts=mesh.settings.max_attempts)
+
+
+Step = tuple[int, int, str]
+"""(status before, status after, event type) of one transition a subscriber can see."""
+
+
+def table_steps() -> dict[Step, set[str]]:
+    """Every transition with an event in the state table, as a subscriber sees it, and what
+    each does to the attempt: "+1" (a new attempt), "0" (reset) or "" (kept)."""
+    number = {status: job_pb2.JobStatus.Value(f"JOB_STATUS_{status}") for status in JobStatus}
+    steps: dict[Step, set[str]] = defaultdict(set)
+    for row in TABLE:
+        if row.event is None:
+            continue
+        attempt = (
+            {"j.attempt + 1": "+1", "0": "0"}[row.sets["attempt"]] if "attempt" in row.sets else ""
+        )
+        for source in row.sources or (None,):
+            before = number[source] if source is not None else job_pb2.JOB_STATUS_UNSPECIFIED
+            steps[(before, number[row.target], row.event.value)].add(attempt)
+    return steps
+
+
+def assert_table_walk(events: list[events_pb2.JobEvent], *, ends: int, max_attempts: int) -> None:
+    """``events`` (one job's, in order) walk the state table from ``create`` to ``ends``:
+    each is a row's event from the status before it, its attempt as the row sets it, and no
+    attempt past ``max_attempts`` (``takeover`` refuses one more)."""
+    steps = table_steps()
+    status, attempt = job_pb2.JOB_STATUS_UNSPECIFIED, 0
+    for event in events:
+        step = (status, event.status, event.event_type)
+        assert step in steps, ("no row of the state table", step, events)
+        expected = {
+            "+1": attempt + 1,
+            "0": 0,
+            "": attempt,
+        }
+        assert event.metadata.attempt in {expected[how] for how in steps[step]}, events
+        status, attempt = event.status, event.metadata.attempt
+        assert attempt <= max_attempts, events
+    assert status == ends, events
 
 
 async def test_cursor_store_resumes_a_restarted_subscriber(mesh: Mesh, tmp_path: Path) -> None:

@@ -12,7 +12,12 @@ import pytest
 from tests.deploy.conftest import Manifest, of_kind
 from tools.podkube.pods import Pod
 from tools.podkube.render import Cluster, RenderError, pod_template
-from tools.podkube.steps import _is_json_objects, json_objects
+from tools.podkube.steps import (
+    _is_json_objects,
+    first_sweep_wrong,
+    json_objects,
+    second_sweep_wrong,
+)
 from tools.podkube.tokens import Issuer
 
 MiB = 2**20
@@ -129,3 +134,20 @@ def test_json_lines_that_podman_joined_are_still_read() -> None:
     assert _is_json_objects(joined) and _is_json_objects('{"a": 1}')
     assert not _is_json_objects('{"a": 1} trailing text') and not _is_json_objects("[1]")
     assert not _is_json_objects("plain text")
+
+
+def test_the_sweeps_after_the_kill_are_checked_whole() -> None:
+    """The first sweep must have found the killed worker's job alone in flight and failed it;
+    the second must have run and found nothing in flight (a sweep kept off by the lock, or
+    one that saw no job in flight, is a failure, not a pass)."""
+    swept = {"found": 1, "failed": 1, "refunded": 1, "in_flight": 1, "jobs": ["j1"]}
+    assert first_sweep_wrong(swept, "j1") == ""
+    assert "1 in flight" in first_sweep_wrong({**swept, "in_flight": 0}, "j1")
+    assert "1 in flight" in first_sweep_wrong({**swept, "jobs": ["j2"]}, "j1")
+    assert "did not run" in first_sweep_wrong({"lock_busy": True}, "j1")
+    assert "did not run" in first_sweep_wrong({**swept, "held_back": True, "reason": "r"}, "j1")
+    idle = {"found": 0, "failed": 0, "refunded": 0, "in_flight": 0, "jobs": []}
+    assert second_sweep_wrong(idle) == ""
+    assert "did not run" in second_sweep_wrong({**idle, "lock_busy": True})
+    assert "nothing in flight" in second_sweep_wrong({**idle, "in_flight": 1})
+    assert "nothing in flight" in second_sweep_wrong({**idle, "failed": 1})

@@ -9,10 +9,13 @@ import nats
 import pytest
 
 from assay.events.v1 import events_pb2
+from assay.notifier.v1 import notifier_service_pb2 as pb
 from assaylib.config import Settings
-from assaylib.errors import error_from_rpc
+from assaylib.errors import ResumeTokenExpired, error_from_rpc
 from assaylib.streams import StreamNames
 from notifier.app import NotifierApp
+from notifier.events_source import StreamBounds
+from notifier.scope import start_sequence
 from tests.archive.helpers import Client
 from tests.notifier.conftest import StartNotifier
 from tests.notifier.test_notifier_live import run_job
@@ -67,6 +70,19 @@ async def test_resume_after_disconnect_sees_every_event_once(
     assert [e.cursor for e in seen] == sorted({e.cursor for e in seen})
     assert [(e.job_id, e.event_type) for e in seen[2:3]] == [(job.job_id, "analysis.completed")]
     assert seen[2].job_version == completed.version
+
+
+def test_a_zero_cursor_resumes_from_the_first_event_only_when_asked() -> None:
+    """resume_after 0 alone starts from now (as 0.1.0 clients mean it); with ``resume`` it is
+    the cursor of a watch that went live on an empty stream: the first event is next, or
+    RESUME_TOKEN_EXPIRED once the stream no longer starts there."""
+    empty, kept, purged = StreamBounds(0, 0), StreamBounds(1, 7), StreamBounds(8, 7)
+    assert start_sequence(pb.WatchJobsRequest(), kept) == 8
+    assert start_sequence(pb.WatchJobsRequest(resume=True), empty) == 1
+    assert start_sequence(pb.WatchJobsRequest(resume=True), kept) == 1
+    assert start_sequence(pb.WatchJobsRequest(resume_after=3), kept) == 4
+    with pytest.raises(ResumeTokenExpired):
+        start_sequence(pb.WatchJobsRequest(resume=True), purged)
 
 
 async def test_expired_cursor_is_out_of_range(watchers: Watchers, client: Client, purge) -> None:

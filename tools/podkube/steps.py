@@ -84,35 +84,72 @@ def submit_and_watch(run: Run) -> None:
 
 
 def kill_worker_then_sweep(run: Run) -> None:
-    """podman kill of the worker mid-job; the sweep's pod fails the job and refunds it once."""
+    """podman kill of the worker mid-job; the sweep's pod fails the job and refunds it once.
+
+    Nothing else can move the job meanwhile (no other worker runs, no sweep but these two), so
+    each sweep's summary is checked whole: the first finds exactly this job, alone in flight,
+    and fails it; the second runs (not held off by the lock) and finds nothing in flight."""
     worker = replace_worker(run, {"ASSAY_ANALYZER_DELAY": "600s"})
     before = balance(run, USER)
     reply = json.loads(run.cli("submit", str(SAMPLE), "--request-id", "podkube-kill", "--json"))
     job_id = reply["job"]["jobId"]
     wait_for(lambda: job(run, job_id)["status"].endswith("PROCESSING"), "job PROCESSING", WAIT)
     (container,) = [c for c in worker.spec["containers"]]
-    podman("kill", worker.container_name(container))
+    killed = worker.container_name(container)
+    podman("kill", killed)
+    # podman kill returns once the signal is sent: wait until the worker is gone for sure.
+    wait_for(lambda: not inspect(killed)["State"]["Running"], "the worker killed", WAIT)
     say(f"worker killed while job {job_id} was PROCESSING")
-    wait_for(
-        lambda: job_id in run.cli("stuck", "list", role="operator"),
-        f"job stale for {STUCK_AFTER}",
-        WAIT,
-    )
+    listed: list[str] = []
+
+    def stale() -> bool:
+        listed[:] = [run.cli("stuck", "list", role="operator")]
+        return job_id in listed[0]
+
+    wait_for(stale, f"job stale for {STUCK_AFTER}", WAIT)
     cron = run.cluster.named("CronJob", "assay-sweep")
     first = sweep_once(run, cron, {"ASSAY_STUCK_AFTER": STUCK_AFTER})
     swept = job(run, job_id)
-    if not swept["status"].endswith("FAILED") or first.get("failed") != 1:
-        raise RuntimeError(f"the sweep did not fail the job: {first} {swept}")
     refunded = balance(run, USER)
-    if refunded != before:
-        raise RuntimeError(f"balance {before} before, {refunded} after the sweep: not refunded")
-    second = sweep_once(run, cron, {"ASSAY_STUCK_AFTER": STUCK_AFTER})
-    if second.get("failed", 0) != 0 or balance(run, USER) != before:
-        raise RuntimeError(f"a second sweep changed something: {second}")
-    say(
-        f"sweep CronJob pod: failed {job_id} ({swept.get('errorCode')}), refunded once "
-        f"(balance {before} → {before - 1} → {refunded}); a second run failed nothing"
+    wrong = first_sweep_wrong(first, job_id) or (
+        "" if swept["status"].endswith("FAILED") else "the job is not FAILED"
     )
+    if wrong or refunded != before:
+        raise RuntimeError(
+            f"the sweep did not fail and refund the job once ({wrong or 'not refunded'}): "
+            f"balance {before} before, {refunded} after; summary {first}; job {swept}; "
+            f"stuck list before it: {listed[0].strip()}"
+        )
+    second = sweep_once(run, cron, {"ASSAY_STUCK_AFTER": STUCK_AFTER})
+    wrong = second_sweep_wrong(second)
+    if wrong or balance(run, USER) != before:
+        raise RuntimeError(f"a second sweep changed something ({wrong or 'the balance'}): {second}")
+    say(
+        f"sweep CronJob pod: {first['found']} stuck of {first['in_flight']} in flight, failed "
+        f"{job_id} ({swept.get('errorCode')}), refunded once (balance {before} → {before - 1} → "
+        f"{refunded}); a second run found {second['in_flight']} in flight and failed nothing"
+    )
+
+
+def first_sweep_wrong(summary: dict[str, Any], job_id: str) -> str:
+    """Why the first sweep's summary is not "found this job alone in flight and failed it"
+    ("" when it is)."""
+    if summary.get("lock_busy") or summary.get("held_back"):
+        return f"it did not run: {summary.get('reason') or 'another sweep held the lock'}"
+    counts = {key: summary.get(key, 0) for key in ("in_flight", "found", "failed", "refunded")}
+    if counts != dict.fromkeys(counts, 1) or summary.get("jobs") != [job_id]:
+        return f"expected 1 in flight, found, failed and refunded: {job_id}"
+    return ""
+
+
+def second_sweep_wrong(summary: dict[str, Any]) -> str:
+    """Why the second sweep's summary is not "ran and found nothing in flight" ("" when it
+    is): the first failed the only job in flight."""
+    if summary.get("lock_busy") or summary.get("held_back"):
+        return f"it did not run: {summary.get('reason') or 'another sweep held the lock'}"
+    if any(summary.get(key, 0) for key in ("in_flight", "found", "failed", "refunded")):
+        return "expected nothing in flight, found or failed"
+    return ""
 
 
 def replace_worker(run: Run, overrides: dict[str, str] | None = None) -> Pod:

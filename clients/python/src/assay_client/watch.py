@@ -132,7 +132,10 @@ class Watch:
         self._bookmarks = bookmarks
         stored = cursor_store.load() if cursor_store is not None else None
         self.cursor = stored if stored is not None else resume_after
-        self._listing = snapshot and self.cursor == 0  # until the first bookmark
+        # Whether ``cursor`` is a place in the stream to resume after. Zero is one too once a
+        # watch went live on an empty stream; unpositioned, a watch starts from now.
+        self._positioned = stored is not None or resume_after > 0
+        self._listing = snapshot and not self._positioned  # until the first bookmark
         self._versions: collections.OrderedDict[str, int] = collections.OrderedDict()
 
     async def items(self) -> AsyncGenerator[WatchItem, None]:
@@ -140,7 +143,10 @@ class Watch:
         backoff = INITIAL_BACKOFF
         while True:
             request = pb.WatchJobsRequest(
-                **self._scope, resume_after=self.cursor, include_snapshot=self._listing
+                **self._scope,
+                resume_after=self.cursor,
+                resume=self._positioned,
+                include_snapshot=self._listing,
             )
             call = self._stub.WatchJobs(request)
             try:
@@ -155,7 +161,7 @@ class Watch:
                 error = from_rpc_error(err)
                 if isinstance(error, ResumeTokenExpired):
                     yield WatchItem("relisted", cursor=self.cursor)
-                    self.cursor, self._listing = 0, True
+                    self.cursor, self._positioned, self._listing = 0, False, True
                     continue
                 if err.code() in FATAL:
                     raise error from None
@@ -169,11 +175,12 @@ class Watch:
         kind = response.WhichOneof("kind")
         if kind == "bookmark":
             self.cursor = max(self.cursor, response.bookmark.cursor)
-            self._listing = False
+            self._positioned, self._listing = True, False
             return WatchItem("bookmark", self.cursor) if self._bookmarks else None
         if kind == "event":
             event = response.event
             self.cursor = max(self.cursor, event.cursor)
+            self._positioned = True
             fresh = self._fresh(event.job_id, event.job_version)
             return WatchItem("event", self.cursor, event=event) if fresh else None
         job = response.snapshot

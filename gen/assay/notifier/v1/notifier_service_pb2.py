@@ -27,7 +27,7 @@ from assay.events.v1 import events_pb2 as assay_dot_events_dot_v1_dot_events__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(assay/notifier/v1/notifier_service.proto\x12\x11\x61ssay.notifier.v1\x1a\x19\x61ssay/common/v1/job.proto\x1a\x1c\x61ssay/events/v1/events.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"c\n\x10WatchJobsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x14\n\x0cresume_after\x18\x03 \x01(\x04\x12\x18\n\x10include_snapshot\x18\x04 \x01(\x08\"G\n\x08\x42ookmark\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\x12+\n\x07sent_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa2\x01\n\x11WatchJobsResponse\x12*\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x19.assay.events.v1.JobEventH\x00\x12(\n\x08snapshot\x18\x02 \x01(\x0b\x32\x14.assay.common.v1.JobH\x00\x12/\n\x08\x62ookmark\x18\x03 \x01(\x0b\x32\x1b.assay.notifier.v1.BookmarkH\x00\x42\x06\n\x04kind2k\n\x0fNotifierService\x12X\n\tWatchJobs\x12#.assay.notifier.v1.WatchJobsRequest\x1a$.assay.notifier.v1.WatchJobsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(assay/notifier/v1/notifier_service.proto\x12\x11\x61ssay.notifier.v1\x1a\x19\x61ssay/common/v1/job.proto\x1a\x1c\x61ssay/events/v1/events.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"s\n\x10WatchJobsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x14\n\x0cresume_after\x18\x03 \x01(\x04\x12\x18\n\x10include_snapshot\x18\x04 \x01(\x08\x12\x0e\n\x06resume\x18\x05 \x01(\x08\"G\n\x08\x42ookmark\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\x12+\n\x07sent_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa2\x01\n\x11WatchJobsResponse\x12*\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x19.assay.events.v1.JobEventH\x00\x12(\n\x08snapshot\x18\x02 \x01(\x0b\x32\x14.assay.common.v1.JobH\x00\x12/\n\x08\x62ookmark\x18\x03 \x01(\x0b\x32\x1b.assay.notifier.v1.BookmarkH\x00\x42\x06\n\x04kind2k\n\x0fNotifierService\x12X\n\tWatchJobs\x12#.assay.notifier.v1.WatchJobsRequest\x1a$.assay.notifier.v1.WatchJobsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,11 +35,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'assay.notifier.v1.notifier_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WATCHJOBSREQUEST']._serialized_start=153
-  _globals['_WATCHJOBSREQUEST']._serialized_end=252
-  _globals['_BOOKMARK']._serialized_start=254
-  _globals['_BOOKMARK']._serialized_end=325
-  _globals['_WATCHJOBSRESPONSE']._serialized_start=328
-  _globals['_WATCHJOBSRESPONSE']._serialized_end=490
-  _globals['_NOTIFIERSERVICE']._serialized_start=492
-  _globals['_NOTIFIERSERVICE']._serialized_end=599
+  _globals['_WATCHJOBSREQUEST']._serialized_end=268
+  _globals['_BOOKMARK']._serialized_start=270
+  _globals['_BOOKMARK']._serialized_end=341
+  _globals['_WATCHJOBSRESPONSE']._serialized_start=344
+  _globals['_WATCHJOBSRESPONSE']._serialized_end=506
+  _globals['_NOTIFIERSERVICE']._serialized_start=508
+  _globals['_NOTIFIERSERVICE']._serialized_end=615
 # @@protoc_insertion_point(module_scope)

@@ -29,14 +29,22 @@ class WatchJobsRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     RESUME_AFTER_FIELD_NUMBER: _builtins.int
     INCLUDE_SNAPSHOT_FIELD_NUMBER: _builtins.int
+    RESUME_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """Operators only: watch this user (empty: every user). Users always watch themselves."""
     job_id: _builtins.str
     """Only this job's events, when set."""
     resume_after: _builtins.int
-    """Replay events after this cursor (a JobEvent.cursor or Bookmark.cursor); zero: from now."""
+    """Replay events after this cursor (a JobEvent.cursor or Bookmark.cursor); zero: from now,
+    unless resume is set.
+    """
     include_snapshot: _builtins.bool
     """Send the current jobs as snapshots before the events."""
+    resume: _builtins.bool
+    """resume_after is a cursor to resume after even when it is zero: a watch that went live
+    while the events stream was empty holds cursor 0, and resuming from there replays from
+    the stream's first event. Unset (and with older clients) a zero resume_after means now.
+    """
     def __init__(
         self,
         *,
@@ -44,10 +52,11 @@ class WatchJobsRequest(_message.Message):
         job_id: _builtins.str = ...,
         resume_after: _builtins.int = ...,
         include_snapshot: _builtins.bool = ...,
+        resume: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_snapshot", b"include_snapshot", "job_id", b"job_id", "resume_after", b"resume_after", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_snapshot", b"include_snapshot", "job_id", b"job_id", "resume", b"resume", "resume_after", b"resume_after", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
