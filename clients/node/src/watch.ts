@@ -126,7 +126,10 @@ export async function* watchJobs(
   const { cursorStore: store, signal } = options;
   const stored = store ? await store.load() : undefined;
   let cursor = stored ?? options.resumeAfter ?? 0n;
-  let listing = (options.snapshot ?? true) && cursor === 0n; // until the first bookmark
+  // Whether `cursor` is a place in the stream to resume after. Zero is one too once a watch
+  // went live on an empty stream; unpositioned, a watch starts from now.
+  let positioned = stored !== undefined || cursor > 0n;
+  let listing = (options.snapshot ?? true) && !positioned; // until the first bookmark
   const versions = new Map<string, bigint>();
   const fresh = (jobId: string, version: bigint): boolean => {
     if ((versions.get(jobId) ?? 0n) >= version) {
@@ -144,10 +147,12 @@ export async function* watchJobs(
     switch (kind.case) {
       case "bookmark":
         cursor = cursor > kind.value.cursor ? cursor : kind.value.cursor;
+        positioned = true;
         listing = false;
         return options.bookmarks ? new WatchItem("bookmark", cursor) : undefined;
       case "event":
         cursor = cursor > kind.value.cursor ? cursor : kind.value.cursor;
+        positioned = true;
         return fresh(kind.value.jobId, kind.value.jobVersion)
           ? new WatchItem("event", cursor, undefined, kind.value)
           : undefined;
@@ -174,6 +179,7 @@ export async function* watchJobs(
         userId: options.userId ?? "",
         jobId: options.jobId ?? "",
         resumeAfter: cursor,
+        resume: positioned,
         includeSnapshot: listing,
       };
       for await (const response of notifier.watchJobs(request, { signal: stream.signal })) {
@@ -198,6 +204,7 @@ export async function* watchJobs(
       if (error instanceof ResumeTokenExpired) {
         yield new WatchItem("relisted", cursor);
         cursor = 0n;
+        positioned = false;
         listing = true;
         continue;
       }

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file assay/notifier/v1/notifier_service.proto.
  */
 export const file_assay_notifier_v1_notifier_service: GenFile = /*@__PURE__*/
-  fileDesc("Cihhc3NheS9ub3RpZmllci92MS9ub3RpZmllcl9zZXJ2aWNlLnByb3RvEhFhc3NheS5ub3RpZmllci52MSJjChBXYXRjaEpvYnNSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSDgoGam9iX2lkGAIgASgJEhQKDHJlc3VtZV9hZnRlchgDIAEoBBIYChBpbmNsdWRlX3NuYXBzaG90GAQgASgIIkcKCEJvb2ttYXJrEg4KBmN1cnNvchgBIAEoBBIrCgdzZW50X2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKiAQoRV2F0Y2hKb2JzUmVzcG9uc2USKgoFZXZlbnQYASABKAsyGS5hc3NheS5ldmVudHMudjEuSm9iRXZlbnRIABIoCghzbmFwc2hvdBgCIAEoCzIULmFzc2F5LmNvbW1vbi52MS5Kb2JIABIvCghib29rbWFyaxgDIAEoCzIbLmFzc2F5Lm5vdGlmaWVyLnYxLkJvb2ttYXJrSABCBgoEa2luZDJrCg9Ob3RpZmllclNlcnZpY2USWAoJV2F0Y2hKb2JzEiMuYXNzYXkubm90aWZpZXIudjEuV2F0Y2hKb2JzUmVxdWVzdBokLmFzc2F5Lm5vdGlmaWVyLnYxLldhdGNoSm9ic1Jlc3BvbnNlMAFiBnByb3RvMw", [file_assay_common_v1_job, file_assay_events_v1_events, file_google_protobuf_timestamp]);
+  fileDesc("Cihhc3NheS9ub3RpZmllci92MS9ub3RpZmllcl9zZXJ2aWNlLnByb3RvEhFhc3NheS5ub3RpZmllci52MSJzChBXYXRjaEpvYnNSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSDgoGam9iX2lkGAIgASgJEhQKDHJlc3VtZV9hZnRlchgDIAEoBBIYChBpbmNsdWRlX3NuYXBzaG90GAQgASgIEg4KBnJlc3VtZRgFIAEoCCJHCghCb29rbWFyaxIOCgZjdXJzb3IYASABKAQSKwoHc2VudF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiogEKEVdhdGNoSm9ic1Jlc3BvbnNlEioKBWV2ZW50GAEgASgLMhkuYXNzYXkuZXZlbnRzLnYxLkpvYkV2ZW50SAASKAoIc25hcHNob3QYAiABKAsyFC5hc3NheS5jb21tb24udjEuSm9iSAASLwoIYm9va21hcmsYAyABKAsyGy5hc3NheS5ub3RpZmllci52MS5Cb29rbWFya0gAQgYKBGtpbmQyawoPTm90aWZpZXJTZXJ2aWNlElgKCVdhdGNoSm9icxIjLmFzc2F5Lm5vdGlmaWVyLnYxLldhdGNoSm9ic1JlcXVlc3QaJC5hc3NheS5ub3RpZmllci52MS5XYXRjaEpvYnNSZXNwb25zZTABYgZwcm90bzM", [file_assay_common_v1_job, file_assay_events_v1_events, file_google_protobuf_timestamp]);
 
 /**
  * WatchJobsRequest selects the events to stream.
@@ -39,7 +39,8 @@ export type WatchJobsRequest = Message<"assay.notifier.v1.WatchJobsRequest"> & {
   jobId: string;
 
   /**
-   * Replay events after this cursor (a JobEvent.cursor or Bookmark.cursor); zero: from now.
+   * Replay events after this cursor (a JobEvent.cursor or Bookmark.cursor); zero: from now,
+   * unless resume is set.
    *
    * @generated from field: uint64 resume_after = 3;
    */
@@ -51,6 +52,15 @@ export type WatchJobsRequest = Message<"assay.notifier.v1.WatchJobsRequest"> & {
    * @generated from field: bool include_snapshot = 4;
    */
   includeSnapshot: boolean;
+
+  /**
+   * resume_after is a cursor to resume after even when it is zero: a watch that went live
+   * while the events stream was empty holds cursor 0, and resuming from there replays from
+   * the stream's first event. Unset (and with older clients) a zero resume_after means now.
+   *
+   * @generated from field: bool resume = 5;
+   */
+  resume: boolean;
 };
 
 /**
