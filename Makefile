@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint gen docs demo clean image test-deploy
+.PHONY: install test lint gen docs demo clean image test-deploy test-prod-shape
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,14 @@ image:
 test-deploy: $(STAMP) image
 	CONTAINERS_CONF=$${CONTAINERS_CONF:-$(CURDIR)/deploy/podman/containers.conf} \
 		$(PY) -m tools.podkube
+
+# The prod overlay's topology (3 NATS nodes, replicated services) under load and faults, with
+# the same runner (tools/podkube/prodshape.py). Its own image tag: never another run's image.
+PRODSHAPE_IMAGE ?= assay:prodshape
+test-prod-shape: $(STAMP)
+	IMAGE=$(PRODSHAPE_IMAGE) deploy/podman/image.sh
+	CONTAINERS_CONF=$${CONTAINERS_CONF:-$(CURDIR)/deploy/podman/containers.conf} \
+		PODKUBE_IMAGE=localhost/$(PRODSHAPE_IMAGE) $(PY) -m tools.podkube.prodshape
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

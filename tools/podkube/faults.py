@@ -1,0 +1,251 @@
+"""The faults `make test-prod-shape` causes under load, each followed by recovery.
+
+For each: the seconds until submissions and events flow again, from the load's record —
+the end of the longest pause in accepted submissions (and in events the watchers got) that
+began at or after the fault, measured from the fault; a pause no longer than the load's own
+spacing shows as the first one after the fault.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tools.podkube.load import Load
+from tools.podkube.prodrun import DEPLOYMENTS, ProdRun, SlotPod
+from tools.podkube.run import say
+from tools.podkube.steps import json_objects
+
+FLOWING = 5
+"""Accepted submissions and events after a fault's recovery that show both flow again."""
+RECOVER_WITHIN = 120.0
+STREAMS = ("ASSAY_JOBS", "ASSAY_EVENTS")
+
+
+@dataclass
+class Recovery:
+    """One fault and how long the load took to flow again."""
+
+    fault: str
+    submissions: float
+    events: float
+    longest_submit_pause: float
+    longest_event_pause: float
+
+    def line(self) -> str:
+        """One line of the summary."""
+        return (
+            f"{self.fault}: submissions flowing again after {self.submissions:.1f}s, "
+            f"events after {self.events:.1f}s (longest pauses {self.longest_submit_pause:.1f}s"
+            f" / {self.longest_event_pause:.1f}s)"
+        )
+
+
+def all_faults(run: ProdRun, load: Load) -> list[Recovery]:
+    """Every fault in turn (PRODSHAPE_FAULTS, comma-separated, picks some by name)."""
+    chosen = os.environ.get("PRODSHAPE_FAULTS", "")
+    faults: dict[str, Callable[[ProdRun, Load], Recovery]] = {
+        "nats-jobs-leader": lambda r, ld: nats_leader(r, ld, "ASSAY_JOBS"),
+        "nats-events-leader": lambda r, ld: nats_leader(r, ld, "ASSAY_EVENTS"),
+        "relay-holder": relay_holder,
+        "node-drain": node_drain,
+        "rolling-restart": rolling_restart,
+        "sweeps": two_sweeps,
+    }
+    picked = [f for f in faults if not chosen or f in chosen.split(",")]
+    wait_flowing(load, time.monotonic() - 0.001, "the steady load")
+    results = []
+    for name in picked:
+        result = faults[name](run, load)
+        say(result.line())
+        results.append(result)
+    return results
+
+
+def wait_flowing(load: Load, since: float, what: str) -> float:
+    """Wait until FLOWING submissions were accepted and FLOWING events seen after ``since``."""
+    deadline = time.monotonic() + RECOVER_WITHIN
+    record = load.record
+    while True:
+        subs = sum(1 for t in list(record.accepted_at) if t > since)
+        events = sum(1 for t in list(record.event_at) if t > since)
+        if subs >= FLOWING and events >= FLOWING:
+            return time.monotonic()
+        if load.error is not None:
+            raise RuntimeError(f"the load stopped: {load.error!r}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{what}: not flowing {RECOVER_WITHIN:.0f}s on ({subs} accepted, {events} events)"
+            )
+        time.sleep(0.2)
+
+
+def measure(load: Load, fault: str, started: float, recovered: float) -> Recovery:
+    """Recovery times of one fault, from the record between its start and FLOWING after."""
+    end = wait_flowing(load, recovered, fault)
+    subs, sub_pause = _resumed(load.record.accepted_at, started, end)
+    events, event_pause = _resumed(load.record.event_at, started, end)
+    return Recovery(fault, subs, events, sub_pause, event_pause)
+
+
+def _resumed(stamps: list[float], started: float, end: float) -> tuple[float, float]:
+    """(seconds from ``started`` to the end of the longest pause after it, that pause)."""
+    times = [started, *sorted(t for t in list(stamps) if started < t <= end)]
+    best_end, best_gap = times[min(1, len(times) - 1)], 0.0
+    for before, after in itertools.pairwise(times):
+        if after - before > best_gap:
+            best_gap, best_end = after - before, after
+    return best_end - started, best_gap
+
+
+def nats_leader(run: ProdRun, load: Load, stream: str) -> Recovery:
+    """kill -9 of the node leading ``stream``; it comes back (its store kept, as a PVC)."""
+    leader = run.nats.leader(stream)
+    if not leader:
+        raise RuntimeError(f"{stream}: no leader reported by /jsz")
+    node = run.nats.named(leader)
+    started = time.monotonic()
+    run.nats.kill(node)
+    run.publish_endpoints()
+    elected = _wait(lambda: run.nats.leader(stream) not in ("", leader), f"{stream} new leader")
+    say(f"kill -9 {leader} (led {stream}): {run.nats.leader(stream)} leads after {elected:.1f}s")
+    run.nats.start(node)
+    took = run.nats.wait_ready(node, RECOVER_WITHIN)
+    _wait(lambda: node.healthy(""), f"{leader} current again")
+    run.publish_endpoints()
+    say(f"{leader} restarted with its store: ready after {took:.1f}s, streams current")
+    return measure(load, f"kill -9 NATS {leader}, leader of {stream}", started, time.monotonic())
+
+
+def relay_holder(run: ProdRun, load: Load) -> Recovery:
+    """kill -9 of the archive pod whose relay publishes; the other takes the lock over."""
+    holder = relay_publisher(run)
+    if holder is None:
+        raise RuntimeError("no archive pod publishes: no relay runs")
+    started = time.monotonic()
+    run.stop_pod("archive", holder, kill=True)
+    took = _wait(lambda: relay_publisher(run, wait=2.0) is not None, "another relay publishing")
+    say(
+        f"kill -9 archive {holder.slot.pod if holder.slot else ''} (relay): "
+        f"another archive pod relays after {took:.1f}s"
+    )
+    run.start_pod("archive")  # its ReplicaSet replaces it
+    return measure(load, "kill -9 archive pod holding the relay lock", started, time.monotonic())
+
+
+def relay_publisher(run: ProdRun, wait: float = 3.0) -> SlotPod | None:
+    """The archive pod whose assay_outbox_published_total grows (only the relay's does)."""
+    before = {id(p): published(p) for p in run.pods["archive"]}
+    time.sleep(wait)
+    growing = [p for p in run.pods["archive"] if published(p) > before.get(id(p), 0.0)]
+    if len(growing) > 1:
+        raise RuntimeError(f"{len(growing)} archive pods published at once: two relays")
+    return growing[0] if growing else None
+
+
+def published(pod: SlotPod) -> float:
+    """An archive pod's assay_outbox_published_total (0 when it cannot be read)."""
+    assert pod.slot is not None
+    url = f"http://{pod.slot.address(9090)}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith("assay_outbox_published_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def node_drain(run: ProdRun, load: Load) -> Recovery:
+    """`kubectl drain` of a "node" holding one pod of each Deployment: each pod evicted
+    (SIGTERM, within its PodDisruptionBudget: one of its Deployment at a time) while its
+    ReplicaSet starts a replacement; each must exit 0 within its grace period."""
+    started = time.monotonic()
+    outcome: dict[str, str] = {}
+
+    def evict(deployment: str) -> None:
+        old = run.pods[deployment][0]
+        stopper = threading.Thread(
+            target=lambda: outcome.update({deployment: _stopped(run, deployment, old)})
+        )
+        stopper.start()
+        run.start_pod(deployment)
+        stopper.join()
+
+    threads = [threading.Thread(target=evict, args=(d,)) for d in DEPLOYMENTS]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    bad = {d: o for d, o in outcome.items() if not o.startswith("exit 0")}
+    if bad or len(outcome) != len(DEPLOYMENTS):
+        raise RuntimeError(f"drain: pods did not stop cleanly: {outcome}")
+    say("drain: " + "; ".join(f"{d} {o}" for d, o in outcome.items()))
+    return measure(load, "drain of a node (one pod of each Deployment)", started, time.monotonic())
+
+
+def _stopped(run: ProdRun, deployment: str, pod: SlotPod) -> str:
+    grace = int(pod.spec.get("terminationGracePeriodSeconds", 30))
+    took, code = run.stop_pod(deployment, pod)
+    ok = code == 0 and took < grace
+    return f"exit {code} in {took:.1f}s (grace {grace}s)" + ("" if ok else " — NOT clean")
+
+
+def rolling_restart(run: ProdRun, load: Load) -> Recovery:
+    """`kubectl rollout restart` of each Deployment: a new pod (maxSurge 1) ready before an
+    old one stops (maxUnavailable 0), until every pod is new."""
+    started = time.monotonic()
+    for deployment in DEPLOYMENTS:
+        old = list(run.pods[deployment])
+        for pod in old:
+            run.start_pod(deployment)
+            result = _stopped(run, deployment, pod)
+            if not result.startswith("exit 0") or "NOT" in result:
+                raise RuntimeError(f"rollout {deployment}: old pod {result}")
+        say(f"rollout restart {deployment}: {len(old)} pods replaced one by one")
+    return measure(load, "rolling restart of every Deployment", started, time.monotonic())
+
+
+def two_sweeps(run: ProdRun, load: Load) -> Recovery:
+    """Two sweep CronJob pods at once (as overlapping runs would be, were concurrencyPolicy
+    not Forbid): the archive's advisory lock lets one sweep at a time."""
+    cron = run.cluster.named("CronJob", "assay-sweep")
+    deadline = float(cron["spec"]["jobTemplate"]["spec"].get("activeDeadlineSeconds", 60))
+    started = time.monotonic()
+    outputs: list[str] = []
+    pods = [run.pod(cron), run.pod(cron)]
+    threads = [
+        threading.Thread(target=lambda p=p: outputs.append(run.run_to_completion(p, deadline)))
+        for p in pods
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    summaries = [
+        [r for r in json_objects(out) if "found" in r or "lock_busy" in r][-1] for out in outputs
+    ]
+    if len(summaries) != 2:
+        raise RuntimeError(f"the sweeps printed {len(summaries)} summaries")
+    busy = sum(1 for s in summaries if s.get("lock_busy"))
+    say(
+        f"two sweep pods at once: {2 - busy} swept, {busy} found the lock held "
+        f"(summaries {summaries})"
+    )
+    return measure(load, "two sweep pods at once", started, time.monotonic())
+
+
+def _wait(condition: Callable[[], bool], what: str) -> float:
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > RECOVER_WITHIN:
+            raise RuntimeError(f"timed out after {RECOVER_WITHIN:.0f}s waiting for {what}")
+        time.sleep(0.2)
+    return time.monotonic() - start
