@@ -24,6 +24,9 @@ from tools.podkube.steps import json_objects
 FLOWING = 5
 """Accepted submissions and events after a fault's recovery that show both flow again."""
 RECOVER_WITHIN = 120.0
+PAUSE = 1.5
+"""A longer gap between accepted submissions (or between events) is a pause in the flow:
+under the steady load both come several times a second."""
 STREAMS = ("ASSAY_JOBS", "ASSAY_EVENTS")
 
 
@@ -36,14 +39,22 @@ class Recovery:
     events: float
     longest_submit_pause: float
     longest_event_pause: float
+    held_back: int
+    """Submissions the load skipped meanwhile (users at their in-flight limit)."""
 
     def line(self) -> str:
         """One line of the summary."""
         return (
-            f"{self.fault}: submissions flowing again after {self.submissions:.1f}s, "
-            f"events after {self.events:.1f}s (longest pauses {self.longest_submit_pause:.1f}s"
-            f" / {self.longest_event_pause:.1f}s)"
+            f"{self.fault}: submissions {_flow(self.submissions, self.longest_submit_pause)}, "
+            f"events {_flow(self.events, self.longest_event_pause)}"
+            + (f"; {self.held_back} submissions held back by the load" if self.held_back else "")
         )
+
+
+def _flow(resumed: float, pause: float) -> str:
+    if resumed == 0.0:
+        return f"never paused (longest gap {pause:.1f}s)"
+    return f"flowing again {resumed:.1f}s after it (paused {pause:.1f}s)"
 
 
 def all_faults(run: ProdRun, load: Load) -> list[Recovery]:
@@ -90,17 +101,19 @@ def measure(load: Load, fault: str, started: float, recovered: float) -> Recover
     end = wait_flowing(load, recovered, fault)
     subs, sub_pause = _resumed(load.record.accepted_at, started, end)
     events, event_pause = _resumed(load.record.event_at, started, end)
-    return Recovery(fault, subs, events, sub_pause, event_pause)
+    held = sum(1 for t in list(load.record.held_back) if started < t <= end)
+    return Recovery(fault, subs, events, sub_pause, event_pause, held)
 
 
 def _resumed(stamps: list[float], started: float, end: float) -> tuple[float, float]:
-    """(seconds from ``started`` to the end of the longest pause after it, that pause)."""
+    """(seconds from ``started`` to the end of the longest pause after it — 0 when no pause
+    was longer than PAUSE, i.e. the flow never stopped — and that pause)."""
     times = [started, *sorted(t for t in list(stamps) if started < t <= end)]
-    best_end, best_gap = times[min(1, len(times) - 1)], 0.0
+    best_end, best_gap = started, 0.0
     for before, after in itertools.pairwise(times):
         if after - before > best_gap:
             best_gap, best_end = after - before, after
-    return best_end - started, best_gap
+    return (best_end - started if best_gap > PAUSE else 0.0), best_gap
 
 
 def nats_leader(run: ProdRun, load: Load, stream: str) -> Recovery:
@@ -127,13 +140,11 @@ def relay_holder(run: ProdRun, load: Load) -> Recovery:
     holder = relay_publisher(run)
     if holder is None:
         raise RuntimeError("no archive pod publishes: no relay runs")
+    name = holder.slot.pod if holder.slot else ""
     started = time.monotonic()
     run.stop_pod("archive", holder, kill=True)
-    took = _wait(lambda: relay_publisher(run, wait=2.0) is not None, "another relay publishing")
-    say(
-        f"kill -9 archive {holder.slot.pod if holder.slot else ''} (relay): "
-        f"another archive pod relays after {took:.1f}s"
-    )
+    took = _wait(lambda: relay_publisher(run, wait=1.0) is not None, "another relay publishing")
+    say(f"kill -9 archive pod {name} (the relay): another archive pod relays after {took:.1f}s")
     run.start_pod("archive")  # its ReplicaSet replaces it
     return measure(load, "kill -9 archive pod holding the relay lock", started, time.monotonic())
 

@@ -25,8 +25,9 @@ from assay.common.v1 import job_pb2
 from assay_cli.loader import load_submission
 from tools.podkube.run import SAMPLE
 
-INFLIGHT = 6
-"""Unfinished jobs one user may have before it waits (ASSAY_MAX_INFLIGHT_PER_USER is 10)."""
+INFLIGHT = 9
+"""Unfinished jobs one user may have before it waits (ASSAY_MAX_INFLIGHT_PER_USER is 10): a
+user holding back is the load's doing, counted in ``held_back``, not a pause of Assay's."""
 READY_WITHIN = 60.0
 
 
@@ -51,6 +52,8 @@ class Record:
     seen: dict[str, list[Seen]] = field(default_factory=dict)
     event_at: list[float] = field(default_factory=list)
     watch_errors: list[str] = field(default_factory=list)
+    held_back: list[float] = field(default_factory=list)
+    """When a user skipped a submission, at its in-flight limit."""
 
     def terminal(self, job_id: str) -> bool:
         """Whether a watcher saw the job end."""
@@ -175,7 +178,10 @@ class Load:
         while True:
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            if not self._submitting.is_set() or self.record.unfinished(user) >= INFLIGHT:
+            if not self._submitting.is_set():
+                continue
+            if self.record.unfinished(user) >= INFLIGHT:
+                self.record.held_back.append(time.monotonic())
                 continue
             request_id = uuid.uuid4().hex
             try:

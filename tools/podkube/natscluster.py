@@ -153,7 +153,8 @@ class NatsCluster:
         for query in ("js-enabled-only=true", "js-server-only=true"):
             while not node.healthy(query):
                 if not node.alive():
-                    raise RuntimeError(f"{node.name} exited; see {node.directory}/nats.log")
+                    log = (node.directory / "nats.log").read_text(errors="replace")
+                    raise RuntimeError(f"{node.name} exited:\n{log[-2000:]}")
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{node.name}: /healthz?{query} failed for {timeout:.0f}s")
                 time.sleep(0.2)

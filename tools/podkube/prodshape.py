@@ -30,16 +30,19 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tools.podkube import faults, verify
 from tools.podkube.load import Load
-from tools.podkube.prodrun import DEPLOYMENTS, IMAGE, TREE, ProdRun, host_servers
+from tools.podkube.prodrun import DEPLOYMENTS, IMAGE, TREE, ProdRun, SlotPod, host_servers
 from tools.podkube.run import say
 
-USERS = [f"prodshape-user-{i}" for i in range(int(os.environ.get("PRODSHAPE_USERS", "6")))]
-RATE = float(os.environ.get("PRODSHAPE_RATE", "3"))
-"""Submissions a second in all: about a third of this two-core machine (bench/RESULTS.md)."""
+USERS = [f"prodshape-user-{i}" for i in range(int(os.environ.get("PRODSHAPE_USERS", "16")))]
+RATE = float(os.environ.get("PRODSHAPE_RATE", "20"))
+"""Submissions a second in all: the run's processes then use about a third of this two-core
+machine (the verification prints the share measured)."""
 GRANT = 100_000
 CANNOT = (
     "cannot honour here: scheduling (a 'node' is one pod of each Deployment; no "
@@ -55,19 +58,36 @@ def bring_up(run: ProdRun) -> None:
     job = run.cluster.named("Job", "assay-migrate")
     run.run_to_completion(run.pod(job), float(job["spec"].get("activeDeadlineSeconds", 600)))
     say("migrate Job: completed")
-    for name in DEPLOYMENTS:
-        count = run.cluster.replicas(name)
-        for _ in range(count):
-            pod = run.start_pod(name)
-            assert pod.slot is not None
-            say(f"{name}: pod {pod.slot.pod} ready at {pod.slot.ip} {pod.slot.ports}")
+    # The archive first (the others turn ready only once it answers), then the rest; each
+    # Deployment's replicas together, as a ReplicaSet creates them.
+    for group in (DEPLOYMENTS[:1], DEPLOYMENTS[1:]):
+        together(
+            lambda name: say(f"{name}: pod {_where(run.start_pod(name))} ready"),
+            [name for name in group for _ in range(run.cluster.replicas(name))],
+        )
     say("every Deployment is ready: " + ", ".join(f"{n} ×{len(run.pods[n])}" for n in DEPLOYMENTS))
+
+
+def together(action: Callable[[str], object], items: list[str]) -> None:
+    """``action`` on every item at once (threads); the first failure raised."""
+    with ThreadPoolExecutor(len(items)) as pool:
+        for future in [pool.submit(action, item) for item in items]:
+            future.result()
+
+
+def _where(pod: SlotPod) -> str:
+    assert pod.slot is not None
+    return f"{pod.slot.pod} at {pod.slot.ip} {pod.slot.ports}"
 
 
 def start_load(run: ProdRun) -> Load:
     """Grant every user tokens, then open the watches and start submitting."""
-    for user in USERS:
-        run.cli("tokens", "grant", "--user", user, "--amount", str(GRANT), "--reason", "prodshape")
+    together(
+        lambda user: run.cli(
+            "tokens", "grant", "--user", user, "--amount", str(GRANT), "--reason", "prodshape"
+        ),
+        USERS,
+    )
     load = Load(
         run.service_address("assessment"),
         run.service_address("notifier"),
@@ -93,9 +113,9 @@ def main() -> int:
         with host_servers(run):
             bring_up(run)
             verify.stream_replicas(run)
+            load = start_load(run)
             monitor = verify.Monitor(run)
             monitor.start()
-            load = start_load(run)
             results = faults.all_faults(run, load)
             verify.everything(run, load, results, monitor)
     except Exception as err:

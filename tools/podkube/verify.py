@@ -15,17 +15,20 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
+import time
 from collections import Counter
 from urllib.parse import urlsplit
 
 from assaylib.embedded import postgres_install_dir
+from tools.podkube import cpu
 from tools.podkube.faults import STREAMS, Recovery, relay_publisher
 from tools.podkube.load import Load
 from tools.podkube.pods import _bytes, podman
 from tools.podkube.prodrun import ProdRun
-from tools.podkube.run import say
+from tools.podkube.run import STARTED, say
 
 DRAIN_WITHIN = 120.0
 
@@ -53,6 +56,8 @@ class Monitor:
         """container → (largest use seen, limit) in bytes."""
         self.relay_samples = 0
         self.problems: list[str] = []
+        self.cpu_seconds = 0.0
+        self.wall_seconds = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="monitor", daemon=True)
 
@@ -67,7 +72,12 @@ class Monitor:
         self.sample_memory()
 
     def _loop(self) -> None:
+        before, at = cpu.sample(self.container_ids()), time.monotonic()
         while not self._stop.wait(1.0):
+            now, stamp = cpu.sample(self.container_ids()), time.monotonic()
+            self.cpu_seconds += cpu.used_between(before, now)
+            self.wall_seconds += stamp - at
+            before, at = now, stamp
             try:
                 relay_publisher(self.run, wait=2.0)
                 self.relay_samples += 1
@@ -75,6 +85,15 @@ class Monitor:
                 self.problems.append(str(err))
             if self.relay_samples % 5 == 0:
                 self.sample_memory()
+
+    def container_ids(self) -> list[str]:
+        """Full ids of this run's running containers."""
+        label = f"label=assay.podkube.run={self.run.run_id}"
+        return podman("ps", "--filter", label, "--no-trunc", "--format", "{{.ID}}").split()
+
+    def cores(self) -> float:
+        """CPU cores the run's processes used on average while sampled."""
+        return self.cpu_seconds / self.wall_seconds if self.wall_seconds else 0.0
 
     def sample_memory(self) -> None:
         """One ``podman stats`` of this run's running containers."""
@@ -166,6 +185,8 @@ def everything(run: ProdRun, load: Load, results: list[Recovery], monitor: Monit
     over = {n: (u, c) for n, (u, c) in monitor.memory.items() if c and u > c}
     failed = len(record.failures)
     lines = [
+        f"load: {monitor.cores():.2f} of {os.cpu_count()} cores used by the run's processes "
+        f"(containers, NATS, PostgreSQL, proxy, callers) on average under load",
         f"{len(jobs)} jobs accepted, {failed} calls failed after assay-client's retries"
         + (f" (e.g. {record.failures[0][1]})" if failed else ""),
         f"{len(lost)} jobs lost (not COMPLETED), {len(twice_charged)} charged other than "
@@ -183,7 +204,8 @@ def everything(run: ProdRun, load: Load, results: list[Recovery], monitor: Monit
     say("recovery times:\n  " + "\n  ".join(r.line() for r in results))
     say("verify:\n  " + "\n  ".join(lines))
     if failed:
-        problems.append(f"{failed} calls failed")
+        when = ", ".join(f"{at - STARTED:.1f}s" for at, _ in record.failures[:10])
+        problems.append(f"{failed} calls failed (at {when}; the progress lines' clock)")
     if lost or twice_charged or twice_completed:
         problems.append(
             f"lost {lost[:3]}, charged {twice_charged[:3]}, completed {twice_completed[:3]}"
