@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
+import ssl
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cryptography import x509
+
 from tools.podkube.load import Load
+from tools.podkube.pods import logs
 from tools.podkube.prodrun import DEPLOYMENTS, ProdRun, SlotPod
 from tools.podkube.run import say
 from tools.podkube.steps import json_objects
@@ -67,8 +72,12 @@ def all_faults(run: ProdRun, load: Load) -> list[Recovery]:
         "node-drain": node_drain,
         "rolling-restart": rolling_restart,
         "sweeps": two_sweeps,
+        "certificate-renewal": renew_certificate,
     }
     picked = [f for f in faults if not chosen or f in chosen.split(",")]
+    if not run.tls and "certificate-renewal" in picked:
+        say("certificate renewal: skipped — the overlay asks for no TLS (no Certificate)")
+        picked.remove("certificate-renewal")
     wait_flowing(load, time.monotonic() - 0.001, "the steady load")
     results = []
     for name in picked:
@@ -260,3 +269,53 @@ def _wait(condition: Callable[[], bool], what: str) -> float:
             raise RuntimeError(f"timed out after {RECOVER_WITHIN:.0f}s waiting for {what}")
         time.sleep(0.2)
     return time.monotonic() - start
+
+
+RENEWED = "assay-assessment-tls"
+"""The Secret renewed mid-run: the assessment pods serve callers with it and present it to
+the archive, so both a server's and a client's reload are exercised."""
+
+
+def renew_certificate(run: ProdRun, load: Load) -> Recovery:
+    """cert-manager renews one service's certificate mid-run: every assessment pod serves
+    new connections with the new certificate, and its channels to the archive present it,
+    without a restart (and, the verification says, without a failed call)."""
+    old = run.serials[RENEWED]
+    started = time.monotonic()
+    new = run.renew(RENEWED)
+    pods = list(run.pods["assessment"])
+
+    def serving_new() -> bool:
+        return all(served_serial(run, p) == new for p in pods)
+
+    took = _wait(serving_new, "every assessment pod serving the renewed certificate")
+    reloaded = _wait(
+        lambda: all("TLS files changed" in logs(name) for p in pods for name in p.containers),
+        "every assessment pod's channels reopened with the renewed certificate",
+    )
+    say(
+        f"renewed {RENEWED} (serial {old:x} → {new:x}): {len(pods)} assessment pods serve it "
+        f"after {took:.1f}s, their channels to the archive use it after {took + reloaded:.1f}s, "
+        "no restart"
+    )
+    return measure(load, f"renewal of {RENEWED}", started, time.monotonic())
+
+
+def served_serial(run: ProdRun, pod: SlotPod) -> int:
+    """The serial of the certificate a pod's gRPC port serves a new TLS connection."""
+    assert pod.slot is not None
+    context = ssl.create_default_context(cafile=str(run.tls_dir / "ca.crt"))
+    context.load_cert_chain(run.tls_dir / "caller.crt", run.tls_dir / "caller.key")
+    context.set_alpn_protocols(["h2"])
+    host, _, port = pod.slot.address(_grpc_port(pod)).rpartition(":")
+    with (
+        socket.create_connection((host, int(port)), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    return x509.load_der_x509_certificate(der or b"").serial_number
+
+
+def _grpc_port(pod: SlotPod) -> int:
+    (container,) = pod.spec["containers"]
+    return int(next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc"))

@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from assay_client import tls_credentials
 
 from assaylib.embedded import EmbeddedPostgres
+from tools.podkube.certs import Authority, write_atomically
 from tools.podkube.natscluster import NatsCluster
 from tools.podkube.pods import Pod, inspect, logs, podman, wait_probe
 from tools.podkube.render import LOOPBACK, Manifest, kustomize, pod_template
@@ -61,6 +63,19 @@ class SlotPod(Pod):
         args[args.index(container["image"])] = IMAGE
         return args
 
+    def _files(self, volume: Manifest, container: Manifest) -> Path:
+        """A Secret volume written as the kubelet writes it (certs.write_atomically), so a
+        renewal later swaps every file at once; other volumes as Pod writes them."""
+        if "secret" not in volume:
+            return super()._files(volume, container)
+        name = volume["secret"]["secretName"]
+        directory: Path = self.workdir / "volumes" / self.name / str(volume["name"])
+        owner = self.spec.get("securityContext", {}).get("fsGroup")
+        write_atomically(directory, self.cluster.data("Secret", name), owner)
+        assert isinstance(self.cluster, ProdCluster)
+        self.cluster.secret_dirs.setdefault(name, set()).add((directory, owner))
+        return directory
+
     def container_name(self, container: Manifest) -> str:
         """The podman name: run, workload, slot, instance, container."""
         where = f"s{self.slot.index}-" if self.slot is not None else ""
@@ -80,6 +95,13 @@ class ProdRun:
         )
         self.issuer = Issuer(issuer=self._issuer_name())
         self._out_of_band_objects()
+        self.ca = Authority()
+        self.serials: dict[str, int] = {}
+        """Secret name → the serial of the certificate it holds now."""
+        for certificate in self.cluster.of_kind("Certificate").values():
+            self.issue(certificate)
+        self.tls_dir = workdir / "tls"
+        self._caller_certificate()
         self.nats = NatsCluster(self.cluster, workdir, say)
         self.containers: list[str] = []
         self.pods: dict[str, list[SlotPod]] = {name: [] for name in DEPLOYMENTS}
@@ -111,6 +133,49 @@ class ProdRun:
                 "data": {"jwks.json": self.issuer.jwks()},
             },
         ]
+
+    @property
+    def tls(self) -> bool:
+        """Whether the overlay turns TLS on (it has Certificate objects)."""
+        return bool(self.serials)
+
+    def issue(self, certificate: Manifest) -> int:
+        """Issue (or renew) a Certificate into its Secret, as cert-manager's CA Issuer
+        would; the new serial. IP SANs: 127.0.0.1 and the slots of its workload."""
+        workload = certificate["metadata"].get("labels", {}).get("app.kubernetes.io/name", "")
+        ips = [LOOPBACK, *(s.ip for s in self.cluster.slots.get(workload, []))]
+        secret, serial = self.ca.secret(certificate, ips)
+        name = secret["metadata"]["name"]
+        self.cluster.objects = [
+            o
+            for o in self.cluster.objects
+            if not (o["kind"] == "Secret" and o["metadata"]["name"] == name)
+        ]
+        self.cluster.objects.append(secret)
+        self.serials[name] = serial
+        return serial
+
+    def renew(self, secret_name: str) -> int:
+        """cert-manager's renewal: a new key and certificate in the Secret, and the kubelet's
+        update of every volume showing it (one atomic swap each); the new serial."""
+        (certificate,) = [
+            c
+            for c in self.cluster.of_kind("Certificate").values()
+            if c["spec"]["secretName"] == secret_name
+        ]
+        serial = self.issue(certificate)
+        data = self.cluster.data("Secret", secret_name)
+        for directory, owner in self.cluster.secret_dirs.get(secret_name, set()):
+            write_atomically(directory, data, owner)
+        return serial
+
+    def _caller_certificate(self) -> None:
+        """The callers' (load, CLI) client certificate: mutual TLS asks every caller for one."""
+        self.tls_dir.mkdir(parents=True, exist_ok=True)
+        cert, key, _serial = self.ca.issue("prodshape-caller", [], [], ["client auth"])
+        (self.tls_dir / "ca.crt").write_bytes(self.ca.pem)
+        (self.tls_dir / "caller.crt").write_bytes(cert)
+        (self.tls_dir / "caller.key").write_bytes(key)
 
     def pod(self, workload: Manifest, slot: Slot | None = None, **env: str) -> SlotPod:
         """A workload's pod template as a pod of this run, in ``slot``."""
@@ -236,12 +301,22 @@ class ProdRun:
         return done.stdout
 
     def client_credentials(self) -> grpc.ChannelCredentials | None:
-        """The load's channel credentials (None until TLS is on)."""
-        return None
+        """The load's channel credentials: the CA, and the caller's certificate."""
+        if not self.tls:
+            return None
+        return tls_credentials(
+            self.tls_dir / "ca.crt", self.tls_dir / "caller.crt", self.tls_dir / "caller.key"
+        )
 
     def client_tls_env(self) -> dict[str, str]:
-        """The CLI's TLS settings (none until TLS is on)."""
-        return {}
+        """The CLI's TLS settings."""
+        if not self.tls:
+            return {}
+        return {
+            "ASSAY_TLS_CA": str(self.tls_dir / "ca.crt"),
+            "ASSAY_TLS_CERT": str(self.tls_dir / "caller.crt"),
+            "ASSAY_TLS_KEY": str(self.tls_dir / "caller.key"),
+        }
 
     def cleanup(self) -> None:
         """Remove the containers (PODKUBE_KEEP=1 keeps them), stop the proxy."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from assaylib.embedded import free_port
 from tools.podkube.render import LOOPBACK, Cluster, Manifest, RenderError, pod_template
@@ -56,6 +57,8 @@ class ProdCluster(Cluster):
     """The rendered prod overlay, with a slot per replica and per surge pod."""
 
     slots: dict[str, list[Slot]] = field(default_factory=dict)
+    secret_dirs: dict[str, set[tuple[Path, int | None]]] = field(default_factory=dict)
+    """Secret name → the volume directories showing it (and their fsGroup), for renewals."""
     taken: set[int] = field(default_factory=set)
     """Every host port handed out: free_port() may hand out a port again until it is bound."""
 
