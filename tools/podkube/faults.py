@@ -68,6 +68,7 @@ def all_faults(run: ProdRun, load: Load) -> list[Recovery]:
     faults: dict[str, Callable[[ProdRun, Load], Recovery]] = {
         "nats-jobs-leader": lambda r, ld: nats_leader(r, ld, "ASSAY_JOBS"),
         "nats-events-leader": lambda r, ld: nats_leader(r, ld, "ASSAY_EVENTS"),
+        "nats-quorum": nats_quorum,
         "relay-holder": relay_holder,
         "node-drain": node_drain,
         "rolling-restart": rolling_restart,
@@ -142,6 +143,34 @@ def nats_leader(run: ProdRun, load: Load, stream: str) -> Recovery:
     run.publish_endpoints()
     say(f"{leader} restarted with its store: ready after {took:.1f}s, streams current")
     return measure(load, f"kill -9 NATS {leader}, leader of {stream}", started, time.monotonic())
+
+
+QUORUM_LOST_FOR = 10.0
+"""Seconds two of the three NATS nodes stay down in the quorum fault."""
+
+
+def nats_quorum(run: ProdRun, load: Load) -> Recovery:
+    """kill -9 of two of the three NATS nodes (quorum lost) for QUORUM_LOST_FOR seconds:
+    submissions must still be accepted (the outbox holds their messages); once both nodes
+    are back, the backlog flows, in order, with nothing lost (the verification)."""
+    down = run.nats.nodes[:2]
+    started = time.monotonic()
+    for node in down:
+        run.nats.kill(node)
+    run.publish_endpoints()
+    accepted_before = len(load.record.accepted_at)
+    time.sleep(QUORUM_LOST_FOR)  # the outage itself, not a wait for a condition
+    accepted = len(load.record.accepted_at) - accepted_before
+    for node in down:
+        run.nats.start(node)
+    for node in down:
+        run.nats.wait_ready(node, RECOVER_WITHIN)
+    run.publish_endpoints()
+    say(
+        f"kill -9 {', '.join(n.name for n in down)} (quorum lost) for {QUORUM_LOST_FOR:.0f}s: "
+        f"{accepted} submissions accepted meanwhile; both nodes back"
+    )
+    return measure(load, "NATS quorum lost (2 of 3 nodes)", started, time.monotonic())
 
 
 def relay_holder(run: ProdRun, load: Load) -> Recovery:
