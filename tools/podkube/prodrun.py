@@ -102,6 +102,8 @@ class ProdRun:
             self.issue(certificate)
         self.tls_dir = workdir / "tls"
         self._caller_certificate()
+        # A list of addresses has no name to verify a certificate against (replicas.py).
+        self.cluster.headless_lists = not self.tls
         self.nats = NatsCluster(self.cluster, workdir, say)
         self.containers: list[str] = []
         self.pods: dict[str, list[SlotPod]] = {name: [] for name in DEPLOYMENTS}

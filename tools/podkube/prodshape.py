@@ -108,6 +108,12 @@ def main() -> int:
     run = ProdRun(workdir)
     say(f"rendered {TREE}: {len(run.cluster.objects)} objects; image {IMAGE}")
     say(CANNOT)
+    if run.tls:
+        say(
+            f"TLS on: {len(run.serials)} Certificates issued by this run's CA; the headless "
+            "archive Service is reached through the kube-proxy stand-in (balanced per "
+            "connection, not per call: replicas.py says why)"
+        )
     load: Load | None = None
     try:
         with host_servers(run):

@@ -13,6 +13,9 @@ ADDRESS BOOK OF THE PROD SHAPE (extends render.py's, which the dev run keeps usi
   list of every slot's address, ``127.0.1.1:p1,127.0.1.2:p2,127.0.1.3:p3`` — what its DNS
   name resolves to; the services' channels balance over it round robin (assaylib.channels),
   skipping a slot where nothing listens (a surge slot between rollouts, a killed pod).
+  With TLS on, a list has no name to check the certificate against (gRPC takes the whole
+  list for the authority), where the cluster's ``archive`` has one: the headless Service is
+  then reached like a ClusterIP one, so calls are balanced per connection, not per call.
 * A ClusterIP Service (assessment, notifier, worker, nats): ``127.0.0.1:<host port>``, where
   the kube-proxy stand-in (proxy.py) forwards each connection to one ready endpoint.
 * The pod's own Service (an archive pod's ``ASSAY_ARCHIVE_ADDR``, which it binds): its own
@@ -59,6 +62,8 @@ class ProdCluster(Cluster):
     slots: dict[str, list[Slot]] = field(default_factory=dict)
     secret_dirs: dict[str, set[tuple[Path, int | None]]] = field(default_factory=dict)
     """Secret name → the volume directories showing it (and their fsGroup), for renewals."""
+    headless_lists: bool = True
+    """A headless Service as the list of its pods' addresses (False: through the proxy)."""
     taken: set[int] = field(default_factory=set)
     """Every host port handed out: free_port() may hand out a port again until it is bound."""
 
@@ -156,7 +161,7 @@ class ProdCluster(Cluster):
                 raise RenderError(f"{match.group(0)!r}: the Service has no such port")
             if slot is not None and service in own:
                 return slot.address(self.target_port(service, port))
-            if self.headless(service) and self.service_slots(service):
+            if self.headless_lists and self.headless(service) and self.service_slots(service):
                 target = self.target_port(service, port)
                 return ",".join(s.address(target) for s in self.service_slots(service))
             return f"{LOOPBACK}:{self.addresses[(service, port)]}"
