@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import time
 import urllib.error
@@ -31,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from assaylib.embedded import EmbeddedNats, die_with_parent
+from assaylib.embedded import EmbeddedNats
 from tools.podkube.render import RenderError, pod_template
 from tools.podkube.replicas import NATS_NET, ProdCluster
 
@@ -129,8 +128,9 @@ class NatsCluster:
             env={**os.environ, "SERVER_NAME": node.name},
             stdout=log,
             stderr=subprocess.STDOUT,
+            # No preexec function (die_with_parent): a node restarted while the load's gRPC
+            # threads run would fork with them; host_servers stops every node instead.
             start_new_session=True,
-            preexec_fn=die_with_parent(signal.SIGTERM),
         )
 
     def start_all(self, timeout: float) -> None:
@@ -154,7 +154,8 @@ class NatsCluster:
             while not node.healthy(query):
                 if not node.alive():
                     log = (node.directory / "nats.log").read_text(errors="replace")
-                    raise RuntimeError(f"{node.name} exited:\n{log[-2000:]}")
+                    code = node.process.returncode if node.process is not None else None
+                    raise RuntimeError(f"{node.name} exited ({code}):\n{log[-2000:]}")
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{node.name}: /healthz?{query} failed for {timeout:.0f}s")
                 time.sleep(0.2)

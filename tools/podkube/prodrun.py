@@ -24,6 +24,8 @@ from pathlib import Path
 import grpc
 from assay_client import tls_credentials
 
+from assay.archive.v1 import archive_service_pb2 as archive_pb
+from assay.archive.v1 import archive_service_pb2_grpc as archive_grpc
 from assaylib.embedded import EmbeddedPostgres
 from tools.podkube.certs import Authority, write_atomically
 from tools.podkube.natscluster import NatsCluster
@@ -301,6 +303,30 @@ class ProdRun:
         if done.returncode != 0:
             raise RuntimeError(f"assay {' '.join(args)} exited {done.returncode}:\n{done.stderr}")
         return done.stdout
+
+    def grant(self, users: list[str], amount: int) -> None:
+        """GrantTokens to each user, as an operator, through the archive Service (the CLI's
+        call, made here once per user instead of one CLI process each)."""
+        token = self.issuer.caller_token("prodshape-ops", ["operator"])
+        address = self.service_address("archive")
+        credentials = self.client_credentials()
+        channel = (
+            grpc.secure_channel(address, credentials)
+            if credentials is not None
+            else grpc.insecure_channel(address)
+        )
+        with channel:
+            stub = archive_grpc.ArchiveServiceStub(channel)
+            for user in users:
+                request = archive_pb.GrantTokensRequest(
+                    user_id=user, amount=amount, reason="prodshape"
+                )
+                stub.GrantTokens(
+                    request,
+                    metadata=(("authorization", f"Bearer {token}"),),
+                    timeout=WAIT,
+                    wait_for_ready=True,
+                )
 
     def client_credentials(self) -> grpc.ChannelCredentials | None:
         """The load's channel credentials: the CA, and the caller's certificate."""
