@@ -14,6 +14,7 @@ import base64
 import datetime as dt
 import ipaddress
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,9 +105,18 @@ class Authority:
         return secret, serial
 
 
+_WRITING = threading.Lock()
+"""Replicas of one Deployment start together and share their volume directories."""
+
+
 def write_atomically(directory: Path, files: dict[str, str], owner: int | None) -> None:
     """The kubelet's atomic writer: ``..<stamp>/`` holds the files, ``..data`` links to it,
     each name links through ``..data``; an update is one rename of ``..data``."""
+    with _WRITING:
+        _write(directory, files, owner)
+
+
+def _write(directory: Path, files: dict[str, str], owner: int | None) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     stamp = directory / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{time.monotonic_ns()}"
     stamp.mkdir()
