@@ -59,7 +59,7 @@ class Recovery:
 def _flow(resumed: float, pause: float) -> str:
     if resumed == 0.0:
         return f"never paused (longest gap {pause:.1f}s)"
-    return f"flowing again {resumed:.1f}s after it (paused {pause:.1f}s)"
+    return f"paused at most {pause:.1f}s, flowing again {resumed:.1f}s after the fault began"
 
 
 def all_faults(run: ProdRun, load: Load) -> list[Recovery]:

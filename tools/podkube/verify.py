@@ -137,8 +137,9 @@ def psql(run: ProdRun, query: str) -> list[list[str]]:
         [
             str(postgres_install_dir() / "bin" / "psql"),
             *("-h", url.hostname or "127.0.0.1", "-p", str(url.port), "-U", "postgres"),
-            *("-d", url.path.lstrip("/"), "-At", "-v", "ON_ERROR_STOP=1", "-c", query),
+            *("-d", url.path.lstrip("/"), "-At", "-v", "ON_ERROR_STOP=1", "-f", "-"),
         ],
+        input=query,  # on stdin: thousands of job ids exceed an argument's length
         capture_output=True,
         text=True,
         check=True,
