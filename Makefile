@@ -6,7 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint buf-breaking gen docs demo clean image test-deploy test-node test-upgrade
+.PHONY: install test lint buf-breaking gen docs demo clean image test-deploy test-node test-upgrade \
+	test-prod-shape
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +76,12 @@ test-deploy: $(STAMP) image
 test-upgrade: $(STAMP)
 	ASSAY_TEST_UPGRADE=1 $(PY) -m pytest -q tests/upgrade
 	$(PY) -m tools.upgrade $(UPGRADE_ARGS)
+
+# The prod overlay's topology (3 NATS nodes, replicated services, TLS) under load and faults,
+# with the same runner and image as test-deploy (tools/podkube/prodshape.py).
+test-prod-shape: $(STAMP) image
+	CONTAINERS_CONF=$${CONTAINERS_CONF:-$(CURDIR)/deploy/podman/containers.conf} \
+		$(PY) -m tools.podkube.prodshape
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -13,6 +13,7 @@ import grpc.aio
 from assaylib import tracing
 from assaylib.auth import TokenSource, authorized
 from assaylib.config import Settings
+from assaylib.tls import ReloadingChannel
 
 __all__ = [
     "CHANNEL_OPTIONS",
@@ -66,17 +67,26 @@ def channel_target(addr: str) -> str:
 def open_channel(
     addr: str, settings: Settings, token: str | Callable[[], str] | None = None
 ) -> grpc.aio.Channel:
-    """A channel to ``addr``: secure when ``settings.tls_ca`` is set, sending ``token``."""
+    """A channel to ``addr``: secure when ``settings.tls_ca`` is set — and then opened again
+    when the CA bundle or this process's certificate is renewed (``tls.ReloadingChannel``) —
+    sending ``token``."""
     interceptors = tracing.client_interceptors()
-    credentials = client_credentials(settings)
-    if credentials is None:
+    target = channel_target(addr)
+    channel: grpc.aio.Channel
+    if not settings.tls_ca:
         channel = grpc.aio.insecure_channel(
-            channel_target(addr), options=CHANNEL_OPTIONS, interceptors=interceptors
+            target, options=CHANNEL_OPTIONS, interceptors=interceptors
         )
     else:
-        channel = grpc.aio.secure_channel(
-            channel_target(addr), credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
-        )
+
+        def secure() -> grpc.aio.Channel:
+            credentials = client_credentials(settings)
+            assert credentials is not None
+            return grpc.aio.secure_channel(
+                target, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
+            )
+
+        channel = ReloadingChannel(secure, [settings.tls_ca, settings.tls_cert, settings.tls_key])
     return channel if token is None else BearerChannel(channel, token)
 
 

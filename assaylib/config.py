@@ -145,6 +145,9 @@ class Settings:
     tls_ca: str = ""
     """Path of a PEM CA bundle: clients verify servers with it; servers then require client
     certificates."""
+    health_addr: str = ""
+    """host:port of a plaintext gRPC server of grpc.health.v1 only, beside the service's own
+    (TLS) port, for probes that speak no TLS (the kubelet's); empty: none."""
     reflection: bool = True
     """Serve gRPC server reflection (unauthenticated: it lists every RPC and message); the
     prod overlay turns it off."""
@@ -328,6 +331,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "notifier_addr": _address(optional=False),
     "worker_addr": _address(optional=False),
     "metrics_addr": _address(optional=True),
+    "health_addr": _address(optional=True),
     "token_cost": _int_at_least(1),
     "heartbeat_interval": _positive_duration,
     "lease_timeout": _positive_duration,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
+from weakref import WeakKeyDictionary
 
 import grpc
 import grpc.aio
@@ -12,10 +12,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from assaylib import tracing
+from assaylib import tls, tracing
 from assaylib.access import ACCESS, AccessTable
 from assaylib.auth import AuthInterceptor, verifier_of
-from assaylib.config import Settings
+from assaylib.config import Settings, listen_addr
 from assaylib.pipeline import ServerPipeline
 
 __all__ = [
@@ -40,16 +40,16 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
 
 log = logging.getLogger(__name__)
 
+_HEALTH_ONLY: WeakKeyDictionary[grpc.aio.Server, grpc.aio.Server] = WeakKeyDictionary()
+"""A server's plaintext health-only companion (``health_addr``), stopped with it."""
+
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
-    """TLS credentials from ``tls_cert``/``tls_key``; client certificates required if ``tls_ca``."""
+    """TLS credentials from ``tls_cert``/``tls_key``, re-read when they are renewed
+    (assaylib.tls); client certificates required if ``tls_ca``."""
     if not (settings.tls_cert and settings.tls_key):
         return None
-    pair = (Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())
-    root = Path(settings.tls_ca).read_bytes() if settings.tls_ca else None
-    return grpc.ssl_server_credentials(
-        [pair], root_certificates=root, require_client_auth=root is not None
-    )
+    return tls.server_credentials(settings.tls_cert, settings.tls_key, settings.tls_ca)
 
 
 async def create_server(
@@ -101,8 +101,21 @@ async def create_server(
     if port == 0:
         raise OSError(f"could not bind {bind}")
     await server.start()
+    if settings.health_addr:
+        _HEALTH_ONLY[server] = await _health_only(settings.health_addr, health)
     log.info("serving %s on port %d", ", ".join(service_names), port)
     return server, port, health
+
+
+async def _health_only(addr: str, health: HealthServicer) -> grpc.aio.Server:
+    """A plaintext server of grpc.health.v1 only, sharing ``health``'s statuses: the
+    kubelet's gRPC probes speak no TLS, and health carries no token and no data."""
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    if server.add_insecure_port(listen_addr(addr)) == 0:
+        raise OSError(f"could not bind {addr} (ASSAY_HEALTH_ADDR)")
+    await server.start()
+    return server
 
 
 async def shutdown(
@@ -115,6 +128,9 @@ async def shutdown(
     seconds, then run ``on_stop`` callbacks in order (each failure is logged, not raised)."""
     await health.enter_graceful_shutdown()
     await server.stop(grace)
+    companion = _HEALTH_ONLY.pop(server, None)
+    if companion is not None:
+        await companion.stop(0)
     for callback in on_stop:
         try:
             await callback()

@@ -15,9 +15,9 @@ KUBERNETES_VERSION = "1.37.0"
 """Schemas shipped by kubernetes-validate; strict mode also rejects unknown fields."""
 
 ASSAY_NAME = re.compile(r"\bASSAY_[A-Z0-9_]+\b")
-CUSTOM_RESOURCE_APIS = frozenset({"monitoring.coreos.com/v1"})
-"""Prometheus Operator kinds: no schema ships with kubernetes-validate (test_deploy_monitoring
-checks their shape)."""
+CUSTOM_RESOURCE_APIS = frozenset({"monitoring.coreos.com/v1", "cert-manager.io/v1"})
+"""Prometheus Operator and cert-manager kinds: no schema ships with kubernetes-validate
+(test_deploy_monitoring and test_deploy_tls check their shape)."""
 
 
 @pytest.mark.parametrize("tree", sorted(TREES))

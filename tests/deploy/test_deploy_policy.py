@@ -45,13 +45,23 @@ def test_every_long_running_container_has_probes(rendered, tree):
 
 @pytest.mark.parametrize("tree", sorted(TREES))
 def test_the_four_services_probe_grpc_health_on_their_port(rendered, tree):
+    """On the service's own port; with TLS on (prod), on the plaintext health-only port
+    ASSAY_HEALTH_ADDR names, since the kubelet's gRPC probes speak no TLS."""
     deployments = of_kind(rendered[tree], "Deployment")
+    config = next(
+        m["data"] for m in rendered[tree] if m["metadata"]["name"].startswith("assay-config")
+    )
+    health = config.get("ASSAY_HEALTH_ADDR", "")
     for name, port in SERVICES.items():
         (container,) = containers(deployments[name], init=False)
         assert container["command"] == ["python", "-m", MODULES[name]]
+        probed = int(health.rpartition(":")[2]) if health else port
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert container[probe]["grpc"] == {"port": port}, f"{name} {probe}"
+            assert container[probe]["grpc"] == {"port": probed}, f"{name} {probe}"
         assert {"name": "grpc", "containerPort": port} in container["ports"]
+        if health:
+            assert {"name": "health", "containerPort": probed} in container["ports"]
+            assert config.get("ASSAY_TLS_CERT"), "a health-only port is for TLS pods"
 
 
 @pytest.mark.parametrize("tree", sorted(TREES))

@@ -6,4 +6,9 @@ CronJob's job template — as a kubelet would, as far as one host without Kubern
 ``render`` reads the objects and resolves environment and addresses, ``pods`` turns a
 container spec into ``podman run`` and probes it, ``tokens`` plays the token issuer, and
 ``__main__`` is the scenario. What it cannot check is listed in ``__main__``'s docstring.
+
+`make test-prod-shape` (``python -m tools.podkube.prodshape``) runs the prod overlay with the
+same pieces, extended: ``replicas`` (a slot per pod), ``proxy`` (the kube-proxy stand-in),
+``natscluster`` (the overlay's three NATS nodes), ``certs`` (the CA Issuer), ``prodrun``,
+``load``, ``faults``, ``verify`` and ``cpu``.
 """

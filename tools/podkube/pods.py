@@ -114,7 +114,7 @@ class Pod:
         args += ["--hostname", f"{self.name}-{self.instance}"]  # a pod's hostname: its name
         args += self._security(container) + self._resources(container)
         args += self._volumes(container)
-        env = self.cluster.environment(container, self.ports)
+        env = self.environment(container)
         env.update(self.overrides)
         for name, value in sorted(env.items()):
             args += ["--env", f"{name}={value}"]
@@ -124,6 +124,10 @@ class Pod:
         args.append(container["image"])
         args += container.get("args", [])
         return args
+
+    def environment(self, container: Manifest) -> dict[str, str]:
+        """The container's environment, addresses resolved (render.py's address book)."""
+        return self.cluster.environment(container, self.ports)
 
     def _security(self, container: Manifest) -> list[str]:
         pod_ctx = self.spec.get("securityContext", {})
