@@ -158,7 +158,9 @@ def _item_error(item: pb.ItemError) -> errors.AssayError:
 def _translate(err: grpc.aio.AioRpcError) -> Exception:
     """The error to raise for a failed archive call (most pass through unchanged)."""
     code = err.code()
-    if code == grpc.StatusCode.UNAVAILABLE:
+    # CANCELLED from the archive is an archive that stopped as the call reached it (our own
+    # call being cancelled ends this coroutine instead): as transient as an unreachable one.
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
         log.warning("archive unavailable: %s", err.details())
         return errors.Unavailable("the archive is unavailable; retry")
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):

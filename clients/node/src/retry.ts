@@ -1,6 +1,6 @@
 /**
  * The retry policy of unary calls — what gRPC's service config gives the Python client:
- * UNAVAILABLE retried with exponential backoff and full jitter, all attempts within the
+ * UNAVAILABLE (and CANCELLED from a server that was stopping) retried with exponential backoff and full jitter, all attempts within the
  * call's one deadline — and an abortable sleep.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -76,7 +76,10 @@ export async function withRetries<T>(
         throw thrown; // not the call's failure
       }
       const error = toAssayError(thrown);
-      const again = options.retried && error.code === Code.Unavailable && attempt < policy.maxAttempts;
+      // A server that stops as a call reaches it answers CANCELLED (the caller did not: its
+      // own abort is handled above); safe to repeat like UNAVAILABLE on these calls.
+      const transient = error.code === Code.Unavailable || error.code === Code.Canceled;
+      const again = options.retried && transient && attempt < policy.maxAttempts;
       if (!again) {
         throw error;
       }

@@ -1,8 +1,9 @@
 """``AssayClient``: typed, deadline-bounded calls to the AssessmentService and the notifier.
 
 Submissions carry a request id (one is made when the caller gives none), so retrying them is
-safe: UNAVAILABLE is retried by gRPC itself (the channel's retry policy, with backoff), and
-DEADLINE_EXCEEDED by ``submit`` with the same id. Reads are retried the same way; cancel and
+safe: UNAVAILABLE (and the CANCELLED of a server that was stopping) is retried by gRPC itself
+(the channel's retry policy, with backoff), and DEADLINE_EXCEEDED by ``submit`` with the same
+id. Reads are retried the same way; cancel and
 retry are not (a retry charges again).
 """
 
@@ -49,13 +50,16 @@ SERVICE_CONFIG = json.dumps(
                     "initialBackoff": "0.1s",
                     "maxBackoff": "2s",
                     "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
+                    # CANCELLED: what a server that stops as the call reaches it answers (a
+                    # call the client itself cancels is never retried).
+                    "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
                 },
             }
         ]
     }
 )
-"""gRPC's own retries: UNAVAILABLE on idempotent calls (submissions are, by request id)."""
+"""gRPC's own retries: UNAVAILABLE and a stopping server's CANCELLED on idempotent calls
+(submissions are, by request id)."""
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.enable_retries", 1),
     ("grpc.service_config", SERVICE_CONFIG),
