@@ -1,5 +1,5 @@
-"""Submissions: the charge, the job, its result row and its queue message, one statement per
-submission or batch — and the replay of a repeated request.
+"""Submissions: the charge, the job, its result row and its queue message, written set-based
+for a whole batch (migration 0015) — and the replay of a repeated request.
 
 The queue message's outbox row has no payload: the relay builds the message from the job and
 the result row's inputs, stored once as protobuf (``archive_svc.inputs``, migration 0012)."""
@@ -102,8 +102,9 @@ class Submissions(ArchivePart):
     async def _create(
         self, items: Sequence[pb.CreateSubmissionRequest]
     ) -> list[pb.CreateSubmissionResponse | AssayError]:
-        """The outcome of each submission, in order, all written by one statement. One whose
-        deadline passed before its turn wrote nothing and ends with DEADLINE_EXCEEDED."""
+        """The outcome of each submission, in order, all written in one transaction. One whose
+        deadline had passed once the accounts were locked wrote nothing and ends with
+        DEADLINE_EXCEEDED."""
         outcomes: dict[int, pb.CreateSubmissionResponse | AssayError] = {}
         prepared: dict[int, store.Submission] = {}
         spans: list[Span] = []
@@ -114,7 +115,8 @@ class Submissions(ArchivePart):
                 prepared[n] = self._submission(item, trace_context)
             except AssayError as err:
                 outcomes[n] = err
-        order = sorted(prepared, key=lambda n: prepared[n].user_id)  # accounts lock in order
+        # by code point, the order the statement locks the accounts in (and 0.1.0's archives)
+        order = sorted(prepared, key=lambda n: prepared[n].user_id)
         try:
             if order:
                 batch = [prepared[position] for position in order]

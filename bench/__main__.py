@@ -6,6 +6,7 @@
     python -m bench watchers --count 1000
     python -m bench peer --jobs 2000 [--workers 2]
     python -m bench compare [--pairs 3] [--jobs 2000]
+    python -m bench all [--pairs 3] [--jobs 10000]
 
 Every report prints the machine, versions, settings and command line; --json FILE writes it.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import compare, peer, scenarios
+from bench import compare, peer, scenarios, standing
 from bench.report import emit
 
 
@@ -95,6 +96,20 @@ def parser() -> argparse.ArgumentParser:
         help="further arguments of each e2e run",
     )
     pairs.add_argument("--peer", default="--workers 2", help="further arguments of each peer run")
+
+    everything = commands.add_parser(
+        "all",
+        help="every figure of issue 30 against its target, in one command",
+        description="compare, then submit-latency at half the capacity compare measured, a "
+        "sweep of stuck jobs and idle watchers, each as its own process; every figure beside "
+        "its target.",
+    )
+    everything.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    everything.add_argument("--pairs", type=int, default=3)
+    everything.add_argument("--jobs", type=int, default=10_000, help="jobs per compare run")
+    everything.add_argument("--duration", type=float, default=20.0, help="submit-latency s")
+    everything.add_argument("--stuck", type=int, default=10_000)
+    everything.add_argument("--watchers", type=int, default=1000)
     return root
 
 
@@ -103,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.scenario == "compare":
         result = compare.run(args)
+    elif args.scenario == "all":
+        result = standing.run(args)
     elif args.scenario == "peer":
         result = peer.run(args)
     else:

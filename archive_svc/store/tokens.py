@@ -39,27 +39,25 @@ SUBMISSION_FIELDS = tuple(Submission.__dataclass_fields__)
 
 async def create_submissions(db: Db, submissions: Sequence[Submission]) -> list[asyncpg.Record]:
     """Debit, insert the job, its result row and its two outbox rows (or replay the first
-    request with that key) for each submission, in one statement and so one transaction (the
-    queue message's row without a payload: the relay builds it from the result row); a row
-    per submission with its position ``n`` and its ``outcome``: created, replayed, reused,
-    insufficient, rate_limited. A submission whose deadline has passed when its turn comes
-    (PostgreSQL's clock) writes nothing and has no row. Accounts are locked in the order given
-    (callers sort by user), so concurrent batches do not deadlock."""
+    request with that key) for each submission, set-based: one statement per table for the
+    whole batch, in one transaction (``assay_create_submissions``, migration 0015; the queue
+    message's row without a payload: the relay builds it from the result row). A row per
+    submission with its position ``n`` and its ``outcome``: created, replayed, reused,
+    insufficient, rate_limited, as if the submissions ran one after another in the order
+    given. A submission whose deadline has passed once the accounts are locked (PostgreSQL's
+    clock) writes nothing and has no row. Accounts are locked in code-point order of user
+    (callers sort by user the same way), so concurrent batches do not deadlock."""
     columns = [[getattr(s, name) for s in submissions] for name in SUBMISSION_FIELDS]
-    rows: list[asyncpg.Record] = await db.fetch(
-        "SELECT s.n, f.* FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[],"
-        " $5::bigint[], $6::text[], $7::text[], $8::int4[], $9::bytea[], $10::bytea[],"
-        " $11::text[], $12::text[], $13::timestamptz[]) WITH ORDINALITY AS"
-        " s(user_id, job_id, result_id, name, cost, request, hash, max_inflight, test_data, raw,"
-        " trace, locale, deadline, n)"
-        " CROSS JOIN LATERAL assay_create_submission(s.user_id, s.job_id, s.result_id, s.name,"
-        " s.cost, s.request, s.hash, s.max_inflight, s.test_data, s.raw, NULL::bytea, s.trace,"
-        " s.locale) f"
-        " WHERE s.deadline IS NULL OR clock_timestamp() < s.deadline"
-        " ORDER BY s.n",
-        *columns,
-    )
+    rows: list[asyncpg.Record] = await db.fetch(CREATE_SUBMISSIONS, *columns)
     return rows
+
+
+CREATE_SUBMISSIONS = (
+    "SELECT * FROM assay_create_submissions($1::text[], $2::uuid[], $3::uuid[], $4::text[],"
+    " $5::bigint[], $6::text[], $7::text[], $8::int4[], $9::bytea[], $10::bytea[],"
+    " $11::text[], $12::text[], $13::timestamptz[])"
+)
+"""The batch, one array per field of ``Submission`` in its order."""
 
 
 async def retry_job(
