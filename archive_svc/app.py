@@ -31,6 +31,7 @@ def policy_of(settings: Settings) -> Policy:
         max_attempts=settings.max_attempts,
         default_locale=settings.default_locale,
         data_keys=DataKeys.load(settings.data_key_file),
+        tiers=settings.tier_lanes,
     )
 
 

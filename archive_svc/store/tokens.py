@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -32,34 +32,61 @@ class Submission:
     locale: str
     deadline: dt.datetime | None = None
     """The caller's deadline: past it, the submission is skipped and nothing is written."""
+    tier: str | None = None
+    """The tier the submitting token names; None: the user's tier in ``user_tiers``, else the
+    default tier. ``create_submissions`` turns it into the job's priority."""
 
 
 SUBMISSION_FIELDS = tuple(Submission.__dataclass_fields__)
 
 
-async def create_submissions(db: Db, submissions: Sequence[Submission]) -> list[asyncpg.Record]:
+async def create_submissions(
+    db: Db, submissions: Sequence[Submission], priorities: Mapping[str, int]
+) -> list[asyncpg.Record]:
     """Debit, insert the job, its result row and its two outbox rows (or replay the first
     request with that key) for each submission, in one statement and so one transaction (the
     queue message's row without a payload: the relay builds it from the result row); a row
-    per submission with its position ``n`` and its ``outcome``: created, replayed, reused,
-    insufficient, rate_limited. A submission whose deadline has passed when its turn comes
-    (PostgreSQL's clock) writes nothing and has no row. Accounts are locked in the order given
-    (callers sort by user), so concurrent batches do not deadlock."""
+    per submission with its position ``n``, its ``outcome`` (created, replayed, reused,
+    insufficient, rate_limited) and its job's ``priority``: its tier's in ``priorities``
+    (the token's tier, else the user's in ``user_tiers``; 0 for none or an unknown one). A
+    submission whose deadline has passed when its turn comes (PostgreSQL's clock) writes
+    nothing and has no row. Accounts are locked in the order given (callers sort by user), so
+    concurrent batches do not deadlock."""
     columns = [[getattr(s, name) for s in submissions] for name in SUBMISSION_FIELDS]
     rows: list[asyncpg.Record] = await db.fetch(
-        "SELECT s.n, f.* FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[],"
+        "SELECT s.n, f.*, CASE WHEN f.outcome = 'created' THEN p.priority"
+        " ELSE (SELECT j.priority FROM jobs j WHERE j.job_id = f.job_id) END AS priority"
+        " FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[],"
         " $5::bigint[], $6::text[], $7::text[], $8::int4[], $9::bytea[], $10::bytea[],"
-        " $11::text[], $12::text[], $13::timestamptz[]) WITH ORDINALITY AS"
+        " $11::text[], $12::text[], $13::timestamptz[], $14::text[]) WITH ORDINALITY AS"
         " s(user_id, job_id, result_id, name, cost, request, hash, max_inflight, test_data, raw,"
-        " trace, locale, deadline, n)"
+        " trace, locale, deadline, tier, n)"
+        " CROSS JOIN LATERAL (SELECT coalesce((SELECT m.priority FROM unnest($15::text[],"
+        " $16::int2[]) m(tier, priority) WHERE m.tier = coalesce(s.tier, (SELECT u.tier"
+        " FROM user_tiers u WHERE u.user_id = s.user_id))), 0)::int2 AS priority) p"
         " CROSS JOIN LATERAL assay_create_submission(s.user_id, s.job_id, s.result_id, s.name,"
         " s.cost, s.request, s.hash, s.max_inflight, s.test_data, s.raw, NULL::bytea, s.trace,"
-        " s.locale) f"
+        " s.locale, p.priority) f"
         " WHERE s.deadline IS NULL OR clock_timestamp() < s.deadline"
         " ORDER BY s.n",
         *columns,
+        list(priorities),
+        list(priorities.values()),
     )
     return rows
+
+
+async def set_user_tier(db: Db, user_id: str, tier: str) -> None:
+    """Record a user's tier; an empty tier removes it."""
+    if tier:
+        await db.execute(
+            "INSERT INTO user_tiers (user_id, tier) VALUES ($1, $2) ON CONFLICT (user_id)"
+            " DO UPDATE SET tier = EXCLUDED.tier, updated_at = now()",
+            user_id,
+            tier,
+        )
+    else:
+        await db.execute("DELETE FROM user_tiers WHERE user_id = $1", user_id)
 
 
 async def retry_job(
