@@ -40,7 +40,20 @@ def register(
     submit = commands.add_parser(
         "submit", parents=[common], help="submit an assessment file (ours or the original format)"
     )
-    submit.add_argument("file", metavar="FILE")
+    submit.add_argument("file", metavar="FILE", nargs="?", default="")
+    submit.add_argument(
+        "--batch",
+        metavar="FILE.jsonl",
+        default="",
+        help="submit every line of a JSON Lines file (up to 1,000 per call, all or nothing)",
+    )
+    submit.add_argument(
+        "--chunk",
+        type=_chunk,
+        default=1000,
+        metavar="N",
+        help="with --batch: submissions per call (default 1000)",
+    )
     submit.add_argument("--watch", action="store_true", help="follow the job and print the profile")
     submit.add_argument("--request-id", default="", help="idempotency key (default: the file's)")
     submit.add_argument(
@@ -67,6 +80,12 @@ def register(
     watch.set_defaults(run=watch_command)
 
 
+def _chunk(text: str) -> int:
+    from assay_cli.commands_batch import check_chunk
+
+    return check_chunk(text)
+
+
 async def submit(
     client: AssayClient, request: pb.SubmitAssessmentRequest
 ) -> pb.SubmitAssessmentResponse:
@@ -82,6 +101,12 @@ async def submit(
 
 async def submit_command(args: argparse.Namespace, conn: Connection) -> int:
     """``assay submit FILE [--watch]``."""
+    if args.batch:
+        from assay_cli.commands_batch import batch_command  # it builds on this module
+
+        return await batch_command(args, conn)
+    if not args.file:
+        raise CliError("name a submission FILE, or --batch FILE.jsonl")
     request, warnings = load_submission(Path(args.file))
     for warning in warnings:
         output.progress(f"warning: {args.file}: {warning}")
