@@ -25,8 +25,8 @@ from assay_client import MAX_BATCH, AssayClient
 from assay.assessment.v1 import assessment_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assay_cli import output
-from assay_cli.commands_submit import EXIT_JOB_FAILED, EXIT_OK, Items, until_live
 from assay_cli.connect import CliError, Connection
+from assay_cli.live import EXIT_JOB_FAILED, EXIT_OK, Items, until_live
 from assay_cli.loader import SubmissionFileError, parse_submission
 from assaylib.jobs import status_name
 

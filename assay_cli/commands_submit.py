@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,13 @@ from assay.assessment.v1 import assessment_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assay.events.v1 import events_pb2
 from assay_cli import output
+from assay_cli.commands_batch import batch_command, check_chunk
 from assay_cli.connect import CliError, Connection
+from assay_cli.live import EXIT_JOB_FAILED, EXIT_OK, Items, until_live
 from assay_cli.loader import load_submission
 from assaylib.jobs import status_name
 
-LIVE_TIMEOUT = 15.0  # seconds for a new watch to become live
 CATCH_UP = 3.0  # seconds to wait for the events of a job found already finished
-EXIT_OK, EXIT_JOB_FAILED = 0, 1
-Items = AsyncGenerator[WatchItem, None]
 
 
 def register(
@@ -49,7 +47,7 @@ def register(
     )
     submit.add_argument(
         "--chunk",
-        type=_chunk,
+        type=check_chunk,
         default=1000,
         metavar="N",
         help="with --batch: submissions per call (default 1000)",
@@ -80,12 +78,6 @@ def register(
     watch.set_defaults(run=watch_command)
 
 
-def _chunk(text: str) -> int:
-    from assay_cli.commands_batch import check_chunk
-
-    return check_chunk(text)
-
-
 async def submit(
     client: AssayClient, request: pb.SubmitAssessmentRequest
 ) -> pb.SubmitAssessmentResponse:
@@ -102,8 +94,6 @@ async def submit(
 async def submit_command(args: argparse.Namespace, conn: Connection) -> int:
     """``assay submit FILE [--watch]``."""
     if args.batch:
-        from assay_cli.commands_batch import batch_command  # it builds on this module
-
         return await batch_command(args, conn)
     if not args.file:
         raise CliError("name a submission FILE, or --batch FILE.jsonl")
@@ -157,18 +147,6 @@ async def submit_and_follow(
     else:
         print_outcome(job, result)
     return EXIT_OK if job.status == job_pb2.JOB_STATUS_COMPLETED else EXIT_JOB_FAILED
-
-
-async def until_live(items: Items) -> None:
-    """Read up to the watch's first bookmark: from there, every transition will come."""
-    try:
-        async with asyncio.timeout(LIVE_TIMEOUT):
-            async for item in items:
-                if item.kind == "bookmark":
-                    return
-    except TimeoutError:
-        pass
-    raise CliError(f"the notifier's watch did not start within {LIVE_TIMEOUT:g}s")
 
 
 async def next_change(items: Items, job_id: str, patience: float | None) -> WatchItem | None:

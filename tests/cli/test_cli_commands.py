@@ -213,7 +213,7 @@ async def test_watch_relists_when_its_cursor_expired(
 
 async def test_submit_batch_watches_every_job_to_its_end(cli: Cli, stack, tmp_path) -> None:
     token = await user_token(cli, "hana", grant=3)
-    document = json.loads(Path(TALENT).read_text())
+    document = json.loads(EXAMPLES.joinpath("talent-mapping.json").read_bytes())
     lines = [json.dumps({**document, "locale": locale}) for locale in ("en", "id", "en")]
     batch = tmp_path / "class.jsonl"
     batch.write_text("\n".join(lines) + "\n")
