@@ -74,6 +74,7 @@ class ArchiveApp:
             events_max_age=settings.events_max_age,
             stream_replicas=settings.stream_replicas,
             data_keys=policy.data_keys,
+            tiers=policy.tiers,
         )
         await relay.start()
         archive.status.start_sampling()

@@ -28,6 +28,7 @@ from archive_svc.events import publication
 from archive_svc.sealing import NO_KEYS, DataKeys
 from assaylib import tracing
 from assaylib.streams import StreamNames, ensure_streams
+from assaylib.tiers import Tiers
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class OutboxRelay:
         poll_interval: float = 2.0,
         max_backoff: float = 5.0,
         data_keys: DataKeys = NO_KEYS,
+        tiers: Tiers | None = None,
     ) -> None:
         self.pool = pool
         self.database_url = database_url
@@ -68,6 +70,7 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
         self.data_keys = data_keys
+        self.tiers = tiers  # a job's queue message goes to its priority's lane
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -195,7 +198,7 @@ class OutboxRelay:
         # (when tracing is on here), and its traceparent header lets the reader join it.
         acks = []
         for row in rows:
-            subject, payload = publication(self.names, row, self.data_keys)
+            subject, payload = publication(self.names, row, self.data_keys, self.tiers)
             headers = {"Nats-Msg-Id": str(row["id"])}
             trace_context = row["trace_context"]
             if trace_context:
