@@ -54,7 +54,8 @@ class LaneScheduler:
     def try_acquire(self, lane: Lane) -> asyncio.Future[None]:
         """A future that is done once ``lane`` holds a slot (one request per lane at a
         time); cancelling it before then withdraws the request."""
-        assert lane.tier not in self._waiting, "one slot request per lane at a time"
+        earlier = self._waiting.get(lane.tier)
+        assert earlier is None or earlier.done(), "one slot request per lane at a time"
         granted = asyncio.get_running_loop().create_future()
         self._waiting[lane.tier] = granted
         granted.add_done_callback(lambda _: self._withdraw(lane.tier, granted))
@@ -73,6 +74,8 @@ class LaneScheduler:
             del self._waiting[tier]
 
     def _dispatch(self) -> None:
+        for tier in [tier for tier, waiter in self._waiting.items() if waiter.done()]:
+            del self._waiting[tier]  # withdrawn (cancelled) before its callback ran
         while self.free > 0 and self._waiting:
             tier = self._pick()
             granted = self._waiting.pop(tier)
