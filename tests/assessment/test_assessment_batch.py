@@ -140,7 +140,7 @@ async def test_priority_from_the_token_or_the_operator_set_tier(
     await archive_stub.SetUserTier(archive_pb.SetUserTierRequest(user_id="frank", tier="premium"))
 
     async def submit(user: str, **claims: str) -> int:
-        token = ISSUER.mint(user, ["user"], **claims)
+        token = ISSUER.mint(user, ["user"], 3600.0, **claims)
         async with grpc.aio.insecure_channel(
             f"127.0.0.1:{assessment.port}", interceptors=bearer_token_interceptors(token)
         ) as channel:
