@@ -80,15 +80,18 @@ class JobConsumer:
         ]
 
     async def _run(self, held: LaneSubscription) -> None:
-        failures = 0
+        failures, backlog = 0, 0
         while not self._stopping.is_set():
             if not self.scheduler.may_fetch(held.lane):
                 await self._until_changed()
                 continue
+            # More than one only when JetStream said that many are pending: a fetch of N
+            # that finds fewer waits for the rest until its timeout, holding the first.
+            batch = max(1, min(backlog, self.scheduler.free))
             try:
-                messages = await held.subscription.fetch(batch=1, timeout=self.fetch_timeout)
+                messages = await held.subscription.fetch(batch=batch, timeout=self.fetch_timeout)
             except nats.errors.TimeoutError:
-                failures = 0
+                failures, backlog = 0, 0
                 continue
             except Exception as err:
                 failures += 1
@@ -98,13 +101,20 @@ class JobConsumer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
                 continue
-            failures = 0
-            for msg in messages:
-                if await self._slot_for(held.lane, msg):
-                    self._spawn(msg)
-                else:  # stopping: hand it back at once
-                    with contextlib.suppress(Exception):
-                        await msg.nak()
+            failures, backlog = 0, _pending_after(messages)
+            await self._start_in_turn(held.lane, messages)
+
+    async def _start_in_turn(self, lane: Lane, messages: list[Msg]) -> None:
+        """Start each fetched message once the scheduler gives its lane a slot; on stop,
+        hand the rest back at once."""
+        for position, msg in enumerate(messages):
+            if await self._slot_for(lane, messages[position:]):
+                self._spawn(msg)
+                continue
+            for unstarted in messages[position:]:
+                with contextlib.suppress(Exception):
+                    await unstarted.nak()
+            return
 
     async def _until_changed(self) -> None:
         changed = self.scheduler.changed()
@@ -116,10 +126,12 @@ class JobConsumer:
             stopping.cancel()
             changed.cancel()
 
-    async def _slot_for(self, lane: Lane, msg: Msg) -> bool:
-        """Wait for the scheduler's slot for ``lane``, keeping ``msg`` alive; False when the
-        consumer stops first."""
+    async def _slot_for(self, lane: Lane, held: list[Msg]) -> bool:
+        """Wait for the scheduler's slot for ``lane``, keeping the ``held`` messages alive;
+        False when the consumer stops first."""
         granted = self.scheduler.try_acquire(lane)
+        if granted.done():
+            return True
         stopping = asyncio.create_task(self._stopping.wait())
         try:
             while not granted.done():
@@ -129,8 +141,9 @@ class JobConsumer:
                     granted.cancel()
                     return False
                 if not granted.done():
-                    with contextlib.suppress(Exception):
-                        await msg.in_progress()
+                    for msg in held:
+                        with contextlib.suppress(Exception):
+                            await msg.in_progress()
             return True
         finally:
             stopping.cancel()
@@ -174,3 +187,13 @@ class JobConsumer:
         for held in self.lanes:
             with contextlib.suppress(Exception):
                 await held.subscription.unsubscribe()
+
+
+def _pending_after(messages: list[Msg]) -> int:
+    """How many messages the lane's consumer still held after the last one fetched."""
+    if not messages:
+        return 0
+    try:
+        return int(messages[-1].metadata.num_pending or 0)
+    except Exception:  # no JetStream metadata (not expected from a pull consumer)
+        return 0
