@@ -6,6 +6,8 @@
     python -m bench watchers --count 1000
     python -m bench peer --jobs 2000 [--workers 2]
     python -m bench compare [--pairs 3] [--jobs 2000]
+    python -m bench batch --items 1000 --rounds 3
+    python -m bench lanes --backlog 5000 --premium 40 --both 2000 --bulk 2000
 
 Every report prints the machine, versions, settings and command line; --json FILE writes it.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import compare, peer, scenarios
+from bench import compare, peer, priority, scenarios
 from bench.report import emit
 
 
@@ -72,6 +74,8 @@ def parser() -> argparse.ArgumentParser:
     watchers.add_argument("--jobs", type=int, default=200, help="jobs run with them open")
     watchers.add_argument("--rate", type=float, default=50.0, help="submissions per second")
 
+    priority.register(scenario)
+
     comparison = scenario("peer", "procrastinate on the same PostgreSQL: N no-op jobs")
     comparison.add_argument("--jobs", type=int, default=2000)
     comparison.add_argument("--concurrency", type=int, default=16, help="concurrent deferrers")
@@ -105,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         result = compare.run(args)
     elif args.scenario == "peer":
         result = peer.run(args)
+    elif args.scenario in ("batch", "lanes"):
+        result = priority.run(args.scenario, args)
     else:
         result = scenarios.run(args.scenario, args)
     emit(result, args.json)
