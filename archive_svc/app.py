@@ -56,7 +56,7 @@ class ArchiveApp:
             pool,
             libpq_dsn(settings.database_url),
             policy,
-            SystemStatus(pool, settings.nats_url, names),
+            SystemStatus(pool, settings.nats_url, names, policy.tiers),
         )
         servicer = ArchiveServicer(archive)
         server, port, health = await create_server(
