@@ -30,6 +30,9 @@ __all__ = ["MAX_BATCH", "TERMINAL", "AssayClient", "channel_ready"]
 
 MAX_BATCH = 1000
 """Submissions one SubmitAssessments call may carry."""
+MAX_CALL_BYTES = 3 * 1024 * 1024
+"""Bytes of submissions per call: under gRPC's 4 MiB message limit, with room for what the
+assessment service adds on its way to the archive."""
 
 Reply = TypeVar("Reply")
 
@@ -76,6 +79,22 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 Service = Literal["assessment", "notifier"]
+
+
+def _batches(
+    items: Sequence[pb.SubmitAssessmentRequest], size: int
+) -> Iterable[pb.SubmitAssessmentsRequest]:
+    """Calls of up to ``size`` items and ``MAX_CALL_BYTES`` each (gRPC's message limit)."""
+    batch, used = pb.SubmitAssessmentsRequest(), 0
+    for item in items:
+        cost = item.ByteSize() + 8  # the item's tag and length
+        if batch.requests and (len(batch.requests) == size or used + cost > MAX_CALL_BYTES):
+            yield batch
+            batch, used = pb.SubmitAssessmentsRequest(), 0
+        batch.requests.append(item)
+        used += cost
+    if batch.requests:
+        yield batch
 
 
 def _with_request_id(request: pb.SubmitAssessmentRequest) -> pb.SubmitAssessmentRequest:
@@ -217,8 +236,8 @@ class AssayClient:
         on_progress: Callable[[int], None] | None = None,
     ) -> list[pb.SubmitAssessmentResponse]:
         """Submit many assessments in ``SubmitAssessments`` calls of up to ``chunk_size``
-        (at most 1,000): each call is charged and recorded all or nothing. An item without a
-        request id gets one here, so a call that runs out of time is tried again (up to
+        (at most 1,000) and 3 MiB: each call is charged and recorded all or nothing. An
+        item without a request id gets one here, so a call that runs out of time is tried again (up to
         ``attempts``) without charging twice. Items may name ``user_id`` when the caller may
         act for users. ``on_progress`` is called with the count accepted so far after each
         call. Returns one reply per item, in order; a refused call raises its error (the
@@ -228,8 +247,7 @@ class AssayClient:
             raise ValueError(f"chunk_size must be between 1 and {MAX_BATCH}")
         items = [_with_request_id(request) for request in requests]
         replies: list[pb.SubmitAssessmentResponse] = []
-        for start in range(0, len(items), chunk_size):
-            batch = pb.SubmitAssessmentsRequest(requests=items[start : start + chunk_size])
+        for batch in _batches(items, chunk_size):
             reply = await self._retrying(
                 self._assessment.SubmitAssessments, batch, attempts, deadline
             )
