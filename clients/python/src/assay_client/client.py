@@ -237,12 +237,11 @@ class AssayClient:
     ) -> list[pb.SubmitAssessmentResponse]:
         """Submit many assessments in ``SubmitAssessments`` calls of up to ``chunk_size``
         (at most 1,000) and 3 MiB: each call is charged and recorded all or nothing. An
-        item without a request id gets one here, so a call that runs out of time is tried again (up to
-        ``attempts``) without charging twice. Items may name ``user_id`` when the caller may
-        act for users. ``on_progress`` is called with the count accepted so far after each
-        call. Returns one reply per item, in order; a refused call raises its error (the
-        calls before it stay accepted: their replies are lost to this call but a repeat of
-        the whole list replays them)."""
+        item without a request id gets one here, so a call that runs out of time is tried
+        again (up to ``attempts``) without charging twice. Items may name ``user_id`` when
+        the caller may act for users. ``on_progress`` is called with the count accepted so
+        far after each call. Returns one reply per item, in order; a refused call raises its
+        error (the calls before it stay accepted: a repeat of the whole list replays them)."""
         if not 1 <= chunk_size <= MAX_BATCH:
             raise ValueError(f"chunk_size must be between 1 and {MAX_BATCH}")
         items = [_with_request_id(request) for request in requests]
