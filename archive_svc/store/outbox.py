@@ -74,6 +74,24 @@ async def next_unsent(
     return at, [row for row in rows if row["id"] is not None]
 
 
+async def priority_unsent(db: Db, after_seq: int, limit: int) -> Sequence[asyncpg.Record]:
+    """Unpublished queue messages of jobs above the default lane (``jobs.priority > 0``)
+    with ``seq`` after ``after_seq``, committed, in ``seq`` order, built as ``next_unsent``'s
+    rows: the relay publishes these ahead of a backlog, and again in their turn (the stream's
+    duplicate window drops the copy: the same ``Nats-Msg-Id``)."""
+    rows: list[asyncpg.Record] = await db.fetch(
+        f"SELECT {OUTBOX_COLUMNS}, r.test_data, r.raw_responses, j.trace_context, j.locale,"
+        " j.priority FROM outbox o JOIN jobs j ON j.job_id = o.job_id"
+        " LEFT JOIN results r ON o.payload IS NULL AND r.result_id = o.result_id,"
+        " outbox_cursor c WHERE o.kind = 'job' AND j.priority > 0 AND o.seq > $1"
+        " AND o.txid >= pg_snapshot_xmin(c.done) AND NOT outbox_published(o.txid, o.seq)"
+        " ORDER BY o.seq LIMIT $2",
+        after_seq,
+        limit,
+    )
+    return rows
+
+
 async def save_position(db: Db, position: RelayPosition) -> None:
     """Save what is published (a relay stopping)."""
     await db.execute(

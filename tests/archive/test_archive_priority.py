@@ -8,6 +8,7 @@ import uuid
 import asyncpg
 import nats
 
+from archive_svc.relay import OutboxRelay
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.events.v1 import events_pb2
 from assaylib.config import Settings
@@ -58,7 +59,7 @@ async def test_a_premium_job_and_its_retry_are_published_on_the_premium_lane(
         async def both_published() -> bool:
             subjects.clear()
             info = await js.stream_info(names.jobs_stream)
-            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            for seq in range(max(1, info.state.first_seq), info.state.last_seq + 1):
                 stored = await js.get_msg(names.jobs_stream, seq)
                 message = events_pb2.AnalysisJobMessage.FromString(stored.data or b"")
                 if message.job_id == job_id:
@@ -69,3 +70,52 @@ async def test_a_premium_job_and_its_retry_are_published_on_the_premium_lane(
     finally:
         await nc.close()
     assert subjects == [names.lane_subject(PREMIUM)] * 2
+
+
+async def test_a_premium_message_behind_a_backlog_is_published_ahead_once(
+    archive, archive_stub, settings: Settings
+) -> None:
+    names = StreamNames(settings.stream_prefix)
+    await archive.relay.stop()  # a backlog builds while nothing relays
+    users = {"school": (60, ""), "payer": (1, "premium")}
+    for user, (count, tier) in users.items():
+        await archive_stub.GrantTokens(
+            pb.GrantTokensRequest(user_id=user, amount=count, reason="t")
+        )
+        await archive_stub.CreateSubmissions(
+            pb.CreateSubmissionsRequest(
+                submissions=[
+                    pb.CreateSubmissionRequest(
+                        user_id=user, assessment_data=talent_data(), request_id=f"r{n}", tier=tier
+                    )
+                    for n in range(count)
+                ],
+                atomic=True,
+            )
+        )
+    relay = OutboxRelay(
+        archive.pool,
+        settings.database_url,
+        settings.nats_url,
+        names,
+        events_max_age=settings.events_max_age,
+        batch_size=8,
+        tiers=Tiers.parse("premium:4,standard:1"),
+    )
+    await relay.start()
+    nc = await nats.connect(settings.nats_url)
+    try:
+        js = nc.jetstream()
+
+        async def all_out() -> bool:
+            return (await js.stream_info(names.jobs_stream)).state.messages == 61
+
+        await wait_until(all_out)
+        premium = await js.get_msg(
+            names.jobs_stream, seq=1, subject=names.lane_subject(PREMIUM), next=True
+        )
+    finally:
+        await nc.close()
+        await relay.stop()
+    assert premium.seq is not None and premium.seq < 30  # ahead of most of the 60 before it
+    await check_invariants(settings.database_url)
