@@ -41,9 +41,10 @@ class LaneSubscription:
 class JobConsumer:
     """A long-running loop per lane with start()/stop() over the lanes' durable consumers.
 
-    At most ``concurrency`` jobs run at once, shared by the lanes by weight; each lane holds
-    at most one more message, fetched and waiting for a slot (kept alive with in-progress
-    acks every ``keepalive`` seconds, so it is not redelivered while it waits).
+    At most ``concurrency`` jobs run at once, shared by the lanes by weight; while another
+    lane waits, a lane also holds up to its weight in fetched messages waiting for a slot
+    (kept alive with in-progress acks every ``keepalive`` seconds, so none is redelivered
+    while it waits).
     """
 
     def __init__(
@@ -87,7 +88,7 @@ class JobConsumer:
                 continue
             # More than one only when JetStream said that many are pending: a fetch of N
             # that finds fewer waits for the rest until its timeout, holding the first.
-            batch = max(1, min(backlog, self.scheduler.free))
+            batch = max(1, min(backlog, self.scheduler.batch_for(held.lane)))
             try:
                 messages = await held.subscription.fetch(batch=batch, timeout=self.fetch_timeout)
             except nats.errors.TimeoutError:

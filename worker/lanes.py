@@ -2,12 +2,12 @@
 
 Each lane's fetch loop fetches only while a slot is free or another lane's message waits for
 one (so a lone lane never takes more than it can start, and contended lanes each have a
-candidate), holds at most one fetched message, and asks the scheduler for a slot to start it
-in. A freed slot goes to one of the lanes waiting, by smooth weighted round
-robin over the lanes waiting *now*: while every lane is backlogged each gets slots in
-proportion to its weight (``premium:4,standard:1``: four premium jobs, then a standard one),
-and a lane with nothing waiting takes nothing, so no slot stays idle while any lane has work
-and no lane starves while another is backlogged.
+candidate), holds at most its weight in fetched messages beyond the free slots, and asks the
+scheduler for a slot to start each in. A freed slot goes to one of the lanes waiting, by
+smooth weighted round robin over the lanes waiting *now*: while every lane is backlogged
+each gets slots in proportion to its weight (``premium:4,standard:1``: four premium jobs,
+then a standard one), and a lane with nothing waiting takes nothing, so no slot stays idle
+while any lane has work and no lane starves while another is backlogged.
 """
 
 from __future__ import annotations
@@ -38,6 +38,15 @@ class LaneScheduler:
         """Whether ``lane`` should fetch now: a slot is free, or another lane waits for one
         (the weights need every backlogged lane's candidate)."""
         return self.free > 0 or any(tier != lane.tier for tier in self._waiting)
+
+    def batch_for(self, lane: Lane) -> int:
+        """How many messages ``lane`` may fetch at once: the free slots, or, while another
+        lane waits, up to its weight, so that between its fetches it still has a candidate
+        each time a slot frees (else the other lanes take the slots its fetch took to come
+        back, and shares drift towards equal)."""
+        if any(tier != lane.tier for tier in self._waiting):
+            return max(self.free, self._weights[lane.tier])
+        return self.free
 
     def changed(self) -> asyncio.Future[None]:
         """A future done at the next change of slots or waiting lanes."""

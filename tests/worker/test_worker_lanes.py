@@ -41,6 +41,7 @@ async def test_backlogged_lanes_share_slots_by_weight_and_an_idle_one_takes_none
     assert not scheduler.may_fetch(PREMIUM)  # no slot free, nobody waiting
     waiting = scheduler.try_acquire(STANDARD)
     assert scheduler.may_fetch(PREMIUM) and not scheduler.may_fetch(STANDARD)
+    assert scheduler.batch_for(PREMIUM) == 4 and scheduler.batch_for(STANDARD) == 0
     scheduler.release()
     assert waiting.done()  # the only lane waiting takes the slot
 
