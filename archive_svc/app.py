@@ -31,6 +31,7 @@ def policy_of(settings: Settings) -> Policy:
         max_attempts=settings.max_attempts,
         default_locale=settings.default_locale,
         data_keys=DataKeys.load(settings.data_key_file),
+        tiers=settings.tier_lanes,
     )
 
 
@@ -55,7 +56,7 @@ class ArchiveApp:
             pool,
             libpq_dsn(settings.database_url),
             policy,
-            SystemStatus(pool, settings.nats_url, names),
+            SystemStatus(pool, settings.nats_url, names, policy.tiers),
         )
         servicer = ArchiveServicer(archive)
         server, port, health = await create_server(
@@ -73,6 +74,7 @@ class ArchiveApp:
             events_max_age=settings.events_max_age,
             stream_replicas=settings.stream_replicas,
             data_keys=policy.data_keys,
+            tiers=policy.tiers,
         )
         await relay.start()
         archive.status.start_sampling()

@@ -14,6 +14,7 @@ from assay.archive.v1 import archive_service_pb2 as pb
 from assaylib import validation as v
 from assaylib.errors import AssayError, FieldViolation, InvalidTransition, NotFound
 from assaylib.jobs import DEFAULT_LOCALE
+from assaylib.tiers import DEFAULT_TIERS, Tiers
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class Policy:
     """The locale a submission without one is written in (ASSAY_DEFAULT_LOCALE)."""
     data_keys: DataKeys = field(default=NO_KEYS, compare=False)
     """What seals users' data at rest (ASSAY_DATA_KEY_FILE; none by default)."""
+    tiers: Tiers = field(default_factory=lambda: Tiers.parse(DEFAULT_TIERS), compare=False)
+    """The tiers and their priority lanes (ASSAY_TIERS)."""
 
 
 def parse_uuid(value: str, field: str) -> uuid.UUID:

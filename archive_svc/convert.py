@@ -76,6 +76,7 @@ def job_to_proto(row: Mapping[Any, Any]) -> job_pb2.Job:
         request_id=row["request_id"] or "",
         processing_time_ms=row["processing_time_ms"] or 0,
         requeues=row["requeues"] or 0,
+        priority=row.get("priority") or 0,
         **{
             name: Timestamp(**_seconds_nanos(row[name]))
             for name in JOB_TIMES

@@ -210,9 +210,7 @@ async def _delete_in_slice(
     deleted = 0
     while seq <= last:
         try:
-            found = await js.get_msg(
-                names.jobs_stream, seq, subject=names.analysis_subject, next=True
-            )
+            found = await js.get_msg(names.jobs_stream, seq, subject=names.jobs_subjects, next=True)
         except NotFoundError:  # no message at or after seq
             break
         assert found.seq is not None

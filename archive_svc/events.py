@@ -12,6 +12,7 @@ from archive_svc.sealing import NO_KEYS, DataKeys
 from assay.common.v1 import assessment_pb2
 from assay.events.v1 import events_pb2
 from assaylib.streams import StreamNames
+from assaylib.tiers import Tiers
 
 
 def encode_event(row: Mapping[str, Any]) -> bytes:
@@ -57,8 +58,19 @@ def queue_message(
     )
 
 
+def lane_subject(names: StreamNames, tiers: Tiers | None, priority: int) -> str:
+    """The subject of a queue message for a job of ``priority``: its lane's (``tiers``),
+    or the default lane's when the relay has no tiers."""
+    if tiers is None or priority == 0:
+        return names.analysis_subject
+    return names.lane_subject(tiers.lane_for(priority))
+
+
 def publication(
-    names: StreamNames, row: Mapping[str, Any], keys: DataKeys = NO_KEYS
+    names: StreamNames,
+    row: Mapping[str, Any],
+    keys: DataKeys = NO_KEYS,
+    tiers: Tiers | None = None,
 ) -> tuple[str, bytes]:
     """The subject and payload the relay publishes for one outbox row (a sealed queue
     message or result row opened with ``keys``: the stream carries it plain). A queue
@@ -69,7 +81,7 @@ def publication(
         subject = row["subject"] or names.event_subject(row["user_id"], str(row["job_id"]))
         payload = row["payload"] or encode_event(row)
         return subject, bytes(payload)
-    subject = row["subject"] or names.analysis_subject
+    subject = row["subject"] or lane_subject(names, tiers, row.get("priority") or 0)
     if row["payload"] is not None:
         return subject, keys.open_payload(bytes(row["payload"]), row["job_id"])
     message = queue_message(row, None, None, row["charge_count"] or 1)

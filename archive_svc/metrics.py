@@ -48,6 +48,10 @@ CONSUMER_REDELIVERED = Gauge(
 )
 
 PUBLISHED = Counter("assay_outbox_published_total", "Outbox messages published to JetStream")
+PUBLISHED_AHEAD = Counter(
+    "assay_outbox_published_ahead_total",
+    "Queue messages of higher priority lanes published ahead of an outbox backlog",
+)
 FAILURES = Counter("assay_outbox_relay_failures_total", "Relay rounds that failed and backed off")
 UNSENT = Gauge("assay_outbox_unsent", "Outbox messages waiting to be published (the backlog)")
 PURGED = Counter("assay_outbox_purged_total", "Published outbox rows deleted after retention")

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     Text,
     UniqueConstraint,
     text,
@@ -186,6 +187,9 @@ class Job(Base):
     locale: Mapped[str | None] = mapped_column(Text)
     """The language its profile is written in ("id" or "en"); NULL for jobs older than
     locales, whose queue messages carry none (the worker writes in its default)."""
+    priority: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default=text("0"))
+    """Its priority lane, from its user's tier at submit (``assaylib.tiers``): 0 is the
+    default tier's lane, as for every job older than tiers."""
 
 
 class Result(Base):
@@ -340,6 +344,18 @@ class Erasure(Base):
     )
     queue_messages_deleted: Mapped[int] = mapped_column(
         Integer, nullable=False, server_default=text("0")
+    )
+
+
+class UserTier(Base):
+    """The tier an operator set for a user whose tokens name none (``assay users tier``)."""
+
+    __tablename__ = "user_tiers"
+
+    user_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    tier: Mapped[str] = mapped_column(Text, nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=NOW
     )
 
 

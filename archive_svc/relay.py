@@ -28,6 +28,7 @@ from archive_svc.events import publication
 from archive_svc.sealing import NO_KEYS, DataKeys
 from assaylib import tracing
 from assaylib.streams import StreamNames, ensure_streams
+from assaylib.tiers import Tiers
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class StandingBy(Exception):
 CHANNEL = "assay_outbox"
 PURGE_EVERY = 3600.0  # seconds between purges of published rows
 PUBLISH_TIMEOUT = 10.0  # seconds for JetStream to acknowledge one batch
+PRIORITY_EVERY = 0.1  # seconds between looks for higher lanes' messages behind a backlog
 
 
 class OutboxRelay:
@@ -57,6 +59,7 @@ class OutboxRelay:
         poll_interval: float = 2.0,
         max_backoff: float = 5.0,
         data_keys: DataKeys = NO_KEYS,
+        tiers: Tiers | None = None,
     ) -> None:
         self.pool = pool
         self.database_url = database_url
@@ -68,6 +71,7 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
         self.data_keys = data_keys
+        self.tiers = tiers  # a job's queue message goes to its priority's lane
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -76,6 +80,8 @@ class OutboxRelay:
         self._listener: asyncpg.Connection | None = None
         self._next_purge = 0.0
         self._position: store.RelayPosition | None = None
+        self._next_priority = 0.0
+        self._priority_after = 0  # the last seq published ahead of its turn
 
     async def start(self) -> None:
         """Start relaying in the background."""
@@ -164,9 +170,15 @@ class OutboxRelay:
         fetches the next page in one statement."""
         assert self._js is not None and self._position is not None
         js = self._js
+        backlogged = False
         while not self._stopping.is_set():
+            if backlogged and self.tiers is not None:
+                # Before the position is saved again (erasure waits for that save), so a
+                # message read here is out before an erasure walks the stream.
+                await self._publish_priority(js)
             fresh = self._position.batch is None  # this round takes a new snapshot
             at, rows = await store.next_unsent(self.pool, self._position, self.batch_size)
+            backlogged = len(rows) == self.batch_size
             if rows:
                 if len(rows) == self.batch_size:  # a backlog: count it
                     metrics.UNSENT.set(await store.count_unsent(self.pool))
@@ -179,6 +191,21 @@ class OutboxRelay:
                 return
         # stopping: save what went out, so the next relay does not send it again
         await store.save_position(self.pool, self._position)
+
+    async def _publish_priority(self, js: JetStreamContext) -> None:
+        """Publish the higher lanes' queue messages waiting behind a backlog now, at most
+        every PRIORITY_EVERY seconds: a premium job does not wait for the thousands of rows a
+        big batch committed before it. Their turn in order publishes them again, a copy the
+        stream drops (the same Nats-Msg-Id, within its duplicate window)."""
+        now = asyncio.get_running_loop().time()
+        if now < self._next_priority:
+            return
+        self._next_priority = now + PRIORITY_EVERY
+        rows = await store.priority_unsent(self.pool, self._priority_after, self.batch_size)
+        if rows:
+            await self._publish(js, rows)
+            self._priority_after = int(rows[-1]["seq"])
+            metrics.PUBLISHED_AHEAD.inc(len(rows))
 
     async def _purge(self) -> None:
         # Published rows are kept as long as the events stream keeps their events.
@@ -195,7 +222,7 @@ class OutboxRelay:
         # (when tracing is on here), and its traceparent header lets the reader join it.
         acks = []
         for row in rows:
-            subject, payload = publication(self.names, row, self.data_keys)
+            subject, payload = publication(self.names, row, self.data_keys, self.tiers)
             headers = {"Nats-Msg-Id": str(row["id"])}
             trace_context = row["trace_context"]
             if trace_context:

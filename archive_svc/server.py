@@ -215,3 +215,9 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
     ) -> pb.ListAccessRecordsResponse:
         """List the recorded reads of users' data by others, newest first."""
         return await self.archive.access_records.list_records(request)
+
+    async def SetUserTier(
+        self, request: pb.SetUserTierRequest, context: Context
+    ) -> pb.SetUserTierResponse:
+        """Record a user's tier (operators only)."""
+        return await self.archive.tokens.set_tier(request)

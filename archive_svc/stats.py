@@ -28,6 +28,7 @@ from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assaylib.jobs import status_name
 from assaylib.streams import StreamNames
+from assaylib.tiers import Tiers
 
 log = logging.getLogger(__name__)
 
@@ -63,17 +64,21 @@ async def sample_database(db: asyncpg.Pool | asyncpg.Connection) -> Sample:
     return found
 
 
-async def read_consumer(js: JetStreamContext, names: StreamNames) -> pb.ConsumerStatus:
-    """The workers' consumer as JetStream reports it (all zero before a worker declared it)."""
-    with contextlib.suppress(NotFoundError):
-        info = await js.consumer_info(names.jobs_stream, names.worker_consumer)
-        return pb.ConsumerStatus(
-            pending=info.num_pending or 0,
-            ack_pending=info.num_ack_pending or 0,
-            redelivered=info.num_redelivered or 0,
-            waiting=info.num_waiting or 0,
-        )
-    return pb.ConsumerStatus()
+async def read_consumer(
+    js: JetStreamContext, names: StreamNames, tiers: Tiers | None = None
+) -> pb.ConsumerStatus:
+    """The workers' consumers as JetStream reports them, summed over the priority lanes
+    (all zero before a worker declared them)."""
+    consumers = [names.lane_consumer(lane) for lane in tiers.lanes] if tiers else []
+    total = pb.ConsumerStatus()
+    for consumer in consumers or [names.worker_consumer]:
+        with contextlib.suppress(NotFoundError):
+            info = await js.consumer_info(names.jobs_stream, consumer)
+            total.pending += info.num_pending or 0
+            total.ack_pending += info.num_ack_pending or 0
+            total.redelivered += info.num_redelivered or 0
+            total.waiting += info.num_waiting or 0
+    return total
 
 
 def export(found: Sample) -> None:
@@ -100,10 +105,13 @@ class SystemStatus:
     """GetSystemStatus: PostgreSQL's figures and the workers' consumer, read when asked (over
     a NATS connection of its own, opened on first use)."""
 
-    def __init__(self, pool: asyncpg.Pool, nats_url: str, names: StreamNames) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, nats_url: str, names: StreamNames, tiers: Tiers | None = None
+    ) -> None:
         self.pool = pool
         self.nats_url = nats_url
         self.names = names
+        self.tiers = tiers
         self._nc: NatsClient | None = None
         self._connecting = asyncio.Lock()
         self._sampling: asyncio.Task[None] | None = None
@@ -173,7 +181,7 @@ class SystemStatus:
         try:
             async with asyncio.timeout(CONSUMER_TIMEOUT):
                 js = await self.jetstream()
-                return await read_consumer(js, self.names)
+                return await read_consumer(js, self.names, self.tiers)
         except Exception as err:  # the status still shows everything else
             log.warning("could not read the workers' consumer for a status: %r", err)
             return None

@@ -73,6 +73,7 @@ class Submissions(ArchivePart):
             trace_context=trace_context or None,
             locale=locale,
             deadline=request.deadline.ToDatetime(dt.UTC) if request.HasField("deadline") else None,
+            tier=request.tier or None,
         )
 
     async def create_submission(
@@ -87,9 +88,12 @@ class Submissions(ArchivePart):
     async def create_submissions(
         self, request: pb.CreateSubmissionsRequest
     ) -> pb.CreateSubmissionsResponse:
-        """CreateSubmission for a batch in one statement; an outcome per submission."""
+        """CreateSubmission for a batch in one statement; an outcome per submission (or, with
+        ``atomic``, all created or replayed, or the first error and nothing written)."""
         if len(request.submissions) > MAX_BATCH:
             raise InvalidArgument([FieldViolation("submissions", f"at most {MAX_BATCH}")])
+        if request.atomic:
+            return await self._create_atomic(request.submissions)
         response = pb.CreateSubmissionsResponse()
         for outcome in await self._create(request.submissions):
             slot = response.outcomes.add()
@@ -120,7 +124,9 @@ class Submissions(ArchivePart):
         try:
             if order:
                 batch = [prepared[position] for position in order]
-                rows = await db.retrying(lambda: store.create_submissions(self.pool, batch))
+                rows = await db.retrying(
+                    lambda: store.create_submissions(self.pool, batch, self._priorities)
+                )
                 for row in rows:
                     n = order[row["n"] - 1]
                     _describe(spans[n], row)
@@ -132,6 +138,47 @@ class Submissions(ArchivePart):
             for span in spans:
                 span.end()
         return [outcomes[n] if n in outcomes else _too_late(items[n]) for n in range(len(items))]
+
+    @property
+    def _priorities(self) -> dict[str, int]:
+        return {lane.tier: lane.priority for lane in self.policy.tiers.lanes}
+
+    async def _create_atomic(
+        self, items: Sequence[pb.CreateSubmissionRequest]
+    ) -> pb.CreateSubmissionsResponse:
+        """Every submission created or replayed in one transaction, or none: the first
+        item's error (its position as metadata ``index``) rolls the whole batch back."""
+        prepared: list[store.Submission] = []
+        for n, item in enumerate(items):
+            try:
+                prepared.append(self._submission(item, item.traceparent))
+            except AssayError as err:
+                raise _at(err, n) from None
+        order = sorted(range(len(prepared)), key=lambda n: prepared[n].user_id)
+        batch = [prepared[n] for n in order]
+
+        async def write() -> list[pb.CreateSubmissionResponse]:
+            async with self.pool.acquire() as conn, conn.transaction():
+                rows = await store.create_submissions(conn, batch, self._priorities)
+                if len(rows) < len(batch):
+                    raise _too_late(items[0])  # rolled back: nothing charged
+                replies: dict[int, pb.CreateSubmissionResponse] = {}
+                for row in rows:
+                    n = order[row["n"] - 1]
+                    try:
+                        replies[n] = self._submitted(items[n], row)
+                    except AssayError as err:
+                        raise _at(err, n) from None
+                return [replies[n] for n in range(len(items))]
+
+        with tracing.span("archive.create_submissions", __name__) as span:
+            span.set_attribute("assay.batch_size", len(items))
+            replies = await db.retrying(write)
+        _balances_after(items, replies)
+        response = pb.CreateSubmissionsResponse()
+        for reply in replies:
+            response.outcomes.add().created.CopyFrom(reply)
+        return response
 
     def _submitted(
         self, request: pb.CreateSubmissionRequest, row: asyncpg.Record
@@ -158,6 +205,31 @@ class Submissions(ArchivePart):
                 reason="REQUEST_ID_REUSED",
             )
         return replay(row)
+
+
+def _balances_after(
+    items: Sequence[pb.CreateSubmissionRequest], replies: Sequence[pb.CreateSubmissionResponse]
+) -> None:
+    """Give each created item its user's balance after the whole batch (the last of that
+    user's items, which run in request order, saw it)."""
+    after = {items[n].user_id: r.tokens_remaining for n, r in enumerate(replies) if not r.replayed}
+    for n, reply in enumerate(replies):
+        if not reply.replayed:
+            reply.tokens_remaining = after[items[n].user_id]
+
+
+def _at(err: AssayError, n: int) -> AssayError:
+    """A batch item's error as the whole call's: violations' paths and the metadata name
+    the item's position."""
+    if isinstance(err, InvalidArgument):
+        return InvalidArgument(
+            [
+                FieldViolation(f"submissions[{n}].{fv.field}", fv.description)
+                for fv in err.violations
+            ]
+        )
+    err.metadata["index"] = str(n)
+    return err
 
 
 def _too_late(request: pb.CreateSubmissionRequest) -> DeadlineExceeded:

@@ -11,7 +11,25 @@ from assaylib.errors import FieldViolation
 
 
 class Tokens(ArchivePart):
-    """GetTokenBalance, GrantTokens and ListLedgerEntries."""
+    """GetTokenBalance, GrantTokens, ListLedgerEntries and SetUserTier."""
+
+    async def set_tier(self, request: pb.SetUserTierRequest) -> pb.SetUserTierResponse:
+        """Record the tier of a user whose tokens name none (empty: remove it)."""
+        violations = v.id_violations(request.user_id, "user_id")
+        tiers = self.policy.tiers
+        priority = tiers.priority_of(request.tier) if request.tier else 0
+        if priority is None:
+            names = ", ".join(tiers.names)
+            violations.append(
+                FieldViolation("tier", f"unknown tier {request.tier!r} (ASSAY_TIERS: {names})")
+            )
+        v.require_valid(violations)
+        await store.set_user_tier(self.pool, request.user_id, request.tier)
+        return pb.SetUserTierResponse(
+            user_id=request.user_id,
+            tier=request.tier or tiers.default.tier,
+            priority=priority or 0,
+        )
 
     async def balance(self, user_id: str) -> int:
         """A user's balance."""

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,13 @@ from assay.assessment.v1 import assessment_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assay.events.v1 import events_pb2
 from assay_cli import output
+from assay_cli.commands_batch import batch_command, check_chunk
 from assay_cli.connect import CliError, Connection
+from assay_cli.live import EXIT_JOB_FAILED, EXIT_OK, Items, until_live
 from assay_cli.loader import load_submission
 from assaylib.jobs import status_name
 
-LIVE_TIMEOUT = 15.0  # seconds for a new watch to become live
 CATCH_UP = 3.0  # seconds to wait for the events of a job found already finished
-EXIT_OK, EXIT_JOB_FAILED = 0, 1
-Items = AsyncGenerator[WatchItem, None]
 
 
 def register(
@@ -40,7 +38,20 @@ def register(
     submit = commands.add_parser(
         "submit", parents=[common], help="submit an assessment file (ours or the original format)"
     )
-    submit.add_argument("file", metavar="FILE")
+    submit.add_argument("file", metavar="FILE", nargs="?", default="")
+    submit.add_argument(
+        "--batch",
+        metavar="FILE.jsonl",
+        default="",
+        help="submit every line of a JSON Lines file (up to 1,000 per call, all or nothing)",
+    )
+    submit.add_argument(
+        "--chunk",
+        type=check_chunk,
+        default=1000,
+        metavar="N",
+        help="with --batch: submissions per call (default 1000)",
+    )
     submit.add_argument("--watch", action="store_true", help="follow the job and print the profile")
     submit.add_argument("--request-id", default="", help="idempotency key (default: the file's)")
     submit.add_argument(
@@ -82,6 +93,10 @@ async def submit(
 
 async def submit_command(args: argparse.Namespace, conn: Connection) -> int:
     """``assay submit FILE [--watch]``."""
+    if args.batch:
+        return await batch_command(args, conn)
+    if not args.file:
+        raise CliError("name a submission FILE, or --batch FILE.jsonl")
     request, warnings = load_submission(Path(args.file))
     for warning in warnings:
         output.progress(f"warning: {args.file}: {warning}")
@@ -132,18 +147,6 @@ async def submit_and_follow(
     else:
         print_outcome(job, result)
     return EXIT_OK if job.status == job_pb2.JOB_STATUS_COMPLETED else EXIT_JOB_FAILED
-
-
-async def until_live(items: Items) -> None:
-    """Read up to the watch's first bookmark: from there, every transition will come."""
-    try:
-        async with asyncio.timeout(LIVE_TIMEOUT):
-            async for item in items:
-                if item.kind == "bookmark":
-                    return
-    except TimeoutError:
-        pass
-    raise CliError(f"the notifier's watch did not start within {LIVE_TIMEOUT:g}s")
 
 
 async def next_change(items: Items, job_id: str, patience: float | None) -> WatchItem | None:

@@ -1,5 +1,6 @@
 """``assay users erase USER [--request-id ID]``: erase a user's personal data (the archive's
-EraseUserData, operator only)."""
+EraseUserData, operator only); ``assay users tier USER TIER``: set the tier of a user whose
+tokens name none (SetUserTier, operator only; ``""`` removes it)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ RPC_TIMEOUT = 300.0
 def register(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    """Add ``users erase``."""
+    """Add ``users erase`` and ``users tier``."""
     users = commands.add_parser("users", help="users' personal data (operator)").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
@@ -33,6 +34,25 @@ def register(
         help="idempotency key: repeat it to finish an interrupted erasure (default: a new one)",
     )
     erase.set_defaults(run=users_erase)
+    tier = users.add_parser(
+        "tier",
+        parents=[common],
+        help="set a user's tier (their jobs' priority lane) when their tokens name none",
+    )
+    tier.add_argument("user", metavar="USER", help="the user id")
+    tier.add_argument("tier", metavar="TIER", help='one of ASSAY_TIERS\' names; "" removes it')
+    tier.set_defaults(run=users_tier)
+
+
+async def users_tier(args: argparse.Namespace, conn: Connection) -> int:
+    """``assay users tier USER TIER``: prints the tier now recorded and its lane."""
+    stub = await conn.archive()
+    reply = await stub.SetUserTier(archive_pb.SetUserTierRequest(user_id=args.user, tier=args.tier))
+    if args.json:
+        output.print_json(output.to_dict(reply))
+    else:
+        print(f"{reply.user_id} is now {reply.tier} (priority {reply.priority})")
+    return 0
 
 
 async def users_erase(args: argparse.Namespace, conn: Connection) -> int:

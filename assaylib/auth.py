@@ -28,7 +28,7 @@ from assaylib import errors
 from assaylib._handlers import Context, Guard, GuardingInterceptor
 from assaylib.access import ACCESS, AccessTable, identity_of
 from assaylib.config import Settings
-from assaylib.keys import TokenVerifier, VerifierSettings, roles_in
+from assaylib.keys import TokenVerifier, VerifierSettings, roles_in, tier_in
 
 __all__ = [
     "ROLES",
@@ -77,6 +77,8 @@ class Principal:
     identity: str = ""
     """``user``, ``caller``, ``operator``, one of Assay's services, or ``none``; derived from
     the subject and roles when not given."""
+    tier: str = field(default="", compare=False)
+    """The tier the token names (``ASSAY_JWT_TIER_CLAIM``); empty when it names none."""
 
     def __post_init__(self) -> None:
         if not self.identity:
@@ -103,7 +105,10 @@ class Principal:
 
 
 def principal_of(
-    claims: dict[str, Any], roles_claim: str = "roles", namespaces: Collection[str] = ()
+    claims: dict[str, Any],
+    roles_claim: str = "roles",
+    namespaces: Collection[str] = (),
+    tier_claim: str = "tier",
 ) -> Principal:
     """The principal of verified claims: roles Assay knows, read from ``roles_claim``; a
     service account is one of Assay's services only in ``namespaces`` (any when empty)."""
@@ -116,6 +121,7 @@ def principal_of(
         roles=roles,
         expires_at=float(claims.get("exp", 0)),
         identity=identity_of(subject, roles, namespaces),
+        tier=tier_in(claims, tier_claim),
     )
 
 
@@ -131,6 +137,7 @@ def verifier_of(settings: Settings) -> TokenVerifier:
             issuers=issuers,
             audience=settings.jwt_audience,
             roles_claim=settings.jwt_roles_claim,
+            tier_claim=settings.jwt_tier_claim,
             service_namespaces=_listed(settings.service_account_namespace),
         ),
         jwks_file=settings.jwks_file,
@@ -196,7 +203,9 @@ class AuthInterceptor(GuardingInterceptor):
             return known[0]
         claims = await self._verifier.claims(token)
         verified = self._verifier.settings
-        principal = principal_of(claims, verified.roles_claim, verified.service_namespaces)
+        principal = principal_of(
+            claims, verified.roles_claim, verified.service_namespaces, verified.tier_claim
+        )
         self._forget_if_keys_changed()  # verifying may have re-read the key set
         if len(self._verified_tokens) >= TOKEN_CACHE_SIZE:
             self._verified_tokens.clear()  # simple and bounded; refilled by the next calls

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from assaylib.jobs import DEFAULT_LOCALE, LOCALES
+from assaylib.tiers import DEFAULT_TIERS, Tiers
 
 __all__ = ["ConfigError", "Settings", "listen_addr", "parse_duration"]
 
@@ -94,6 +95,12 @@ class Settings:
     """The audience (``aud``) every token must name."""
     jwt_roles_claim: str = "roles"
     """The claim holding a token's roles; a dotted path reaches into nested objects."""
+    jwt_tier_claim: str = "tier"
+    """The claim holding a user's tier (e.g. ``premium``); a dotted path reaches into nested
+    objects. Absent: the tier an operator set (``assay users tier``), else the default."""
+    tiers: str = DEFAULT_TIERS
+    """Tiers and their weights, ``name:weight`` highest priority first; the last is the
+    default tier (``assay.jobs.analysis``). Workers serve the lanes in proportion to weight."""
     service_account_namespace: str = ""
     """Namespaces (comma-separated) whose ``assay-<name>`` service accounts are Assay's
     services; empty: any namespace's (set it on a cluster shared with others)."""
@@ -191,6 +198,11 @@ class Settings:
         if self.lease_timeout <= 0:
             object.__setattr__(self, "lease_timeout", 3 * self.heartbeat_interval)
 
+    @property
+    def tier_lanes(self) -> Tiers:
+        """``tiers`` parsed (checked when the settings were read)."""
+        return Tiers.parse(self.tiers)
+
     @classmethod
     def from_env(
         cls, env: Mapping[str, str] | None = None, *, allow_missing_keys: bool = False
@@ -242,6 +254,11 @@ def _issuers(raw: str) -> str:
 def _required(raw: str) -> str:
     if not raw:
         raise ConfigError("must not be empty")
+    return raw
+
+
+def _tiers(raw: str) -> str:
+    Tiers.parse(raw)
     return raw
 
 
@@ -325,6 +342,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "jwt_issuer": _issuers,
     "jwt_audience": _required,
     "jwt_roles_claim": _required,
+    "jwt_tier_claim": _required,
+    "tiers": _tiers,
     "jwks_refresh": _positive_duration,
     "archive_addr": _address(optional=False),
     "assessment_addr": _address(optional=False),

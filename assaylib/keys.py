@@ -26,7 +26,15 @@ import jwt
 
 from assaylib import errors
 
-__all__ = ["ALGORITHMS", "KeySet", "TokenVerifier", "VerifierSettings", "load_jwks", "roles_in"]
+__all__ = [
+    "ALGORITHMS",
+    "KeySet",
+    "TokenVerifier",
+    "VerifierSettings",
+    "load_jwks",
+    "roles_in",
+    "tier_in",
+]
 
 ALGORITHMS = frozenset({"ES256", "EdDSA", "RS256"})
 """The only algorithms a token may be signed with."""
@@ -48,6 +56,8 @@ class VerifierSettings:
     roles_claim: str = "roles"
     """The claim holding the roles (a dotted path such as ``realm_access.roles`` reaches into
     nested objects); a list of strings or one space-separated string."""
+    tier_claim: str = "tier"
+    """The claim holding a user's tier (a dotted path); a string, else ignored."""
     service_namespaces: tuple[str, ...] = ()
     """Namespaces whose ``assay-<name>`` service accounts are Assay's services (any when
     empty)."""
@@ -226,6 +236,14 @@ def _decode(token: str, key: jwt.PyJWK, settings: VerifierSettings) -> dict[str,
     except jwt.PyJWTError as err:
         raise errors.Unauthenticated(f"malformed token: {type(err).__name__}") from None
     return claims
+
+
+def tier_in(claims: Mapping[str, Any], claim: str) -> str:
+    """The tier under ``claim`` (a dotted path); empty when absent or not a string."""
+    value: Any = claims
+    for part in claim.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value.strip() if isinstance(value, str) else ""
 
 
 def roles_in(claims: Mapping[str, Any], claim: str) -> list[str]:

@@ -7,6 +7,7 @@ own; production runs with the empty prefix and the names of the contract.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import nats.errors
@@ -20,6 +21,8 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import BadRequestError
+
+from assaylib.tiers import Lane
 
 NATS_TRANSIENT: tuple[type[BaseException], ...] = (
     nats.errors.ConnectionClosedError,
@@ -70,6 +73,24 @@ class StreamNames:
         """The subject of analysis job messages."""
         return self._subject("assay.jobs.analysis")
 
+    def lane_subject(self, lane: Lane) -> str:
+        """The subject of a priority lane's job messages: the default lane's is
+        ``analysis_subject`` (release 0.1.0's), each higher one ``assay.jobs.analysis.<tier>``."""
+        if lane.priority == 0:
+            return self.analysis_subject
+        return self._subject(f"assay.jobs.analysis.{lane.tier}")
+
+    def lane_consumer(self, lane: Lane) -> str:
+        """The durable consumer of a priority lane: ``worker_consumer`` for the default lane,
+        ``analysis-workers-<tier>`` above it."""
+        if lane.priority == 0:
+            return self.worker_consumer
+        return f"{self.worker_consumer}-{lane.tier}"
+
+    def max_deliveries_advisory_of(self, consumer: str) -> str:
+        """The advisory JetStream publishes when ``consumer`` gives up on a message."""
+        return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.jobs_stream}.{consumer}"
+
     @property
     def events_stream(self) -> str:
         """The limits stream of job status events (the WatchJobs resume window)."""
@@ -97,9 +118,7 @@ class StreamNames:
     @property
     def max_deliveries_advisory(self) -> str:
         """The advisory JetStream publishes when it gives up on a worker message."""
-        return (
-            f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.jobs_stream}.{self.worker_consumer}"
-        )
+        return self.max_deliveries_advisory_of(self.worker_consumer)
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
@@ -140,22 +159,33 @@ async def ensure_streams(
 
 
 def worker_consumer_config(
-    names: StreamNames, *, ack_wait: float, max_deliver: int
+    names: StreamNames, *, ack_wait: float, max_deliver: int, lane: Lane | None = None
 ) -> ConsumerConfig:
-    """The shared pull consumer: explicit ack, ack_wait equal to the lease."""
+    """A lane's shared pull consumer (the default lane's without ``lane``): explicit ack,
+    ack_wait equal to the lease, filtered on the lane's subject alone (the work-queue stream
+    needs the lanes' filters not to overlap)."""
     return ConsumerConfig(
-        durable_name=names.worker_consumer,
+        durable_name=names.lane_consumer(lane) if lane else names.worker_consumer,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=ack_wait,
         max_deliver=max_deliver,
-        filter_subject=names.analysis_subject,
+        filter_subject=names.lane_subject(lane) if lane else names.analysis_subject,
         max_ack_pending=1000,
     )
 
 
 async def ensure_worker_consumer(
-    js: JetStreamContext, names: StreamNames, *, ack_wait: float, max_deliver: int
+    js: JetStreamContext,
+    names: StreamNames,
+    *,
+    ack_wait: float,
+    max_deliver: int,
+    lanes: Sequence[Lane] = (),
 ) -> None:
-    """Create the workers' durable consumer, or update it to this configuration."""
-    config = worker_consumer_config(names, ack_wait=ack_wait, max_deliver=max_deliver)
-    await js.add_consumer(names.jobs_stream, config)
+    """Create the workers' durable consumer of each lane (the default lane's when none are
+    given), or update it to this configuration."""
+    for lane in lanes or (None,):
+        config = worker_consumer_config(
+            names, ack_wait=ack_wait, max_deliver=max_deliver, lane=lane
+        )
+        await js.add_consumer(names.jobs_stream, config)

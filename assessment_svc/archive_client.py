@@ -96,6 +96,20 @@ class ArchiveClient:
         async with asyncio.timeout(budget.remaining()):
             return await self._submissions.submit(request)
 
+    async def create_submissions_atomic(
+        self, requests: Sequence[pb.CreateSubmissionRequest], budget: Budget
+    ) -> list[pb.CreateSubmissionResponse]:
+        """Charge, record and queue every validated submission in one transaction, or none:
+        the archive's refusal of the first failing item is the call's error."""
+        deadline = int(budget.wall_deadline() * 1e9)
+        for request in requests:
+            request.deadline.FromNanoseconds(deadline)
+        batch = pb.CreateSubmissionsRequest(submissions=requests, atomic=True)
+        reply: pb.CreateSubmissionsResponse = await _call(
+            self._stub.CreateSubmissions, batch, budget
+        )
+        return [o.created for o in reply.outcomes]
+
     async def _submit_batch(
         self, requests: Sequence[pb.CreateSubmissionRequest]
     ) -> list[pb.CreateSubmissionResponse | BaseException]:

@@ -36,6 +36,12 @@ class AssessmentServicer(pb_grpc.AssessmentServiceServicer):
         """Validate, charge and queue an assessment for the caller."""
         return await self.assessments.submit(current_principal(), request, Budget.of(context))
 
+    async def SubmitAssessments(
+        self, request: pb.SubmitAssessmentsRequest, context: Context
+    ) -> pb.SubmitAssessmentsResponse:
+        """Validate every submission, then charge, record and queue all of them, or none."""
+        return await self.assessments.submit_many(current_principal(), request, Budget.of(context))
+
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
         """Return one of the caller's jobs."""
         job = await self.assessments.get_job(

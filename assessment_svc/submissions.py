@@ -9,8 +9,11 @@ Scoping (ARCHITECTURE §6). Every caller acts as the user in its token's ``sub``
   ``GetTokenBalance``, and lists every user's jobs when it names none.
 * a ``service`` (another Assay component) has the same reach as an operator: the archive
   already trusts service tokens fully, and ``Principal.can_act_for`` says the same.
-* ``SubmitAssessment`` has no "on behalf of" field, so every role submits as itself: an
-  operator or a service submitting is charged to its own ``sub``.
+* ``SubmitAssessment`` and ``SubmitAssessments`` submit for the caller itself, or — internal
+  callers and operators only — for the ``user_id`` an item names, who is charged.
+* A submission for the caller itself takes the tier its token names (``ASSAY_JWT_TIER_CLAIM``);
+  one for another user, or without a tier claim, the tier an operator set for that user in
+  the archive, else the default tier.
 
 Every request is validated whole before the archive is called; a bad id is
 INVALID_ARGUMENT naming the field, never INTERNAL.
@@ -36,9 +39,13 @@ from assaylib.errors import FieldViolation
 from assessment_svc.archive_client import ArchiveClient, Budget
 
 __all__ = [
+    "BATCHES",
+    "BATCH_ITEMS",
+    "MAX_BATCH",
     "SUBMISSIONS",
     "SUBMIT_SECONDS",
     "Assessments",
+    "batch_violations",
     "list_owner",
     "owner_scope",
     "result_request_violations",
@@ -60,7 +67,22 @@ SUBMIT_SECONDS = prometheus_client.Histogram(
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
+BATCHES = prometheus_client.Counter(
+    "assay_assessment_batches",
+    "SubmitAssessments calls by outcome (accepted, replayed, refused).",
+    ["outcome"],
+)
+
+BATCH_ITEMS = prometheus_client.Counter(
+    "assay_assessment_batch_items",
+    "Submissions accepted or replayed through SubmitAssessments, by outcome.",
+    ["outcome"],
+)
+
 JOB_STATUSES = frozenset(job_pb2.JobStatus.values())
+
+MAX_BATCH = 1000
+"""Submissions one SubmitAssessments call may carry."""
 
 _OUTCOMES: dict[str, tuple[Any, Any]] = {}
 """The metric children of "accepted" and "replayed", bound by the first such submission
@@ -104,7 +126,29 @@ def submit_request_violations(request: pb.SubmitAssessmentRequest) -> list[Field
         )
         + v.id_violations(request.request_id, "request_id", required=False)
         + v.locale_violations(request.locale)
+        + v.id_violations(request.user_id, "user_id", required=False)
     )
+
+
+def batch_violations(request: pb.SubmitAssessmentsRequest) -> list[FieldViolation]:
+    """Every violation of a batch, each item's under ``requests[i].``: the item's own, a
+    missing request_id, and a request_id repeated for the same user."""
+    if not request.requests:
+        return [FieldViolation("requests", "at least one submission is required")]
+    if len(request.requests) > MAX_BATCH:
+        return [FieldViolation("requests", f"at most {MAX_BATCH} submissions")]
+    violations: list[FieldViolation] = []
+    seen: dict[tuple[str, str], int] = {}
+    for n, item in enumerate(request.requests):
+        found = submit_request_violations(item)
+        if not item.request_id:
+            found.append(FieldViolation("request_id", "required in a batch"))
+        key = (item.user_id, item.request_id)
+        if item.request_id and key in seen:
+            found.append(FieldViolation("request_id", f"repeats requests[{seen[key]}]"))
+        seen.setdefault(key, n)
+        violations += [FieldViolation(f"requests[{n}].{f.field}", f.description) for f in found]
+    return violations
 
 
 def result_request_violations(request: pb.GetResultRequest) -> list[FieldViolation]:
@@ -146,17 +190,7 @@ class Assessments:
             errors_found = submit_request_violations(request)
             v.require_valid(errors_found)
             reply = await self.archive.create_submission(
-                archive_pb.CreateSubmissionRequest(
-                    user_id=principal.user_id,
-                    assessment_name=request.assessment_name or jobs.DEFAULT_ASSESSMENT,
-                    assessment_data=request.assessment_data,
-                    raw_responses=request.raw_responses,
-                    request_id=request.request_id,
-                    max_inflight=self.max_inflight,
-                    traceparent=tracing.traceparent(),  # batched with others: each its own
-                    locale=request.locale,  # empty: the archive's ASSAY_DEFAULT_LOCALE
-                ),
-                budget,
+                self._archive_request(principal, request), budget
             )
         except Exception as err:
             SUBMISSIONS.labels("refused", _refusal_reason(err)).inc()
@@ -181,6 +215,57 @@ class Assessments:
             },
         )
         return pb.SubmitAssessmentResponse(job=reply.job, tokens_remaining=reply.tokens_remaining)
+
+    def _archive_request(
+        self, principal: Principal, request: pb.SubmitAssessmentRequest
+    ) -> archive_pb.CreateSubmissionRequest:
+        """The archive's form of a validated submission, for its user (the caller, or the
+        user a privileged caller names) with the caller's tier when it is the caller's own."""
+        user_id = list_owner(principal, request.user_id) or principal.user_id
+        return archive_pb.CreateSubmissionRequest(
+            user_id=user_id,
+            assessment_name=request.assessment_name or jobs.DEFAULT_ASSESSMENT,
+            assessment_data=request.assessment_data,
+            raw_responses=request.raw_responses,
+            request_id=request.request_id,
+            max_inflight=self.max_inflight,
+            traceparent=tracing.traceparent(),  # batched with others: each its own
+            locale=request.locale,  # empty: the archive's ASSAY_DEFAULT_LOCALE
+            tier=principal.tier if user_id == principal.user_id else "",
+        )
+
+    async def submit_many(
+        self, principal: Principal, request: pb.SubmitAssessmentsRequest, budget: Budget
+    ) -> pb.SubmitAssessmentsResponse:
+        """Validate every item, then charge, record and queue them all in one archive
+        transaction, or none (the first refusal is the call's error)."""
+        started = time.perf_counter()
+        try:
+            v.require_valid(batch_violations(request))
+            items = [self._archive_request(principal, item) for item in request.requests]
+            replies = await self.archive.create_submissions_atomic(items, budget)
+        except Exception as err:
+            BATCHES.labels("refused").inc()
+            log.info(
+                "batch of %d refused: %s",
+                len(request.requests),
+                _refusal_reason(err),
+                extra={"user_id": principal.user_id},
+            )
+            raise
+        replayed = all(reply.replayed for reply in replies)
+        outcome = "replayed" if replayed else "accepted"
+        BATCHES.labels(outcome).inc()
+        BATCH_ITEMS.labels(outcome).inc(len(replies))
+        SUBMIT_SECONDS.labels(f"batch_{outcome}").observe(time.perf_counter() - started)
+        log.info("batch of %d %s", len(replies), outcome, extra={"user_id": principal.user_id})
+        return pb.SubmitAssessmentsResponse(
+            responses=[
+                pb.SubmitAssessmentResponse(job=r.job, tokens_remaining=r.tokens_remaining)
+                for r in replies
+            ],
+            replayed=replayed,
+        )
 
     async def get_job(self, principal: Principal, job_id: str, budget: Budget) -> job_pb2.Job:
         """One job the caller may see; NOT_FOUND otherwise."""

@@ -7,6 +7,8 @@
     python -m bench peer --jobs 2000 [--workers 2]
     python -m bench compare [--pairs 3] [--jobs 2000]
     python -m bench all [--pairs 3] [--jobs 10000]
+    python -m bench batch --items 1000 --rounds 3
+    python -m bench lanes --backlog 5000 --premium 40 --both 2000 --bulk 2000
 
 Every report prints the machine, versions, settings and command line; --json FILE writes it.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import compare, peer, scenarios, standing
+from bench import compare, peer, priority, scenarios, standing
 from bench.report import emit
 
 
@@ -73,6 +75,8 @@ def parser() -> argparse.ArgumentParser:
     watchers.add_argument("--jobs", type=int, default=200, help="jobs run with them open")
     watchers.add_argument("--rate", type=float, default=50.0, help="submissions per second")
 
+    priority.register(scenario)
+
     comparison = scenario("peer", "procrastinate on the same PostgreSQL: N no-op jobs")
     comparison.add_argument("--jobs", type=int, default=2000)
     comparison.add_argument("--concurrency", type=int, default=16, help="concurrent deferrers")
@@ -122,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         result = standing.run(args)
     elif args.scenario == "peer":
         result = peer.run(args)
+    elif args.scenario in ("batch", "lanes"):
+        result = priority.run(args.scenario, args)
     else:
         result = scenarios.run(args.scenario, args)
     emit(result, args.json)

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -41,28 +42,30 @@ class MaxDeliveriesWatcher:
         archive: ArchiveClient,
         *,
         retry_for: float,
+        consumers: Sequence[str] = (),
     ) -> None:
         self.nc = nc
         self.js = js
         self.names = names
         self.archive = archive
         self.retry_for = retry_for
-        self._subscription: Subscription | None = None
+        self.consumers = list(consumers) or [names.worker_consumer]  # one advisory per lane
+        self._subscriptions: list[Subscription] = []
         self._tasks: set[asyncio.Task[str]] = set()
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
-        """Subscribe to the advisory subject."""
-        self._subscription = await self.nc.subscribe(
-            self.names.max_deliveries_advisory, cb=self._on_advisory
-        )
+        """Subscribe to the advisory subject of every lane's consumer."""
+        for consumer in self.consumers:
+            subject = self.names.max_deliveries_advisory_of(consumer)
+            self._subscriptions.append(await self.nc.subscribe(subject, cb=self._on_advisory))
 
     async def stop(self) -> None:
         """Unsubscribe and abandon advisories still being handled."""
         self._stopping.set()
-        if self._subscription is not None:
+        for subscription in self._subscriptions:
             with contextlib.suppress(Exception):
-                await self._subscription.unsubscribe()
+                await subscription.unsubscribe()
         for task in set(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -17,7 +17,6 @@ import nats
 from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import HealthServicer
 from nats.aio.client import Client as NatsClient
-from nats.js import JetStreamContext
 
 from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
 from assaylib.auth import service_token
@@ -33,7 +32,7 @@ from assaylib.streams import (
 from worker.advisories import MaxDeliveriesWatcher
 from worker.analyzers import analyze as default_analyze
 from worker.archive_client import ArchiveClient
-from worker.consumer import JobConsumer, Observer
+from worker.consumer import JobConsumer, LaneSubscription, Observer
 from worker.job_runner import AnalyzeFn, JobRunner
 
 log = logging.getLogger(__name__)
@@ -107,7 +106,7 @@ class WorkerApp:
         )
         await set_health(health, NOT_SERVING)  # until NATS and the consumer are ready
         try:
-            nc, subscription = await join_jobs_stream(settings, names, health)
+            nc, lanes = await join_jobs_stream(settings, names, health)
         except BaseException:  # cancelled while NATS is unreachable, or it refused us
             await server.stop(0)
             raise
@@ -122,15 +121,28 @@ class WorkerApp:
         )
         executor = ThreadPoolExecutor(settings.worker_concurrency, thread_name_prefix="analyze")
         runner = JobRunner(archive, settings, worker_id, analyze, executor, asyncio.Event())
-        consumer = JobConsumer(subscription, runner, settings.worker_concurrency, observer=observer)
-        advisories = MaxDeliveriesWatcher(nc, js, names, archive, retry_for=settings.stuck_after)
+        consumer = JobConsumer(
+            lanes,
+            runner,
+            settings.worker_concurrency,
+            keepalive=settings.heartbeat_interval,
+            observer=observer,
+        )
+        advisories = MaxDeliveriesWatcher(
+            nc,
+            js,
+            names,
+            archive,
+            retry_for=settings.stuck_after,
+            consumers=[names.lane_consumer(held.lane) for held in lanes],
+        )
         await advisories.start()
         await consumer.start()
         await set_health(health, SERVING)
         log.info(
             "worker %s pulling %s (concurrency %d, health on port %d)",
             worker_id,
-            names.worker_consumer,
+            ", ".join(names.lane_consumer(held.lane) for held in lanes),
             settings.worker_concurrency,
             port,
         )
@@ -158,9 +170,11 @@ class WorkerApp:
 
 async def join_jobs_stream(
     settings: Settings, names: StreamNames, health: HealthServicer
-) -> tuple[NatsClient, JetStreamContext.PullSubscription]:
-    """Connect to NATS, declare the streams and the workers' consumer, and bind to it."""
+) -> tuple[NatsClient, list[LaneSubscription]]:
+    """Connect to NATS, declare the streams and the workers' consumer of every priority lane,
+    and bind to each."""
     nc = await connect_nats(settings, health)
+    lanes = settings.tier_lanes.lanes
     try:
         js = nc.jetstream()
         await ensure_streams(
@@ -171,14 +185,21 @@ async def join_jobs_stream(
             names,
             ack_wait=settings.lease_timeout,
             max_deliver=max_deliver_for(settings.max_attempts),
+            lanes=lanes,
         )
-        subscription = await js.pull_subscribe_bind(
-            durable=names.worker_consumer, stream=names.jobs_stream
-        )
+        subscriptions = [
+            LaneSubscription(
+                lane,
+                await js.pull_subscribe_bind(
+                    durable=names.lane_consumer(lane), stream=names.jobs_stream
+                ),
+            )
+            for lane in lanes
+        ]
     except BaseException:
         await nc.close()
         raise
-    return nc, subscription
+    return nc, subscriptions
 
 
 async def set_health(health: HealthServicer, status: ServingStatus) -> None:

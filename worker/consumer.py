@@ -1,19 +1,25 @@
-"""The fetch loop: pull as many job messages as there are free slots, run each in its own
-task, and on stop let the held ones finish within the grace period."""
+"""The fetch loops: one per priority lane, each holding at most one fetched message until the
+lane scheduler (``worker.lanes``) gives it a slot, each started job in its own task; on stop
+the held ones finish within the grace period and the waiting ones are handed back."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from asyncio import FIRST_COMPLETED
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from prometheus_client import Counter
 
+from assaylib.tiers import Lane
 from worker.job_runner import JobRunner, Outcome, parse_message
+from worker.lanes import LaneScheduler
 from worker.retry import backoff
 
 log = logging.getLogger(__name__)
@@ -24,30 +30,43 @@ Observer = Callable[[str, Outcome], None]
 """Called with (job_id, outcome) after each message is acknowledged (tests watch it)."""
 
 
-class JobConsumer:
-    """A long-running loop with start()/stop() over the workers' durable pull consumer.
+@dataclass(frozen=True)
+class LaneSubscription:
+    """A priority lane and the pull subscription bound to its durable consumer."""
 
-    At most ``concurrency`` messages are held at once: each fetch asks for exactly the free
-    slots, so JetStream never hands this worker work it cannot start.
+    lane: Lane
+    subscription: JetStreamContext.PullSubscription
+
+
+class JobConsumer:
+    """A long-running loop per lane with start()/stop() over the lanes' durable consumers.
+
+    At most ``concurrency`` jobs run at once, shared by the lanes by weight; while another
+    lane waits, a lane also holds up to its weight in fetched messages waiting for a slot
+    (kept alive with in-progress acks every ``keepalive`` seconds, so none is redelivered
+    while it waits).
     """
 
     def __init__(
         self,
-        subscription: JetStreamContext.PullSubscription,
+        lanes: Sequence[LaneSubscription],
         runner: JobRunner,
         concurrency: int,
         *,
         fetch_timeout: float = 1.0,
+        keepalive: float = 10.0,
         observer: Observer | None = None,
     ) -> None:
-        self.subscription = subscription
+        self.lanes = list(lanes)
         self.runner = runner
         self.concurrency = concurrency
         self.fetch_timeout = fetch_timeout
+        self.keepalive = keepalive
         self.observer = observer
+        self.scheduler = LaneScheduler([held.lane for held in self.lanes], concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
-        self._loop_task: asyncio.Task[None] | None = None
+        self._loop_tasks: list[asyncio.Task[None]] = []
 
     @property
     def held(self) -> int:
@@ -55,20 +74,25 @@ class JobConsumer:
         return len(self._tasks)
 
     async def start(self) -> None:
-        """Begin fetching in the background."""
-        self._loop_task = asyncio.create_task(self._run(), name="job-consumer")
+        """Begin fetching every lane in the background."""
+        self._loop_tasks = [
+            asyncio.create_task(self._run(held), name=f"job-consumer-{held.lane.tier}")
+            for held in self.lanes
+        ]
 
-    async def _run(self) -> None:
-        failures = 0
+    async def _run(self, held: LaneSubscription) -> None:
+        failures, backlog = 0, 0
         while not self._stopping.is_set():
-            free = self.concurrency - len(self._tasks)
-            if free <= 0:
-                await self._wait_for_slot()
+            if not self.scheduler.may_fetch(held.lane):
+                await self._until_changed()
                 continue
+            # More than one only when JetStream said that many are pending: a fetch of N
+            # that finds fewer waits for the rest until its timeout, holding the first.
+            batch = max(1, min(backlog, self.scheduler.batch_for(held.lane)))
             try:
-                messages = await self.subscription.fetch(batch=free, timeout=self.fetch_timeout)
+                messages = await held.subscription.fetch(batch=batch, timeout=self.fetch_timeout)
             except nats.errors.TimeoutError:
-                failures = 0
+                failures, backlog = 0, 0
                 continue
             except Exception as err:
                 failures += 1
@@ -78,21 +102,61 @@ class JobConsumer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
                 continue
-            failures = 0
-            for msg in messages:
-                self._spawn(msg)
+            failures, backlog = 0, _pending_after(messages)
+            await self._start_in_turn(held.lane, messages)
 
-    async def _wait_for_slot(self) -> None:
+    async def _start_in_turn(self, lane: Lane, messages: list[Msg]) -> None:
+        """Start each fetched message once the scheduler gives its lane a slot; on stop,
+        hand the rest back at once."""
+        for position, msg in enumerate(messages):
+            if await self._slot_for(lane, messages[position:]):
+                self._spawn(msg)
+                continue
+            for unstarted in messages[position:]:
+                with contextlib.suppress(Exception):
+                    await unstarted.nak()
+            return
+
+    async def _until_changed(self) -> None:
+        changed = self.scheduler.changed()
+        stopping = asyncio.create_task(self._stopping.wait())
+        waiters: set[asyncio.Future[Any]] = {changed, stopping}
+        try:
+            await asyncio.wait(waiters, return_when=FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            changed.cancel()
+
+    async def _slot_for(self, lane: Lane, held: list[Msg]) -> bool:
+        """Wait for the scheduler's slot for ``lane``, keeping the ``held`` messages alive;
+        False when the consumer stops first."""
+        granted = self.scheduler.try_acquire(lane)
+        if granted.done():
+            return True
         stopping = asyncio.create_task(self._stopping.wait())
         try:
-            await asyncio.wait([*self._tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
+            while not granted.done():
+                waiters: set[asyncio.Future[Any]] = {granted, stopping}
+                await asyncio.wait(waiters, timeout=self.keepalive, return_when=FIRST_COMPLETED)
+                if stopping.done() and not granted.done():
+                    granted.cancel()
+                    return False
+                if not granted.done():
+                    for msg in held:
+                        with contextlib.suppress(Exception):
+                            await msg.in_progress()
+            return True
         finally:
             stopping.cancel()
 
     def _spawn(self, msg: Msg) -> None:
         task = asyncio.create_task(self._handle(msg), name="job")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.scheduler.release()
 
     async def _handle(self, msg: Msg) -> None:
         try:
@@ -108,8 +172,7 @@ class JobConsumer:
         """Stop fetching; give held messages ``grace`` seconds to finish, then tell the rest
         to stop and nak (so another worker takes them over once their lease expires)."""
         self._stopping.set()
-        if self._loop_task is not None:
-            await self._loop_task
+        await asyncio.gather(*self._loop_tasks)
         if self._tasks:
             log.info("waiting up to %.1fs for %d held job(s)", grace, len(self._tasks))
             _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
@@ -122,5 +185,16 @@ class JobConsumer:
         self.runner.close()
         # Leave the pull subscription now: its inbox may hold status replies to expired pull
         # requests that nobody reads, which would make a connection drain wait for them.
-        with contextlib.suppress(Exception):
-            await self.subscription.unsubscribe()
+        for held in self.lanes:
+            with contextlib.suppress(Exception):
+                await held.subscription.unsubscribe()
+
+
+def _pending_after(messages: list[Msg]) -> int:
+    """How many messages the lane's consumer still held after the last one fetched."""
+    if not messages:
+        return 0
+    try:
+        return int(messages[-1].metadata.num_pending or 0)
+    except Exception:  # no JetStream metadata (not expected from a pull consumer)
+        return 0

@@ -53,13 +53,13 @@ async def next_unsent(
     none) and fetch the next page of its batch in ``seq`` order, in one statement. Returns
     the position with its batch, and the rows. A queue message without a payload comes with
     its result row's test_data and raw_responses, to build it from; every row with its job's
-    trace_context and locale."""
+    trace_context, locale and priority (its lane)."""
     rows: list[asyncpg.Record] = await db.fetch(
         "WITH c AS (UPDATE outbox_cursor SET done = $1::text::pg_snapshot,"
         " batch = coalesce($2::text::pg_snapshot, pg_current_snapshot()), batch_seq = $3"
         " RETURNING done, batch, batch_seq)"
         f" SELECT c.batch::text AS batch, p.* FROM c LEFT JOIN LATERAL (SELECT {OUTBOX_COLUMNS},"
-        " r.test_data, r.raw_responses, j.trace_context, j.locale FROM outbox o"
+        " r.test_data, r.raw_responses, j.trace_context, j.locale, j.priority FROM outbox o"
         " LEFT JOIN results r ON o.kind = 'job' AND o.payload IS NULL"
         " AND r.result_id = o.result_id LEFT JOIN jobs j ON j.job_id = o.job_id"
         " WHERE o.txid >= pg_snapshot_xmin(c.done) AND NOT pg_visible_in_snapshot(o.txid, c.done)"
@@ -72,6 +72,24 @@ async def next_unsent(
     )
     at = RelayPosition(position.done, rows[0]["batch"], position.batch_seq)
     return at, [row for row in rows if row["id"] is not None]
+
+
+async def priority_unsent(db: Db, after_seq: int, limit: int) -> Sequence[asyncpg.Record]:
+    """Unpublished queue messages of jobs above the default lane (``jobs.priority > 0``)
+    with ``seq`` after ``after_seq``, committed, in ``seq`` order, built as ``next_unsent``'s
+    rows: the relay publishes these ahead of a backlog, and again in their turn (the stream's
+    duplicate window drops the copy: the same ``Nats-Msg-Id``)."""
+    rows: list[asyncpg.Record] = await db.fetch(
+        f"SELECT {OUTBOX_COLUMNS}, r.test_data, r.raw_responses, j.trace_context, j.locale,"
+        " j.priority FROM outbox o JOIN jobs j ON j.job_id = o.job_id"
+        " LEFT JOIN results r ON o.payload IS NULL AND r.result_id = o.result_id,"
+        " outbox_cursor c WHERE o.kind = 'job' AND j.priority > 0 AND o.seq > $1"
+        " AND o.txid >= pg_snapshot_xmin(c.done) AND NOT outbox_published(o.txid, o.seq)"
+        " ORDER BY o.seq LIMIT $2",
+        after_seq,
+        limit,
+    )
+    return rows
 
 
 async def save_position(db: Db, position: RelayPosition) -> None:

@@ -50,9 +50,17 @@ JOB_COLUMNS = (
     "finished_at",
     "processing_time_ms",
     "requeues",
+    "priority",
 )
 """Every column of a job row, in the order statements return them."""
-SETTABLE = frozenset(JOB_COLUMNS) - {"job_id", "user_id", "status", "version", "created_at"}
+SETTABLE = frozenset(JOB_COLUMNS) - {
+    "job_id",
+    "user_id",
+    "status",
+    "version",
+    "created_at",
+    "priority",
+}
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ BAD_REQUESTS: dict[str, tuple[Any, set[str]]] = {
     "SweepStuckJobs": (pb.SweepStuckJobsRequest(), {"stuck_after", "max_processing"}),
     "GetTokenBalance": (pb.GetTokenBalanceRequest(), {"user_id"}),
     "GrantTokens": (pb.GrantTokensRequest(user_id="u", amount=0), {"amount"}),
+    "SetUserTier": (pb.SetUserTierRequest(tier="gold"), {"user_id", "tier"}),
     "EraseUserData": (pb.EraseUserDataRequest(request_id="r"), {"user_id"}),
     "ListLedgerEntries": (pb.ListLedgerEntriesRequest(page_token="@@@"), {"page_token"}),
     "ListAccessRecords": (pb.ListAccessRecordsRequest(page_token="@@@"), {"page_token"}),

@@ -76,3 +76,24 @@ def test_a_tiny_watchers_run_measures_the_notifier_beside_a_bare_stream(tmp_path
         result["kib_per_watcher"] - result["bare_grpc_kib_per_stream"], abs=0.2
     )
     assert set(result["event_latency_ms"]) == {"p50", "p99"}
+
+
+def test_a_tiny_batch_run_times_batches_against_single_submits(tmp_path: Path) -> None:
+    _, result = bench(tmp_path / "batch.json", "batch", "--items", "5", "--rounds", "1")
+    assert result["items"] == 5 and result["batch_replayed"] is True
+    assert result["invariants_ok"] is True and result["audit"]["jobs"] == 15
+    assert {"batch_ms_per_item", "single_sequential_ms_per_item"} <= set(result)
+
+
+def test_a_tiny_lanes_run_measures_both_modes(tmp_path: Path) -> None:
+    _, result = bench(
+        tmp_path / "lanes.json",
+        *("lanes", "--backlog", "20", "--premium", "2", "--every", "0.01"),
+        *("--both", "10", "--bulk", "10", "--singles", "1"),
+    )
+    assert result["invariants_ok"] is True
+    for mode in ("lanes", "fifo"):
+        assert result[mode]["premium_jobs"] == 2
+        assert set(result[mode]["premium_wait_ms"]) == {"p50", "p99"}
+        assert result[mode]["drain_jobs_per_second"] > 0
+    assert result["fifo"]["settings"]["ASSAY_TIERS"] == "standard:1"

@@ -209,3 +209,23 @@ async def test_watch_relists_when_its_cursor_expired(
     readable = await cli.run("watch", "--resume", "1", "--job", second_id, "--token", token)
     assert readable.code == 0, readable.describe()
     assert "cursor 1 is older than the events the notifier keeps" in readable.stderr
+
+
+async def test_submit_batch_watches_every_job_to_its_end(cli: Cli, stack, tmp_path) -> None:
+    token = await user_token(cli, "hana", grant=3)
+    document = json.loads(EXAMPLES.joinpath("talent-mapping.json").read_bytes())
+    lines = [json.dumps({**document, "locale": locale}) for locale in ("en", "id", "en")]
+    batch = tmp_path / "class.jsonl"
+    batch.write_text("\n".join(lines) + "\n")
+
+    done = await cli.run("submit", "--batch", str(batch), "--watch", "--token", token)
+
+    assert done.code == 0, done.describe()
+    assert "submitted 3 job(s) for 1 user(s); hana has 0 token(s) left" in done.stdout
+    assert "COMPLETED 3" in done.stdout
+    # The same file again replays: nothing charged, the same jobs.
+    again = await cli.run("submit", "--batch", str(batch), "--json", "--token", token)
+    assert again.code == 0, again.describe()
+    assert len(again.json()["responses"]) == 3
+    tier = await cli.run("users", "tier", "hana", "premium")
+    assert tier.code == 0 and "hana is now premium (priority 1)" in tier.stdout, tier.describe()

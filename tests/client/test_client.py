@@ -29,6 +29,7 @@ from archive_svc.models import JobStatus
 from archive_svc.states import TABLE
 from assay.archive.v1 import archive_service_pb2 as archive_pb
 from assay.archive.v1 import archive_service_pb2_grpc as archive_grpc
+from assay.assessment.v1 import assessment_service_pb2 as pb
 from assay.common.v1 import job_pb2
 from assay.events.v1 import events_pb2
 from assaylib.auth import bearer_token_interceptors
@@ -414,3 +415,23 @@ async def test_the_examples_run(mesh: Mesh, tmp_path: Path) -> None:
         ["event", job_id, str(PROCESSING)],
         ["event", job_id, str(COMPLETED)],
     ]
+
+
+async def test_submit_many_in_chunks_charges_each_item_once(mesh: Mesh) -> None:
+    await fund(mesh, "alice", 5)
+    requests = [pb.SubmitAssessmentRequest(assessment_data=talent_data(n)) for n in range(5)]
+    seen: list[int] = []
+    async with client_of(mesh) as assay:
+        replies = await assay.submit_many(requests, chunk_size=2, on_progress=seen.append)
+        assert seen == [2, 4, 5]
+        assert [r.job.status for r in replies] == [QUEUED] * 5
+        assert replies[-1].tokens_remaining == 0
+        # The same items with the ids they were given: replayed, nothing charged.
+        named = [
+            pb.SubmitAssessmentRequest(assessment_data=talent_data(n), request_id=r.job.request_id)
+            for n, r in enumerate(replies)
+        ]
+        again = await assay.submit_many(named)
+        assert [r.job.job_id for r in again] == [r.job.job_id for r in replies]
+        assert (await assay.balance()).balance == 0
+    await check_invariants(mesh.settings.database_url)

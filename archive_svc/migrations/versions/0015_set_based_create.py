@@ -31,8 +31,12 @@ insert that stores it, and, when the reply should carry it, ``JOB_COLUMNS``.
 are: the previous release's archive calls it per item during a rolling upgrade, and its outbox
 rows still wake the relay. The downgrade drops the new function.
 
+Each job records its priority (migration 0013): its tier's in the map the archive passes
+(``p_tier_names``/``p_tier_priorities``, from ``ASSAY_TIERS``), the tier being the token's
+(``p_tier``) or else the user's in ``user_tiers``; 0 for none or an unknown one.
+
 Revision ID: 0015
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-07 06:00:00
 """
 
@@ -41,7 +45,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0015"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
@@ -59,6 +63,7 @@ ITEMS = (
     ("trace_context", "text"),
     ("locale", "text"),
     ("deadline", "timestamptz"),
+    ("tier", "text"),
 )
 """A submission's fields, each a parameter ``p_<name> <type>[]``, in the archive's order."""
 
@@ -84,11 +89,15 @@ JOB_COLUMNS = (
     ("finished_at", "timestamptz"),
     ("processing_time_ms", "bigint"),
     ("requeues", "integer"),
+    ("priority", "smallint"),
 )
 """The job row each reply carries (the created job, or the one a repeat replays)."""
 
-PARAMETERS = ", ".join(f"p_{name} {kind}[]" for name, kind in ITEMS)
-SIGNATURE = ", ".join(f"{kind}[]" for _, kind in ITEMS)
+TIER_MAP = (("tier_names", "text"), ("tier_priorities", "smallint"))
+"""The tiers' priorities, two arrays after the items'."""
+
+PARAMETERS = ", ".join(f"p_{name} {kind}[]" for name, kind in ITEMS + TIER_MAP)
+SIGNATURE = ", ".join(f"{kind}[]" for _, kind in ITEMS + TIER_MAP)
 
 CREATE_SUBMISSIONS = f"""
 CREATE FUNCTION assay_create_submissions({PARAMETERS})
@@ -103,7 +112,10 @@ BEGIN
     item AS MATERIALIZED (
         SELECT s.*, row_number() OVER (PARTITION BY s.user_id ORDER BY s.n) AS r,
             k.payload_hash AS key_hash, k.job_id AS key_job, k.token_cost AS key_cost,
-            k.response AS key_response, k.balance_after AS key_balance
+            k.response AS key_response, k.balance_after AS key_balance,
+            coalesce((SELECT t.priority FROM unnest(p_tier_names, p_tier_priorities)
+                AS t(tier, priority) WHERE t.tier = coalesce(s.tier, (SELECT u.tier
+                FROM user_tiers u WHERE u.user_id = s.user_id))), 0)::smallint AS priority
         FROM unnest({", ".join(f"p_{name}" for name, _ in ITEMS)}) WITH ORDINALITY
             AS s({", ".join(name for name, _ in ITEMS)}, n)
         LEFT JOIN idempotency_keys k ON k.user_id = s.user_id AND k.request_id = s.request_id
@@ -149,9 +161,9 @@ BEGIN
     ),
     job AS (
         INSERT INTO jobs (job_id, user_id, result_id, assessment_name, status, token_cost,
-                          request_id, trace_context, locale)
+                          request_id, trace_context, locale, priority)
         SELECT m.job_id, m.user_id, m.result_id, m.assessment_name, 'QUEUED', m.cost,
-            m.request_id, m.trace_context, m.locale
+            m.request_id, m.trace_context, m.locale, m.priority
         FROM made m ORDER BY m.n
         RETURNING *
     ),

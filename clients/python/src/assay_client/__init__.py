@@ -7,7 +7,7 @@ change across disconnects.
         job, result = await assay.wait(reply.job.job_id)
 """
 
-from assay_client.client import TERMINAL, AssayClient, channel_ready
+from assay_client.client import MAX_BATCH, TERMINAL, AssayClient, channel_ready
 from assay_client.errors import (
     AlreadyExists,
     AssayError,
@@ -29,6 +29,7 @@ from assay_client.tokens import FileToken, TokenSource
 from assay_client.watch import CursorStore, FileCursorStore, WatchItem
 
 __all__ = [
+    "MAX_BATCH",
     "TERMINAL",
     "AlreadyExists",
     "AssayClient",

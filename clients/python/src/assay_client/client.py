@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Literal, TypeVar
 
 import grpc
@@ -27,7 +27,13 @@ from assay_client.listing import JobList
 from assay_client.tokens import TokenSource, bearer_interceptors
 from assay_client.watch import CursorStore, Watch, WatchItem
 
-__all__ = ["TERMINAL", "AssayClient", "channel_ready"]
+__all__ = ["MAX_BATCH", "TERMINAL", "AssayClient", "channel_ready"]
+
+MAX_BATCH = 1000
+"""Submissions one SubmitAssessments call may carry."""
+MAX_CALL_BYTES = 3 * 1024 * 1024
+"""Bytes of submissions per call: under gRPC's 4 MiB message limit, with room for what the
+assessment service adds on its way to the archive."""
 
 Reply = TypeVar("Reply")
 
@@ -80,6 +86,31 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 Service = Literal["assessment", "notifier"]
+
+
+def _batches(
+    items: Sequence[pb.SubmitAssessmentRequest], size: int
+) -> Iterable[pb.SubmitAssessmentsRequest]:
+    """Calls of up to ``size`` items and ``MAX_CALL_BYTES`` each (gRPC's message limit)."""
+    batch, used = pb.SubmitAssessmentsRequest(), 0
+    for item in items:
+        cost = item.ByteSize() + 8  # the item's tag and length
+        if batch.requests and (len(batch.requests) == size or used + cost > MAX_CALL_BYTES):
+            yield batch
+            batch, used = pb.SubmitAssessmentsRequest(), 0
+        batch.requests.append(item)
+        used += cost
+    if batch.requests:
+        yield batch
+
+
+def _with_request_id(request: pb.SubmitAssessmentRequest) -> pb.SubmitAssessmentRequest:
+    if request.request_id:
+        return request
+    named = pb.SubmitAssessmentRequest()
+    named.CopyFrom(request)
+    named.request_id = uuid.uuid4().hex
+    return named
 
 
 async def channel_ready(channel: grpc.aio.Channel, within: float) -> bool:
@@ -200,6 +231,50 @@ class AssayClient:
                     self._assessment.SubmitAssessment, request, deadline
                 )
                 return reply
+            except DeadlineExceeded:
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def submit_many(
+        self,
+        requests: Iterable[pb.SubmitAssessmentRequest],
+        *,
+        chunk_size: int = MAX_BATCH,
+        attempts: int = 3,
+        deadline: float | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> list[pb.SubmitAssessmentResponse]:
+        """Submit many assessments in ``SubmitAssessments`` calls of up to ``chunk_size``
+        (at most 1,000) and 3 MiB: each call is charged and recorded all or nothing. An
+        item without a request id gets one here, so a call that runs out of time is tried
+        again (up to ``attempts``) without charging twice. Items may name ``user_id`` when
+        the caller may act for users. ``on_progress`` is called with the count accepted so
+        far after each call. Returns one reply per item, in order; a refused call raises its
+        error (the calls before it stay accepted: a repeat of the whole list replays them)."""
+        if not 1 <= chunk_size <= MAX_BATCH:
+            raise ValueError(f"chunk_size must be between 1 and {MAX_BATCH}")
+        items = [_with_request_id(request) for request in requests]
+        replies: list[pb.SubmitAssessmentResponse] = []
+        for batch in _batches(items, chunk_size):
+            reply = await self._retrying(
+                self._assessment.SubmitAssessments, batch, attempts, deadline
+            )
+            replies.extend(reply.responses)
+            if on_progress is not None:
+                on_progress(len(replies))
+        return replies
+
+    async def _retrying(
+        self,
+        method: Callable[..., Awaitable[Reply]],
+        request: Any,
+        attempts: int,
+        deadline: float | None,
+    ) -> Reply:
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._call(method, request, deadline)
             except DeadlineExceeded:
                 if attempt == attempts:
                     raise

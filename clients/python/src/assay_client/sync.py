@@ -50,6 +50,10 @@ class SyncAssayClient:
         """``AssayClient.submit``."""
         return self._run(self._client.submit(*args, **kwargs))
 
+    def submit_many(self, *args: Any, **kwargs: Any) -> list[pb.SubmitAssessmentResponse]:
+        """``AssayClient.submit_many``."""
+        return self._run(self._client.submit_many(*args, **kwargs))
+
     def get(self, job_id: str, **kwargs: Any) -> job_pb2.Job:
         """``AssayClient.get``."""
         return self._run(self._client.get(job_id, **kwargs))

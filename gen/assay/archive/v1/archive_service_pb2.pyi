@@ -59,6 +59,7 @@ class CreateSubmissionRequest(_message.Message):
     TRACEPARENT_FIELD_NUMBER: _builtins.int
     LOCALE_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     assessment_name: _builtins.str
     request_id: _builtins.str
@@ -72,6 +73,11 @@ class CreateSubmissionRequest(_message.Message):
     locale: _builtins.str
     """The profile's language ("id" or "en"), kept on the job and carried by its queue message;
     empty means the archive's ASSAY_DEFAULT_LOCALE.
+    """
+    tier: _builtins.str
+    """The user's tier as the caller's token names it (e.g. "premium"); empty: the tier an
+    operator set for the user (SetUserTier), else the default tier. The archive turns it
+    into the job's priority lane (ASSAY_TIERS).
     """
     @_builtins.property
     def assessment_data(self) -> _assessment_pb2.AssessmentData: ...
@@ -96,10 +102,11 @@ class CreateSubmissionRequest(_message.Message):
         traceparent: _builtins.str = ...,
         locale: _builtins.str = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
+        tier: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["assessment_data", b"assessment_data", "deadline", b"deadline", "raw_responses", b"raw_responses"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment_data", b"assessment_data", "assessment_name", b"assessment_name", "deadline", b"deadline", "locale", b"locale", "max_inflight", b"max_inflight", "raw_responses", b"raw_responses", "request_id", b"request_id", "traceparent", b"traceparent", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment_data", b"assessment_data", "assessment_name", b"assessment_name", "deadline", b"deadline", "locale", b"locale", "max_inflight", b"max_inflight", "raw_responses", b"raw_responses", "request_id", b"request_id", "tier", b"tier", "traceparent", b"traceparent", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -141,16 +148,22 @@ class CreateSubmissionsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SUBMISSIONS_FIELD_NUMBER: _builtins.int
+    ATOMIC_FIELD_NUMBER: _builtins.int
+    atomic: _builtins.bool
+    """All or nothing: every submission is created or replayed, or the call fails with the
+    first item's error (its position in the error's metadata "index") and writes nothing.
+    """
     @_builtins.property
     def submissions(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateSubmissionRequest]: ...
     def __init__(
         self,
         *,
         submissions: _abc.Iterable[Global___CreateSubmissionRequest] | None = ...,
+        atomic: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["submissions", b"submissions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["atomic", b"atomic", "submissions", b"submissions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1993,3 +2006,55 @@ class AccessRecord(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AccessRecord: _TypeAlias = AccessRecord  # noqa: Y015
+
+@_typing.final
+class SetUserTierRequest(_message.Message):
+    """SetUserTierRequest names a user and the tier to record for them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    tier: _builtins.str
+    """One of ASSAY_TIERS' names; empty removes the user's tier."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        tier: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tier", b"tier", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetUserTierRequest: _TypeAlias = SetUserTierRequest  # noqa: Y015
+
+@_typing.final
+class SetUserTierResponse(_message.Message):
+    """SetUserTierResponse is the tier now recorded and its priority lane."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    tier: _builtins.str
+    priority: _builtins.int
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        tier: _builtins.str = ...,
+        priority: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["priority", b"priority", "tier", b"tier", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetUserTierResponse: _TypeAlias = SetUserTierResponse  # noqa: Y015

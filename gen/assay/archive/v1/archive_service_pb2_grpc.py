@@ -161,6 +161,11 @@ class ArchiveServiceStub:
                 request_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ListAccessRecordsRequest.SerializeToString,
                 response_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ListAccessRecordsResponse.FromString,
                 _registered_method=True)
+        self.SetUserTier = channel.unary_unary(
+                '/assay.archive.v1.ArchiveService/SetUserTier',
+                request_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.SetUserTierRequest.SerializeToString,
+                response_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.SetUserTierResponse.FromString,
+                _registered_method=True)
 
 
 class ArchiveServiceServicer:
@@ -355,6 +360,15 @@ class ArchiveServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetUserTier(self, request, context):
+        """SetUserTier sets the tier of a user whose token carries none (operators only,
+        `assay users tier USER TIER`): their later submissions take that tier's priority lane.
+        An empty tier removes the setting (the default tier again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArchiveServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -482,6 +496,11 @@ def add_ArchiveServiceServicer_to_server(servicer, server):
                     servicer.ListAccessRecords,
                     request_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ListAccessRecordsRequest.FromString,
                     response_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ListAccessRecordsResponse.SerializeToString,
+            ),
+            'SetUserTier': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetUserTier,
+                    request_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.SetUserTierRequest.FromString,
+                    response_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.SetUserTierResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1161,6 +1180,33 @@ class ArchiveService:
             '/assay.archive.v1.ArchiveService/ListAccessRecords',
             assay_dot_archive_dot_v1_dot_archive__service__pb2.ListAccessRecordsRequest.SerializeToString,
             assay_dot_archive_dot_v1_dot_archive__service__pb2.ListAccessRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetUserTier(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assay.archive.v1.ArchiveService/SetUserTier',
+            assay_dot_archive_dot_v1_dot_archive__service__pb2.SetUserTierRequest.SerializeToString,
+            assay_dot_archive_dot_v1_dot_archive__service__pb2.SetUserTierResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -105,6 +105,11 @@ class ArchiveServiceStub:
     """ListAccessRecords lists the recorded reads of users' data by others (operators and
     internal callers), newest first; operators only (`assay audit reads`).
     """
+    SetUserTier: _grpc.UnaryUnaryMultiCallable[_archive_service_pb2.SetUserTierRequest, _archive_service_pb2.SetUserTierResponse]
+    """SetUserTier sets the tier of a user whose token carries none (operators only,
+    `assay users tier USER TIER`): their later submissions take that tier's priority lane.
+    An empty tier removes the setting (the default tier again).
+    """
 
 @_typing.type_check_only
 class ArchiveServiceAsyncStub(ArchiveServiceStub):
@@ -182,6 +187,11 @@ class ArchiveServiceAsyncStub(ArchiveServiceStub):
     ListAccessRecords: _aio.UnaryUnaryMultiCallable[_archive_service_pb2.ListAccessRecordsRequest, _archive_service_pb2.ListAccessRecordsResponse]  # type: ignore[assignment]
     """ListAccessRecords lists the recorded reads of users' data by others (operators and
     internal callers), newest first; operators only (`assay audit reads`).
+    """
+    SetUserTier: _aio.UnaryUnaryMultiCallable[_archive_service_pb2.SetUserTierRequest, _archive_service_pb2.SetUserTierResponse]  # type: ignore[assignment]
+    """SetUserTier sets the tier of a user whose token carries none (operators only,
+    `assay users tier USER TIER`): their later submissions take that tier's priority lane.
+    An empty tier removes the setting (the default tier again).
     """
 
 class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -407,6 +417,17 @@ class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_archive_service_pb2.ListAccessRecordsResponse, _abc.Awaitable[_archive_service_pb2.ListAccessRecordsResponse]]:
         """ListAccessRecords lists the recorded reads of users' data by others (operators and
         internal callers), newest first; operators only (`assay audit reads`).
+        """
+
+    @_abc_1.abstractmethod
+    def SetUserTier(
+        self,
+        request: _archive_service_pb2.SetUserTierRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_service_pb2.SetUserTierResponse, _abc.Awaitable[_archive_service_pb2.SetUserTierResponse]]:
+        """SetUserTier sets the tier of a user whose token carries none (operators only,
+        `assay users tier USER TIER`): their later submissions take that tier's priority lane.
+        An empty tier removes the setting (the default tier again).
         """
 
 def add_ArchiveServiceServicer_to_server(servicer: ArchiveServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

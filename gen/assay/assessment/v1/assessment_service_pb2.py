@@ -26,7 +26,7 @@ from assay.common.v1 import assessment_pb2 as assay_dot_common_dot_v1_dot_assess
 from assay.common.v1 import job_pb2 as assay_dot_common_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,assay/assessment/v1/assessment_service.proto\x12\x13\x61ssay.assessment.v1\x1a assay/common/v1/assessment.proto\x1a\x19\x61ssay/common/v1/job.proto\"\xc6\x01\n\x17SubmitAssessmentRequest\x12\x17\n\x0f\x61ssessment_name\x18\x01 \x01(\t\x12\x38\n\x0f\x61ssessment_data\x18\x02 \x01(\x0b\x32\x1f.assay.common.v1.AssessmentData\x12\x34\n\rraw_responses\x18\x03 \x01(\x0b\x32\x1d.assay.common.v1.RawResponses\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0e\n\x06locale\x18\x05 \x01(\t\"W\n\x18SubmitAssessmentResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.assay.common.v1.Job\x12\x18\n\x10tokens_remaining\x18\x02 \x01(\x03\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"3\n\x0eGetJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.assay.common.v1.Job\"u\n\x0fListJobsRequest\x12*\n\x06status\x18\x01 \x01(\x0e\x32\x1a.assay.common.v1.JobStatus\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\"O\n\x10ListJobsResponse\x12\"\n\x04jobs\x18\x01 \x03(\x0b\x32\x14.assay.common.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x10GetResultRequest\x12\x11\n\tresult_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"D\n\x11GetResultResponse\x12/\n\x06result\x18\x01 \x01(\x0b\x32\x1f.assay.common.v1.AnalysisResult\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"6\n\x11\x43\x61ncelJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.assay.common.v1.Job\"!\n\x0fRetryJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"O\n\x10RetryJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.assay.common.v1.Job\x12\x18\n\x10tokens_remaining\x18\x02 \x01(\x03\")\n\x16GetTokenBalanceRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\";\n\x17GetTokenBalanceResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\x03\x32\xaf\x05\n\x11\x41ssessmentService\x12o\n\x10SubmitAssessment\x12,.assay.assessment.v1.SubmitAssessmentRequest\x1a-.assay.assessment.v1.SubmitAssessmentResponse\x12Q\n\x06GetJob\x12\".assay.assessment.v1.GetJobRequest\x1a#.assay.assessment.v1.GetJobResponse\x12W\n\x08ListJobs\x12$.assay.assessment.v1.ListJobsRequest\x1a%.assay.assessment.v1.ListJobsResponse\x12Z\n\tGetResult\x12%.assay.assessment.v1.GetResultRequest\x1a&.assay.assessment.v1.GetResultResponse\x12Z\n\tCancelJob\x12%.assay.assessment.v1.CancelJobRequest\x1a&.assay.assessment.v1.CancelJobResponse\x12W\n\x08RetryJob\x12$.assay.assessment.v1.RetryJobRequest\x1a%.assay.assessment.v1.RetryJobResponse\x12l\n\x0fGetTokenBalance\x12+.assay.assessment.v1.GetTokenBalanceRequest\x1a,.assay.assessment.v1.GetTokenBalanceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,assay/assessment/v1/assessment_service.proto\x12\x13\x61ssay.assessment.v1\x1a assay/common/v1/assessment.proto\x1a\x19\x61ssay/common/v1/job.proto\"\xd7\x01\n\x17SubmitAssessmentRequest\x12\x17\n\x0f\x61ssessment_name\x18\x01 \x01(\t\x12\x38\n\x0f\x61ssessment_data\x18\x02 \x01(\x0b\x32\x1f.assay.common.v1.AssessmentData\x12\x34\n\rraw_responses\x18\x03 \x01(\x0b\x32\x1d.assay.common.v1.RawResponses\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0e\n\x06locale\x18\x05 \x01(\t\x12\x0f\n\x07user_id\x18\x06 \x01(\t\"W\n\x18SubmitAssessmentResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.assay.common.v1.Job\x12\x18\n\x10tokens_remaining\x18\x02 \x01(\x03\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"3\n\x0eGetJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.assay.common.v1.Job\"u\n\x0fListJobsRequest\x12*\n\x06status\x18\x01 \x01(\x0e\x32\x1a.assay.common.v1.JobStatus\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\"O\n\x10ListJobsResponse\x12\"\n\x04jobs\x18\x01 \x03(\x0b\x32\x14.assay.common.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x10GetResultRequest\x12\x11\n\tresult_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"D\n\x11GetResultResponse\x12/\n\x06result\x18\x01 \x01(\x0b\x32\x1f.assay.common.v1.AnalysisResult\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"6\n\x11\x43\x61ncelJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.assay.common.v1.Job\"!\n\x0fRetryJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"O\n\x10RetryJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.assay.common.v1.Job\x12\x18\n\x10tokens_remaining\x18\x02 \x01(\x03\")\n\x16GetTokenBalanceRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\";\n\x17GetTokenBalanceResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\x03\"Z\n\x18SubmitAssessmentsRequest\x12>\n\x08requests\x18\x01 \x03(\x0b\x32,.assay.assessment.v1.SubmitAssessmentRequest\"o\n\x19SubmitAssessmentsResponse\x12@\n\tresponses\x18\x01 \x03(\x0b\x32-.assay.assessment.v1.SubmitAssessmentResponse\x12\x10\n\x08replayed\x18\x02 \x01(\x08\x32\xa3\x06\n\x11\x41ssessmentService\x12o\n\x10SubmitAssessment\x12,.assay.assessment.v1.SubmitAssessmentRequest\x1a-.assay.assessment.v1.SubmitAssessmentResponse\x12Q\n\x06GetJob\x12\".assay.assessment.v1.GetJobRequest\x1a#.assay.assessment.v1.GetJobResponse\x12W\n\x08ListJobs\x12$.assay.assessment.v1.ListJobsRequest\x1a%.assay.assessment.v1.ListJobsResponse\x12Z\n\tGetResult\x12%.assay.assessment.v1.GetResultRequest\x1a&.assay.assessment.v1.GetResultResponse\x12Z\n\tCancelJob\x12%.assay.assessment.v1.CancelJobRequest\x1a&.assay.assessment.v1.CancelJobResponse\x12W\n\x08RetryJob\x12$.assay.assessment.v1.RetryJobRequest\x1a%.assay.assessment.v1.RetryJobResponse\x12l\n\x0fGetTokenBalance\x12+.assay.assessment.v1.GetTokenBalanceRequest\x1a,.assay.assessment.v1.GetTokenBalanceResponse\x12r\n\x11SubmitAssessments\x12-.assay.assessment.v1.SubmitAssessmentsRequest\x1a..assay.assessment.v1.SubmitAssessmentsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,33 +34,37 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'assay.assessment.v1.assessm
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUBMITASSESSMENTREQUEST']._serialized_start=131
-  _globals['_SUBMITASSESSMENTREQUEST']._serialized_end=329
-  _globals['_SUBMITASSESSMENTRESPONSE']._serialized_start=331
-  _globals['_SUBMITASSESSMENTRESPONSE']._serialized_end=418
-  _globals['_GETJOBREQUEST']._serialized_start=420
-  _globals['_GETJOBREQUEST']._serialized_end=451
-  _globals['_GETJOBRESPONSE']._serialized_start=453
-  _globals['_GETJOBRESPONSE']._serialized_end=504
-  _globals['_LISTJOBSREQUEST']._serialized_start=506
-  _globals['_LISTJOBSREQUEST']._serialized_end=623
-  _globals['_LISTJOBSRESPONSE']._serialized_start=625
-  _globals['_LISTJOBSRESPONSE']._serialized_end=704
-  _globals['_GETRESULTREQUEST']._serialized_start=706
-  _globals['_GETRESULTREQUEST']._serialized_end=759
-  _globals['_GETRESULTRESPONSE']._serialized_start=761
-  _globals['_GETRESULTRESPONSE']._serialized_end=829
-  _globals['_CANCELJOBREQUEST']._serialized_start=831
-  _globals['_CANCELJOBREQUEST']._serialized_end=865
-  _globals['_CANCELJOBRESPONSE']._serialized_start=867
-  _globals['_CANCELJOBRESPONSE']._serialized_end=921
-  _globals['_RETRYJOBREQUEST']._serialized_start=923
-  _globals['_RETRYJOBREQUEST']._serialized_end=956
-  _globals['_RETRYJOBRESPONSE']._serialized_start=958
-  _globals['_RETRYJOBRESPONSE']._serialized_end=1037
-  _globals['_GETTOKENBALANCEREQUEST']._serialized_start=1039
-  _globals['_GETTOKENBALANCEREQUEST']._serialized_end=1080
-  _globals['_GETTOKENBALANCERESPONSE']._serialized_start=1082
-  _globals['_GETTOKENBALANCERESPONSE']._serialized_end=1141
-  _globals['_ASSESSMENTSERVICE']._serialized_start=1144
-  _globals['_ASSESSMENTSERVICE']._serialized_end=1831
+  _globals['_SUBMITASSESSMENTREQUEST']._serialized_end=346
+  _globals['_SUBMITASSESSMENTRESPONSE']._serialized_start=348
+  _globals['_SUBMITASSESSMENTRESPONSE']._serialized_end=435
+  _globals['_GETJOBREQUEST']._serialized_start=437
+  _globals['_GETJOBREQUEST']._serialized_end=468
+  _globals['_GETJOBRESPONSE']._serialized_start=470
+  _globals['_GETJOBRESPONSE']._serialized_end=521
+  _globals['_LISTJOBSREQUEST']._serialized_start=523
+  _globals['_LISTJOBSREQUEST']._serialized_end=640
+  _globals['_LISTJOBSRESPONSE']._serialized_start=642
+  _globals['_LISTJOBSRESPONSE']._serialized_end=721
+  _globals['_GETRESULTREQUEST']._serialized_start=723
+  _globals['_GETRESULTREQUEST']._serialized_end=776
+  _globals['_GETRESULTRESPONSE']._serialized_start=778
+  _globals['_GETRESULTRESPONSE']._serialized_end=846
+  _globals['_CANCELJOBREQUEST']._serialized_start=848
+  _globals['_CANCELJOBREQUEST']._serialized_end=882
+  _globals['_CANCELJOBRESPONSE']._serialized_start=884
+  _globals['_CANCELJOBRESPONSE']._serialized_end=938
+  _globals['_RETRYJOBREQUEST']._serialized_start=940
+  _globals['_RETRYJOBREQUEST']._serialized_end=973
+  _globals['_RETRYJOBRESPONSE']._serialized_start=975
+  _globals['_RETRYJOBRESPONSE']._serialized_end=1054
+  _globals['_GETTOKENBALANCEREQUEST']._serialized_start=1056
+  _globals['_GETTOKENBALANCEREQUEST']._serialized_end=1097
+  _globals['_GETTOKENBALANCERESPONSE']._serialized_start=1099
+  _globals['_GETTOKENBALANCERESPONSE']._serialized_end=1158
+  _globals['_SUBMITASSESSMENTSREQUEST']._serialized_start=1160
+  _globals['_SUBMITASSESSMENTSREQUEST']._serialized_end=1250
+  _globals['_SUBMITASSESSMENTSRESPONSE']._serialized_start=1252
+  _globals['_SUBMITASSESSMENTSRESPONSE']._serialized_end=1363
+  _globals['_ASSESSMENTSERVICE']._serialized_start=1366
+  _globals['_ASSESSMENTSERVICE']._serialized_end=2169
 # @@protoc_insertion_point(module_scope)

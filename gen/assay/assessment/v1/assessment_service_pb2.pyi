@@ -31,6 +31,7 @@ class SubmitAssessmentRequest(_message.Message):
     RAW_RESPONSES_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     LOCALE_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
     assessment_name: _builtins.str
     """Empty means "AI-Driven Talent Mapping"."""
     request_id: _builtins.str
@@ -38,6 +39,10 @@ class SubmitAssessmentRequest(_message.Message):
     locale: _builtins.str
     """The language of the profile, a BCP 47 tag: "id" (Bahasa Indonesia) or "en" (English).
     Empty means the service's ASSAY_DEFAULT_LOCALE ("id" unless configured otherwise).
+    """
+    user_id: _builtins.str
+    """Internal callers and operators only: submit for this user, who is charged (empty: the
+    caller itself). A user naming another user is refused with PERMISSION_DENIED.
     """
     @_builtins.property
     def assessment_data(self) -> _assessment_pb2.AssessmentData: ...
@@ -51,10 +56,11 @@ class SubmitAssessmentRequest(_message.Message):
         raw_responses: _assessment_pb2.RawResponses | None = ...,
         request_id: _builtins.str = ...,
         locale: _builtins.str = ...,
+        user_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["assessment_data", b"assessment_data", "raw_responses", b"raw_responses"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment_data", b"assessment_data", "assessment_name", b"assessment_name", "locale", b"locale", "raw_responses", b"raw_responses", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment_data", b"assessment_data", "assessment_name", b"assessment_name", "locale", b"locale", "raw_responses", b"raw_responses", "request_id", b"request_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -363,3 +369,55 @@ class GetTokenBalanceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetTokenBalanceResponse: _TypeAlias = GetTokenBalanceResponse  # noqa: Y015
+
+@_typing.final
+class SubmitAssessmentsRequest(_message.Message):
+    """SubmitAssessmentsRequest is a batch of submissions, recorded all or nothing."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitAssessmentRequest]:
+        """At most 1,000 submissions, each with a request_id unique per user within the batch."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___SubmitAssessmentRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitAssessmentsRequest: _TypeAlias = SubmitAssessmentsRequest  # noqa: Y015
+
+@_typing.final
+class SubmitAssessmentsResponse(_message.Message):
+    """SubmitAssessmentsResponse holds one reply per submission, in request order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSES_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    replayed: _builtins.bool
+    """True when every reply repeats the first reply for its request_id (nothing charged)."""
+    @_builtins.property
+    def responses(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitAssessmentResponse]:
+        """The queued job of each submission and its user's balance after the batch."""
+
+    def __init__(
+        self,
+        *,
+        responses: _abc.Iterable[Global___SubmitAssessmentResponse] | None = ...,
+        replayed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replayed", b"replayed", "responses", b"responses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitAssessmentsResponse: _TypeAlias = SubmitAssessmentsResponse  # noqa: Y015

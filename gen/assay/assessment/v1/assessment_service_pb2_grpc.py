@@ -71,6 +71,11 @@ class AssessmentServiceStub:
                 request_serializer=assay_dot_assessment_dot_v1_dot_assessment__service__pb2.GetTokenBalanceRequest.SerializeToString,
                 response_deserializer=assay_dot_assessment_dot_v1_dot_assessment__service__pb2.GetTokenBalanceResponse.FromString,
                 _registered_method=True)
+        self.SubmitAssessments = channel.unary_unary(
+                '/assay.assessment.v1.AssessmentService/SubmitAssessments',
+                request_serializer=assay_dot_assessment_dot_v1_dot_assessment__service__pb2.SubmitAssessmentsRequest.SerializeToString,
+                response_deserializer=assay_dot_assessment_dot_v1_dot_assessment__service__pb2.SubmitAssessmentsResponse.FromString,
+                _registered_method=True)
 
 
 class AssessmentServiceServicer:
@@ -127,6 +132,16 @@ class AssessmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitAssessments(self, request, context):
+        """SubmitAssessments submits up to 1,000 assessments in one call (AIP-233 batch create):
+        every item is validated (violations name `requests[i].…`), then all are charged,
+        recorded and queued in one transaction, or none is. Each item needs its own
+        request_id; a repeat of the whole call returns the first replies and charges nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AssessmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +179,11 @@ def add_AssessmentServiceServicer_to_server(servicer, server):
                     servicer.GetTokenBalance,
                     request_deserializer=assay_dot_assessment_dot_v1_dot_assessment__service__pb2.GetTokenBalanceRequest.FromString,
                     response_serializer=assay_dot_assessment_dot_v1_dot_assessment__service__pb2.GetTokenBalanceResponse.SerializeToString,
+            ),
+            'SubmitAssessments': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitAssessments,
+                    request_deserializer=assay_dot_assessment_dot_v1_dot_assessment__service__pb2.SubmitAssessmentsRequest.FromString,
+                    response_serializer=assay_dot_assessment_dot_v1_dot_assessment__service__pb2.SubmitAssessmentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -357,6 +377,33 @@ class AssessmentService:
             '/assay.assessment.v1.AssessmentService/GetTokenBalance',
             assay_dot_assessment_dot_v1_dot_assessment__service__pb2.GetTokenBalanceRequest.SerializeToString,
             assay_dot_assessment_dot_v1_dot_assessment__service__pb2.GetTokenBalanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitAssessments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assay.assessment.v1.AssessmentService/SubmitAssessments',
+            assay_dot_assessment_dot_v1_dot_assessment__service__pb2.SubmitAssessmentsRequest.SerializeToString,
+            assay_dot_assessment_dot_v1_dot_assessment__service__pb2.SubmitAssessmentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,12 @@ class AssessmentServiceStub:
     """RetryJob re-queues one of the caller's failed jobs, charging again."""
     GetTokenBalance: _grpc.UnaryUnaryMultiCallable[_assessment_service_pb2.GetTokenBalanceRequest, _assessment_service_pb2.GetTokenBalanceResponse]
     """GetTokenBalance returns the caller's token balance."""
+    SubmitAssessments: _grpc.UnaryUnaryMultiCallable[_assessment_service_pb2.SubmitAssessmentsRequest, _assessment_service_pb2.SubmitAssessmentsResponse]
+    """SubmitAssessments submits up to 1,000 assessments in one call (AIP-233 batch create):
+    every item is validated (violations name `requests[i].…`), then all are charged,
+    recorded and queued in one transaction, or none is. Each item needs its own
+    request_id; a repeat of the whole call returns the first replies and charges nothing.
+    """
 
 @_typing.type_check_only
 class AssessmentServiceAsyncStub(AssessmentServiceStub):
@@ -71,6 +77,12 @@ class AssessmentServiceAsyncStub(AssessmentServiceStub):
     """RetryJob re-queues one of the caller's failed jobs, charging again."""
     GetTokenBalance: _aio.UnaryUnaryMultiCallable[_assessment_service_pb2.GetTokenBalanceRequest, _assessment_service_pb2.GetTokenBalanceResponse]  # type: ignore[assignment]
     """GetTokenBalance returns the caller's token balance."""
+    SubmitAssessments: _aio.UnaryUnaryMultiCallable[_assessment_service_pb2.SubmitAssessmentsRequest, _assessment_service_pb2.SubmitAssessmentsResponse]  # type: ignore[assignment]
+    """SubmitAssessments submits up to 1,000 assessments in one call (AIP-233 batch create):
+    every item is validated (violations name `requests[i].…`), then all are charged,
+    recorded and queued in one transaction, or none is. Each item needs its own
+    request_id; a repeat of the whole call returns the first replies and charges nothing.
+    """
 
 class AssessmentServiceServicer(metaclass=_abc_1.ABCMeta):
     """AssessmentService is the entry point for internal callers. A user acts on their own
@@ -132,5 +144,17 @@ class AssessmentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_assessment_service_pb2.GetTokenBalanceResponse, _abc.Awaitable[_assessment_service_pb2.GetTokenBalanceResponse]]:
         """GetTokenBalance returns the caller's token balance."""
+
+    @_abc_1.abstractmethod
+    def SubmitAssessments(
+        self,
+        request: _assessment_service_pb2.SubmitAssessmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_assessment_service_pb2.SubmitAssessmentsResponse, _abc.Awaitable[_assessment_service_pb2.SubmitAssessmentsResponse]]:
+        """SubmitAssessments submits up to 1,000 assessments in one call (AIP-233 batch create):
+        every item is validated (violations name `requests[i].…`), then all are charged,
+        recorded and queued in one transaction, or none is. Each item needs its own
+        request_id; a repeat of the whole call returns the first replies and charges nothing.
+        """
 
 def add_AssessmentServiceServicer_to_server(servicer: AssessmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -70,6 +70,7 @@ class Job(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     PROCESSING_TIME_MS_FIELD_NUMBER: _builtins.int
     REQUEUES_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     user_id: _builtins.str
     result_id: _builtins.str
@@ -95,6 +96,10 @@ class Job(_message.Message):
     """Milliseconds from the current attempt's start to completion."""
     requeues: _builtins.int
     """Times the sweep re-published this queued job because no worker took its message."""
+    priority: _builtins.int
+    """The job's priority lane, from its user's tier when it was submitted: 0 is the default
+    tier's lane (jobs written before priorities existed), higher is served first by weight.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -129,10 +134,11 @@ class Job(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         processing_time_ms: _builtins.int = ...,
         requeues: _builtins.int = ...,
+        priority: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "heartbeat_at", b"heartbeat_at", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment_name", b"assessment_name", "attempt", b"attempt", "cancel_requested", b"cancel_requested", "charge_count", b"charge_count", "created_at", b"created_at", "error_code", b"error_code", "error_message", b"error_message", "finished_at", b"finished_at", "heartbeat_at", b"heartbeat_at", "job_id", b"job_id", "processing_time_ms", b"processing_time_ms", "request_id", b"request_id", "requeues", b"requeues", "result_id", b"result_id", "started_at", b"started_at", "status", b"status", "token_cost", b"token_cost", "updated_at", b"updated_at", "user_id", b"user_id", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment_name", b"assessment_name", "attempt", b"attempt", "cancel_requested", b"cancel_requested", "charge_count", b"charge_count", "created_at", b"created_at", "error_code", b"error_code", "error_message", b"error_message", "finished_at", b"finished_at", "heartbeat_at", b"heartbeat_at", "job_id", b"job_id", "priority", b"priority", "processing_time_ms", b"processing_time_ms", "request_id", b"request_id", "requeues", b"requeues", "result_id", b"result_id", "started_at", b"started_at", "status", b"status", "token_cost", b"token_cost", "updated_at", b"updated_at", "user_id", b"user_id", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

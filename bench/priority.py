@@ -1,0 +1,317 @@
+"""Batches and priority lanes (issue 28), measured:
+
+* ``batch``: SubmitAssessments of N items accepted — seconds per call and milliseconds per
+  item — against the same N items as single SubmitAssessment calls (one at a time, and from
+  16 concurrent callers), and a whole batch replayed.
+* ``lanes``: the same three phases on a stack with lanes (``ASSAY_TIERS``, default
+  ``premium:4,standard:1``) and on one with a single lane (FIFO, as before tiers):
+  1. premium wait: N standard jobs queued, then premium jobs submitted one by one every
+     ``--every`` seconds while the backlog drains; each one's wait from submit to PROCESSING
+     (``started_at − created_at`` in PostgreSQL).
+  2. shares: M standard then M premium jobs queued at once; the standard lane's share of
+     the jobs started while both still had jobs queued, and the throughput of the drain.
+  3. user fairness within the default lane: one user's K jobs queued, then another user's
+     single jobs; their waits (no per-user round robin exists: this measures today's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+import grpc.aio
+
+from assay.assessment.v1 import assessment_service_pb2 as pb
+from assay.assessment.v1 import assessment_service_pb2_grpc as assessment_grpc
+from assaylib.issuer import Issuer
+from bench.load import sample
+from bench.report import percentiles, progress
+from bench.stack import BenchStack, running_stack, settings_of
+
+CHUNK = 1000
+SINGLE_CALLERS = 16
+FIFO_TIERS = "standard:1"
+
+
+def register(scenario: Any) -> None:
+    """Add ``batch`` and ``lanes`` to the bench's command line (``scenario`` makes one)."""
+    batch = scenario("batch", "SubmitAssessments of N items against N single submits")
+    batch.add_argument("--items", type=int, default=1000, help="items per batch (≤ 1000)")
+    batch.add_argument("--rounds", type=int, default=3, help="batches timed")
+    lanes = scenario("lanes", "premium wait, lane shares, user fairness: lanes against FIFO")
+    lanes.add_argument("--backlog", type=int, default=5000, help="standard jobs queued first")
+    lanes.add_argument("--premium", type=int, default=40, help="premium jobs, one by one")
+    lanes.add_argument("--every", type=float, default=0.1, help="seconds between them")
+    lanes.add_argument("--both", type=int, default=2000, help="jobs per lane for the shares")
+    lanes.add_argument("--bulk", type=int, default=2000, help="one user's jobs (fairness)")
+    lanes.add_argument("--singles", type=int, default=5, help="another user's single jobs")
+    lanes.add_argument("--modes", default="lanes,fifo", help="which stacks: lanes, fifo or both")
+
+
+def dsn_of(stack: BenchStack) -> str:
+    """The stack's database as asyncpg takes it."""
+    return stack.info.database_url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+def stub_for(stack: BenchStack, user: str, tier: str = "") -> tuple[grpc.aio.Channel, Any]:
+    """An AssessmentService stub as ``user``, its token naming ``tier`` when given."""
+    claims = {"tier": tier} if tier else {}
+    token = Issuer.load(stack.info.signing_key_file).mint(user, ["user"], 86400, **claims)
+    channel = stack.channel(stack.info.assessment, token)
+    return channel, assessment_grpc.AssessmentServiceStub(channel)
+
+
+def requests(count: int, seed: int = 0) -> list[pb.SubmitAssessmentRequest]:
+    """``count`` submissions, each with a fresh request id."""
+    return [
+        pb.SubmitAssessmentRequest(assessment_data=sample(seed + n), request_id=uuid.uuid4().hex)
+        for n in range(count)
+    ]
+
+
+async def submit_all(stub: Any, items: list[pb.SubmitAssessmentRequest]) -> list[str]:
+    """Submit ``items`` in batches of up to 1,000; the job ids."""
+    job_ids: list[str] = []
+    for start in range(0, len(items), CHUNK):
+        call = pb.SubmitAssessmentsRequest(requests=items[start : start + CHUNK])
+        reply = await stub.SubmitAssessments(call, timeout=120)
+        job_ids += [r.job.job_id for r in reply.responses]
+    return job_ids
+
+
+async def run_batch(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
+    """Batches timed against single submits of as many items."""
+    items = min(args.items, CHUNK)
+    await stack.grant(["bench-school"], items * (args.rounds + 3))
+    channel, stub = stub_for(stack, "bench-school")
+    accepted: list[float] = []
+    async with channel:
+        for round_no in range(args.rounds):
+            batch = pb.SubmitAssessmentsRequest(requests=requests(items, round_no * items))
+            started = time.perf_counter()
+            await stub.SubmitAssessments(batch, timeout=120)
+            accepted.append(time.perf_counter() - started)
+            progress(f"batch {round_no + 1}: {items} items in {accepted[-1]:.3f}s")
+        started = time.perf_counter()
+        replay = await stub.SubmitAssessments(batch, timeout=120)
+        replayed_s = time.perf_counter() - started
+        sequential = await singles(stub, requests(items, 10**6), 1)
+        concurrent = await singles(stub, requests(items, 2 * 10**6), SINGLE_CALLERS)
+    best = statistics.median(accepted)
+    audit = stack.audit()
+    return {
+        "items": items,
+        "batch_accept_s": {"median": round(best, 3), "max": round(max(accepted), 3)},
+        "batch_ms_per_item": round(best * 1000 / items, 3),
+        "batch_replay_s": round(replayed_s, 3),
+        "batch_replayed": replay.replayed,
+        "single_sequential_s": round(sequential, 3),
+        "single_sequential_ms_per_item": round(sequential * 1000 / items, 3),
+        f"single_{SINGLE_CALLERS}_callers_s": round(concurrent, 3),
+        f"single_{SINGLE_CALLERS}_callers_ms_per_item": round(concurrent * 1000 / items, 3),
+        "batch_speedup_vs_sequential": round(sequential / best, 1),
+        f"batch_speedup_vs_{SINGLE_CALLERS}_callers": round(concurrent / best, 1),
+        "invariants_ok": bool(audit.get("ok")),
+        "audit": audit,
+    }
+
+
+async def singles(stub: Any, items: list[pb.SubmitAssessmentRequest], callers: int) -> float:
+    """Seconds to submit ``items`` one call each from ``callers`` concurrent callers."""
+    queue = list(reversed(items))
+
+    async def caller() -> None:
+        while queue:
+            await stub.SubmitAssessment(queue.pop(), timeout=60)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    return time.perf_counter() - started
+
+
+async def waits(dsn: str, job_ids: list[str]) -> list[float]:
+    """Seconds from submit to PROCESSING of each job (all must have started)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT extract(epoch FROM started_at - created_at)::float8 AS wait FROM jobs"
+            " WHERE job_id = ANY($1::uuid[]) AND started_at IS NOT NULL",
+            job_ids,
+        )
+    finally:
+        await conn.close()
+    return [row["wait"] for row in rows]
+
+
+async def drained(dsn: str, within: float) -> None:
+    """Wait until no job is QUEUED or PROCESSING (or ``within`` seconds pass)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            left = await conn.fetchval(
+                "SELECT count(*) FROM jobs WHERE status IN ('QUEUED', 'PROCESSING')"
+            )
+            if not left:
+                return
+            await asyncio.sleep(0.2)
+        progress("gave up waiting for the queue to drain")
+    finally:
+        await conn.close()
+
+
+async def premium_wait(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
+    """Phase 1: premium jobs one by one behind a standard backlog."""
+    dsn = dsn_of(stack)
+    standard, premium = (
+        stub_for(stack, "bench-standard"),
+        stub_for(stack, "bench-premium", "premium"),
+    )
+    progress(f"queueing {args.backlog} standard jobs, then {args.premium} premium one by one")
+    await submit_all(standard[1], requests(args.backlog))
+    job_ids = []
+    for n in range(args.premium):
+        reply = await premium[1].SubmitAssessment(requests(1, n)[0], timeout=60)
+        job_ids.append(reply.job.job_id)
+        await asyncio.sleep(args.every)
+    await drained(dsn, 300)
+    for channel, _ in (standard, premium):
+        await channel.close()
+    found = await waits(dsn, job_ids)
+    return {"premium_jobs": len(found), "premium_wait_ms": percentiles(found, 50, 99)}
+
+
+async def shares(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
+    """Phase 2: both lanes backlogged at once; the standard lane's share and the drain's
+    throughput."""
+    dsn = dsn_of(stack)
+    standard, premium = (
+        stub_for(stack, "bench-standard"),
+        stub_for(stack, "bench-premium", "premium"),
+    )
+    progress(f"queueing {args.both} standard and {args.both} premium jobs")
+    await asyncio.gather(
+        submit_all(standard[1], requests(args.both)), submit_all(premium[1], requests(args.both))
+    )
+    await drained(dsn, 300)
+    for channel, _ in (standard, premium):
+        await channel.close()
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(SHARES_SQL, args.both)
+    finally:
+        await conn.close()
+    both = (row["standard_in_window"] or 0) + (row["premium_in_window"] or 0)
+    return {
+        "standard_share_while_both_queued": round((row["standard_in_window"] or 0) / both, 3)
+        if both
+        else None,
+        "jobs_started_while_both_queued": both,
+        "drain_jobs_per_second": round(row["jobs"] / row["seconds"], 1) if row["seconds"] else 0,
+    }
+
+
+SHARES_SQL = """
+WITH recent AS (
+  SELECT user_id, started_at, finished_at, created_at FROM jobs
+  WHERE user_id IN ('bench-standard', 'bench-premium')
+  ORDER BY created_at DESC LIMIT 2 * $1
+), window_end AS (
+  SELECT least((SELECT max(started_at) FROM recent WHERE user_id = 'bench-standard'),
+               (SELECT max(started_at) FROM recent WHERE user_id = 'bench-premium')) AS ends,
+         (SELECT max(created_at) FROM recent) AS begins
+)
+SELECT
+  count(*) FILTER (WHERE user_id = 'bench-standard' AND started_at BETWEEN begins AND ends)
+    AS standard_in_window,
+  count(*) FILTER (WHERE user_id = 'bench-premium' AND started_at BETWEEN begins AND ends)
+    AS premium_in_window,
+  count(*) AS jobs,
+  extract(epoch FROM max(finished_at) - min(started_at))::float8 AS seconds
+FROM recent, window_end
+"""
+
+
+async def user_fairness(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
+    """Phase 3: one user's bulk, then another's single jobs, in the default lane."""
+    dsn = dsn_of(stack)
+    bulk, single = stub_for(stack, "bench-bulk"), stub_for(stack, "bench-single")
+    progress(f"queueing {args.bulk} jobs of one user, then {args.singles} of another")
+    await submit_all(bulk[1], requests(args.bulk))
+    job_ids = []
+    for n in range(args.singles):
+        reply = await single[1].SubmitAssessment(requests(1, n)[0], timeout=60)
+        job_ids.append(reply.job.job_id)
+        await asyncio.sleep(args.every)
+    await drained(dsn, 300)
+    for channel, _ in (bulk, single):
+        await channel.close()
+    found = await waits(dsn, job_ids)
+    conn = await asyncpg.connect(dsn)
+    try:
+        per_job = await conn.fetchval(
+            "SELECT extract(epoch FROM max(finished_at) - min(started_at))::float8 / count(*)"
+            " FROM jobs WHERE user_id = 'bench-bulk'"
+        )
+    finally:
+        await conn.close()
+    return {
+        "single_user_wait_ms": percentiles(found, 50, 99),
+        "bulk_ms_per_job": round((per_job or 0) * 1000, 3),
+    }
+
+
+async def lanes_once(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
+    """The three phases on one stack."""
+    total = args.backlog + args.premium + 2 * args.both + args.bulk + args.singles
+    await stack.grant(["bench-standard", "bench-premium", "bench-bulk", "bench-single"], total)
+    result = await premium_wait(stack, args)
+    result |= await shares(stack, args)
+    result |= await user_fairness(stack, args)
+    audit = stack.audit()
+    return result | {"invariants_ok": bool(audit.get("ok"))}
+
+
+def run_lanes(args: argparse.Namespace) -> dict[str, Any]:
+    """The phases with lanes, then on a single lane (FIFO); both reports and their ratio."""
+    found: dict[str, Any] = {}
+    for mode in args.modes.split(","):
+        settings = settings_of(args.set)
+        if mode == "fifo":
+            settings["ASSAY_TIERS"] = FIFO_TIERS
+        with running_stack(settings, workers=args.workers, archives=args.archives) as stack:
+            progress(f"{mode}: ASSAY_TIERS={settings.get('ASSAY_TIERS', 'premium:4,standard:1')}")
+            found[mode] = asyncio.run(lanes_once(stack, args))
+            found[mode]["settings"] = dict(sorted(stack.settings.items()))
+    rates = [found[mode]["drain_jobs_per_second"] for mode in ("lanes", "fifo") if mode in found]
+    return {
+        **found,
+        **(
+            {"throughput_lanes_over_fifo": round(rates[0] / rates[1], 3) if rates[1] else None}
+            if len(rates) == 2
+            else {}
+        ),
+        "invariants_ok": all(result["invariants_ok"] for result in found.values()),
+    }
+
+
+def run_batch_scenario(args: argparse.Namespace) -> dict[str, Any]:
+    """``batch`` on one stack."""
+    settings = settings_of(args.set)
+    with running_stack(settings, workers=args.workers, archives=args.archives) as stack:
+        result = asyncio.run(run_batch(stack, args))
+        result["settings"] = dict(sorted(stack.settings.items()))
+    return result
+
+
+def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Run ``batch`` or ``lanes``."""
+    with contextlib.suppress(KeyboardInterrupt):
+        return run_lanes(args) if name == "lanes" else run_batch_scenario(args)
+    raise SystemExit(130)
