@@ -81,3 +81,57 @@ async def set_user_tier(db: Db, user_id: str, tier: str) -> None:
         )
     else:
         await db.execute("DELETE FROM user_tiers WHERE user_id = $1", user_id)
+
+
+async def retry_job(
+    db: Db, job_id: uuid.UUID, owner: str, cost: int, max_inflight: int
+) -> asyncpg.Record:
+    """FAILED → QUEUED with a new debit, in one call. ``outcome``: retried, not_found,
+    refused, insufficient, rate_limited."""
+    row: asyncpg.Record = await db.fetchrow(
+        "SELECT * FROM assay_retry_job($1, $2, $3, $4)", job_id, owner, cost, max_inflight
+    )
+    return row
+
+
+async def grant(db: Db, user_id: str, amount: int, reason: str) -> asyncpg.Record:
+    """Credit a user (creating the account) and write the GRANT entry; returns the entry
+    with the new balance."""
+    row: asyncpg.Record = await db.fetchrow(
+        "WITH account AS ("
+        " INSERT INTO token_accounts (user_id, balance) VALUES ($1, $2)"
+        " ON CONFLICT (user_id) DO UPDATE"
+        " SET balance = token_accounts.balance + EXCLUDED.balance, updated_at = now()"
+        " RETURNING balance)"
+        " INSERT INTO ledger_entries (user_id, kind, amount, reason)"
+        " VALUES ($1, 'GRANT', $2, $3)"
+        " RETURNING entry_id, user_id, kind, amount, job_id, charge_no, reason, created_at,"
+        " (SELECT balance FROM account) AS balance",
+        user_id,
+        amount,
+        reason,
+    )
+    return row
+
+
+async def balance_of(db: Db, user_id: str) -> int:
+    """A user's balance (0 without an account)."""
+    value = await db.fetchval("SELECT balance FROM token_accounts WHERE user_id = $1", user_id)
+    return int(value or 0)
+
+
+async def ledger_page(
+    db: Db, user_id: str, job_id: uuid.UUID | None, before: int | None, limit: int
+) -> Sequence[asyncpg.Record]:
+    """Ledger entries newest first, keyset-paginated by entry_id."""
+    rows: list[asyncpg.Record] = await db.fetch(
+        "SELECT entry_id, user_id, kind, amount, job_id, charge_no, reason, created_at"
+        " FROM ledger_entries WHERE ($1 = '' OR user_id = $1)"
+        " AND ($2::uuid IS NULL OR job_id = $2) AND ($3::bigint IS NULL OR entry_id < $3)"
+        " ORDER BY entry_id DESC LIMIT $4",
+        user_id,
+        job_id,
+        before,
+        limit,
+    )
+    return rows

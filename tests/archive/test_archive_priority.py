@@ -119,3 +119,22 @@ async def test_a_premium_message_behind_a_backlog_is_published_ahead_once(
         await relay.stop()
     assert premium.seq is not None and premium.seq < 30  # ahead of most of the 60 before it
     await check_invariants(settings.database_url)
+
+
+async def test_an_operator_set_tier_gives_the_priority_and_the_token_tier_wins(
+    archive, archive_stub
+) -> None:
+    await archive_stub.GrantTokens(pb.GrantTokensRequest(user_id="school", amount=3, reason="t"))
+    await archive_stub.SetUserTier(pb.SetUserTierRequest(user_id="school", tier="premium"))
+    batch = pb.CreateSubmissionsRequest(
+        submissions=[
+            pb.CreateSubmissionRequest(user_id="school", assessment_data=talent_data()),
+            pb.CreateSubmissionRequest(
+                user_id="school", assessment_data=talent_data(), tier="standard"
+            ),
+            pb.CreateSubmissionRequest(user_id="school", assessment_data=talent_data(), tier="x"),
+        ]
+    )
+    reply = await archive_stub.CreateSubmissions(batch)
+    # The user's tier; the token's tier over it; a tier nobody configured is the default.
+    assert [o.created.job.priority for o in reply.outcomes] == [PREMIUM.priority, 0, 0]

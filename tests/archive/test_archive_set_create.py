@@ -34,6 +34,10 @@ RELEASE_0_1_0_CREATE = (
 )
 """The create statement of release 0.1.0's archive (``archive_svc/store/tokens.py`` at
 83ff2ea): the per-item function of migration 0012 over the batch."""
+RELEASE_0_1_0_FIELDS = tuple(name for name in SUBMISSION_FIELDS if name != "tier")
+"""The arrays 0.1.0's statement takes (a submission had no tier then)."""
+NO_TIERS: dict[str, int] = {}
+"""Every job at priority 0, as 0.1.0 writes them."""
 
 TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 REPLY = ("n", "outcome", "balance", "first_cost", "first_response", "job_id", "status")
@@ -115,14 +119,14 @@ async def test_a_batch_matches_the_per_item_function(database: str) -> None:
         outcomes: Counter[str] = Counter()
         for _ in range(12):
             batch = random_batch(rng, rng.randint(1, 24))
-            columns = [[getattr(s, name) for s in batch] for name in SUBMISSION_FIELDS]
+            columns = [[getattr(s, name) for s in batch] for name in RELEASE_0_1_0_FIELDS]
             transaction = conn.transaction()
             await transaction.start()
             before = replies(await conn.fetch(RELEASE_0_1_0_CREATE, *columns))
             wrote_before = await written(conn)
             await transaction.rollback()
             async with conn.transaction():
-                after = replies(await store.create_submissions(conn, batch))
+                after = replies(await store.create_submissions(conn, batch, NO_TIERS))
                 wrote_after = await written(conn)
             assert after == before
             assert wrote_after == wrote_before
@@ -155,7 +159,7 @@ async def test_one_users_balance_runs_out_midway(database: str) -> None:
             submission("bo", max_inflight=1),
             submission("bo", max_inflight=1),
         ]
-        rows = await store.create_submissions(conn, batch)
+        rows = await store.create_submissions(conn, batch, NO_TIERS)
         assert [(r["outcome"], r["balance"]) for r in rows] == [
             ("created", 2),
             ("replayed", 2),
@@ -191,7 +195,7 @@ async def test_concurrent_batches_over_the_same_users(database: str, batches: in
     async def one(batch: list[Submission]) -> list[str]:
         c = await asyncpg.connect(dsn(database))
         try:
-            return [row["outcome"] for row in await store.create_submissions(c, batch)]
+            return [row["outcome"] for row in await store.create_submissions(c, batch, NO_TIERS)]
         finally:
             await c.close()
 
@@ -228,9 +232,9 @@ async def test_the_previous_releases_create_still_works_and_wakes_the_relay(
         for create in (
             lambda batch: conn.fetch(
                 RELEASE_0_1_0_CREATE,
-                *([getattr(s, name) for s in batch] for name in SUBMISSION_FIELDS),
+                *([getattr(s, name) for s in batch] for name in RELEASE_0_1_0_FIELDS),
             ),
-            lambda batch: store.create_submissions(conn, batch),
+            lambda batch: store.create_submissions(conn, batch, NO_TIERS),
         ):
             rows = await create([submission("ann"), submission("ann")])
             assert [r["outcome"] for r in rows] == ["created", "created"]
