@@ -13,3 +13,4 @@ from archive_svc.store.status import *  # noqa: F403
 from archive_svc.store.stuck import *  # noqa: F403
 from archive_svc.store.tokens import *  # noqa: F403
 from archive_svc.store.transitions import *  # noqa: F403
+from archive_svc.store.imports import *  # noqa: F403
