@@ -56,6 +56,7 @@ from assay.common.v1 import assessment_pb2
 from assaylib import jobs
 from assaylib import validation as v
 from assaylib.errors import FieldViolation, InvalidArgument
+from assaylib.original import canonical_json, original_job_uuid, profile_digest
 
 IN_FLIGHT = ("queued", "processing")
 STATUSES = {"completed": "COMPLETED", "failed": "FAILED", "queued": "QUEUED"}
@@ -69,16 +70,6 @@ CORRECTED = pb.IMPORT_OUTCOME_KIND_CORRECTED
 
 class Rejected(Exception):
     """A row the archive's rules refuse: nothing of it is written."""
-
-
-def canonical_json(document: Any) -> bytes:
-    """The JSON the import compares profiles by: sorted keys, no spaces, UTF-8."""
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def profile_digest(document: Any) -> str:
-    """SHA-256 (hex) of a profile's canonical JSON."""
-    return hashlib.sha256(canonical_json(document)).hexdigest()
 
 
 def stored_profile(profile_json: bytes) -> tuple[bytes, assessment_pb2.PersonaProfile]:
@@ -301,7 +292,7 @@ class Imports(ArchivePart):
         if in_flight and fail:
             message = f"in flight ({job.original_status}) in the original system at the cut-over"
         return JobRow(
-            job_id=jobs.original_job_uuid(job.original_job_id),
+            job_id=original_job_uuid(job.original_job_id),
             user_id=job.user_id,
             result_id=_result_id(job) if has_result else None,
             assessment_name=job.assessment_name,

@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import re
-import uuid
-
 from assay.common.v1 import job_pb2
 
 TALENT_MAPPING = "AI-Driven Talent Mapping"
@@ -40,19 +37,6 @@ CUT_OVER = "CUT_OVER"
 its original charge refunded) instead of queued (``assay import original --in-flight fail``)."""
 ORIGINAL_FAILED = "ORIGINAL_FAILED"
 """The job failed in the original system (its message is the original's error_message)."""
-
-ORIGINAL_JOB_NAMESPACE = uuid.UUID("6d1f3b0e-5a8c-5f4e-9b7a-2c0d4e8f1a63")
-"""The namespace of the Assay ids of original jobs whose ids are not UUIDs (``uuid5``)."""
-_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
-
-
-def original_job_uuid(original_job_id: str) -> uuid.UUID:
-    """The Assay job id of an original system's job: its id when that is a UUID in the
-    canonical 8-4-4-4-12 form (any case), else ``uuid5(ORIGINAL_JOB_NAMESPACE, id)`` — so a
-    caller holding an original id finds the imported job without asking anyone."""
-    if _CANONICAL_UUID.fullmatch(original_job_id):
-        return uuid.UUID(original_job_id)
-    return uuid.uuid5(ORIGINAL_JOB_NAMESPACE, original_job_id)
 
 
 def status_name(status: int) -> str:

@@ -12,6 +12,22 @@ import asyncpg
 
 from archive_svc.store.jobs import JOBS
 
+__all__ = [
+    "IMPORT_LOCK",
+    "Batch",
+    "EntryRow",
+    "JobRow",
+    "OutboxRow",
+    "RecordRow",
+    "ResultRow",
+    "imported_balances",
+    "imported_ids",
+    "imported_jobs",
+    "lock_balances",
+    "taken_ids",
+    "write_batch",
+]
+
 IMPORT_LOCK = 0x617373_6179_01
 """The advisory lock one import batch holds for its transaction: batches never interleave."""
 
