@@ -1,0 +1,384 @@
+"""``assay import original --source DSN``: the cut-over from the original system (operator).
+
+Reads the original's users and jobs (with their results) in pages, turns them into batches of
+the archive's ImportOriginalJobs (each batch one transaction in the archive), and after each
+batch saves a checkpoint: the phase (users, then jobs, then results without a job) and the
+last key read. Killed at any point, the next run with the same options resumes from the
+checkpoint; a batch written just before the kill is sent again and skipped as already present
+(the archive is idempotent per original id), so nothing is imported twice. A finished
+checkpoint makes the next run start over, which imports only what is new.
+
+Exit codes: 0 done; 1 rows were rejected (unless ``--allow-rejects``), ``--verify`` found
+differences, or the archive refused; 2 a usage mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from assay.archive.v1 import archive_service_pb2 as archive_pb
+from assay_cli import import_verify, output
+from assay_cli.connect import CliError, Connection, state_dir
+from assay_cli.import_report import Progress, Rejects, Report
+from assay_cli.original import IN_FLIGHT, Reject, Shape, Source, reject_of, to_original
+
+if TYPE_CHECKING:
+    from assay.archive.v1.archive_service_pb2_grpc import ArchiveServiceAsyncStub
+
+RPC_TIMEOUT = 300.0
+MAX_BATCH = 1000  # the archive's limit per call
+MAX_REQUEST_BYTES = 3 * 1024 * 1024  # under the channels' 4 MiB message limit
+IN_FLIGHT_MODES = {
+    "queue": archive_pb.IN_FLIGHT_HANDLING_QUEUE,
+    "fail": archive_pb.IN_FLIGHT_HANDLING_FAIL,
+}
+KINDS = {
+    archive_pb.IMPORT_OUTCOME_KIND_IMPORTED: "imported",
+    archive_pb.IMPORT_OUTCOME_KIND_SKIPPED: "skipped",
+    archive_pb.IMPORT_OUTCOME_KIND_REJECTED: "rejected",
+    archive_pb.IMPORT_OUTCOME_KIND_CORRECTED: "corrected",
+}
+
+
+def register(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """Add ``import original``."""
+    imports = commands.add_parser(
+        "import", help="bring another system's data across (operator)"
+    ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    original = imports.add_parser(
+        "original",
+        parents=[common],
+        help="the original PetaTalenta system's jobs, results and token balances",
+    )
+    original.add_argument(
+        "--source", required=True, metavar="DSN", help="the original's database (postgresql://…)"
+    )
+    original.add_argument(
+        "--dry-run", action="store_true", help="decide every row as the import would, write nothing"
+    )
+    original.add_argument("--batch", type=int, default=500, metavar="N", help="jobs per batch")
+    original.add_argument(
+        "--since",
+        type=_when,
+        default=None,
+        metavar="TIME",
+        help="only what the original wrote since TIME (ISO 8601), and every job in flight",
+    )
+    original.add_argument(
+        "--in-flight",
+        choices=("queue", "fail", "leave"),
+        default="queue",
+        help="jobs queued or processing in the original: queue them in Assay without charging"
+        " again (default), fail and refund them, or leave them for a later pass",
+    )
+    original.add_argument(
+        "--allow-rejects", action="store_true", help="exit 0 even when rows were rejected"
+    )
+    original.add_argument(
+        "--rejects",
+        default="",
+        metavar="FILE",
+        help="where rejected rows go, JSON Lines (default: STATE_DIR/import-rejects.jsonl)",
+    )
+    original.add_argument(
+        "--checkpoint",
+        default="",
+        metavar="FILE",
+        help="where progress is saved to resume from (default: STATE_DIR/import-<source>.json)",
+    )
+    original.add_argument(
+        "--verify",
+        action="store_true",
+        help="write nothing: compare the source with Assay row by row and list every difference",
+    )
+    original.set_defaults(run=import_original)
+
+
+def _when(text: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def fingerprint(dsn: str) -> str:
+    """A short name for a source, without its password."""
+    bare = dsn.split("@", 1)[-1]
+    return hashlib.sha256(bare.encode()).hexdigest()[:12]
+
+
+@dataclass
+class Checkpoint:
+    """Where a run is, saved after every batch (atomically: written aside, then renamed)."""
+
+    path: Path
+    options: dict[str, Any]
+    phase: str = "users"  # users → jobs → orphans → done
+    user_after: str | None = None
+    job_after: tuple[dt.datetime, str] | None = None
+    report: Report = field(default_factory=Report)
+    resumed: bool = False
+
+    @classmethod
+    def load(cls, path: Path, options: dict[str, Any]) -> Checkpoint:
+        """The unfinished run with the same options, or a new one."""
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return cls(path, options)
+        if saved.get("options") != options or saved.get("phase") == "done":
+            return cls(path, options)
+        after = saved.get("job_after")
+        return cls(
+            path,
+            options,
+            saved["phase"],
+            saved.get("user_after"),
+            (dt.datetime.fromisoformat(after[0]), after[1]) if after else None,
+            Report.from_dict(saved["report"]),
+            resumed=True,
+        )
+
+    def save(self) -> None:
+        """Write it durably."""
+        document = {
+            "options": self.options,
+            "phase": self.phase,
+            "user_after": self.user_after,
+            "job_after": [self.job_after[0].isoformat(), self.job_after[1]]
+            if self.job_after
+            else None,
+            "report": self.report.to_dict(),
+        }
+        aside = self.path.with_suffix(".tmp")
+        with aside.open("w") as stream:
+            json.dump(document, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        aside.replace(self.path)
+
+
+async def import_original(args: argparse.Namespace, conn: Connection) -> int:
+    """``assay import original``: import (or with --verify, compare), then report."""
+    if not 1 <= args.batch <= MAX_BATCH:
+        raise CliError(f"--batch must be 1–{MAX_BATCH}", exit_code=2)
+    base = state_dir(args.state_dir)
+    stub = await conn.archive()
+    try:
+        source = await Source.open(args.source)
+    except (OSError, ValueError) as err:
+        raise CliError(f"cannot reach the source database: {err}") from None
+    except Exception as err:  # asyncpg's errors (bad password, no such database)
+        raise CliError(f"cannot open the source database: {err}") from None
+    try:
+        if args.verify:
+            return await import_verify.verify(args, source, stub)
+        return await _import(args, source, stub, base)
+    finally:
+        await source.close()
+
+
+async def _import(
+    args: argparse.Namespace, source: Source, stub: ArchiveServiceAsyncStub, base: Path
+) -> int:
+    options = {
+        "source": fingerprint(args.source),
+        "since": args.since.isoformat() if args.since else None,
+        "in_flight": args.in_flight,
+        "dry_run": args.dry_run,
+    }
+    path = Path(args.checkpoint or base / f"import-{options['source']}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = Checkpoint.load(path, options)
+    if checkpoint.resumed and not args.json:
+        output.progress(f"resuming the import from its checkpoint ({checkpoint.phase})")
+    rejects = Rejects(
+        Path(args.rejects or base / "import-rejects.jsonl"), append=checkpoint.resumed
+    )
+    run = Run(args, source, stub, checkpoint, rejects)
+    try:
+        await run.all()
+    finally:
+        rejects.close()
+    report = checkpoint.report
+    if args.json:
+        output.print_json(
+            {
+                **report.to_dict(),
+                "dry_run": args.dry_run,
+                "resumed": checkpoint.resumed,
+                "rejects_file": str(rejects.path),
+            }
+        )
+    else:
+        print("\n".join(report.lines()))
+        if report.rejected:
+            print(f"{report.rejected:,} row(s) rejected: see {rejects.path}")
+    return 1 if report.rejected and not args.allow_rejects else 0
+
+
+class Run:
+    """One run's loop over the phases, batch by batch."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        source: Source,
+        stub: ArchiveServiceAsyncStub,
+        checkpoint: Checkpoint,
+        rejects: Rejects,
+    ) -> None:
+        self.args = args
+        self.source = source
+        self.stub = stub
+        self.checkpoint = checkpoint
+        self.report = checkpoint.report
+        self.rejects = rejects
+        self.in_flight = IN_FLIGHT_MODES.get(args.in_flight, archive_pb.IN_FLIGHT_HANDLING_QUEUE)
+        self.started = time.monotonic() - self.report.elapsed_s
+
+    def _saved(self) -> None:
+        self.rejects.flush()
+        self.report.elapsed_s = time.monotonic() - self.started
+        if not self.args.dry_run:
+            self.checkpoint.save()
+
+    async def all(self) -> None:
+        """Users, then jobs, then results without a job, then the balances' sum."""
+        shape = Shape(
+            await self.source.negative_users(),
+            await self.source.duplicate_job_ids(),
+            await self.source.shared_results(),
+        )
+        if self.checkpoint.phase == "users":
+            await self.users(shape)
+            self.checkpoint.phase = "jobs"
+            self._saved()
+        if self.checkpoint.phase == "jobs":
+            await self.jobs(shape)
+            self.checkpoint.phase = "orphans"
+            self._saved()
+        if self.checkpoint.phase == "orphans":
+            for row in await self.source.orphan_results(self.args.since):
+                self.rejects.write(
+                    Reject(
+                        "result",
+                        "no job names this result",
+                        result_id=row["id"],
+                        user_id=row["user_id"],
+                    )
+                )
+                self.report.results_without_job += 1
+            if not self.args.dry_run:
+                self.report.assay_balance_sum = await import_verify.assay_balance_sum(
+                    self.source, self.stub
+                )
+            self.checkpoint.phase = "done"
+            self._saved()
+
+    async def users(self, shape: Shape) -> None:
+        """Every user's balance, MAX_BATCH at a time."""
+        progress = Progress(await self.source.count_users(), "users", not self.args.json)
+        while True:
+            rows = await self.source.users_page(self.checkpoint.user_after, MAX_BATCH)
+            if not rows:
+                break
+            balances = []
+            for row in rows:
+                self.report.users["read"] += 1
+                self.report.source_balance_sum += int(row["token_balance"])
+                if row["id"] in shape.negative_users:
+                    self.report.users["rejected"] += 1
+                    self.rejects.write(
+                        Reject(
+                            "user", f"negative balance {row['token_balance']}", user_id=row["id"]
+                        )
+                    )
+                    continue
+                balances.append(
+                    archive_pb.OriginalBalance(user_id=row["id"], balance=row["token_balance"])
+                )
+            if balances:
+                reply = await self._send([], balances)
+                for outcome in reply.balances:
+                    kind = KINDS[outcome.kind]
+                    self.report.users[kind] += 1
+                    if kind == "rejected":
+                        self.rejects.write(Reject("user", outcome.reason, user_id=outcome.id))
+            self.checkpoint.user_after = rows[-1]["id"]
+            self._saved()
+            progress.advance(len(rows))
+        progress.end()
+
+    async def jobs(self, shape: Shape) -> None:
+        """Every job (with ``--since``, those written since and those in flight)."""
+        counts = await self.source.count_jobs(self.args.since)
+        progress = Progress(sum(counts.values()), "jobs ", not self.args.json)
+        while True:
+            rows = await self.source.jobs_page(
+                self.checkpoint.job_after, self.args.since, self.args.batch
+            )
+            if not rows:
+                break
+            batch: list[archive_pb.OriginalJob] = []
+            size = 0
+            for row in rows:
+                status = row["status"]
+                self.report.count(status, "read")
+                if status in IN_FLIGHT and self.args.in_flight == "leave":
+                    self.report.count(status, "left")
+                    continue
+                job = to_original(row, shape)
+                if isinstance(job, Reject):
+                    self.report.count(status, "rejected")
+                    self.rejects.write(job)
+                    continue
+                batch.append(job)
+                size += job.ByteSize()
+                if size > MAX_REQUEST_BYTES:
+                    await self._jobs_batch(batch, rows)
+                    batch, size = [], 0
+            if batch:
+                await self._jobs_batch(batch, rows)
+            last = rows[-1]
+            self.checkpoint.job_after = (last["created_at"], last["job_id"])
+            self._saved()
+            progress.advance(len(rows))
+        progress.end()
+
+    async def _jobs_batch(self, batch: list[archive_pb.OriginalJob], rows: Any) -> None:
+        reply = await self._send(batch, [])
+        by_id = {row["job_id"]: row for row in rows}
+        for job, outcome in zip(batch, reply.jobs, strict=True):
+            kind = KINDS[outcome.kind]
+            self.report.count(job.original_status, kind)
+            if kind == "rejected":
+                self.rejects.write(reject_of(by_id[job.original_job_id], outcome.reason))
+            elif (
+                kind == "imported"
+                and job.original_status in IN_FLIGHT
+                and self.in_flight == archive_pb.IN_FLIGHT_HANDLING_FAIL
+            ):
+                self.report.refunded_at_cut_over += 1
+
+    async def _send(
+        self, jobs: list[archive_pb.OriginalJob], balances: list[archive_pb.OriginalBalance]
+    ) -> archive_pb.ImportOriginalJobsResponse:
+        request = archive_pb.ImportOriginalJobsRequest(
+            jobs=jobs, balances=balances, in_flight=self.in_flight, dry_run=self.args.dry_run
+        )
+        reply: archive_pb.ImportOriginalJobsResponse = await self.stub.ImportOriginalJobs(
+            request, timeout=RPC_TIMEOUT
+        )
+        return reply
