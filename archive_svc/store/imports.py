@@ -176,14 +176,19 @@ async def write_batch(conn: asyncpg.Connection, batch: Batch) -> dict[str, int]:
     """Write one batch (accounts, ledger, jobs, results, records, outbox); returns the
     balances of the accounts it touched."""
     users = sorted(batch.account_deltas)
-    accounts = await conn.fetch(
-        "INSERT INTO token_accounts (user_id, balance)"
-        " SELECT * FROM unnest($1::text[], $2::bigint[])"
-        " ON CONFLICT (user_id) DO UPDATE"
-        " SET balance = token_accounts.balance + EXCLUDED.balance, updated_at = now()"
-        " RETURNING user_id, balance",
+    deltas = [batch.account_deltas[user] for user in users]
+    # Created at 0, then moved: a correction may be negative, which an INSERT's row may not.
+    await conn.execute(
+        "INSERT INTO token_accounts (user_id, balance) SELECT u, 0 FROM unnest($1::text[]) u"
+        " ON CONFLICT (user_id) DO NOTHING",
         users,
-        [batch.account_deltas[user] for user in users],
+    )
+    accounts = await conn.fetch(
+        "UPDATE token_accounts a SET balance = a.balance + s.d, updated_at = now()"
+        " FROM unnest($1::text[], $2::bigint[]) AS s(u, d) WHERE a.user_id = s.u AND s.d <> 0"
+        " RETURNING a.user_id, a.balance",
+        users,
+        deltas,
     )
     if batch.entries:
         await conn.execute(
