@@ -6,6 +6,7 @@
     python -m bench watchers --count 1000
     python -m bench peer --jobs 2000 [--workers 2]
     python -m bench compare [--pairs 3] [--jobs 2000]
+    python -m bench import --jobs 100000 [--batch 500]
 
 Every report prints the machine, versions, settings and command line; --json FILE writes it.
 """
@@ -71,6 +72,11 @@ def parser() -> argparse.ArgumentParser:
     watchers.add_argument("--count", type=int, default=1000)
     watchers.add_argument("--jobs", type=int, default=200, help="jobs run with them open")
     watchers.add_argument("--rate", type=float, default=50.0, help="submissions per second")
+
+    importing = scenario("import", "assay import original: a source of N jobs imported")
+    importing.add_argument("--jobs", type=int, default=100_000)
+    importing.add_argument("--users", type=int, default=0, help="source users (default N/10)")
+    importing.add_argument("--batch", type=int, default=500, help="jobs per import batch")
 
     comparison = scenario("peer", "procrastinate on the same PostgreSQL: N no-op jobs")
     comparison.add_argument("--jobs", type=int, default=2000)

@@ -122,7 +122,7 @@ def _career(rng: random.Random, n: int) -> dict[str, Any]:
         "skillDevelopment", "aiOvertake",
     )  # fmt: skip
     return {
-        "careerName": f"Karier {n} ({rng.choice(('Data Scientist', 'Guru', 'Arsitek')) })",
+        "careerName": f"Karier {n} ({rng.choice(('Data Scientist', 'Guru', 'Arsitek'))})",
         "justification": "Cocok karena minat investigatif dan keterbukaan yang tinggi.",
         "relatedMajors": ["Statistika", "Ilmu Komputer", "Matematika"][: rng.randint(2, 3)],
         "careerProspect": {key: rng.choice(PROSPECT) for key in keys},
@@ -131,9 +131,10 @@ def _career(rng: random.Random, n: int) -> dict[str, Any]:
 
 def persona_profile(rng: random.Random) -> dict[str, Any]:
     """persona_profile as the original's analysis worker stored it (valid under its schema)."""
-    some = lambda word, low, high: [  # noqa: E731
-        f"{word} {n + 1}" for n in range(rng.randint(low, high))
-    ]
+
+    def some(word: str, low: int, high: int) -> list[str]:
+        return [f"{word} {n + 1}" for n in range(rng.randint(low, high))]
+
     return {
         "archetype": rng.choice(ARCHETYPES),
         "coreMotivators": some("Motivasi", 2, 4),
@@ -189,14 +190,13 @@ MIX = (("completed", 0.85), ("failed", 0.08), ("queued", 0.04), ("processing", 0
 
 def statuses(rng: random.Random) -> Iterator[str]:
     """Statuses in the original's proportions (mostly completed)."""
-    names, weights = zip(*MIX, strict=True)
+    names = [name for name, _ in MIX]
+    weights = [weight for _, weight in MIX]
     while True:
         yield rng.choices(names, weights)[0]
 
 
-def generate(
-    jobs: int, users: int, seed: int = 1, start: dt.datetime | None = None
-) -> Rows:
+def generate(jobs: int, users: int, seed: int = 1, start: dt.datetime | None = None) -> Rows:
     """``jobs`` jobs over ``users`` users, each job with its result row."""
     rng = random.Random(seed)
     start = start or dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
@@ -205,8 +205,13 @@ def generate(
     for n, user in enumerate(user_ids):
         rows.users.append((user, f"user{n}@example.id", "x", rng.randint(0, 20), start, start))
     pick = statuses(rng)
+    profiles = [RawJson(_json(persona_profile(rng)) or "") for _ in range(min(jobs, 300))]
     for n in range(jobs):
-        add_job(rows, rng, rng.choice(user_ids), next(pick), start + dt.timedelta(seconds=30 * n))
+        status = next(pick)
+        add_job(
+            rows, rng, rng.choice(user_ids), status, start + dt.timedelta(seconds=30 * n),
+            profile=rng.choice(profiles) if status == "completed" else None,
+        )  # fmt: skip
     return rows
 
 

@@ -15,7 +15,7 @@ import asyncpg
 import grpc.aio
 
 from assay.archive.v1 import archive_service_pb2 as archive_pb
-from bench import bare_stream, environment, waiting
+from bench import bare_stream, environment, importing, waiting
 from bench.load import Submitter, Watcher, user_name
 from bench.otlp_sink import running_sink
 from bench.report import percentiles, progress
@@ -338,6 +338,7 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "submit-latency": run_submit_latency,
         "sweep": run_sweep,
         "watchers": run_watchers,
+        "import": importing.run_import,
     }
     settings = settings_of(args.set)
     if getattr(args, "pg_stats", False):

@@ -35,7 +35,8 @@ async def ledger(database: str) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(dsn(database))
     try:
         rows: list[asyncpg.Record] = await conn.fetch(
-            "SELECT user_id, kind::text, amount, job_id, reason FROM ledger_entries ORDER BY entry_id"
+            "SELECT user_id, kind::text, amount, job_id, reason FROM ledger_entries"
+            " ORDER BY entry_id"
         )
         return rows
     finally:
@@ -68,9 +69,10 @@ async def test_import_brings_jobs_results_and_balances_across(
     got = await archive_stub.GetResult(pb.GetResultRequest(result_id=str(done[RESULT_ID])))
     source = result_of(rows, done)
     assert json_format.MessageToDict(got.result.test_result) == json.loads(str(source[3]))
-    assert got.result.test_data.via_is.love_of_learning == json.loads(str(source[2]))["viaIs"][
-        "loveOfLearning"
-    ]
+    assert (
+        got.result.test_data.via_is.love_of_learning
+        == json.loads(str(source[2]))["viaIs"]["loveOfLearning"]
+    )
 
     # A failed job keeps its error; a job in flight is queued again without a new charge.
     failed = first(rows, "failed")
@@ -81,9 +83,10 @@ async def test_import_brings_jobs_results_and_balances_across(
     assert job.status == job_pb2.JOB_STATUS_QUEUED and job.charge_count == 1
     message = await queue_message_row(database, job.job_id)
     data = inputs.parse_into(message["test_data"], assessment_pb2.AssessmentData())
-    assert data.riasec.realistic == json.loads(str(result_of(rows, in_flight)[2]))["riasec"][
-        "realistic"
-    ]
+    assert (
+        data.riasec.realistic
+        == json.loads(str(result_of(rows, in_flight)[2]))["riasec"]["realistic"]
+    )
     balance = await archive_stub.GetTokenBalance(pb.GetTokenBalanceRequest(user_id=job.user_id))
     user_row = next(user for user in rows.users if str(user[0]) == job.user_id)
     assert balance.balance == user_row[3]  # the original's balance: nothing charged again
@@ -176,7 +179,16 @@ async def test_a_job_id_that_is_no_uuid_maps_to_uuid5(
     rows = original_source.Rows()
     rng = random.Random(8)
     user = uuid.uuid4()
-    rows.users.append((user, "a@example.id", "x", 3, original_source.dt.datetime.now(original_source.dt.UTC), original_source.dt.datetime.now(original_source.dt.UTC)))
+    rows.users.append(
+        (
+            user,
+            "a@example.id",
+            "x",
+            3,
+            original_source.dt.datetime.now(original_source.dt.UTC),
+            original_source.dt.datetime.now(original_source.dt.UTC),
+        )
+    )
     original_source.add_job(rows, rng, user, "completed", rows.users[0][4], "job-0042")
     await fill(original, rows)
     ran = await importer.run("--json")

@@ -42,7 +42,9 @@ async def test_kill_9_mid_batch_then_resume(
     assert ran.code == 0, ran.describe()
     report = ran.json()
     assert report["resumed"] is True
-    totals = {k: sum(c[k] for c in report["jobs"].values()) for k in ("read", "imported", "skipped")}
+    totals = {
+        k: sum(c[k] for c in report["jobs"].values()) for k in ("read", "imported", "skipped")
+    }
     # Jobs of the batch in flight at the kill were committed, or not: sent again, skipped.
     assert totals["imported"] + totals["skipped"] == totals["read"] == JOBS, report
     assert totals["skipped"] <= 20
