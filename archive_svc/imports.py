@@ -43,6 +43,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from archive_svc import convert, inputs, profiles, store
 from archive_svc.checks import MAX_BATCH, ArchivePart
+from archive_svc.original_json import read_exact
 from archive_svc.store.imports import (
     Batch,
     EntryRow,
@@ -81,6 +82,9 @@ def stored_profile(profile_json: bytes) -> tuple[bytes, assessment_pb2.PersonaPr
         raise Rejected(f"persona_profile is not JSON: {err}") from None
     if not isinstance(document, dict):
         raise Rejected(f"persona_profile is not a JSON object but {type(document).__name__}")
+    profile = assessment_pb2.PersonaProfile()
+    if read_exact(document, profile):
+        return profiles.encode(profile), profile
     profile = assessment_pb2.PersonaProfile()
     try:
         json_format.ParseDict(document, profile, ignore_unknown_fields=True)

@@ -19,33 +19,18 @@ import datetime as dt
 import hashlib
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from assay.archive.v1 import archive_service_pb2 as archive_pb
 from assay_cli import import_verify, output
 from assay_cli.connect import CliError, Connection, state_dir
-from assay_cli.import_report import Progress, Rejects, Report
-from assay_cli.original import IN_FLIGHT, Reject, Shape, Source, reject_of, to_original
+from assay_cli.import_report import Rejects, Report
+from assay_cli.import_run import MAX_BATCH, Run
+from assay_cli.original import Source
 
 if TYPE_CHECKING:
     from assay.archive.v1.archive_service_pb2_grpc import ArchiveServiceAsyncStub
-
-RPC_TIMEOUT = 300.0
-MAX_BATCH = 1000  # the archive's limit per call
-MAX_REQUEST_BYTES = 3 * 1024 * 1024  # under the channels' 4 MiB message limit
-IN_FLIGHT_MODES = {
-    "queue": archive_pb.IN_FLIGHT_HANDLING_QUEUE,
-    "fail": archive_pb.IN_FLIGHT_HANDLING_FAIL,
-}
-KINDS = {
-    archive_pb.IMPORT_OUTCOME_KIND_IMPORTED: "imported",
-    archive_pb.IMPORT_OUTCOME_KIND_SKIPPED: "skipped",
-    archive_pb.IMPORT_OUTCOME_KIND_REJECTED: "rejected",
-    archive_pb.IMPORT_OUTCOME_KIND_CORRECTED: "corrected",
-}
 
 
 def register(
@@ -226,159 +211,3 @@ async def _import(
         if report.rejected:
             print(f"{report.rejected:,} row(s) rejected: see {rejects.path}")
     return 1 if report.rejected and not args.allow_rejects else 0
-
-
-class Run:
-    """One run's loop over the phases, batch by batch."""
-
-    def __init__(
-        self,
-        args: argparse.Namespace,
-        source: Source,
-        stub: ArchiveServiceAsyncStub,
-        checkpoint: Checkpoint,
-        rejects: Rejects,
-    ) -> None:
-        self.args = args
-        self.source = source
-        self.stub = stub
-        self.checkpoint = checkpoint
-        self.report = checkpoint.report
-        self.rejects = rejects
-        self.in_flight = IN_FLIGHT_MODES.get(args.in_flight, archive_pb.IN_FLIGHT_HANDLING_QUEUE)
-        self.started = time.monotonic() - self.report.elapsed_s
-
-    def _saved(self) -> None:
-        self.rejects.flush()
-        self.report.elapsed_s = time.monotonic() - self.started
-        if not self.args.dry_run:
-            self.checkpoint.save()
-
-    async def all(self) -> None:
-        """Users, then jobs, then results without a job, then the balances' sum."""
-        shape = Shape(
-            await self.source.negative_users(),
-            await self.source.duplicate_job_ids(),
-            await self.source.shared_results(),
-        )
-        if self.checkpoint.phase == "users":
-            await self.users(shape)
-            self.checkpoint.phase = "jobs"
-            self._saved()
-        if self.checkpoint.phase == "jobs":
-            await self.jobs(shape)
-            self.checkpoint.phase = "orphans"
-            self._saved()
-        if self.checkpoint.phase == "orphans":
-            for row in await self.source.orphan_results(self.args.since):
-                self.rejects.write(
-                    Reject(
-                        "result",
-                        "no job names this result",
-                        result_id=row["id"],
-                        user_id=row["user_id"],
-                    )
-                )
-                self.report.results_without_job += 1
-            if not self.args.dry_run:
-                self.report.assay_balance_sum = await import_verify.assay_balance_sum(
-                    self.source, self.stub
-                )
-            self.checkpoint.phase = "done"
-            self._saved()
-
-    async def users(self, shape: Shape) -> None:
-        """Every user's balance, MAX_BATCH at a time."""
-        progress = Progress(await self.source.count_users(), "users", not self.args.json)
-        while True:
-            rows = await self.source.users_page(self.checkpoint.user_after, MAX_BATCH)
-            if not rows:
-                break
-            balances = []
-            for row in rows:
-                self.report.users["read"] += 1
-                self.report.source_balance_sum += int(row["token_balance"])
-                if row["id"] in shape.negative_users:
-                    self.report.users["rejected"] += 1
-                    self.rejects.write(
-                        Reject(
-                            "user", f"negative balance {row['token_balance']}", user_id=row["id"]
-                        )
-                    )
-                    continue
-                balances.append(
-                    archive_pb.OriginalBalance(user_id=row["id"], balance=row["token_balance"])
-                )
-            if balances:
-                reply = await self._send([], balances)
-                for outcome in reply.balances:
-                    kind = KINDS[outcome.kind]
-                    self.report.users[kind] += 1
-                    if kind == "rejected":
-                        self.rejects.write(Reject("user", outcome.reason, user_id=outcome.id))
-            self.checkpoint.user_after = rows[-1]["id"]
-            self._saved()
-            progress.advance(len(rows))
-        progress.end()
-
-    async def jobs(self, shape: Shape) -> None:
-        """Every job (with ``--since``, those written since and those in flight)."""
-        counts = await self.source.count_jobs(self.args.since)
-        progress = Progress(sum(counts.values()), "jobs ", not self.args.json)
-        while True:
-            rows = await self.source.jobs_page(
-                self.checkpoint.job_after, self.args.since, self.args.batch
-            )
-            if not rows:
-                break
-            batch: list[archive_pb.OriginalJob] = []
-            size = 0
-            for row in rows:
-                status = row["status"]
-                self.report.count(status, "read")
-                if status in IN_FLIGHT and self.args.in_flight == "leave":
-                    self.report.count(status, "left")
-                    continue
-                job = to_original(row, shape)
-                if isinstance(job, Reject):
-                    self.report.count(status, "rejected")
-                    self.rejects.write(job)
-                    continue
-                batch.append(job)
-                size += job.ByteSize()
-                if size > MAX_REQUEST_BYTES:
-                    await self._jobs_batch(batch, rows)
-                    batch, size = [], 0
-            if batch:
-                await self._jobs_batch(batch, rows)
-            last = rows[-1]
-            self.checkpoint.job_after = (last["created_at"], last["job_id"])
-            self._saved()
-            progress.advance(len(rows))
-        progress.end()
-
-    async def _jobs_batch(self, batch: list[archive_pb.OriginalJob], rows: Any) -> None:
-        reply = await self._send(batch, [])
-        by_id = {row["job_id"]: row for row in rows}
-        for job, outcome in zip(batch, reply.jobs, strict=True):
-            kind = KINDS[outcome.kind]
-            self.report.count(job.original_status, kind)
-            if kind == "rejected":
-                self.rejects.write(reject_of(by_id[job.original_job_id], outcome.reason))
-            elif (
-                kind == "imported"
-                and job.original_status in IN_FLIGHT
-                and self.in_flight == archive_pb.IN_FLIGHT_HANDLING_FAIL
-            ):
-                self.report.refunded_at_cut_over += 1
-
-    async def _send(
-        self, jobs: list[archive_pb.OriginalJob], balances: list[archive_pb.OriginalBalance]
-    ) -> archive_pb.ImportOriginalJobsResponse:
-        request = archive_pb.ImportOriginalJobsRequest(
-            jobs=jobs, balances=balances, in_flight=self.in_flight, dry_run=self.args.dry_run
-        )
-        reply: archive_pb.ImportOriginalJobsResponse = await self.stub.ImportOriginalJobs(
-            request, timeout=RPC_TIMEOUT
-        )
-        return reply

@@ -66,7 +66,7 @@ async def wal_between(dsn: str, before: str, after: str) -> int:
     conn = await asyncpg.connect(dsn)
     try:
         return int(
-            await conn.fetchval("SELECT pg_wal_lsn_diff($1::pg_lsn, $2::pg_lsn)", after, before)
+            await conn.fetchval("SELECT pg_wal_lsn_diff($1::text::pg_lsn, $2::text::pg_lsn)", after, before)
         )
     finally:
         await conn.close()

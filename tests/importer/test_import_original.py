@@ -78,7 +78,7 @@ async def test_import_brings_jobs_results_and_balances_across(
     failed = first(rows, "failed")
     job = (await archive_stub.GetJob(pb.GetJobRequest(job_id=str(failed[JOB_ID])))).job
     assert job.status == job_pb2.JOB_STATUS_FAILED and job.error_message == failed[5]
-    in_flight = first(rows, "processing")
+    in_flight = next(job for job in rows.jobs if job[STATUS] in ("queued", "processing"))
     job = (await archive_stub.GetJob(pb.GetJobRequest(job_id=str(in_flight[JOB_ID])))).job
     assert job.status == job_pb2.JOB_STATUS_QUEUED and job.charge_count == 1
     message = await queue_message_row(database, job.job_id)
