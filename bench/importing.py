@@ -65,9 +65,8 @@ async def wal_between(dsn: str, before: str, after: str) -> int:
     """Bytes of WAL between two positions."""
     conn = await asyncpg.connect(dsn)
     try:
-        return int(
-            await conn.fetchval("SELECT pg_wal_lsn_diff($1::text::pg_lsn, $2::text::pg_lsn)", after, before)
-        )
+        diff = "SELECT pg_wal_lsn_diff($1::text::pg_lsn, $2::text::pg_lsn)"
+        return int(await conn.fetchval(diff, after, before))
     finally:
         await conn.close()
 
