@@ -5,6 +5,7 @@ nothing twice."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 import uuid
@@ -16,6 +17,7 @@ from google.protobuf import json_format
 from archive_svc import inputs
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import assessment_pb2, job_pb2
+from assaylib.original import ORIGINAL_JOB_NAMESPACE
 from bench import original_source
 from tests.archive.helpers import check_invariants, dsn, queue_message_row
 from tests.importer.conftest import Importer, Original, fill
@@ -151,14 +153,16 @@ async def test_since_brings_the_second_pass(
     # The original serves on: a new job, a balance spent, then it stops.
     later = original_source.Rows()
     rng = random.Random(7)
-    user = rows.users[0][0]
+    richest = max(rows.users, key=lambda user: int(str(user[3])))
+    user = richest[0]
     new_id, _ = original_source.add_job(
-        later, rng, user, "completed", rows.jobs[-1][7] + original_source.dt.timedelta(hours=1)
+        later, rng, user, "completed", rows.jobs[-1][7] + dt.timedelta(hours=1)
     )
     await original_source.load(original.dsn, later)
-    spent = rows.users[0][3] - 1 if rows.users[0][3] else 0
+    spent = int(str(richest[3])) - 1
+    assert spent >= 0
     await original.execute("UPDATE auth.users SET token_balance = $2 WHERE id = $1", user, spent)
-    cut = (rows.jobs[-1][7] + original_source.dt.timedelta(minutes=30)).isoformat()
+    cut = (rows.jobs[-1][7] + dt.timedelta(minutes=30)).isoformat()
 
     second = await importer.run("--since", cut, "--json")
     assert second.code == 0, second.describe()
@@ -168,6 +172,8 @@ async def test_since_brings_the_second_pass(
     assert (await archive_stub.GetJob(pb.GetJobRequest(job_id=new_id))).job.job_id == new_id
     balance = await archive_stub.GetTokenBalance(pb.GetTokenBalanceRequest(user_id=str(user)))
     assert balance.balance == spent
+    corrections = [e for e in await ledger(database) if "correction" in e["reason"]]
+    assert [(e["user_id"], e["amount"]) for e in corrections] == [(str(user), -1)]
     await check_invariants(database)
     verified = await importer.run("--verify", "--json")
     assert verified.json()["differences"] == [], verified.describe()
@@ -185,16 +191,14 @@ async def test_a_job_id_that_is_no_uuid_maps_to_uuid5(
             "a@example.id",
             "x",
             3,
-            original_source.dt.datetime.now(original_source.dt.UTC),
-            original_source.dt.datetime.now(original_source.dt.UTC),
+            dt.datetime.now(dt.UTC),
+            dt.datetime.now(dt.UTC),
         )
     )
     original_source.add_job(rows, rng, user, "completed", rows.users[0][4], "job-0042")
     await fill(original, rows)
     ran = await importer.run("--json")
     assert ran.code == 0, ran.describe()
-    from assaylib.original import ORIGINAL_JOB_NAMESPACE
-
     mapped = str(uuid.uuid5(ORIGINAL_JOB_NAMESPACE, "job-0042"))
     job = (await archive_stub.GetJob(pb.GetJobRequest(job_id=mapped))).job
     assert job.status == job_pb2.JOB_STATUS_COMPLETED

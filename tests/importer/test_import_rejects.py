@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import uuid
+from typing import Any
 
 from bench import original_source
 from bench.original_source import RawJson
@@ -24,7 +25,7 @@ def bad_source() -> tuple[original_source.Rows, dict[str, str]]:
     at = START + dt.timedelta(days=1)
     expected: dict[str, str] = {}
 
-    def add(status: str, reason: str, **kwargs: object) -> str:
+    def add(status: str, reason: str, **kwargs: Any) -> str:
         job_id, _ = original_source.add_job(
             rows, rng, user, status, at + dt.timedelta(minutes=len(expected)), **kwargs
         )
