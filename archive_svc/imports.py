@@ -43,7 +43,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from archive_svc import convert, inputs, profiles, store
 from archive_svc.checks import MAX_BATCH, ArchivePart
-from archive_svc.original_json import read_exact
+from archive_svc.original_json import read_exact, to_document
 from archive_svc.store.imports import (
     Batch,
     EntryRow,
@@ -102,7 +102,8 @@ def _profile_document(stored: Any) -> Any:
     if isinstance(stored, bytes) and stored.startswith(profiles.ZSTD_MAGIC):
         profile = assessment_pb2.PersonaProfile()
         profiles.parse_into(stored, profile)
-        return json_format.MessageToDict(profile)
+        document = to_document(profile)
+        return json_format.MessageToDict(profile) if document is None else document
     return json.loads(stored) if isinstance(stored, str | bytes) else stored
 
 

