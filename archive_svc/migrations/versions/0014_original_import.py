@@ -39,8 +39,8 @@ WIDE = NARROW.replace("kind = 'GRANT' AND amount > 0", "kind = 'GRANT' AND amoun
 def upgrade() -> None:
     op.execute(
         "CREATE TABLE imported_jobs ("
-        " original_job_id text PRIMARY KEY,"
-        " job_id uuid NOT NULL UNIQUE,"
+        " original_job_id text CONSTRAINT pk_imported_jobs PRIMARY KEY,"
+        " job_id uuid NOT NULL CONSTRAINT uq_imported_jobs_job_id UNIQUE,"
         " result_id uuid,"
         " user_id text NOT NULL,"
         " original_status text NOT NULL,"
@@ -52,7 +52,7 @@ def upgrade() -> None:
     op.execute("CREATE UNIQUE INDEX ix_imported_jobs_result_id ON imported_jobs (result_id)")
     op.execute(
         "CREATE TABLE imported_balances ("
-        " user_id text PRIMARY KEY,"
+        " user_id text CONSTRAINT pk_imported_balances PRIMARY KEY,"
         " original_balance bigint NOT NULL,"
         " imported_at timestamptz NOT NULL DEFAULT now(),"
         " updated_at timestamptz NOT NULL DEFAULT now())"
