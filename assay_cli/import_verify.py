@@ -5,6 +5,7 @@ its profile — and every difference listed. Writes nothing."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -119,15 +120,28 @@ async def _jobs(
         sum((await source.count_jobs(args.since)).values()), "verify", not args.json
     )
     after = None
+    pending: tuple[Sequence[asyncpg.Record], asyncio.Task[Any]] | None = None
+    # The archive looks a page up while the one before is compared here.
     while rows := await source.jobs_page(after, args.since, PAGE):
-        reply = await _imported(stub, job_ids=[row["job_id"] for row in rows])
-        assay = {job.original_job_id: job for job in reply.jobs}
-        for row in rows:
-            found.jobs += 1
-            _compare(row, assay.get(row["job_id"]), found)
+        lookup = asyncio.create_task(_imported(stub, job_ids=[row["job_id"] for row in rows]))
+        if pending is not None:
+            await _compare_page(*pending, found, progress)
+        pending = (rows, lookup)
         after = (rows[-1]["created_at"], rows[-1]["job_id"])
-        progress.advance(len(rows))
+    if pending is not None:
+        await _compare_page(*pending, found, progress)
     progress.end()
+
+
+async def _compare_page(
+    rows: Sequence[asyncpg.Record], lookup: asyncio.Task[Any], found: Comparison, progress: Progress
+) -> None:
+    reply: archive_pb.BatchGetImportedJobsResponse = await lookup
+    assay = {job.original_job_id: job for job in reply.jobs}
+    for row in rows:
+        found.jobs += 1
+        _compare(row, assay.get(row["job_id"]), found)
+    progress.advance(len(rows))
 
 
 def _compare(

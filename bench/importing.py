@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from typing import Any
 import asyncpg
 
 from bench import original_source
+from bench.environment import CpuSample
 from bench.report import progress
 from bench.stack import BenchStack
 
@@ -72,7 +74,9 @@ async def wal_between(dsn: str, before: str, after: str) -> int:
 
 
 def cli(stack: BenchStack, *args: str) -> tuple[float, int, dict[str, Any]]:
-    """Run ``assay import original …`` as an operator; its seconds, exit code and JSON."""
+    """Run ``assay import original …`` as an operator; its seconds, exit code and JSON (with
+    the CLI's own CPU seconds as ``cli_cpu_seconds``)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     env = {
         **os.environ,
         "ASSAY_ARCHIVE_ADDR": stack.info.archive,
@@ -91,6 +95,9 @@ def cli(stack: BenchStack, *args: str) -> tuple[float, int, dict[str, Any]]:
         report: dict[str, Any] = json.loads(done.stdout)
     except ValueError:
         report = {"error": done.stderr[-2000:]}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    report["cli_cpu_seconds"] = round(cpu, 2)
     return elapsed, done.returncode, report
 
 
@@ -104,8 +111,11 @@ async def run_import(stack: BenchStack, args: argparse.Namespace) -> dict[str, A
     source = await build_source(admin, args.jobs, users)
     target = stack.info.database_url.replace("postgresql+asyncpg://", "postgresql://")
     before = await wal_lsn(target)
+    cpu_before = CpuSample.take(stack.pids)
     progress(f"importing {args.jobs:,} jobs (batch {args.batch})")
     import_s, code, report = cli(stack, "--source", source, "--batch", str(args.batch))
+    cpu = CpuSample.take(stack.pids).since(cpu_before)
+    cpu["assay import (CLI)"] = report.pop("cli_cpu_seconds", 0.0)
     wal = await wal_between(target, before, await wal_lsn(target))
     progress(f"imported in {import_s:.1f} s; verifying")
     verify_s, verify_code, verified = cli(stack, "--source", source, "--verify")
@@ -121,6 +131,10 @@ async def run_import(stack: BenchStack, args: argparse.Namespace) -> dict[str, A
         "imported": imported,
         "wal_bytes": wal,
         "wal_bytes_per_job": round(wal / max(imported, 1)),
+        "cpu_seconds": cpu,
+        "cpu_ms_per_job": {
+            name: round(1000 * seconds / max(imported, 1), 3) for name, seconds in cpu.items()
+        },
         "exit_code": code,
         "report": report,
         "verify_seconds": round(verify_s, 2),
