@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
-from archive_svc.imports import Rejected, stored_profile
+from archive_svc.import_rows import Rejected, stored_profile
 from archive_svc.original_json import read_exact, to_document
 from assay.common.v1 import assessment_pb2
 from bench import original_source
