@@ -17,15 +17,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
-import json
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from assay_cli import import_verify, output
 from assay_cli.connect import CliError, Connection, state_dir
-from assay_cli.import_report import Rejects, Report
+from assay_cli.import_report import Checkpoint, Rejects
 from assay_cli.import_run import MAX_BATCH, Run
 from assay_cli.original import Source
 
@@ -101,57 +98,6 @@ def fingerprint(dsn: str) -> str:
     """A short name for a source, without its password."""
     bare = dsn.split("@", 1)[-1]
     return hashlib.sha256(bare.encode()).hexdigest()[:12]
-
-
-@dataclass
-class Checkpoint:
-    """Where a run is, saved after every batch (atomically: written aside, then renamed)."""
-
-    path: Path
-    options: dict[str, Any]
-    phase: str = "users"  # users → jobs → orphans → done
-    user_after: str | None = None
-    job_after: tuple[dt.datetime, str] | None = None
-    report: Report = field(default_factory=Report)
-    resumed: bool = False
-
-    @classmethod
-    def load(cls, path: Path, options: dict[str, Any]) -> Checkpoint:
-        """The unfinished run with the same options, or a new one."""
-        try:
-            saved = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return cls(path, options)
-        if saved.get("options") != options or saved.get("phase") == "done":
-            return cls(path, options)
-        after = saved.get("job_after")
-        return cls(
-            path,
-            options,
-            saved["phase"],
-            saved.get("user_after"),
-            (dt.datetime.fromisoformat(after[0]), after[1]) if after else None,
-            Report.from_dict(saved["report"]),
-            resumed=True,
-        )
-
-    def save(self) -> None:
-        """Write it durably."""
-        document = {
-            "options": self.options,
-            "phase": self.phase,
-            "user_after": self.user_after,
-            "job_after": [self.job_after[0].isoformat(), self.job_after[1]]
-            if self.job_after
-            else None,
-            "report": self.report.to_dict(),
-        }
-        aside = self.path.with_suffix(".tmp")
-        with aside.open("w") as stream:
-            json.dump(document, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        aside.replace(self.path)
 
 
 async def import_original(args: argparse.Namespace, conn: Connection) -> int:

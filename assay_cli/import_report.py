@@ -3,7 +3,9 @@ the progress bar on a terminal; the rejects file."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -104,6 +106,57 @@ class Report:
         rate = imported / self.elapsed_s if self.elapsed_s else 0.0
         rows.append(f"{imported:,} jobs imported in {self.elapsed_s:.1f} s ({rate:,.0f} jobs/s)")
         return rows
+
+
+@dataclass
+class Checkpoint:
+    """Where a run is, saved after every batch (atomically: written aside, then renamed)."""
+
+    path: Path
+    options: dict[str, Any]
+    phase: str = "users"  # users → jobs → orphans → done
+    user_after: str | None = None
+    job_after: tuple[dt.datetime, str] | None = None
+    report: Report = field(default_factory=Report)
+    resumed: bool = False
+
+    @classmethod
+    def load(cls, path: Path, options: dict[str, Any]) -> Checkpoint:
+        """The unfinished run with the same options, or a new one."""
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return cls(path, options)
+        if saved.get("options") != options or saved.get("phase") == "done":
+            return cls(path, options)
+        after = saved.get("job_after")
+        return cls(
+            path,
+            options,
+            saved["phase"],
+            saved.get("user_after"),
+            (dt.datetime.fromisoformat(after[0]), after[1]) if after else None,
+            Report.from_dict(saved["report"]),
+            resumed=True,
+        )
+
+    def save(self) -> None:
+        """Write it durably."""
+        document = {
+            "options": self.options,
+            "phase": self.phase,
+            "user_after": self.user_after,
+            "job_after": [self.job_after[0].isoformat(), self.job_after[1]]
+            if self.job_after
+            else None,
+            "report": self.report.to_dict(),
+        }
+        aside = self.path.with_suffix(".tmp")
+        with aside.open("w") as stream:
+            json.dump(document, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        aside.replace(self.path)
 
 
 class Rejects:

@@ -13,12 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from assay.archive.v1 import archive_service_pb2 as archive_pb
 from assay_cli import import_verify
-from assay_cli.import_report import Progress, Rejects
+from assay_cli.import_report import Checkpoint, Progress, Rejects
 from assay_cli.original import IN_FLIGHT, Reject, Shape, Source, reject_of, to_original
 
 if TYPE_CHECKING:
     from assay.archive.v1.archive_service_pb2_grpc import ArchiveServiceAsyncStub
-    from assay_cli.commands_import import Checkpoint
 
 RPC_TIMEOUT = 300.0
 MAX_BATCH = 1000  # the archive's limit per call

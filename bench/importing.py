@@ -103,8 +103,6 @@ def cli(stack: BenchStack, *args: str) -> tuple[float, int, dict[str, Any]]:
 
 async def run_import(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
     """Build the source, import it, verify it; the figures."""
-    from bench.scenarios import header
-
     admin = stack.info.database_url.replace("postgresql+asyncpg://", "postgresql://")
     admin = admin.rsplit("/", 1)[0] + "/postgres"
     users = args.users or max(1, args.jobs // 10)
@@ -122,7 +120,6 @@ async def run_import(stack: BenchStack, args: argparse.Namespace) -> dict[str, A
     imported = sum(c.get("imported", 0) for c in report.get("jobs", {}).values())
     audit = stack.audit()
     return {
-        **header(stack, args),
         "jobs": args.jobs,
         "users": users,
         "batch": args.batch,
