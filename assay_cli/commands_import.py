@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from assay.archive.v1.archive_service_pb2_grpc import ArchiveServiceAsyncStub
 
 
+DEFAULT_REJECTS = {False: "import-rejects.jsonl", True: "import-rejects-dry-run.jsonl"}
+"""In the state directory; a dry run never overwrites a real run's rejects."""
+
+
 def register(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
@@ -70,7 +74,8 @@ def register(
         "--rejects",
         default="",
         metavar="FILE",
-        help="where rejected rows go, JSON Lines (default: STATE_DIR/import-rejects.jsonl)",
+        help="where rejected rows go, JSON Lines (default: STATE_DIR/import-rejects.jsonl;"
+        " a dry run's: import-rejects-dry-run.jsonl)",
     )
     original.add_argument(
         "--checkpoint",
@@ -135,7 +140,7 @@ async def _import(
     if checkpoint.resumed and not args.json:
         output.progress(f"resuming the import from its checkpoint ({checkpoint.phase})")
     rejects = Rejects(
-        Path(args.rejects or base / "import-rejects.jsonl"), append=checkpoint.resumed
+        Path(args.rejects or base / DEFAULT_REJECTS[args.dry_run]), append=checkpoint.resumed
     )
     run = Run(args, source, stub, checkpoint, rejects)
     try:

@@ -113,6 +113,9 @@ async def test_dry_run_writes_nothing(
     ran = await importer.run("--dry-run", "--json")
     assert ran.code == 0, ran.describe()
     assert sum(c["imported"] for c in ran.json()["jobs"].values()) == 20
+    told = await importer.run("--dry-run")  # for a person: a table per status, the balances
+    assert told.code == 0, told.describe()
+    assert "IMPORTED" in told.stdout and "balances: source" in told.stdout, told.stdout
     conn = await asyncpg.connect(dsn(database))
     try:
         assert await conn.fetchval("SELECT count(*) FROM jobs") == 0
