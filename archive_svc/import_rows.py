@@ -105,7 +105,7 @@ def job_row(job: pb.OriginalJob, fail: bool, token_cost: int) -> JobRow:
     created = job.created_at.ToDatetime(dt.UTC)
     started = _time(job, "processing_started_at")
     finished = _time(job, "completed_at")
-    if status == "COMPLETED" and finished is None:
+    if not in_flight and finished is None:  # ended there: when it was last written
         finished = _time(job, "updated_at") or created
     if in_flight:  # a new life in Assay: queued now, or failed now
         started = finished = None
