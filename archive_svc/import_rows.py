@@ -78,8 +78,8 @@ def _result_id(job: pb.OriginalJob) -> uuid.UUID:
     return uuid.UUID(job.result.result_id)
 
 
-def job_row(job: pb.OriginalJob, fail: bool, token_cost: int) -> JobRow:
-    """The job as written, or Rejected."""
+def _check(job: pb.OriginalJob) -> None:
+    """Rejected unless the job's ids, name, error, status and creation time are sound."""
     problems = (
         v.id_violations(job.original_job_id, "original_job_id")
         + v.id_violations(job.user_id, "user_id")
@@ -92,16 +92,29 @@ def job_row(job: pb.OriginalJob, fail: bool, token_cost: int) -> JobRow:
         raise Rejected(f"unknown status {job.original_status!r}")
     if not job.HasField("created_at"):
         raise Rejected("no created_at")
-    in_flight = job.original_status in IN_FLIGHT
-    status = "FAILED" if in_flight and fail else STATUSES.get(job.original_status, "QUEUED")
+
+
+def _check_result(job: pb.OriginalJob, status: str) -> None:
+    """Rejected when the job lacks the result its Assay status needs."""
     has_result = job.HasField("result")
-    if status == "COMPLETED" and not (has_result and job.result.persona_profile_json):
+    if status == "COMPLETED" and not has_result:
+        raise Rejected("completed, but it names no result")
+    if status == "COMPLETED" and not job.result.persona_profile_json:
         raise Rejected("completed, but its result has no persona_profile")
     if status == "QUEUED" and not has_result:
         raise Rejected(
             "in flight without its answers stored (no result row): it cannot be queued;"
             " --in-flight fail fails and refunds it"
         )
+
+
+def job_row(job: pb.OriginalJob, fail: bool, token_cost: int) -> JobRow:
+    """The job as written, or Rejected."""
+    _check(job)
+    in_flight = job.original_status in IN_FLIGHT
+    status = "FAILED" if in_flight and fail else STATUSES.get(job.original_status, "QUEUED")
+    _check_result(job, status)
+    has_result = job.HasField("result")
     created = job.created_at.ToDatetime(dt.UTC)
     started = _time(job, "processing_started_at")
     finished = _time(job, "completed_at")
