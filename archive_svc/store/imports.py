@@ -183,6 +183,11 @@ async def write_batch(conn: asyncpg.Connection, batch: Batch) -> dict[str, int]:
         " ON CONFLICT (user_id) DO NOTHING",
         users,
     )
+    # Locked in user order, as submissions lock them, so the two never deadlock.
+    await conn.execute(
+        "SELECT 1 FROM token_accounts WHERE user_id = ANY($1::text[]) ORDER BY user_id FOR UPDATE",
+        users,
+    )
     accounts = await conn.fetch(
         "UPDATE token_accounts a SET balance = a.balance + s.d, updated_at = now()"
         " FROM unnest($1::text[], $2::bigint[]) AS s(u, d) WHERE a.user_id = s.u AND s.d <> 0"
