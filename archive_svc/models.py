@@ -111,7 +111,7 @@ class LedgerEntry(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "charge_no", "kind"),
         CheckConstraint(
-            "(kind = 'GRANT' AND amount > 0 AND job_id IS NULL)"
+            "(kind = 'GRANT' AND amount <> 0 AND job_id IS NULL)"  # < 0: 0014's corrections
             " OR (kind = 'DEBIT' AND amount < 0 AND job_id IS NOT NULL)"
             " OR (kind = 'REFUND' AND amount > 0 AND job_id IS NOT NULL)",
             name="amount_matches_kind",
@@ -382,3 +382,46 @@ class AccessRecord(Base):
     rpc: Mapped[str] = mapped_column(Text, nullable=False)
     job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     result_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+
+
+class ImportedJob(Base):
+    """An original system's job imported (``assay import original``, migration 0014): its
+    original id (the import's idempotency key) and what Assay's jobs have no column for."""
+
+    __tablename__ = "imported_jobs"
+    __table_args__ = (
+        UniqueConstraint("job_id"),
+        Index("ix_imported_jobs_result_id", "result_id", unique=True),
+    )
+
+    original_job_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    result_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    user_id: Mapped[str] = mapped_column(Text, nullable=False)
+    original_status: Mapped[str] = mapped_column(Text, nullable=False)
+    original_priority: Mapped[int] = mapped_column(
+        Integer, nullable=False, server_default=text("0")
+    )
+    original_retry_count: Mapped[int] = mapped_column(
+        Integer, nullable=False, server_default=text("0")
+    )
+    in_flight: Mapped[str | None] = mapped_column(Text)
+    """``queue`` or ``fail`` for a job in flight in the original; NULL otherwise."""
+    imported_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=NOW
+    )
+
+
+class ImportedBalance(Base):
+    """A user's original balance, as last imported (a later pass writes the difference)."""
+
+    __tablename__ = "imported_balances"
+
+    user_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    original_balance: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    imported_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=NOW
+    )
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=NOW
+    )

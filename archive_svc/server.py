@@ -15,6 +15,7 @@ import grpc
 from archive_svc.access_records import AccessRecords
 from archive_svc.checks import Policy
 from archive_svc.erasure import Erasure
+from archive_svc.imports import Imports
 from archive_svc.jobs import Jobs
 from archive_svc.lifecycle import Lifecycle
 from archive_svc.paging import PageTokens
@@ -45,6 +46,7 @@ class Archive:
     status: SystemStatus
     erasure: Erasure
     access_records: AccessRecords
+    imports: Imports
 
     @classmethod
     def build(cls, pool: asyncpg.Pool, dsn: str, policy: Policy, status: SystemStatus) -> Archive:
@@ -60,6 +62,7 @@ class Archive:
             status,
             Erasure(pool, status.jetstream, status.names),
             AccessRecords(pool, policy, pages),
+            Imports(pool, policy, pages),
         )
 
 
@@ -221,3 +224,16 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
     ) -> pb.SetUserTierResponse:
         """Record a user's tier (operators only)."""
         return await self.archive.tokens.set_tier(request)
+
+    async def ImportOriginalJobs(
+        self, request: pb.ImportOriginalJobsRequest, context: Context
+    ) -> pb.ImportOriginalJobsResponse:
+        """Import a batch of the original system's jobs, results and balances (operators
+        only), in one transaction, idempotent per original id."""
+        return await self.archive.imports.import_jobs(request)
+
+    async def BatchGetImportedJobs(
+        self, request: pb.BatchGetImportedJobsRequest, context: Context
+    ) -> pb.BatchGetImportedJobsResponse:
+        """What the import made of original jobs and balances (operators only)."""
+        return await self.archive.imports.batch_get(request)

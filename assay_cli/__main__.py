@@ -20,6 +20,7 @@ from assay_client.errors import from_rpc_error
 from assay_cli import (
     commands_audit,
     commands_dev,
+    commands_import,
     commands_jobs,
     commands_status,
     commands_submit,
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands_status.register(commands, common)
     commands_users.register(commands, common)
     commands_audit.register(commands, common)
+    commands_import.register(commands, common)
     return parser
 
 

@@ -127,5 +127,5 @@ ACCESS = AccessTable(
     }
 )
 """ARCHITECTURE §6's table. Operator-only archive RPCs (GrantTokens, UpdateResult, ListResults,
-ListLedgerEntries, GetSystemStatus, ListAccessRecords, and any RPC added later) are in no
-service's row."""
+ListLedgerEntries, GetSystemStatus, ListAccessRecords, ImportOriginalJobs,
+BatchGetImportedJobs, and any RPC added later) are in no service's row."""

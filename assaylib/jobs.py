@@ -32,6 +32,11 @@ INTERNAL_ERROR = "INTERNAL_ERROR"
 """The worker met an error it has no better code for."""
 ERASED = "ERASED"
 """The job was cancelled because its user's data was erased (EraseUserData)."""
+CUT_OVER = "CUT_OVER"
+"""The job was in flight in the original system at the cut-over and was imported failed (and
+its original charge refunded) instead of queued (``assay import original --in-flight fail``)."""
+ORIGINAL_FAILED = "ORIGINAL_FAILED"
+"""The job failed in the original system (its message is the original's error_message)."""
 
 
 def status_name(status: int) -> str:

@@ -9,6 +9,7 @@
     python -m bench all [--pairs 3] [--jobs 10000]
     python -m bench batch --items 1000 --rounds 3
     python -m bench lanes --backlog 5000 --premium 40 --both 2000 --bulk 2000
+    python -m bench import --jobs 100000 [--batch 500]
 
 Every report prints the machine, versions, settings and command line; --json FILE writes it.
 """
@@ -76,6 +77,10 @@ def parser() -> argparse.ArgumentParser:
     watchers.add_argument("--rate", type=float, default=50.0, help="submissions per second")
 
     priority.register(scenario)
+    importing = scenario("import", "assay import original: a source of N jobs imported")
+    importing.add_argument("--jobs", type=int, default=100_000)
+    importing.add_argument("--users", type=int, default=0, help="source users (default N/10)")
+    importing.add_argument("--batch", type=int, default=500, help="jobs per import batch")
 
     comparison = scenario("peer", "procrastinate on the same PostgreSQL: N no-op jobs")
     comparison.add_argument("--jobs", type=int, default=2000)

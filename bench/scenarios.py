@@ -15,7 +15,7 @@ import asyncpg
 import grpc.aio
 
 from assay.archive.v1 import archive_service_pb2 as archive_pb
-from bench import bare_stream, environment, waiting
+from bench import bare_stream, environment, importing, waiting
 from bench.load import Submitter, Watcher, user_name
 from bench.otlp_sink import running_sink
 from bench.report import percentiles, progress
@@ -331,6 +331,11 @@ async def bare_streams(count: int, per_channel: int) -> float:
     return (opened - before) / 1024 / max(count, 1)
 
 
+async def run_import(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
+    """The cut-over from the original system (``bench.importing``)."""
+    return {**header(stack, args), **await importing.run_import(stack, args)}
+
+
 def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Start a stack, run one scenario against it, stop the stack."""
     scenarios = {
@@ -338,6 +343,7 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "submit-latency": run_submit_latency,
         "sweep": run_sweep,
         "watchers": run_watchers,
+        "import": run_import,
     }
     settings = settings_of(args.set)
     if getattr(args, "pg_stats", False):

@@ -7,6 +7,7 @@ compare-and-set, ledger movement and outbox rows together, never read-then-write
 
 from archive_svc.store.access import *  # noqa: F403
 from archive_svc.store.erasure import *  # noqa: F403
+from archive_svc.store.imports import *  # noqa: F403
 from archive_svc.store.jobs import *  # noqa: F403
 from archive_svc.store.outbox import *  # noqa: F403
 from archive_svc.store.status import *  # noqa: F403

@@ -95,6 +95,15 @@ BAD_REQUESTS: dict[str, tuple[Any, set[str]]] = {
         ),
         {"heartbeats"},
     ),
+    # An imported row is rejected on its own (its outcome); only a batch too big is refused.
+    "ImportOriginalJobs": (
+        pb.ImportOriginalJobsRequest(jobs=[pb.OriginalJob()] * 1001),
+        {"jobs"},
+    ),
+    "BatchGetImportedJobs": (
+        pb.BatchGetImportedJobsRequest(original_job_ids=["j"] * 1001),
+        {"original_job_ids"},
+    ),
 }
 
 

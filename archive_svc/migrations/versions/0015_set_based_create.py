@@ -36,7 +36,7 @@ Each job records its priority (migration 0013): its tier's in the map the archiv
 (``p_tier``) or else the user's in ``user_tiers``; 0 for none or an unknown one.
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-07 06:00:00
 """
 
@@ -45,7 +45,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 

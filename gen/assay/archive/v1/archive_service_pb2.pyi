@@ -44,6 +44,62 @@ LEDGER_ENTRY_KIND_DEBIT: LedgerEntryKind.ValueType  # 2
 LEDGER_ENTRY_KIND_REFUND: LedgerEntryKind.ValueType  # 3
 Global___LedgerEntryKind: _TypeAlias = LedgerEntryKind  # noqa: Y015
 
+class _InFlightHandling:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _InFlightHandlingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InFlightHandling.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    IN_FLIGHT_HANDLING_UNSPECIFIED: _InFlightHandling.ValueType  # 0
+    """Unspecified: QUEUE."""
+    IN_FLIGHT_HANDLING_QUEUE: _InFlightHandling.ValueType  # 1
+    """Imported QUEUED and queued in Assay, its original charge carried over (no new charge)."""
+    IN_FLIGHT_HANDLING_FAIL: _InFlightHandling.ValueType  # 2
+    """Imported FAILED (error code CUT_OVER) and its original charge refunded, with an event."""
+
+class InFlightHandling(_InFlightHandling, metaclass=_InFlightHandlingEnumTypeWrapper):
+    """InFlightHandling is what the import does with a job queued or processing in the original
+    (already charged there).
+    """
+
+IN_FLIGHT_HANDLING_UNSPECIFIED: InFlightHandling.ValueType  # 0
+"""Unspecified: QUEUE."""
+IN_FLIGHT_HANDLING_QUEUE: InFlightHandling.ValueType  # 1
+"""Imported QUEUED and queued in Assay, its original charge carried over (no new charge)."""
+IN_FLIGHT_HANDLING_FAIL: InFlightHandling.ValueType  # 2
+"""Imported FAILED (error code CUT_OVER) and its original charge refunded, with an event."""
+Global___InFlightHandling: _TypeAlias = InFlightHandling  # noqa: Y015
+
+class _ImportOutcomeKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ImportOutcomeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ImportOutcomeKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    IMPORT_OUTCOME_KIND_UNSPECIFIED: _ImportOutcomeKind.ValueType  # 0
+    IMPORT_OUTCOME_KIND_IMPORTED: _ImportOutcomeKind.ValueType  # 1
+    """Written now."""
+    IMPORT_OUTCOME_KIND_SKIPPED: _ImportOutcomeKind.ValueType  # 2
+    """Imported before (by original job id, or a balance unchanged since): nothing written."""
+    IMPORT_OUTCOME_KIND_REJECTED: _ImportOutcomeKind.ValueType  # 3
+    """Refused by the archive's rules; nothing of it written (reason says why)."""
+    IMPORT_OUTCOME_KIND_CORRECTED: _ImportOutcomeKind.ValueType  # 4
+    """A balance imported before and changed since: one GRANT of the difference written."""
+
+class ImportOutcomeKind(_ImportOutcomeKind, metaclass=_ImportOutcomeKindEnumTypeWrapper):
+    """ImportOutcomeKind is what became of one imported row."""
+
+IMPORT_OUTCOME_KIND_UNSPECIFIED: ImportOutcomeKind.ValueType  # 0
+IMPORT_OUTCOME_KIND_IMPORTED: ImportOutcomeKind.ValueType  # 1
+"""Written now."""
+IMPORT_OUTCOME_KIND_SKIPPED: ImportOutcomeKind.ValueType  # 2
+"""Imported before (by original job id, or a balance unchanged since): nothing written."""
+IMPORT_OUTCOME_KIND_REJECTED: ImportOutcomeKind.ValueType  # 3
+"""Refused by the archive's rules; nothing of it written (reason says why)."""
+IMPORT_OUTCOME_KIND_CORRECTED: ImportOutcomeKind.ValueType  # 4
+"""A balance imported before and changed since: one GRANT of the difference written."""
+Global___ImportOutcomeKind: _TypeAlias = ImportOutcomeKind  # noqa: Y015
+
 @_typing.final
 class CreateSubmissionRequest(_message.Message):
     """CreateSubmissionRequest is a validated submission on behalf of user_id."""
@@ -2058,3 +2114,357 @@ class SetUserTierResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetUserTierResponse: _TypeAlias = SetUserTierResponse  # noqa: Y015
+
+@_typing.final
+class OriginalJob(_message.Message):
+    """OriginalJob is one row of the original system's archive.analysis_jobs with its result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGINAL_JOB_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ORIGINAL_STATUS_FIELD_NUMBER: _builtins.int
+    ASSESSMENT_NAME_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    RETRY_COUNT_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    PROCESSING_STARTED_AT_FIELD_NUMBER: _builtins.int
+    COMPLETED_AT_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    original_job_id: _builtins.str
+    """The original's job_id (any string). Kept as the Assay job id when it is a UUID, else the
+    job id is uuid5 of it in the namespace ORIGINAL_JOB_NAMESPACE (assaylib.jobs).
+    """
+    user_id: _builtins.str
+    original_status: _builtins.str
+    """The original's status: queued, processing, completed or failed."""
+    assessment_name: _builtins.str
+    error_message: _builtins.str
+    priority: _builtins.int
+    retry_count: _builtins.int
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def processing_started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def completed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def result(self) -> Global___OriginalResult:
+        """The job's result row (archive.analysis_results); absent when the job has none."""
+
+    def __init__(
+        self,
+        *,
+        original_job_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        original_status: _builtins.str = ...,
+        assessment_name: _builtins.str = ...,
+        error_message: _builtins.str = ...,
+        priority: _builtins.int = ...,
+        retry_count: _builtins.int = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        processing_started_at: _timestamp_pb2.Timestamp | None = ...,
+        completed_at: _timestamp_pb2.Timestamp | None = ...,
+        result: Global___OriginalResult | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "processing_started_at", b"processing_started_at", "result", b"result", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment_name", b"assessment_name", "completed_at", b"completed_at", "created_at", b"created_at", "error_message", b"error_message", "original_job_id", b"original_job_id", "original_status", b"original_status", "priority", b"priority", "processing_started_at", b"processing_started_at", "result", b"result", "retry_count", b"retry_count", "updated_at", b"updated_at", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OriginalJob: _TypeAlias = OriginalJob  # noqa: Y015
+
+@_typing.final
+class OriginalResult(_message.Message):
+    """OriginalResult is one row of the original's archive.analysis_results."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULT_ID_FIELD_NUMBER: _builtins.int
+    TEST_DATA_FIELD_NUMBER: _builtins.int
+    RAW_RESPONSES_FIELD_NUMBER: _builtins.int
+    PERSONA_PROFILE_JSON_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    result_id: _builtins.str
+    persona_profile_json: _builtins.bytes
+    """persona_profile as the original stored it (its JSON text); empty when it has none."""
+    @_builtins.property
+    def test_data(self) -> _assessment_pb2.AssessmentData:
+        """assessment_data, read into Assay's messages."""
+
+    @_builtins.property
+    def raw_responses(self) -> _assessment_pb2.RawResponses: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        result_id: _builtins.str = ...,
+        test_data: _assessment_pb2.AssessmentData | None = ...,
+        raw_responses: _assessment_pb2.RawResponses | None = ...,
+        persona_profile_json: _builtins.bytes = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "raw_responses", b"raw_responses", "test_data", b"test_data", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "persona_profile_json", b"persona_profile_json", "raw_responses", b"raw_responses", "result_id", b"result_id", "test_data", b"test_data", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OriginalResult: _TypeAlias = OriginalResult  # noqa: Y015
+
+@_typing.final
+class OriginalBalance(_message.Message):
+    """OriginalBalance is one user's token_balance in the original's auth.users."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    BALANCE_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    balance: _builtins.int
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        balance: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OriginalBalance: _TypeAlias = OriginalBalance  # noqa: Y015
+
+@_typing.final
+class ImportOriginalJobsRequest(_message.Message):
+    """ImportOriginalJobsRequest is one batch of the import."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    BALANCES_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    in_flight: Global___InFlightHandling.ValueType
+    dry_run: _builtins.bool
+    """Validate and decide every row, write nothing."""
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___OriginalJob]: ...
+    @_builtins.property
+    def balances(self) -> _containers.RepeatedCompositeFieldContainer[Global___OriginalBalance]: ...
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___OriginalJob] | None = ...,
+        balances: _abc.Iterable[Global___OriginalBalance] | None = ...,
+        in_flight: Global___InFlightHandling.ValueType = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balances", b"balances", "dry_run", b"dry_run", "in_flight", b"in_flight", "jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportOriginalJobsRequest: _TypeAlias = ImportOriginalJobsRequest  # noqa: Y015
+
+@_typing.final
+class ImportOutcome(_message.Message):
+    """ImportOutcome is one row's outcome, in request order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    BALANCE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The original job id, or the user id of a balance."""
+    kind: Global___ImportOutcomeKind.ValueType
+    job_id: _builtins.str
+    """The Assay job id (jobs only)."""
+    reason: _builtins.str
+    balance: _builtins.int
+    """Balances: the user's Assay balance after this batch."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        kind: Global___ImportOutcomeKind.ValueType = ...,
+        job_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        balance: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "id", b"id", "job_id", b"job_id", "kind", b"kind", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportOutcome: _TypeAlias = ImportOutcome  # noqa: Y015
+
+@_typing.final
+class ImportOriginalJobsResponse(_message.Message):
+    """ImportOriginalJobsResponse holds an outcome per job and per balance, in request order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    BALANCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportOutcome]: ...
+    @_builtins.property
+    def balances(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportOutcome]: ...
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___ImportOutcome] | None = ...,
+        balances: _abc.Iterable[Global___ImportOutcome] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balances", b"balances", "jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportOriginalJobsResponse: _TypeAlias = ImportOriginalJobsResponse  # noqa: Y015
+
+@_typing.final
+class BatchGetImportedJobsRequest(_message.Message):
+    """BatchGetImportedJobsRequest names original job ids and user ids (at most 1,000 each)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGINAL_JOB_IDS_FIELD_NUMBER: _builtins.int
+    USER_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def original_job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        original_job_ids: _abc.Iterable[_builtins.str] | None = ...,
+        user_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["original_job_ids", b"original_job_ids", "user_ids", b"user_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchGetImportedJobsRequest: _TypeAlias = BatchGetImportedJobsRequest  # noqa: Y015
+
+@_typing.final
+class ImportedJob(_message.Message):
+    """ImportedJob is what an original job became."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGINAL_JOB_ID_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    ORIGINAL_STATUS_FIELD_NUMBER: _builtins.int
+    ORIGINAL_PRIORITY_FIELD_NUMBER: _builtins.int
+    ORIGINAL_RETRY_COUNT_FIELD_NUMBER: _builtins.int
+    PROFILE_SHA256_FIELD_NUMBER: _builtins.int
+    TEST_DATA_SHA256_FIELD_NUMBER: _builtins.int
+    original_job_id: _builtins.str
+    original_status: _builtins.str
+    """The original's status, priority and retry count, as imported."""
+    original_priority: _builtins.int
+    original_retry_count: _builtins.int
+    profile_sha256: _builtins.str
+    """SHA-256 (hex) of the profile as stored, as canonical JSON (sorted keys, no spaces); empty
+    when the job's result has none.
+    """
+    test_data_sha256: _builtins.str
+    """SHA-256 (hex) of the stored test_data's deterministic protobuf bytes."""
+    @_builtins.property
+    def job(self) -> _job_pb2.Job:
+        """The job as it is now (it may have moved on since, when it was imported in flight)."""
+
+    def __init__(
+        self,
+        *,
+        original_job_id: _builtins.str = ...,
+        job: _job_pb2.Job | None = ...,
+        original_status: _builtins.str = ...,
+        original_priority: _builtins.int = ...,
+        original_retry_count: _builtins.int = ...,
+        profile_sha256: _builtins.str = ...,
+        test_data_sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "original_job_id", b"original_job_id", "original_priority", b"original_priority", "original_retry_count", b"original_retry_count", "original_status", b"original_status", "profile_sha256", b"profile_sha256", "test_data_sha256", b"test_data_sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportedJob: _TypeAlias = ImportedJob  # noqa: Y015
+
+@_typing.final
+class ImportedBalance(_message.Message):
+    """ImportedBalance is an imported user's balance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ORIGINAL_BALANCE_FIELD_NUMBER: _builtins.int
+    BALANCE_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    original_balance: _builtins.int
+    """The original balance last imported, and the user's Assay balance now."""
+    balance: _builtins.int
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        original_balance: _builtins.int = ...,
+        balance: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "original_balance", b"original_balance", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportedBalance: _TypeAlias = ImportedBalance  # noqa: Y015
+
+@_typing.final
+class BatchGetImportedJobsResponse(_message.Message):
+    """BatchGetImportedJobsResponse holds what was found (ids never imported are left out)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    BALANCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportedJob]: ...
+    @_builtins.property
+    def balances(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportedBalance]: ...
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___ImportedJob] | None = ...,
+        balances: _abc.Iterable[Global___ImportedBalance] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balances", b"balances", "jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchGetImportedJobsResponse: _TypeAlias = BatchGetImportedJobsResponse  # noqa: Y015

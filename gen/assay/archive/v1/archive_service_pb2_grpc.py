@@ -166,6 +166,16 @@ class ArchiveServiceStub:
                 request_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.SetUserTierRequest.SerializeToString,
                 response_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.SetUserTierResponse.FromString,
                 _registered_method=True)
+        self.ImportOriginalJobs = channel.unary_unary(
+                '/assay.archive.v1.ArchiveService/ImportOriginalJobs',
+                request_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ImportOriginalJobsRequest.SerializeToString,
+                response_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ImportOriginalJobsResponse.FromString,
+                _registered_method=True)
+        self.BatchGetImportedJobs = channel.unary_unary(
+                '/assay.archive.v1.ArchiveService/BatchGetImportedJobs',
+                request_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.BatchGetImportedJobsRequest.SerializeToString,
+                response_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.BatchGetImportedJobsResponse.FromString,
+                _registered_method=True)
 
 
 class ArchiveServiceServicer:
@@ -369,6 +379,26 @@ class ArchiveServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportOriginalJobs(self, request, context):
+        """ImportOriginalJobs writes a batch of the original system's jobs, their results and its
+        users' token balances (operators only, `assay import original`), all in one transaction,
+        idempotent per original job id and per user: a job or balance already imported is
+        skipped, a balance that changed since is corrected by one GRANT of the difference. A row
+        the archive's rules refuse is rejected on its own (its reason in its outcome) and the
+        rest are written. With dry_run nothing is written and the outcomes are the same.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchGetImportedJobs(self, request, context):
+        """BatchGetImportedJobs returns what the import made of original jobs and balances
+        (operators only, `assay import original --verify`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArchiveServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -501,6 +531,16 @@ def add_ArchiveServiceServicer_to_server(servicer, server):
                     servicer.SetUserTier,
                     request_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.SetUserTierRequest.FromString,
                     response_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.SetUserTierResponse.SerializeToString,
+            ),
+            'ImportOriginalJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportOriginalJobs,
+                    request_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ImportOriginalJobsRequest.FromString,
+                    response_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.ImportOriginalJobsResponse.SerializeToString,
+            ),
+            'BatchGetImportedJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetImportedJobs,
+                    request_deserializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.BatchGetImportedJobsRequest.FromString,
+                    response_serializer=assay_dot_archive_dot_v1_dot_archive__service__pb2.BatchGetImportedJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1207,6 +1247,60 @@ class ArchiveService:
             '/assay.archive.v1.ArchiveService/SetUserTier',
             assay_dot_archive_dot_v1_dot_archive__service__pb2.SetUserTierRequest.SerializeToString,
             assay_dot_archive_dot_v1_dot_archive__service__pb2.SetUserTierResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportOriginalJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assay.archive.v1.ArchiveService/ImportOriginalJobs',
+            assay_dot_archive_dot_v1_dot_archive__service__pb2.ImportOriginalJobsRequest.SerializeToString,
+            assay_dot_archive_dot_v1_dot_archive__service__pb2.ImportOriginalJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetImportedJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/assay.archive.v1.ArchiveService/BatchGetImportedJobs',
+            assay_dot_archive_dot_v1_dot_archive__service__pb2.BatchGetImportedJobsRequest.SerializeToString,
+            assay_dot_archive_dot_v1_dot_archive__service__pb2.BatchGetImportedJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -110,6 +110,18 @@ class ArchiveServiceStub:
     `assay users tier USER TIER`): their later submissions take that tier's priority lane.
     An empty tier removes the setting (the default tier again).
     """
+    ImportOriginalJobs: _grpc.UnaryUnaryMultiCallable[_archive_service_pb2.ImportOriginalJobsRequest, _archive_service_pb2.ImportOriginalJobsResponse]
+    """ImportOriginalJobs writes a batch of the original system's jobs, their results and its
+    users' token balances (operators only, `assay import original`), all in one transaction,
+    idempotent per original job id and per user: a job or balance already imported is
+    skipped, a balance that changed since is corrected by one GRANT of the difference. A row
+    the archive's rules refuse is rejected on its own (its reason in its outcome) and the
+    rest are written. With dry_run nothing is written and the outcomes are the same.
+    """
+    BatchGetImportedJobs: _grpc.UnaryUnaryMultiCallable[_archive_service_pb2.BatchGetImportedJobsRequest, _archive_service_pb2.BatchGetImportedJobsResponse]
+    """BatchGetImportedJobs returns what the import made of original jobs and balances
+    (operators only, `assay import original --verify`).
+    """
 
 @_typing.type_check_only
 class ArchiveServiceAsyncStub(ArchiveServiceStub):
@@ -192,6 +204,18 @@ class ArchiveServiceAsyncStub(ArchiveServiceStub):
     """SetUserTier sets the tier of a user whose token carries none (operators only,
     `assay users tier USER TIER`): their later submissions take that tier's priority lane.
     An empty tier removes the setting (the default tier again).
+    """
+    ImportOriginalJobs: _aio.UnaryUnaryMultiCallable[_archive_service_pb2.ImportOriginalJobsRequest, _archive_service_pb2.ImportOriginalJobsResponse]  # type: ignore[assignment]
+    """ImportOriginalJobs writes a batch of the original system's jobs, their results and its
+    users' token balances (operators only, `assay import original`), all in one transaction,
+    idempotent per original job id and per user: a job or balance already imported is
+    skipped, a balance that changed since is corrected by one GRANT of the difference. A row
+    the archive's rules refuse is rejected on its own (its reason in its outcome) and the
+    rest are written. With dry_run nothing is written and the outcomes are the same.
+    """
+    BatchGetImportedJobs: _aio.UnaryUnaryMultiCallable[_archive_service_pb2.BatchGetImportedJobsRequest, _archive_service_pb2.BatchGetImportedJobsResponse]  # type: ignore[assignment]
+    """BatchGetImportedJobs returns what the import made of original jobs and balances
+    (operators only, `assay import original --verify`).
     """
 
 class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -428,6 +452,30 @@ class ArchiveServiceServicer(metaclass=_abc_1.ABCMeta):
         """SetUserTier sets the tier of a user whose token carries none (operators only,
         `assay users tier USER TIER`): their later submissions take that tier's priority lane.
         An empty tier removes the setting (the default tier again).
+        """
+
+    @_abc_1.abstractmethod
+    def ImportOriginalJobs(
+        self,
+        request: _archive_service_pb2.ImportOriginalJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_service_pb2.ImportOriginalJobsResponse, _abc.Awaitable[_archive_service_pb2.ImportOriginalJobsResponse]]:
+        """ImportOriginalJobs writes a batch of the original system's jobs, their results and its
+        users' token balances (operators only, `assay import original`), all in one transaction,
+        idempotent per original job id and per user: a job or balance already imported is
+        skipped, a balance that changed since is corrected by one GRANT of the difference. A row
+        the archive's rules refuse is rejected on its own (its reason in its outcome) and the
+        rest are written. With dry_run nothing is written and the outcomes are the same.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchGetImportedJobs(
+        self,
+        request: _archive_service_pb2.BatchGetImportedJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_archive_service_pb2.BatchGetImportedJobsResponse, _abc.Awaitable[_archive_service_pb2.BatchGetImportedJobsResponse]]:
+        """BatchGetImportedJobs returns what the import made of original jobs and balances
+        (operators only, `assay import original --verify`).
         """
 
 def add_ArchiveServiceServicer_to_server(servicer: ArchiveServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file assay/assessment/v1/assessment_service.proto.
  */
 export const file_assay_assessment_v1_assessment_service: GenFile = /*@__PURE__*/
-  fileDesc("Cixhc3NheS9hc3Nlc3NtZW50L3YxL2Fzc2Vzc21lbnRfc2VydmljZS5wcm90bxITYXNzYXkuYXNzZXNzbWVudC52MSLGAQoXU3VibWl0QXNzZXNzbWVudFJlcXVlc3QSFwoPYXNzZXNzbWVudF9uYW1lGAEgASgJEjgKD2Fzc2Vzc21lbnRfZGF0YRgCIAEoCzIfLmFzc2F5LmNvbW1vbi52MS5Bc3Nlc3NtZW50RGF0YRI0Cg1yYXdfcmVzcG9uc2VzGAMgASgLMh0uYXNzYXkuY29tbW9uLnYxLlJhd1Jlc3BvbnNlcxISCgpyZXF1ZXN0X2lkGAQgASgJEg4KBmxvY2FsZRgFIAEoCSJXChhTdWJtaXRBc3Nlc3NtZW50UmVzcG9uc2USIQoDam9iGAEgASgLMhQuYXNzYXkuY29tbW9uLnYxLkpvYhIYChB0b2tlbnNfcmVtYWluaW5nGAIgASgDIh8KDUdldEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJIjMKDkdldEpvYlJlc3BvbnNlEiEKA2pvYhgBIAEoCzIULmFzc2F5LmNvbW1vbi52MS5Kb2IidQoPTGlzdEpvYnNSZXF1ZXN0EioKBnN0YXR1cxgBIAEoDjIaLmFzc2F5LmNvbW1vbi52MS5Kb2JTdGF0dXMSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkSDwoHdXNlcl9pZBgEIAEoCSJPChBMaXN0Sm9ic1Jlc3BvbnNlEiIKBGpvYnMYASADKAsyFC5hc3NheS5jb21tb24udjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI1ChBHZXRSZXN1bHRSZXF1ZXN0EhEKCXJlc3VsdF9pZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkiRAoRR2V0UmVzdWx0UmVzcG9uc2USLwoGcmVzdWx0GAEgASgLMh8uYXNzYXkuY29tbW9uLnYxLkFuYWx5c2lzUmVzdWx0IiIKEENhbmNlbEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJIjYKEUNhbmNlbEpvYlJlc3BvbnNlEiEKA2pvYhgBIAEoCzIULmFzc2F5LmNvbW1vbi52MS5Kb2IiIQoPUmV0cnlKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSJPChBSZXRyeUpvYlJlc3BvbnNlEiEKA2pvYhgBIAEoCzIULmFzc2F5LmNvbW1vbi52MS5Kb2ISGAoQdG9rZW5zX3JlbWFpbmluZxgCIAEoAyIpChZHZXRUb2tlbkJhbGFuY2VSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkiOwoXR2V0VG9rZW5CYWxhbmNlUmVzcG9uc2USDwoHdXNlcl9pZBgBIAEoCRIPCgdiYWxhbmNlGAIgASgDMq8FChFBc3Nlc3NtZW50U2VydmljZRJvChBTdWJtaXRBc3Nlc3NtZW50EiwuYXNzYXkuYXNzZXNzbWVudC52MS5TdWJtaXRBc3Nlc3NtZW50UmVxdWVzdBotLmFzc2F5LmFzc2Vzc21lbnQudjEuU3VibWl0QXNzZXNzbWVudFJlc3BvbnNlElEKBkdldEpvYhIiLmFzc2F5LmFzc2Vzc21lbnQudjEuR2V0Sm9iUmVxdWVzdBojLmFzc2F5LmFzc2Vzc21lbnQudjEuR2V0Sm9iUmVzcG9uc2USVwoITGlzdEpvYnMSJC5hc3NheS5hc3Nlc3NtZW50LnYxLkxpc3RKb2JzUmVxdWVzdBolLmFzc2F5LmFzc2Vzc21lbnQudjEuTGlzdEpvYnNSZXNwb25zZRJaCglHZXRSZXN1bHQSJS5hc3NheS5hc3Nlc3NtZW50LnYxLkdldFJlc3VsdFJlcXVlc3QaJi5hc3NheS5hc3Nlc3NtZW50LnYxLkdldFJlc3VsdFJlc3BvbnNlEloKCUNhbmNlbEpvYhIlLmFzc2F5LmFzc2Vzc21lbnQudjEuQ2FuY2VsSm9iUmVxdWVzdBomLmFzc2F5LmFzc2Vzc21lbnQudjEuQ2FuY2VsSm9iUmVzcG9uc2USVwoIUmV0cnlKb2ISJC5hc3NheS5hc3Nlc3NtZW50LnYxLlJldHJ5Sm9iUmVxdWVzdBolLmFzc2F5LmFzc2Vzc21lbnQudjEuUmV0cnlKb2JSZXNwb25zZRJsCg9HZXRUb2tlbkJhbGFuY2USKy5hc3NheS5hc3Nlc3NtZW50LnYxLkdldFRva2VuQmFsYW5jZVJlcXVlc3QaLC5hc3NheS5hc3Nlc3NtZW50LnYxLkdldFRva2VuQmFsYW5jZVJlc3BvbnNlYgZwcm90bzM", [file_assay_common_v1_assessment, file_assay_common_v1_job]);
+  fileDesc("Cixhc3NheS9hc3Nlc3NtZW50L3YxL2Fzc2Vzc21lbnRfc2VydmljZS5wcm90bxITYXNzYXkuYXNzZXNzbWVudC52MSLXAQoXU3VibWl0QXNzZXNzbWVudFJlcXVlc3QSFwoPYXNzZXNzbWVudF9uYW1lGAEgASgJEjgKD2Fzc2Vzc21lbnRfZGF0YRgCIAEoCzIfLmFzc2F5LmNvbW1vbi52MS5Bc3Nlc3NtZW50RGF0YRI0Cg1yYXdfcmVzcG9uc2VzGAMgASgLMh0uYXNzYXkuY29tbW9uLnYxLlJhd1Jlc3BvbnNlcxISCgpyZXF1ZXN0X2lkGAQgASgJEg4KBmxvY2FsZRgFIAEoCRIPCgd1c2VyX2lkGAYgASgJIlcKGFN1Ym1pdEFzc2Vzc21lbnRSZXNwb25zZRIhCgNqb2IYASABKAsyFC5hc3NheS5jb21tb24udjEuSm9iEhgKEHRva2Vuc19yZW1haW5pbmcYAiABKAMiHwoNR2V0Sm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiMwoOR2V0Sm9iUmVzcG9uc2USIQoDam9iGAEgASgLMhQuYXNzYXkuY29tbW9uLnYxLkpvYiJ1Cg9MaXN0Sm9ic1JlcXVlc3QSKgoGc3RhdHVzGAEgASgOMhouYXNzYXkuY29tbW9uLnYxLkpvYlN0YXR1cxIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRIPCgd1c2VyX2lkGAQgASgJIk8KEExpc3RKb2JzUmVzcG9uc2USIgoEam9icxgBIAMoCzIULmFzc2F5LmNvbW1vbi52MS5Kb2ISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjUKEEdldFJlc3VsdFJlcXVlc3QSEQoJcmVzdWx0X2lkGAEgASgJEg4KBmpvYl9pZBgCIAEoCSJEChFHZXRSZXN1bHRSZXNwb25zZRIvCgZyZXN1bHQYASABKAsyHy5hc3NheS5jb21tb24udjEuQW5hbHlzaXNSZXN1bHQiIgoQQ2FuY2VsSm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiNgoRQ2FuY2VsSm9iUmVzcG9uc2USIQoDam9iGAEgASgLMhQuYXNzYXkuY29tbW9uLnYxLkpvYiIhCg9SZXRyeUpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJIk8KEFJldHJ5Sm9iUmVzcG9uc2USIQoDam9iGAEgASgLMhQuYXNzYXkuY29tbW9uLnYxLkpvYhIYChB0b2tlbnNfcmVtYWluaW5nGAIgASgDIikKFkdldFRva2VuQmFsYW5jZVJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCSI7ChdHZXRUb2tlbkJhbGFuY2VSZXNwb25zZRIPCgd1c2VyX2lkGAEgASgJEg8KB2JhbGFuY2UYAiABKAMiWgoYU3VibWl0QXNzZXNzbWVudHNSZXF1ZXN0Ej4KCHJlcXVlc3RzGAEgAygLMiwuYXNzYXkuYXNzZXNzbWVudC52MS5TdWJtaXRBc3Nlc3NtZW50UmVxdWVzdCJvChlTdWJtaXRBc3Nlc3NtZW50c1Jlc3BvbnNlEkAKCXJlc3BvbnNlcxgBIAMoCzItLmFzc2F5LmFzc2Vzc21lbnQudjEuU3VibWl0QXNzZXNzbWVudFJlc3BvbnNlEhAKCHJlcGxheWVkGAIgASgIMqMGChFBc3Nlc3NtZW50U2VydmljZRJvChBTdWJtaXRBc3Nlc3NtZW50EiwuYXNzYXkuYXNzZXNzbWVudC52MS5TdWJtaXRBc3Nlc3NtZW50UmVxdWVzdBotLmFzc2F5LmFzc2Vzc21lbnQudjEuU3VibWl0QXNzZXNzbWVudFJlc3BvbnNlElEKBkdldEpvYhIiLmFzc2F5LmFzc2Vzc21lbnQudjEuR2V0Sm9iUmVxdWVzdBojLmFzc2F5LmFzc2Vzc21lbnQudjEuR2V0Sm9iUmVzcG9uc2USVwoITGlzdEpvYnMSJC5hc3NheS5hc3Nlc3NtZW50LnYxLkxpc3RKb2JzUmVxdWVzdBolLmFzc2F5LmFzc2Vzc21lbnQudjEuTGlzdEpvYnNSZXNwb25zZRJaCglHZXRSZXN1bHQSJS5hc3NheS5hc3Nlc3NtZW50LnYxLkdldFJlc3VsdFJlcXVlc3QaJi5hc3NheS5hc3Nlc3NtZW50LnYxLkdldFJlc3VsdFJlc3BvbnNlEloKCUNhbmNlbEpvYhIlLmFzc2F5LmFzc2Vzc21lbnQudjEuQ2FuY2VsSm9iUmVxdWVzdBomLmFzc2F5LmFzc2Vzc21lbnQudjEuQ2FuY2VsSm9iUmVzcG9uc2USVwoIUmV0cnlKb2ISJC5hc3NheS5hc3Nlc3NtZW50LnYxLlJldHJ5Sm9iUmVxdWVzdBolLmFzc2F5LmFzc2Vzc21lbnQudjEuUmV0cnlKb2JSZXNwb25zZRJsCg9HZXRUb2tlbkJhbGFuY2USKy5hc3NheS5hc3Nlc3NtZW50LnYxLkdldFRva2VuQmFsYW5jZVJlcXVlc3QaLC5hc3NheS5hc3Nlc3NtZW50LnYxLkdldFRva2VuQmFsYW5jZVJlc3BvbnNlEnIKEVN1Ym1pdEFzc2Vzc21lbnRzEi0uYXNzYXkuYXNzZXNzbWVudC52MS5TdWJtaXRBc3Nlc3NtZW50c1JlcXVlc3QaLi5hc3NheS5hc3Nlc3NtZW50LnYxLlN1Ym1pdEFzc2Vzc21lbnRzUmVzcG9uc2ViBnByb3RvMw", [file_assay_common_v1_assessment, file_assay_common_v1_job]);
 
 /**
  * SubmitAssessmentRequest is one assessment to analyse.
@@ -53,6 +53,14 @@ export type SubmitAssessmentRequest = Message<"assay.assessment.v1.SubmitAssessm
    * @generated from field: string locale = 5;
    */
   locale: string;
+
+  /**
+   * Internal callers and operators only: submit for this user, who is charged (empty: the
+   * caller itself). A user naming another user is refused with PERMISSION_DENIED.
+   *
+   * @generated from field: string user_id = 6;
+   */
+  userId: string;
 };
 
 /**
@@ -352,6 +360,55 @@ export const GetTokenBalanceResponseSchema: GenMessage<GetTokenBalanceResponse> 
   messageDesc(file_assay_assessment_v1_assessment_service, 13);
 
 /**
+ * SubmitAssessmentsRequest is a batch of submissions, recorded all or nothing.
+ *
+ * @generated from message assay.assessment.v1.SubmitAssessmentsRequest
+ */
+export type SubmitAssessmentsRequest = Message<"assay.assessment.v1.SubmitAssessmentsRequest"> & {
+  /**
+   * At most 1,000 submissions, each with a request_id unique per user within the batch.
+   *
+   * @generated from field: repeated assay.assessment.v1.SubmitAssessmentRequest requests = 1;
+   */
+  requests: SubmitAssessmentRequest[];
+};
+
+/**
+ * Describes the message assay.assessment.v1.SubmitAssessmentsRequest.
+ * Use `create(SubmitAssessmentsRequestSchema)` to create a new message.
+ */
+export const SubmitAssessmentsRequestSchema: GenMessage<SubmitAssessmentsRequest> = /*@__PURE__*/
+  messageDesc(file_assay_assessment_v1_assessment_service, 14);
+
+/**
+ * SubmitAssessmentsResponse holds one reply per submission, in request order.
+ *
+ * @generated from message assay.assessment.v1.SubmitAssessmentsResponse
+ */
+export type SubmitAssessmentsResponse = Message<"assay.assessment.v1.SubmitAssessmentsResponse"> & {
+  /**
+   * The queued job of each submission and its user's balance after the batch.
+   *
+   * @generated from field: repeated assay.assessment.v1.SubmitAssessmentResponse responses = 1;
+   */
+  responses: SubmitAssessmentResponse[];
+
+  /**
+   * True when every reply repeats the first reply for its request_id (nothing charged).
+   *
+   * @generated from field: bool replayed = 2;
+   */
+  replayed: boolean;
+};
+
+/**
+ * Describes the message assay.assessment.v1.SubmitAssessmentsResponse.
+ * Use `create(SubmitAssessmentsResponseSchema)` to create a new message.
+ */
+export const SubmitAssessmentsResponseSchema: GenMessage<SubmitAssessmentsResponse> = /*@__PURE__*/
+  messageDesc(file_assay_assessment_v1_assessment_service, 15);
+
+/**
  * AssessmentService is the entry point for internal callers. A user acts on their own
  * jobs only; an operator may name any user.
  *
@@ -427,6 +484,19 @@ export const AssessmentService: GenService<{
     methodKind: "unary";
     input: typeof GetTokenBalanceRequestSchema;
     output: typeof GetTokenBalanceResponseSchema;
+  },
+  /**
+   * SubmitAssessments submits up to 1,000 assessments in one call (AIP-233 batch create):
+   * every item is validated (violations name `requests[i].…`), then all are charged,
+   * recorded and queued in one transaction, or none is. Each item needs its own
+   * request_id; a repeat of the whole call returns the first replies and charges nothing.
+   *
+   * @generated from rpc assay.assessment.v1.AssessmentService.SubmitAssessments
+   */
+  submitAssessments: {
+    methodKind: "unary";
+    input: typeof SubmitAssessmentsRequestSchema;
+    output: typeof SubmitAssessmentsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_assay_assessment_v1_assessment_service, 0);
