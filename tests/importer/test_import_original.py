@@ -49,6 +49,9 @@ async def test_import_brings_jobs_results_and_balances_across(
     importer: Importer, original: Original, archive_stub, database: str
 ) -> None:
     rows = original_source.generate(jobs=80, users=9, seed=3)
+    urgent = next(n for n, job in enumerate(rows.jobs) if job[STATUS] in ("queued", "processing"))
+    priority = original_source.COLUMNS["analysis_jobs"].index("priority")
+    rows.jobs[urgent] = (*rows.jobs[urgent][:priority], 1, *rows.jobs[urgent][priority + 1 :])
     await fill(original, rows)
 
     ran = await importer.run("--json")
@@ -83,6 +86,7 @@ async def test_import_brings_jobs_results_and_balances_across(
     in_flight = next(job for job in rows.jobs if job[STATUS] in ("queued", "processing"))
     job = (await archive_stub.GetJob(pb.GetJobRequest(job_id=str(in_flight[JOB_ID])))).job
     assert job.status == job_pb2.JOB_STATUS_QUEUED and job.charge_count == 1
+    assert job.priority == 1  # the original's priority is the job's lane
     message = await queue_message_row(database, job.job_id)
     data = inputs.parse_into(message["test_data"], assessment_pb2.AssessmentData())
     assert (
