@@ -99,9 +99,9 @@ async def measure(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
     pid = await conn.fetchval("SELECT pg_backend_pid()")
     forms: dict[str, Create] = {
         "previous (per item)": lambda b: conn.fetch(
-            PREVIOUS, *([getattr(s, f) for s in b] for f in SUBMISSION_FIELDS)
+            PREVIOUS, *([getattr(s, f) for s in b] for f in SUBMISSION_FIELDS if f != "tier")
         ),
-        "set-based": lambda b: store.create_submissions(conn, b),
+        "set-based": lambda b: store.create_submissions(conn, b, {}),
     }
     figures: dict[str, Any] = {}
     for size in args.sizes:
