@@ -192,8 +192,10 @@ def exported_series() -> set[str]:
 
 
 def scraped_name(name: str, kind: str) -> str:
-    """How the docs name a family: a counter with its `_total`, anything else as defined."""
-    return f"{name}_total" if kind == "counter" else name
+    """How the docs name a family: a counter with its `_total`, an info with its `_info`,
+    anything else as defined."""
+    suffix = {"counter": "_total", "info": "_info"}.get(kind, "")
+    return f"{name}{suffix}"
 
 
 def test_the_registry_holds_every_service_metric():
