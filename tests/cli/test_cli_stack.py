@@ -160,10 +160,18 @@ async def test_human_output_of_up_and_submit(cli: Cli) -> None:
         await stack_down(cli, info)
 
 
+_DRAINS: set[asyncio.Task[bytes]] = set()
+
+
 async def foreground_up(cli: Cli) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
-    """`assay dev up --json` in the foreground; the process and the stack's JSON."""
+    """`assay dev up --json` in the foreground; the process and the stack's JSON. Its stderr
+    (the stack's progress, its processes' logs) is read all along: a pipe nobody reads fills,
+    and a stack whose writes block cannot stop."""
     process = await cli.spawn("dev", "up", "--json")
-    assert process.stdout is not None
+    assert process.stdout is not None and process.stderr is not None
+    drain = asyncio.create_task(process.stderr.read())
+    _DRAINS.add(drain)
+    drain.add_done_callback(_DRAINS.discard)
     lines: list[str] = []
     async with asyncio.timeout(60):
         while not lines or lines[-1] != "}":  # the end of the stack's JSON
@@ -182,8 +190,12 @@ async def test_foreground_up_stops_everything_on_signal(cli: Cli, signum: int) -
     process, info = await foreground_up(cli)
 
     process.send_signal(signum)
-    async with asyncio.timeout(60):
-        assert await process.wait() == 0
+    try:
+        async with asyncio.timeout(60):
+            assert await process.wait() == 0
+    except TimeoutError:
+        alive = {name: pid for name, pid in info["pids"].items() if pid_running(pid)}
+        raise AssertionError(f"dev up did not stop within 60 s; still running: {alive}") from None
     assert running(info["pids"].values()) == []
     assert processes_with(cli.marker) == []
     assert not state_file(info["state_dir"]).exists()
