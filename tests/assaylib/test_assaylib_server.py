@@ -134,10 +134,16 @@ async def test_metrics_count_by_code(stack: Stack) -> None:
     assert (REGISTRY.get_sample_value("assay_rpc_duration_seconds_count", labels) or 0) >= 2
 
 
-async def _watch_until(stub: health_pb2_grpc.HealthStub, status: int) -> None:
+async def _watch_until(
+    stub: health_pb2_grpc.HealthStub, status: int, watching: asyncio.Event | None = None
+) -> None:
+    """Watch the probe's health until ``status``; ``watching`` is set at the first reply
+    (the stream is established: a server that stops accepting cannot refuse it any more)."""
     call = stub.Watch(health_pb2.HealthCheckRequest(service=PROBE), timeout=10)
     try:
         async for reply in call:
+            if watching is not None:
+                watching.set()
             if reply.status == status:
                 return
     finally:
@@ -146,7 +152,9 @@ async def _watch_until(stub: health_pb2_grpc.HealthStub, status: int) -> None:
 
 async def test_graceful_shutdown_drains_in_flight_call(stack: Stack, probe: Any) -> None:
     health = health_pb2_grpc.HealthStub(stack.anonymous)
-    watch = asyncio.create_task(_watch_until(health, NOT_SERVING))
+    watching = asyncio.Event()
+    watch = asyncio.create_task(_watch_until(health, NOT_SERVING, watching))
+    await asyncio.wait_for(watching.wait(), 10)  # on its own connection, before it stops
     in_flight = asyncio.ensure_future(probe_unary(stack.channel, "Slow")(b"", timeout=30))
     await asyncio.wait_for(probe.slow_started.wait(), 10)
     order: list[str] = []
