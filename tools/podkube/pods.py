@@ -241,6 +241,20 @@ class Pod:
         return self.ports[port]
 
 
+def run_to_completion(pod: Pod, deadline: float, started: list[str]) -> str:
+    """A run-once pod (a Job's, the CronJob's): each container in turn, waited for; the last
+    one's logs. Every container started is added to ``started`` (for the run's cleanup)."""
+    output = ""
+    for container in [*pod.spec.get("initContainers", []), *pod.spec["containers"]]:
+        name = pod.start(container)
+        started.append(name)
+        code = podman("wait", name, timeout=deadline)
+        output = logs(name)
+        if code != "0":
+            raise RuntimeError(f"{name} exited {code}:\n{output}")
+    return output
+
+
 def grpc_probe(port: int, service: str, timeout: float) -> bool:
     """One gRPC health check, as the kubelet's grpc probe makes it."""
     with grpc.insecure_channel(f"{LOOPBACK}:{port}") as channel:

@@ -29,7 +29,7 @@ from assay.archive.v1 import archive_service_pb2_grpc as archive_grpc
 from assaylib.embedded import EmbeddedPostgres
 from tools.podkube.certs import Authority, write_atomically
 from tools.podkube.natscluster import NatsCluster
-from tools.podkube.pods import Pod, inspect, logs, podman, wait_probe
+from tools.podkube.pods import Pod, inspect, logs, podman, run_to_completion, wait_probe
 from tools.podkube.render import LOOPBACK, Manifest, kustomize, pod_template
 from tools.podkube.replicas import ProdCluster, Slot
 from tools.podkube.run import ROOT, _create_database, say
@@ -270,15 +270,7 @@ class ProdRun:
 
     def run_to_completion(self, pod: SlotPod, deadline: float) -> str:
         """A run-once pod (a Job's, the CronJob's): each container in turn; its logs."""
-        output = ""
-        for container in [*pod.spec.get("initContainers", []), *pod.spec["containers"]]:
-            name = pod.start(container)
-            self.containers.append(name)
-            code = podman("wait", name, timeout=deadline)
-            output = logs(name)
-            if code != "0":
-                raise RuntimeError(f"{name} exited {code}:\n{output}")
-        return output
+        return run_to_completion(pod, deadline, self.containers)
 
     def service_address(self, service: str) -> str:
         """Where a caller outside the pods reaches a Service (its kube-proxy address)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from assaylib.embedded import EmbeddedNats, EmbeddedPostgres, postgres_install_dir
-from tools.podkube.pods import Pod, inspect, logs, podman, wait_probe
+from tools.podkube.pods import Pod, inspect, logs, podman, run_to_completion, wait_probe
 from tools.podkube.render import LOOPBACK, Cluster, Manifest, kustomize, pod_template
 from tools.podkube.tokens import Issuer
 
@@ -80,15 +80,7 @@ class Run:
 
     def run_to_completion(self, pod: Pod, deadline: float) -> str:
         """Start each container of a run-once pod in turn, wait for it; its logs."""
-        output = ""
-        for container in [*pod.spec.get("initContainers", []), *pod.spec["containers"]]:
-            name = pod.start(container)
-            self.containers.append(name)
-            code = podman("wait", name, timeout=deadline)
-            output = logs(name)
-            if code != "0":
-                raise RuntimeError(f"{name} exited {code}:\n{output}")
-        return output
+        return run_to_completion(pod, deadline, self.containers)
 
     def start_deployment(self, name: str, overrides: dict[str, str] | None = None) -> Pod:
         """Init containers to completion, then the containers; wait for their probes."""
