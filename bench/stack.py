@@ -3,6 +3,7 @@ NATS, the four services as processes) plus extra worker processes, and clients t
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -93,21 +94,9 @@ class BenchStack:
 
     def audit(self) -> dict[str, Any]:
         """``python -m archive_svc audit --json`` over the stack's database."""
-        env = {**os.environ, "ASSAY_DATABASE_URL": self.info.database_url}
-        done = subprocess.run(
-            [sys.executable, "-m", "archive_svc", "audit", "--json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
+        return audit_report(
+            sys.executable, {**os.environ, "ASSAY_DATABASE_URL": self.info.database_url}
         )
-        import json
-
-        try:
-            report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-        except (IndexError, ValueError):
-            return {"ok": False, "violations": [done.stderr.strip()[-2000:]]}
-        return report
 
     def versions(self) -> dict[str, str]:
         """PostgreSQL's and nats-server's versions."""
@@ -153,3 +142,21 @@ def running_stack(
         finally:
             progress("stopping the stack")
             stack.down()
+
+
+def audit_report(python: str, env: Mapping[str, str], cwd: Path | None = None) -> dict[str, Any]:
+    """``python -m archive_svc audit --json`` run by ``python`` with ``env`` (its database
+    URL): its report, or a failed one holding the end of its stderr when it printed none."""
+    done = subprocess.run(
+        [python, "-m", "archive_svc", "audit", "--json"],
+        cwd=cwd,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return {"ok": False, "violations": [done.stderr.strip()[-2000:]]}
+    return report

@@ -26,9 +26,10 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from assaylib.embedded import EmbeddedNats
 from tools.podkube.render import RenderError, pod_template
@@ -181,12 +182,13 @@ class NatsCluster:
                     node.process.kill()
             node.process = None
 
-    def leader(self, stream: str) -> str:
-        """The server name leading a stream's raft group (from any live node's /jsz)."""
+    def _stream_details(self, stream: str, query: str) -> Iterator[dict[str, Any]]:
+        """A stream's detail in each live node's /jsz that answers and holds it, in node
+        order (``query``: the parts to include)."""
         for node in self.nodes:
             if not node.alive():
                 continue
-            url = f"http://{node.ip}:{node.monitor}/jsz?streams=true&raft=true"
+            url = f"http://{node.ip}:{node.monitor}/jsz?streams=true&{query}"
             try:
                 with urllib.request.urlopen(url, timeout=2) as reply:
                     jsz = json.loads(reply.read())
@@ -195,9 +197,15 @@ class NatsCluster:
             for account in jsz.get("account_details", []):
                 for info in account.get("stream_detail", []):
                     if info["name"] == stream:
-                        leader = info.get("cluster", {}).get("leader", "")
-                        if leader:
-                            return str(leader)
+                        yield info
+                        break
+
+    def leader(self, stream: str) -> str:
+        """The server name leading a stream's raft group (from any live node's /jsz)."""
+        for info in self._stream_details(stream, "raft=true"):
+            leader = info.get("cluster", {}).get("leader", "")
+            if leader:
+                return str(leader)
         return ""
 
     def named(self, name: str) -> Node:
@@ -207,17 +215,6 @@ class NatsCluster:
 
     def replicas_of(self, stream: str) -> int:
         """How many replicas a stream has (leader plus followers), from /jsz."""
-        for node in self.nodes:
-            if not node.alive():
-                continue
-            url = f"http://{node.ip}:{node.monitor}/jsz?streams=true&config=true"
-            try:
-                with urllib.request.urlopen(url, timeout=2) as reply:
-                    jsz = json.loads(reply.read())
-            except (urllib.error.URLError, OSError, ValueError):
-                continue
-            for account in jsz.get("account_details", []):
-                for info in account.get("stream_detail", []):
-                    if info["name"] == stream:
-                        return int(info.get("config", {}).get("num_replicas", 0))
+        for info in self._stream_details(stream, "config=true"):
+            return int(info.get("config", {}).get("num_replicas", 0))
         return 0

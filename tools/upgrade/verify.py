@@ -5,8 +5,6 @@ order, every ledger summing to its balance (the archive's own audit, I1 and I2).
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from bench.report import percentiles
+from bench.stack import audit_report
 from tools.upgrade.build import Build
 from tools.upgrade.cluster import Cluster
 from tools.upgrade.traffic import Traffic
@@ -71,19 +70,7 @@ async def settle(cluster: Cluster, traffic: Traffic) -> float:
 
 def audit(tree: Build, cluster: Cluster) -> dict[str, Any]:
     """``python -m archive_svc audit --json`` of the tree (ledgers and events)."""
-    done = subprocess.run(
-        [str(tree.python), "-m", "archive_svc", "audit", "--json"],
-        cwd=tree.src,
-        env=tree.env(cluster.env),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    try:
-        report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        return {"ok": False, "violations": [done.stderr.strip()[-2000:]]}
-    return report
+    return audit_report(str(tree.python), tree.env(cluster.env), cwd=tree.src)
 
 
 @dataclass
