@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 
 from archive_svc.app import ArchiveApp
 from bench import original_source
+from tests.cli.conftest import Ran
 from tests.conftest import Servers, admin_dsn, token
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,23 +65,6 @@ async def original(servers: Servers) -> AsyncIterator[Original]:
         await admin.close()
 
 
-@dataclass
-class Ran:
-    """A finished `assay import original`."""
-
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        """stdout as one JSON document."""
-        return json.loads(self.stdout)
-
-    def describe(self) -> str:
-        """For assertion messages."""
-        return f"exit {self.code}\n{self.stdout}\n{self.stderr}"
-
-
 class Importer:
     """Runs `python -m assay_cli import original` against the in-process archive."""
 
@@ -116,7 +100,8 @@ class Importer:
         process = await self.spawn(*args)
         stdout, stderr = await asyncio.wait_for(process.communicate(), RUN_TIMEOUT)
         assert process.returncode is not None
-        return Ran(process.returncode, stdout.decode(), stderr.decode())
+        command = ("import", "original", *args)
+        return Ran(command, process.returncode, stdout.decode(), stderr.decode())
 
     def rejects(self) -> list[dict[str, Any]]:
         """The rejects file's records."""
