@@ -149,6 +149,29 @@ async def waits(dsn: str, job_ids: list[str]) -> list[float]:
     return [row["wait"] for row in rows]
 
 
+async def behind_a_bulk(
+    dsn: str,
+    bulk: tuple[grpc.aio.Channel, Any],
+    single: tuple[grpc.aio.Channel, Any],
+    backlog: int,
+    singles: int,
+    every: float,
+) -> list[float]:
+    """Queue ``backlog`` jobs as ``bulk``'s user, then ``singles`` jobs one by one as
+    ``single``'s, ``every`` seconds apart; once all ran, the singles' waits (both channels
+    closed)."""
+    await submit_all(bulk[1], requests(backlog))
+    job_ids = []
+    for n in range(singles):
+        reply = await single[1].SubmitAssessment(requests(1, n)[0], timeout=60)
+        job_ids.append(reply.job.job_id)
+        await asyncio.sleep(every)
+    await drained(dsn, 300)
+    for channel, _ in (bulk, single):
+        await channel.close()
+    return await waits(dsn, job_ids)
+
+
 async def drained(dsn: str, within: float) -> None:
     """Wait until no job is QUEUED or PROCESSING (or ``within`` seconds pass)."""
     conn = await asyncpg.connect(dsn)
@@ -174,16 +197,7 @@ async def premium_wait(stack: BenchStack, args: argparse.Namespace) -> dict[str,
         stub_for(stack, "bench-premium", "premium"),
     )
     progress(f"queueing {args.backlog} standard jobs, then {args.premium} premium one by one")
-    await submit_all(standard[1], requests(args.backlog))
-    job_ids = []
-    for n in range(args.premium):
-        reply = await premium[1].SubmitAssessment(requests(1, n)[0], timeout=60)
-        job_ids.append(reply.job.job_id)
-        await asyncio.sleep(args.every)
-    await drained(dsn, 300)
-    for channel, _ in (standard, premium):
-        await channel.close()
-    found = await waits(dsn, job_ids)
+    found = await behind_a_bulk(dsn, standard, premium, args.backlog, args.premium, args.every)
     return {"premium_jobs": len(found), "premium_wait_ms": percentiles(found, 50, 99)}
 
 
@@ -243,16 +257,7 @@ async def user_fairness(stack: BenchStack, args: argparse.Namespace) -> dict[str
     dsn = dsn_of(stack)
     bulk, single = stub_for(stack, "bench-bulk"), stub_for(stack, "bench-single")
     progress(f"queueing {args.bulk} jobs of one user, then {args.singles} of another")
-    await submit_all(bulk[1], requests(args.bulk))
-    job_ids = []
-    for n in range(args.singles):
-        reply = await single[1].SubmitAssessment(requests(1, n)[0], timeout=60)
-        job_ids.append(reply.job.job_id)
-        await asyncio.sleep(args.every)
-    await drained(dsn, 300)
-    for channel, _ in (bulk, single):
-        await channel.close()
-    found = await waits(dsn, job_ids)
+    found = await behind_a_bulk(dsn, bulk, single, args.bulk, args.singles, args.every)
     conn = await asyncpg.connect(dsn)
     try:
         per_job = await conn.fetchval(

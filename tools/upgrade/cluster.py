@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from assay_cli.renew import renew_tokens, token_path
-from assay_cli.stack import LocalStack, wait_serving
+from assay_cli.stack import MODULES, LocalStack, wait_serving
 from assaylib.access import SERVICE_IDENTITIES
 from assaylib.embedded import EmbeddedNats, EmbeddedPostgres, die_with_parent, free_port
 from assaylib.issuer import Issuer, write_jwks
@@ -34,12 +34,6 @@ from tools.upgrade.build import Build
 
 SERVICES = ("archive", "assessment", "notifier", "worker")
 """The roll's order after the migration Job (docs/operations.md#upgrading); the sweep last."""
-MODULES = {
-    "archive": "archive_svc",
-    "assessment": "assessment_svc",
-    "notifier": "notifier",
-    "worker": "worker",
-}
 REPLICAS = ("a", "b")
 SLOTS = 3
 SWEEP_EVERY = 10.0
