@@ -1,5 +1,5 @@
-"""Priority lanes: a job's priority, the tiers operators set, and a create function that
-records the priority — expand only, beside release 0.1.0.
+"""Priority lanes: a job's priority and the tiers operators set — expand only, beside
+release 0.1.0.
 
 ``jobs.priority smallint NOT NULL DEFAULT 0`` is the job's lane (``assaylib.tiers``): 0 is
 the default tier's, so every existing job and every job 0.1.0's archive writes (its 13-argument
@@ -11,8 +11,8 @@ the default tier's, so every existing job and every job 0.1.0's archive writes (
 (``SetUserTier``, ``assay users tier``); the archive reads it when the submitting token has no
 tier claim.
 
-``assay_create_submission`` gains a 14-argument form: migration 0012's with ``p_priority``,
-stored on the job. The 13-argument form stays for 0.1.0's archive.
+The set-based create (migration 0015) records each job's priority; 0.1.0's 13-argument
+``assay_create_submission`` stays as it is.
 
 Revision ID: 0013
 Revises: 0012
@@ -24,35 +24,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from archive_svc.migrations import earlier
-
 revision = "0013"
 down_revision = "0012"
 branch_labels = None
 depends_on = None
-
-PRIORITY_FORM = (
-    "text, uuid, uuid, text, bigint, text, text, integer, bytea, bytea, bytea, text, text, smallint"
-)
-
-
-def create_submission() -> str:
-    """Migration 0012's function with the priority parameter, stored on the job."""
-    function = str(earlier.load("0012_input_storage.py").create_submission())
-    changes = (
-        ("p_trace text, p_locale text\n)", "p_trace text, p_locale text, p_priority smallint\n)"),
-        (
-            " request_id,\n                      trace_context, locale)\n    VALUES (p_job, p_user,"
-            " p_result, p_name, 'QUEUED', p_cost, p_request, p_trace, p_locale)",
-            " request_id,\n                      trace_context, locale, priority)\n    VALUES"
-            " (p_job, p_user, p_result, p_name, 'QUEUED', p_cost, p_request, p_trace, p_locale,"
-            " p_priority)",
-        ),
-    )
-    for old, new in changes:
-        assert function.count(old) == 1, f"migration 0012 no longer holds {old!r}"
-        function = function.replace(old, new)
-    return function
 
 
 def upgrade() -> None:
@@ -72,10 +47,8 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("user_id", name=op.f("pk_user_tiers")),
     )
-    op.execute(create_submission())
 
 
 def downgrade() -> None:
-    op.execute(f"DROP FUNCTION assay_create_submission({PRIORITY_FORM})")
     op.drop_table("user_tiers")
     op.drop_column("jobs", "priority")
