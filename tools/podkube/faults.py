@@ -8,6 +8,9 @@ spacing shows as the first one after the fault.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import itertools
 import os
 import socket
@@ -18,6 +21,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from assay_client import AssayClient
 from cryptography import x509
 
 from tools.podkube.load import Load
@@ -318,9 +322,15 @@ def renew_certificate(run: ProdRun, load: Load) -> Recovery:
         return all(served_serial(run, p) == new for p in pods)
 
     took = _wait(serving_new, "every assessment pod serving the renewed certificate")
+
+    def reopened() -> bool:
+        waiting = [p for p in pods if not any("TLS files changed" in logs(n) for n in p.containers)]
+        for pod in waiting:  # a channel reopens on its next call: make sure each pod has one
+            call_through(load, pod)
+        return not waiting
+
     reloaded = _wait(
-        lambda: all("TLS files changed" in logs(name) for p in pods for name in p.containers),
-        "every assessment pod's channels reopened with the renewed certificate",
+        reopened, "every assessment pod's channels reopened with the renewed certificate"
     )
     say(
         f"renewed {RENEWED} (serial {old:x} → {new:x}): {len(pods)} assessment pods serve it "
@@ -328,6 +338,23 @@ def renew_certificate(run: ProdRun, load: Load) -> Recovery:
         "no restart"
     )
     return measure(load, f"renewal of {RENEWED}", started, time.monotonic())
+
+
+def call_through(load: Load, pod: SlotPod) -> None:
+    """One call through ``pod`` to the archive (a balance). The load's connections are
+    balanced per connection, not per call, so after a rolling restart a pod may have none
+    and make no call of its own; its channel to the archive reopens only at its next one."""
+    assert pod.slot is not None
+    address = pod.slot.address(_grpc_port(pod))
+    user = load.users[0]
+
+    async def balance() -> None:
+        token = functools.partial(load.token, user)
+        async with AssayClient(address, token=token, credentials=load.credentials()) as client:
+            await client.balance()
+
+    with contextlib.suppress(Exception):  # only the log says whether it reopened
+        asyncio.run(balance())
 
 
 def served_serial(run: ProdRun, pod: SlotPod) -> int:
