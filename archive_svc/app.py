@@ -11,7 +11,7 @@ from grpc_health.v1.health import HealthServicer
 
 from archive_svc.checks import Policy
 from archive_svc.db import TRANSIENT, create_pool, libpq_dsn
-from archive_svc.relay import OutboxRelay
+from archive_svc.relay import OutboxRelay, RelayWake
 from archive_svc.sealing import DataKeys
 from archive_svc.server import SERVICE_NAME, Archive, ArchiveServicer
 from archive_svc.stats import SystemStatus
@@ -43,6 +43,7 @@ class ArchiveApp:
     port: int
     health: HealthServicer
     relay: OutboxRelay
+    wake: RelayWake
     pool: asyncpg.Pool
     archive: Archive
 
@@ -58,14 +59,6 @@ class ArchiveApp:
             policy,
             SystemStatus(pool, settings.nats_url, names, policy.tiers),
         )
-        servicer = ArchiveServicer(archive)
-        server, port, health = await create_server(
-            bind,
-            settings=settings,
-            register=[lambda s: pb_grpc.add_ArchiveServiceServicer_to_server(servicer, s)],
-            service_names=[SERVICE_NAME],
-            transient_errors=TRANSIENT,
-        )
         relay = OutboxRelay(
             pool,
             settings.database_url,
@@ -76,10 +69,19 @@ class ArchiveApp:
             data_keys=policy.data_keys,
             tiers=policy.tiers,
         )
+        wake = RelayWake(pool, relay)
+        servicer = ArchiveServicer(archive, wake.written)
+        server, port, health = await create_server(
+            bind,
+            settings=settings,
+            register=[lambda s: pb_grpc.add_ArchiveServiceServicer_to_server(servicer, s)],
+            service_names=[SERVICE_NAME],
+            transient_errors=TRANSIENT,
+        )
         await relay.start()
         archive.status.start_sampling()
         log.info("archive serving on port %d", port)
-        return cls(server, port, health, relay, pool, archive)
+        return cls(server, port, health, relay, wake, pool, archive)
 
     async def stop(self, grace: float) -> None:
         """Stop serving (draining calls within grace), then the relay, then the pool."""
@@ -87,5 +89,5 @@ class ArchiveApp:
             self.server,
             self.health,
             grace=grace,
-            on_stop=[self.relay.stop, self.archive.status.close, self.pool.close],
+            on_stop=[self.relay.stop, self.wake.close, self.archive.status.close, self.pool.close],
         )

@@ -37,6 +37,11 @@ def libpq_dsn(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
+SESSION_SETTINGS = {"assay.outbox_notify": "off"}
+"""Every archive session's: the outbox trigger leaves the relay's wake-up to the archive,
+after the commit (migration 0016, ``archive_svc.relay.RelayWake``)."""
+
+
 async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     """The archive's pool. Sized by measurement (bench/RESULTS.md): a few connections keep
     PostgreSQL's two cores busy; more only queue inside PostgreSQL."""
@@ -49,13 +54,16 @@ async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 1
         command_timeout=60.0,
         reset=_keep_session,
         connection_class=GuardedConnection,
+        server_settings=SESSION_SETTINGS,
     )
     return pool
 
 
 async def connect(dsn: str) -> asyncpg.Connection:
     """A connection of its own (a session lock's, outside the pool), guarded the same way."""
-    connection: asyncpg.Connection = await asyncpg.connect(dsn, connection_class=GuardedConnection)
+    connection: asyncpg.Connection = await asyncpg.connect(
+        dsn, connection_class=GuardedConnection, server_settings=SESSION_SETTINGS
+    )
     return connection
 
 

@@ -1,8 +1,11 @@
 """The outbox relay: publishes committed outbox rows to JetStream, in order, and moves its
 cursor past them (outbox rows are written once; migration 0009 explains the cursor).
 
-It wakes on the `assay_outbox` notification that the outbox trigger sends at commit (with
-a slow poll as a safety net), so messages leave right after their transaction. Each is
+It wakes right after a transaction that wrote outbox rows commits (with a slow poll as a
+safety net), so messages leave right after their transaction: the archive that wrote them
+wakes it (``RelayWake``: in process on the replica that relays, else an `assay_outbox`
+notification), and any other session's write notifies at commit through the outbox trigger
+(migration 0016). Each is
 published with `Nats-Msg-Id` = the outbox row id: a crash between publishing and marking
 re-publishes, and the stream's duplicate window drops the copy. One relay runs at a time
 (a PostgreSQL advisory lock); it reads the cursor when it takes the lock and saves it with
@@ -86,6 +89,16 @@ class OutboxRelay:
     async def start(self) -> None:
         """Start relaying in the background."""
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    @property
+    def relaying(self) -> bool:
+        """Whether this relay holds the lock (it hears no notification of this process's
+        own writes: ``RelayWake`` wakes it directly)."""
+        return self._listener is not None and not self._listener.is_closed()
+
+    def wake(self) -> None:
+        """Publish what has been committed now, without waiting for the poll."""
+        self._wake.set()
 
     async def stop(self) -> None:
         """Stop relaying; unsent rows stay for the next relay."""
@@ -239,3 +252,47 @@ class OutboxRelay:
                     headers["traceparent"] = tracing.traceparent() or trace_context
             acks.append(await js.publish_async(subject, payload, headers=headers))
         await asyncio.wait_for(asyncio.gather(*acks), PUBLISH_TIMEOUT)
+
+
+class RelayWake:
+    """Wakes the relay after this archive committed outbox rows: the local relay directly when
+    it holds the lock, else whichever replica does with an `assay_outbox` notification of
+    its own transaction. That transaction writes nothing, so the notification queue's lock it
+    takes is held for no WAL flush (migration 0016 says why a writing transaction should not
+    notify). Notifications coalesce: while one is in flight, any number of writes send one
+    more after it, so the relay's round after the last write sees every row."""
+
+    def __init__(self, pool: asyncpg.Pool, relay: OutboxRelay) -> None:
+        self.pool = pool
+        self.relay = relay
+        self._sending: asyncio.Task[None] | None = None
+        self._again = False
+
+    def written(self) -> None:
+        """Outbox rows were committed a moment ago."""
+        if self.relay.relaying:
+            self.relay.wake()
+        elif self._sending is not None:
+            self._again = True
+        else:
+            self._sending = asyncio.get_running_loop().create_task(
+                self._notify(), name="outbox-wake"
+            )
+
+    async def close(self) -> None:
+        """Wait for a notification in flight."""
+        if self._sending is not None:
+            with contextlib.suppress(Exception):
+                await self._sending
+
+    async def _notify(self) -> None:
+        try:
+            again = True
+            while again:
+                self._again = False
+                await self.pool.execute("SELECT pg_notify($1, '')", CHANNEL)
+                again = self._again
+        except Exception as err:  # the relay's poll publishes the rows a little later
+            log.warning("could not wake the outbox relay: %r", err)
+        finally:
+            self._sending = None

@@ -7,7 +7,10 @@ Domain errors raised below become gRPC statuses in the shared error interceptor.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import asyncpg
 import grpc
@@ -31,6 +34,23 @@ from assaylib.auth import current_principal
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ArchiveService"].full_name
 
 Context = grpc.aio.ServicerContext[object, object]
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Method = Callable[["ArchiveServicer", Request, Context], Awaitable[Response]]
+
+
+def writes_outbox(method: Method[Request, Response]) -> Method[Request, Response]:
+    """An RPC whose transactions may commit outbox rows: once it is done (whatever its
+    outcome: a batch may commit before a later step fails), the relay is woken."""
+
+    @functools.wraps(method)
+    async def wrapper(self: ArchiveServicer, request: Request, context: Context) -> Response:
+        try:
+            return await method(self, request, context)
+        finally:
+            self.outbox_written()
+
+    return wrapper
 
 
 @dataclass
@@ -69,9 +89,11 @@ class Archive:
 class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
     """gRPC front of the archive."""
 
-    def __init__(self, archive: Archive) -> None:
+    def __init__(self, archive: Archive, outbox_written: Callable[[], None]) -> None:
         self.archive = archive
+        self.outbox_written = outbox_written  # RelayWake.written
 
+    @writes_outbox
     async def CreateSubmission(
         self, request: pb.CreateSubmissionRequest, context: Context
     ) -> pb.CreateSubmissionResponse:
@@ -116,6 +138,7 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
         """Create the result row of a legacy job."""
         return pb.CreateResultResponse(result=await self.archive.results.create_result(request))
 
+    @writes_outbox
     async def StartJob(self, request: pb.StartJobRequest, context: Context) -> pb.StartJobResponse:
         """Begin or take over an attempt."""
         return await self.archive.lifecycle.start(request)
@@ -126,22 +149,26 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
         """Extend the current attempt's lease."""
         return await self.archive.lifecycle.heartbeat(request)
 
+    @writes_outbox
     async def CompleteJob(
         self, request: pb.CompleteJobRequest, context: Context
     ) -> pb.CompleteJobResponse:
         """Store the profile and complete the job."""
         return pb.CompleteJobResponse(job=await self.archive.lifecycle.report(request))
 
+    @writes_outbox
     async def FailJob(self, request: pb.FailJobRequest, context: Context) -> pb.FailJobResponse:
         """Fail the job and refund it."""
         return pb.FailJobResponse(job=await self.archive.lifecycle.report(request))
 
+    @writes_outbox
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: Context
     ) -> pb.CancelJobResponse:
         """Cancel the job, or ask its worker to stop."""
         return pb.CancelJobResponse(job=await self.archive.lifecycle.cancel(request))
 
+    @writes_outbox
     async def RetryJob(self, request: pb.RetryJobRequest, context: Context) -> pb.RetryJobResponse:
         """Re-queue a failed job, charging again."""
         return await self.archive.lifecycle.retry(request)
@@ -152,6 +179,7 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
         """List stuck jobs."""
         return await self.archive.sweeper.list_stuck(request)
 
+    @writes_outbox
     async def SweepStuckJobs(
         self, request: pb.SweepStuckJobsRequest, context: Context
     ) -> pb.SweepStuckJobsResponse:
@@ -171,18 +199,21 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
         """Credit a user's balance."""
         return await self.archive.tokens.grant(request)
 
+    @writes_outbox
     async def CreateSubmissions(
         self, request: pb.CreateSubmissionsRequest, context: Context
     ) -> pb.CreateSubmissionsResponse:
         """Charge, record and queue many submissions in one transaction."""
         return await self.archive.submissions.create_submissions(request)
 
+    @writes_outbox
     async def StartJobs(
         self, request: pb.StartJobsRequest, context: Context
     ) -> pb.StartJobsResponse:
         """Begin or take over many attempts in one transaction."""
         return await self.archive.lifecycle.start_many(request)
 
+    @writes_outbox
     async def ReportJobs(
         self, request: pb.ReportJobsRequest, context: Context
     ) -> pb.ReportJobsResponse:
@@ -207,6 +238,7 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
         """The whole system's status for operators."""
         return await self.archive.status.read()
 
+    @writes_outbox
     async def EraseUserData(
         self, request: pb.EraseUserDataRequest, context: Context
     ) -> pb.EraseUserDataResponse:
@@ -225,6 +257,7 @@ class ArchiveServicer(pb_grpc.ArchiveServiceServicer):
         """Record a user's tier (operators only)."""
         return await self.archive.tokens.set_tier(request)
 
+    @writes_outbox
     async def ImportOriginalJobs(
         self, request: pb.ImportOriginalJobsRequest, context: Context
     ) -> pb.ImportOriginalJobsResponse:

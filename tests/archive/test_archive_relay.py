@@ -4,9 +4,11 @@ crashes and relay crashes between publishing and marking."""
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections import Counter
 from pathlib import Path
 
+import asyncpg
 import grpc
 import nats
 import pytest
@@ -18,7 +20,7 @@ from assaylib.auth import bearer_token_interceptors
 from assaylib.config import Settings
 from assaylib.embedded import EmbeddedNats
 from assaylib.streams import StreamNames
-from tests.archive.helpers import Client, outbox_ids, wait_until
+from tests.archive.helpers import Client, dsn, outbox_ids, talent_data, wait_until
 from tests.conftest import token
 
 
@@ -174,3 +176,67 @@ async def test_one_replica_relays_and_the_other_takes_over(
         assert set(seen) == await outbox_ids(database) and set(seen.values()) == {1}
     finally:
         await standby.stop(grace=1)
+
+
+async def only_woken(app: ArchiveApp) -> None:
+    """Leave ``app``'s relay publishing only when woken: its poll is an hour from now."""
+
+    async def relaying() -> bool:
+        return app.relay.relaying
+
+    await wait_until(relaying, within=10)
+    app.relay.poll_interval = 3600.0
+    app.relay.wake()  # ends the current wait; the next one waits for the hour or a wake
+
+
+async def test_the_relaying_archive_wakes_its_relay_after_its_own_writes(
+    archive: ArchiveApp, archive_stub, database: str, settings: Settings
+) -> None:
+    await only_woken(archive)
+    client = Client(archive_stub)
+    await client.grant("alice", 2)
+    await client.submit()
+    await wait_until(lambda: all_sent(database), within=5)  # not the hour's poll
+    await client.submit()
+    await wait_until(lambda: all_sent(database), within=5)
+    seen = await stream_msg_ids(settings.nats_url, StreamNames(settings.stream_prefix))
+    assert set(seen) == await outbox_ids(database) and len(seen) == 4
+
+
+async def test_a_standby_archive_wakes_the_relaying_one_after_its_writes(
+    archive: ArchiveApp, database: str, settings: Settings
+) -> None:
+    await only_woken(archive)
+    standby = await ArchiveApp.start(settings, "127.0.0.1:0")
+    channel, stub = stub_for(standby)
+    try:
+        assert not standby.relay.relaying
+        client = Client(stub)
+        await client.grant("alice", 3)
+        for _ in range(3):
+            await client.submit()
+            await wait_until(lambda: all_sent(database), within=5)
+    finally:
+        await channel.close()
+        await standby.stop(grace=1)
+
+
+async def test_another_session_s_outbox_rows_still_notify_at_commit(
+    archive: ArchiveApp, archive_stub, database: str, settings: Settings
+) -> None:
+    """The previous release's archive (or an operator's session) does not wake the relay
+    itself: the outbox trigger still notifies for any session without the archive's setting."""
+    await only_woken(archive)
+    await Client(archive_stub).grant("old", 1)
+    conn = await asyncpg.connect(dsn(database))
+    try:
+        row = await conn.fetchrow(
+            "SELECT * FROM assay_create_submission($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+            " NULL::bytea, $11, $12)",
+            *("old", uuid.uuid4(), uuid.uuid4(), "AI-Driven Talent Mapping", 1, None, "h", 0),
+            *(talent_data().SerializeToString(), b"", None, "en"),
+        )
+        assert row["outcome"] == "created"
+    finally:
+        await conn.close()
+    await wait_until(lambda: all_sent(database), within=5)
