@@ -68,6 +68,7 @@ class ArchiveApp:
             stream_replicas=settings.stream_replicas,
             data_keys=policy.data_keys,
             tiers=policy.tiers,
+            queued_per_user=settings.queued_per_user,
         )
         wake = RelayWake(pool, relay)
         servicer = ArchiveServicer(archive, wake.written)

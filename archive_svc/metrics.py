@@ -52,6 +52,14 @@ PUBLISHED_AHEAD = Counter(
     "assay_outbox_published_ahead_total",
     "Queue messages of higher priority lanes published ahead of an outbox backlog",
 )
+HELD = Counter(
+    "assay_outbox_held_total",
+    "Queue messages held back in the archive: their user had ASSAY_QUEUED_PER_USER jobs queued",
+)
+RELEASED = Counter(
+    "assay_outbox_released_total",
+    "Held queue messages released to the outbox, in turn, as their users' queued jobs started",
+)
 FAILURES = Counter("assay_outbox_relay_failures_total", "Relay rounds that failed and backed off")
 UNSENT = Gauge("assay_outbox_unsent", "Outbox messages waiting to be published (the backlog)")
 PURGED = Counter("assay_outbox_purged_total", "Published outbox rows deleted after retention")

@@ -150,6 +150,17 @@ class Job(Base):
         ),
         Index("ix_jobs_queued_updated", "updated_at", postgresql_where=text("status = 'QUEUED'")),
         Index("ix_jobs_finished", "finished_at", postgresql_where=text("finished_at IS NOT NULL")),
+        Index(
+            "ix_jobs_queued_in_stream",
+            "user_id",
+            postgresql_where=text("status = 'QUEUED' AND queue_held_by IS NULL"),
+        ),
+        Index(
+            "ix_jobs_queue_held",
+            "user_id",
+            "created_at",
+            postgresql_where=text("status = 'QUEUED' AND queue_held_by IS NOT NULL"),
+        ),
     )
 
     job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -190,6 +201,9 @@ class Job(Base):
     priority: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default=text("0"))
     """Its priority lane, from its user's tier at submit (``assaylib.tiers``): 0 is the
     default tier's lane, as for every job older than tiers."""
+    queue_held_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    """The outbox row whose queue message the relay held back while the job's user had
+    ``ASSAY_QUEUED_PER_USER`` jobs queued in the stream (migration 0017); NULL when not held."""
 
 
 class Result(Base):

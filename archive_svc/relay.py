@@ -63,6 +63,7 @@ class OutboxRelay:
         max_backoff: float = 5.0,
         data_keys: DataKeys = NO_KEYS,
         tiers: Tiers | None = None,
+        queued_per_user: int = 0,
     ) -> None:
         self.pool = pool
         self.database_url = database_url
@@ -75,6 +76,7 @@ class OutboxRelay:
         self.max_backoff = max_backoff
         self.data_keys = data_keys
         self.tiers = tiers  # a job's queue message goes to its priority's lane
+        self.queued_per_user = queued_per_user  # 0: every queue message goes out in turn
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -85,6 +87,8 @@ class OutboxRelay:
         self._position: store.RelayPosition | None = None
         self._next_priority = 0.0
         self._priority_after = 0  # the last seq published ahead of its turn
+        self._ahead: set[str] = set()  # rows published ahead, not yet passed in turn
+        self._holding = True  # held jobs may wait for release (the first round looks)
 
     async def start(self) -> None:
         """Start relaying in the background."""
@@ -190,20 +194,63 @@ class OutboxRelay:
                 # message read here is out before an erasure walks the stream.
                 await self._publish_priority(js)
             fresh = self._position.batch is None  # this round takes a new snapshot
-            at, rows = await store.next_unsent(self.pool, self._position, self.batch_size)
+            at, rows = await store.next_unsent(
+                self.pool, self._position, self.batch_size, self.queued_per_user
+            )
             backlogged = len(rows) == self.batch_size
             if rows:
                 if len(rows) == self.batch_size:  # a backlog: count it
                     metrics.UNSENT.set(await store.count_unsent(self.pool))
-                await self._publish(js, rows)
-                metrics.PUBLISHED.inc(len(rows))
+                sending = await self._hold_over_budget(rows)
+                await self._publish(js, sending)
+                metrics.PUBLISHED.inc(len(sending))
             self._position = at.advanced(rows, self.batch_size)
             if not rows and fresh:  # nothing committed since the last snapshot
+                if await self._release():
+                    continue  # their queue messages are in the outbox now
                 metrics.UNSENT.set(0)
                 await self._purge()
                 return
         # stopping: save what went out, so the next relay does not send it again
         await store.save_position(self.pool, self._position)
+
+    async def _hold_over_budget(self, rows: Sequence[asyncpg.Record]) -> list[asyncpg.Record]:
+        """The page's rows to publish now: all but the queue messages held back, each of a
+        user with more than ``queued_per_user`` jobs queued in the stream (the whole page's
+        share of that user: the release gives the budget back in turn) or held already (a
+        page read again after a restart). Holds are committed before anything is published,
+        so a restart finds them."""
+        held: set[str] = set()
+        over: list[asyncpg.Record] = []
+        for row in rows:
+            if row["kind"] != "job":
+                continue
+            outbox_id = str(row["id"])
+            if row["queue_held_by"] is not None:  # this row's hold, read again (or an earlier)
+                held.add(outbox_id)
+            elif outbox_id in self._ahead:  # in the stream already
+                self._ahead.discard(outbox_id)
+            elif self.queued_per_user and row["in_stream"] > self.queued_per_user:
+                over.append(row)
+        if over:
+            marked = await store.hold(self.pool, over)
+            held |= {str(row["id"]) for row in over}
+            if marked:
+                self._holding = True
+                metrics.HELD.inc(len(marked))
+        return [row for row in rows if str(row["id"]) not in held]
+
+    async def _release(self) -> int:
+        """Release held jobs with room under the budget (their queue messages join the
+        outbox); 0 when none could go."""
+        if not self.queued_per_user or not self._holding:
+            return 0
+        released = await store.release_held(self.pool, self.queued_per_user, self.batch_size)
+        if released:
+            metrics.RELEASED.inc(released)
+        else:
+            self._holding = await store.any_held(self.pool)
+        return released
 
     async def _publish_priority(self, js: JetStreamContext) -> None:
         """Publish the higher lanes' queue messages waiting behind a backlog now, at most
@@ -214,10 +261,13 @@ class OutboxRelay:
         if now < self._next_priority:
             return
         self._next_priority = now + PRIORITY_EVERY
-        rows = await store.priority_unsent(self.pool, self._priority_after, self.batch_size)
+        rows = await store.priority_unsent(
+            self.pool, self._priority_after, self.batch_size, self.queued_per_user
+        )
         if rows:
             await self._publish(js, rows)
             self._priority_after = int(rows[-1]["seq"])
+            self._ahead.update(str(row["id"]) for row in rows)
             metrics.PUBLISHED_AHEAD.inc(len(rows))
 
     async def _purge(self) -> None:

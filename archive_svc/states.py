@@ -87,12 +87,14 @@ STUCK = (
     " OR j.started_at < now() - make_interval(secs => i.max_processing))"
 )
 LOST = (
-    "j.updated_at < now() - make_interval(secs => i.max_queued)"
+    "j.updated_at < now() - make_interval(secs => i.max_queued) AND j.queue_held_by IS NULL"
     " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.job_id = j.job_id AND o.kind = 'job'"
     " AND NOT outbox_published(o.txid, o.seq))"
 )
 """A QUEUED job is lost when its queue message left the outbox longer than max_queued ago (or
-it was re-published that long ago) and no worker started it since."""
+it was re-published, or released, that long ago: both set ``updated_at``) and no worker
+started it since. A job whose message the relay holds back (``queue_held_by``, migration
+0017) is waiting its turn, not lost."""
 
 # ---- what rows set -------------------------------------------------------------------------
 

@@ -37,14 +37,29 @@ QUEUED_OP = Operation(
 )
 
 
+MAX_AGE = 100 * 365.25 * 86400.0
+"""The longest duration a sweep takes (100 years): PostgreSQL's ``now() - interval`` leaves
+its timestamp range a few thousand years back, which a protobuf Duration reaches."""
+
+
 def limits_of(request: pb.SweepStuckJobsRequest | pb.ListStuckJobsRequest) -> tuple[float, float]:
-    """(stuck_after, max_processing) in seconds; both required and positive."""
+    """(stuck_after, max_processing) in seconds; both required, positive and at most MAX_AGE
+    (as ``max_queued`` and ``result_retention`` are, when a sweep names them)."""
     stuck_after = request.stuck_after.ToTimedelta().total_seconds()
     max_processing = request.max_processing.ToTimedelta().total_seconds()
     violations = [
         FieldViolation(name, "required: a positive duration")
         for name, value in (("stuck_after", stuck_after), ("max_processing", max_processing))
         if value <= 0
+    ]
+    ages = [("stuck_after", stuck_after), ("max_processing", max_processing)]
+    if isinstance(request, pb.SweepStuckJobsRequest):
+        ages += [
+            ("max_queued", request.max_queued.ToTimedelta().total_seconds()),
+            ("result_retention", request.result_retention.ToTimedelta().total_seconds()),
+        ]
+    violations += [
+        FieldViolation(name, "at most 100 years") for name, value in ages if value > MAX_AGE
     ]
     if violations:
         raise InvalidArgument(violations)

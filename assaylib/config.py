@@ -130,6 +130,11 @@ class Settings:
     """The sweep holds back when more than this fraction of in-flight jobs look stale."""
     max_inflight_per_user: int = 10
     """Queued plus processing jobs one user may have at once; 0 means unlimited."""
+    queued_per_user: int = 32
+    """Jobs of one user queued in the stream at once: the relay holds the rest back in the
+    archive and releases them as that user's queued jobs start, so another user's job waits
+    behind at most this many of each user's (per-user fairness within a lane); 0 means no
+    limit (first come, first served)."""
     worker_concurrency: int = 4
     """Jobs one worker process analyses at once."""
     events_max_age: float = 7 * 86400.0
@@ -361,6 +366,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "sweep_interval": _positive_duration,
     "sweep_max_fraction": _fraction,
     "max_inflight_per_user": _int_at_least(0),
+    "queued_per_user": _int_at_least(0),
     "worker_concurrency": _int_at_least(1),
     "events_max_age": _positive_duration,
     "result_retention": _duration_or_off,

@@ -11,7 +11,8 @@
   2. shares: M standard then M premium jobs queued at once; the standard lane's share of
      the jobs started while both still had jobs queued, and the throughput of the drain.
   3. user fairness within the default lane: one user's K jobs queued, then another user's
-     single jobs; their waits (no per-user round robin exists: this measures today's).
+     single jobs; their waits, and the bulk's throughput (``ASSAY_QUEUED_PER_USER``: set it
+     to 0 for first come, first served).
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ def register(scenario: Any) -> None:
     lanes.add_argument("--bulk", type=int, default=2000, help="one user's jobs (fairness)")
     lanes.add_argument("--singles", type=int, default=5, help="another user's single jobs")
     lanes.add_argument("--modes", default="lanes,fifo", help="which stacks: lanes, fifo or both")
+    lanes.add_argument(
+        "--phases", default="premium,shares,fairness", help="which phases, in this order"
+    )
 
 
 def dsn_of(stack: BenchStack) -> str:
@@ -269,6 +273,7 @@ async def user_fairness(stack: BenchStack, args: argparse.Namespace) -> dict[str
     return {
         "single_user_wait_ms": percentiles(found, 50, 99),
         "bulk_ms_per_job": round((per_job or 0) * 1000, 3),
+        "bulk_jobs_per_second": round(1 / per_job, 1) if per_job else 0,
     }
 
 
@@ -276,9 +281,10 @@ async def lanes_once(stack: BenchStack, args: argparse.Namespace) -> dict[str, A
     """The three phases on one stack."""
     total = args.backlog + args.premium + 2 * args.both + args.bulk + args.singles
     await stack.grant(["bench-standard", "bench-premium", "bench-bulk", "bench-single"], total)
-    result = await premium_wait(stack, args)
-    result |= await shares(stack, args)
-    result |= await user_fairness(stack, args)
+    phases = {"premium": premium_wait, "shares": shares, "fairness": user_fairness}
+    result: dict[str, Any] = {}
+    for phase in args.phases.split(","):
+        result |= await phases[phase](stack, args)
     audit = stack.audit()
     return result | {"invariants_ok": bool(audit.get("ok"))}
 
@@ -294,12 +300,14 @@ def run_lanes(args: argparse.Namespace) -> dict[str, Any]:
             progress(f"{mode}: ASSAY_TIERS={settings.get('ASSAY_TIERS', 'premium:4,standard:1')}")
             found[mode] = asyncio.run(lanes_once(stack, args))
             found[mode]["settings"] = dict(sorted(stack.settings.items()))
-    rates = [found[mode]["drain_jobs_per_second"] for mode in ("lanes", "fifo") if mode in found]
+    rates = [
+        found[mode].get("drain_jobs_per_second") for mode in ("lanes", "fifo") if mode in found
+    ]
     return {
         **found,
         **(
             {"throughput_lanes_over_fifo": round(rates[0] / rates[1], 3) if rates[1] else None}
-            if len(rates) == 2
+            if len(rates) == 2 and None not in rates
             else {}
         ),
         "invariants_ok": all(result["invariants_ok"] for result in found.values()),

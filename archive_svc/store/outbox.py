@@ -17,16 +17,27 @@ OUTBOX_COLUMNS = (
 )
 
 
+IN_STREAM = (
+    "SELECT count(*) FROM (SELECT 1 FROM jobs q WHERE q.user_id = {user}"
+    " AND q.status = 'QUEUED' AND q.queue_held_by IS NULL LIMIT {limit}) AS queued"
+)
+"""A user's QUEUED jobs whose queue message is not held (in the stream, or on its way there),
+counted up to ``limit`` (migration 0017's ``ix_jobs_queued_in_stream``)."""
+
 RESULT_OF_ROW = (
     "SELECT r.test_data, r.raw_responses FROM results r WHERE o.kind = 'job'"
     " AND o.payload IS NULL AND r.result_id = o.result_id OFFSET 0"
 )
 JOB_OF_ROW = (
-    "SELECT j.trace_context, j.locale, j.priority FROM jobs j WHERE j.job_id = o.job_id OFFSET 0"
+    "SELECT j.trace_context, j.locale, j.priority, j.queue_held_by, CASE WHEN o.kind = 'job'"
+    f" AND $5 > 0 THEN ({IN_STREAM.format(user='j.user_id', limit='$5 + 1')}) END AS in_stream"
+    " FROM jobs j WHERE j.job_id = o.job_id OFFSET 0"
 )
 """A page's row's result inputs and job columns, each looked up by its key after the page
 is chosen (``OFFSET 0`` keeps them lookups: joined, PostgreSQL hashed the whole jobs table
-for every page while the table was small, 1–2 ms a round on the bench)."""
+for every page while the table was small, 1–2 ms a round on the bench). A queue message's
+row also says whether it is held already and, with a per-user budget, how many of its user's
+jobs are queued in the stream (counted up to one past the budget)."""
 
 
 @dataclass
@@ -59,19 +70,21 @@ async def relay_position(db: Db) -> RelayPosition:
 
 
 async def next_unsent(
-    db: Db, position: RelayPosition, limit: int
+    db: Db, position: RelayPosition, limit: int, queued_per_user: int = 0
 ) -> tuple[RelayPosition, Sequence[asyncpg.Record]]:
     """Save ``position`` (what is published so far; a new snapshot as its batch when it has
     none) and fetch the next page of its batch in ``seq`` order, in one statement. Returns
     the position with its batch, and the rows. A queue message without a payload comes with
     its result row's test_data and raw_responses, to build it from; every row with its job's
-    trace_context, locale and priority (its lane)."""
+    trace_context, locale and priority (its lane), and a queue message's with its job's
+    ``queue_held_by`` and, when ``queued_per_user`` is set, ``in_stream`` (``JOB_OF_ROW``)."""
     rows: list[asyncpg.Record] = await db.fetch(
         "WITH c AS (UPDATE outbox_cursor SET done = $1::text::pg_snapshot,"
         " batch = coalesce($2::text::pg_snapshot, pg_current_snapshot()), batch_seq = $3"
         " RETURNING done, batch, batch_seq)"
         f" SELECT c.batch::text AS batch, p.* FROM c LEFT JOIN LATERAL (SELECT {OUTBOX_COLUMNS},"
-        " r.test_data, r.raw_responses, j.trace_context, j.locale, j.priority FROM (SELECT *"
+        " r.test_data, r.raw_responses, j.trace_context, j.locale, j.priority,"
+        " j.queue_held_by, j.in_stream FROM (SELECT *"
         " FROM outbox o WHERE o.txid >= pg_snapshot_xmin(c.done)"
         " AND NOT pg_visible_in_snapshot(o.txid, c.done)"
         " AND pg_visible_in_snapshot(o.txid, c.batch) AND o.seq > c.batch_seq"
@@ -82,25 +95,90 @@ async def next_unsent(
         position.batch,
         position.batch_seq,
         limit,
+        queued_per_user,
     )
     at = RelayPosition(position.done, rows[0]["batch"], position.batch_seq)
     return at, [row for row in rows if row["id"] is not None]
 
 
-async def priority_unsent(db: Db, after_seq: int, limit: int) -> Sequence[asyncpg.Record]:
+async def hold(db: Db, rows: Sequence[asyncpg.Record]) -> set[str]:
+    """Hold back the queue messages of ``rows`` (outbox rows of QUEUED jobs not held yet):
+    each job records the row it was held from. The ids of the jobs held (a job that has
+    moved on since is not)."""
+    held = await db.fetch(
+        "UPDATE jobs j SET queue_held_by = h.id FROM unnest($1::uuid[], $2::uuid[])"
+        " AS h(id, job_id) WHERE j.job_id = h.job_id AND j.status = 'QUEUED'"
+        " AND j.queue_held_by IS NULL RETURNING j.job_id::text",
+        [row["id"] for row in rows],
+        [row["job_id"] for row in rows],
+    )
+    return {row["job_id"] for row in held}
+
+
+async def release_held(db: Db, queued_per_user: int, limit: int) -> int:
+    """Release held jobs, up to ``limit``: each user's in the order submitted, no more than
+    the user's room under ``queued_per_user``, round robin across users (every user's first
+    turn, then every second…). Each job's hold is cleared and its queue message written to
+    the outbox in one statement, and its ``updated_at`` set, as a re-publication sets it (the
+    sweep counts a queued job lost from its message's leaving). Only a hold whose row the
+    relay has passed is released: a relay that restarts before passing it finds the hold and
+    keeps it. Returns how many."""
+    status: str = await db.execute(
+        "WITH room AS (SELECT u.user_id, $1 - ("
+        + IN_STREAM.format(user="u.user_id", limit="$1")
+        + ") AS room FROM (SELECT DISTINCT user_id FROM jobs"
+        " WHERE status = 'QUEUED' AND queue_held_by IS NOT NULL) u),"
+        " pick AS (SELECT h.job_id, h.turn, h.created_at FROM room, LATERAL ("
+        " SELECT j.job_id, j.created_at, row_number() OVER (ORDER BY j.created_at, o.seq)"
+        " AS turn FROM jobs j LEFT JOIN outbox o ON o.id = j.queue_held_by"
+        " WHERE j.user_id = room.user_id AND j.status = 'QUEUED'"
+        " AND j.queue_held_by IS NOT NULL AND (o.id IS NULL OR outbox_published(o.txid, o.seq))"
+        " ORDER BY j.created_at, o.seq LIMIT room.room) h WHERE room.room > 0"
+        " ORDER BY h.turn, h.created_at LIMIT $2),"
+        " released AS (UPDATE jobs j SET queue_held_by = NULL, updated_at = now() FROM pick"
+        " WHERE j.job_id = pick.job_id AND j.status = 'QUEUED'"
+        " RETURNING j.job_id, j.user_id, j.result_id, j.assessment_name, j.charge_count,"
+        " pick.turn, pick.created_at)"
+        " INSERT INTO outbox (id, kind, job_id, user_id, result_id, assessment_name,"
+        " charge_count, occurred_at) SELECT gen_random_uuid(), 'job', r.job_id, r.user_id,"
+        " r.result_id, r.assessment_name, r.charge_count, now() FROM released r"
+        " ORDER BY r.turn, r.created_at",
+        queued_per_user,
+        limit,
+    )
+    return int(status.split()[-1])
+
+
+async def any_held(db: Db) -> bool:
+    """Whether a QUEUED job's message is held back."""
+    return bool(
+        await db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'QUEUED'"
+            " AND queue_held_by IS NOT NULL)"
+        )
+    )
+
+
+async def priority_unsent(
+    db: Db, after_seq: int, limit: int, queued_per_user: int = 0
+) -> Sequence[asyncpg.Record]:
     """Unpublished queue messages of jobs above the default lane (``jobs.priority > 0``)
     with ``seq`` after ``after_seq``, committed, in ``seq`` order, built as ``next_unsent``'s
     rows: the relay publishes these ahead of a backlog, and again in their turn (the stream's
-    duplicate window drops the copy: the same ``Nats-Msg-Id``)."""
+    duplicate window drops the copy: the same ``Nats-Msg-Id``). With ``queued_per_user``,
+    only a user's within that budget (the others wait their turn like anyone's)."""
     rows: list[asyncpg.Record] = await db.fetch(
         f"SELECT {OUTBOX_COLUMNS}, r.test_data, r.raw_responses, j.trace_context, j.locale,"
         " j.priority FROM outbox o JOIN jobs j ON j.job_id = o.job_id"
         " LEFT JOIN results r ON o.payload IS NULL AND r.result_id = o.result_id,"
         " outbox_cursor c WHERE o.kind = 'job' AND j.priority > 0 AND o.seq > $1"
         " AND o.txid >= pg_snapshot_xmin(c.done) AND NOT outbox_published(o.txid, o.seq)"
-        " ORDER BY o.seq LIMIT $2",
+        " AND j.queue_held_by IS NULL AND ($3 = 0 OR ("
+        + IN_STREAM.format(user="j.user_id", limit="$3 + 1")
+        + ") <= $3) ORDER BY o.seq LIMIT $2",
         after_seq,
         limit,
+        queued_per_user,
     )
     return rows
 

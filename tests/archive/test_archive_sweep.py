@@ -6,12 +6,13 @@ import asyncio
 from typing import Any
 
 import asyncpg
+import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from archive_svc import store
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.common.v1 import job_pb2
-from tests.archive.helpers import Client, check_invariants, dsn, expire_lease
+from tests.archive.helpers import Client, check_invariants, dsn, expect_error, expire_lease
 
 
 def sweep_request(**extra: Any) -> pb.SweepStuckJobsRequest:
@@ -133,3 +134,18 @@ async def test_parallel_sweeps_never_double_refund(archive_stub, database: str) 
     assert sum(r.failed for r in results) == 20  # each job swept by exactly one sweep
     assert all(r.failed == 0 for r in results if r.lock_busy)
     await check_invariants(database)
+
+
+async def test_a_duration_beyond_postgresql_s_timestamps_is_invalid_not_internal(
+    archive_stub,
+) -> None:
+    ages = 10_000 * 365 * 86400  # a valid Duration; now() minus it is before 4713 BC
+    for field in ("stuck_after", "max_processing", "max_queued", "result_retention"):
+        request = pb.SweepStuckJobsRequest(
+            stuck_after=Duration(seconds=60), max_processing=Duration(seconds=60)
+        )
+        getattr(request, field).CopyFrom(Duration(seconds=ages))
+        err = await expect_error(
+            archive_stub.SweepStuckJobs(request), grpc.StatusCode.INVALID_ARGUMENT
+        )
+        assert field in str(err.details())
