@@ -77,6 +77,12 @@ class OutboxRelay:
         self.data_keys = data_keys
         self.tiers = tiers  # a job's queue message goes to its priority's lane
         self.queued_per_user = queued_per_user  # 0: every queue message goes out in turn
+        # A user's budget is its lane's weight times queued_per_user: while one busy user of
+        # each lane fills the workers, the lanes still share the slots by weight.
+        self._budgets = {
+            lane.priority: queued_per_user * lane.weight for lane in (tiers.lanes if tiers else ())
+        }
+        self._most = max(self._budgets.values(), default=queued_per_user)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -195,7 +201,7 @@ class OutboxRelay:
                 await self._publish_priority(js)
             fresh = self._position.batch is None  # this round takes a new snapshot
             at, rows = await store.next_unsent(
-                self.pool, self._position, self.batch_size, self.queued_per_user
+                self.pool, self._position, self.batch_size, self._most
             )
             backlogged = len(rows) == self.batch_size
             if rows:
@@ -216,7 +222,7 @@ class OutboxRelay:
 
     async def _hold_over_budget(self, rows: Sequence[asyncpg.Record]) -> list[asyncpg.Record]:
         """The page's rows to publish now: all but the queue messages held back, each of a
-        user with more than ``queued_per_user`` jobs queued in the stream (the whole page's
+        user with more than its budget of jobs queued in the stream (the whole page's
         share of that user: the release gives the budget back in turn) or held already (a
         page read again after a restart). Holds are committed before anything is published,
         so a restart finds them."""
@@ -230,22 +236,28 @@ class OutboxRelay:
                 held.add(outbox_id)
             elif outbox_id in self._ahead:  # in the stream already
                 self._ahead.discard(outbox_id)
-            elif self.queued_per_user and row["in_stream"] > self.queued_per_user:
+            elif self.queued_per_user and row["in_stream"] > self._budget(row["priority"]):
                 over.append(row)
         if over:
+            self._holding = True  # before the hold commits: a crash after it must not hide it
             marked = await store.hold(self.pool, over)
             held |= {str(row["id"]) for row in over}
-            if marked:
-                self._holding = True
-                metrics.HELD.inc(len(marked))
+            metrics.HELD.inc(len(marked))
+        self._holding = self._holding or bool(held)
         return [row for row in rows if str(row["id"]) not in held]
+
+    def _budget(self, priority: int) -> int:
+        """Jobs of a user of this lane that may be queued in the stream at once."""
+        return self._budgets.get(priority, self.queued_per_user)
 
     async def _release(self) -> int:
         """Release held jobs with room under the budget (their queue messages join the
         outbox); 0 when none could go."""
         if not self.queued_per_user or not self._holding:
             return 0
-        released = await store.release_held(self.pool, self.queued_per_user, self.batch_size)
+        released = await store.release_held(
+            self.pool, self.queued_per_user, self._budgets, self.batch_size
+        )
         if released:
             metrics.RELEASED.inc(released)
         else:
@@ -262,7 +274,7 @@ class OutboxRelay:
             return
         self._next_priority = now + PRIORITY_EVERY
         rows = await store.priority_unsent(
-            self.pool, self._priority_after, self.batch_size, self.queued_per_user
+            self.pool, self._priority_after, self.batch_size, self._most
         )
         if rows:
             await self._publish(js, rows)

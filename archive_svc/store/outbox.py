@@ -3,7 +3,7 @@ one cursor row (migration 0009)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -115,19 +115,24 @@ async def hold(db: Db, rows: Sequence[asyncpg.Record]) -> set[str]:
     return {row["job_id"] for row in held}
 
 
-async def release_held(db: Db, queued_per_user: int, limit: int) -> int:
+async def release_held(
+    db: Db, queued_per_user: int, budgets: Mapping[int, int], limit: int
+) -> int:
     """Release held jobs, up to ``limit``: each user's in the order submitted, no more than
-    the user's room under ``queued_per_user``, round robin across users (every user's first
+    the user's room under its budget (``budgets`` by priority, of the user's highest held
+    job; ``queued_per_user`` for a priority not there), round robin across users (every user's first
     turn, then every second…). Each job's hold is cleared and its queue message written to
     the outbox in one statement, and its ``updated_at`` set, as a re-publication sets it (the
     sweep counts a queued job lost from its message's leaving). Only a hold whose row the
     relay has passed is released: a relay that restarts before passing it finds the hold and
     keeps it. Returns how many."""
     status: str = await db.execute(
-        "WITH room AS (SELECT u.user_id, $1 - ("
-        + IN_STREAM.format(user="u.user_id", limit="$1")
-        + ") AS room FROM (SELECT DISTINCT user_id FROM jobs"
-        " WHERE status = 'QUEUED' AND queue_held_by IS NOT NULL) u),"
+        "WITH waiting AS (SELECT user_id, coalesce((SELECT b.budget FROM unnest($3::int2[],"
+        " $4::int4[]) AS b(priority, budget) WHERE b.priority = max(j.priority)), $1) AS budget"
+        " FROM jobs j WHERE status = 'QUEUED' AND queue_held_by IS NOT NULL GROUP BY user_id),"
+        " room AS (SELECT u.user_id, u.budget - ("
+        + IN_STREAM.format(user="u.user_id", limit="u.budget")
+        + ") AS room FROM waiting u),"
         " pick AS (SELECT h.job_id, h.turn, h.created_at FROM room, LATERAL ("
         " SELECT j.job_id, j.created_at, row_number() OVER (ORDER BY j.created_at, o.seq)"
         " AS turn FROM jobs j LEFT JOIN outbox o ON o.id = j.queue_held_by"
@@ -145,6 +150,8 @@ async def release_held(db: Db, queued_per_user: int, limit: int) -> int:
         " ORDER BY r.turn, r.created_at",
         queued_per_user,
         limit,
+        list(budgets),
+        list(budgets.values()),
     )
     return int(status.split()[-1])
 

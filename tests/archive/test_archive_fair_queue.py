@@ -175,3 +175,19 @@ async def test_the_sweep_does_not_count_a_held_job_as_lost(
     swept = await client.stub.SweepStuckJobs(request)
     assert swept.queued_found == BUDGET  # the two in the stream look lost; the held one waits
     assert await held(database) == waiting
+
+
+async def test_a_user_s_budget_is_its_lane_s_weight_times_the_setting(
+    fair: tuple[ArchiveApp, Client], database: str, settings: Settings
+) -> None:
+    """premium:4,standard:1 — a premium user may have four times the jobs queued, so that
+    one busy user of each lane still leaves the workers' slots to share by weight."""
+    _, client = fair
+    await client.stub.SetUserTier(pb.SetUserTierRequest(user_id="payer", tier="premium"))
+    paid = await submit_batch(client, "payer", 4 * BUDGET + 3)
+    stream, waiting = await settled(database, settings, expect_held=3)
+    assert set(stream) == set(paid[: 4 * BUDGET]) and waiting == set(paid[4 * BUDGET :])
+    first = await client.get(paid[0])
+    await client.start(first)
+    stream, waiting = await settled(database, settings, expect_held=2)
+    assert set(stream) == set(paid[: 4 * BUDGET + 1])
