@@ -4,8 +4,9 @@ the decode guard (``create_server``'s stack, outermost first).
 Each of the four is an interceptor of its own (``RpcMetricsInterceptor``,
 ``ErrorMappingInterceptor``, ``AuthInterceptor``, ``DecodeGuardInterceptor``). Stacked, a
 unary call went through four ``intercept_service`` hops and four async context managers;
-here a unary-unary call (every RPC but the streams) runs in one coroutine doing the same
-steps in the same order, and a streaming call gets the four guards composed as before.
+here a unary-unary call (every RPC but the streams), and a unary-stream call whose servicer
+writes with ``context.write``, runs in one coroutine doing the same steps in the same order;
+another streaming call gets the four guards composed as before.
 """
 
 from __future__ import annotations
@@ -51,17 +52,28 @@ class ServerPipeline(GuardingInterceptor):
         )
 
     def wrap(self, details: grpc.HandlerCallDetails, handler: Handler) -> Handler:
-        """One coroutine for a unary-unary method; the four guards for a streaming one."""
-        if handler.unary_unary is None:
-            for layer in reversed(self._layers):  # innermost first, as grpc chains them
-                handler = layer.wrap(details, handler)
-            return handler
+        """One coroutine for a unary-unary method and for a unary-stream one that writes
+        with ``context.write`` (WatchJobs: every open watch holds its call's frames, so one
+        coroutine instead of four guards' frames and context managers is memory per watch);
+        the four guards for the other streaming ones."""
         method = details.method
         auth = None if self._auth.exempts(method) else self._auth
-        unary = _fused_unary(handler.unary_unary, method, self._transient, auth)
-        return grpc.unary_unary_rpc_method_handler(
-            unary, tolerant(handler.request_deserializer), handler.response_serializer
-        )
+        deserializer = tolerant(handler.request_deserializer)
+        if handler.unary_unary is not None:
+            unary = _fused_unary(handler.unary_unary, method, self._transient, auth)
+            return grpc.unary_unary_rpc_method_handler(
+                unary, deserializer, handler.response_serializer
+            )
+        if handler.unary_stream is not None and inspect.iscoroutinefunction(
+            handler.unary_stream
+        ):
+            writer = _fused_unary(handler.unary_stream, method, self._transient, auth)
+            return grpc.unary_stream_rpc_method_handler(
+                writer, deserializer, handler.response_serializer
+            )
+        for layer in reversed(self._layers):  # innermost first, as grpc chains them
+            handler = layer.wrap(details, handler)
+        return handler
 
 
 def _fused_unary(
