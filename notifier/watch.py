@@ -20,7 +20,6 @@ from its last cursor: nothing is dropped silently, and no watcher ever slows ano
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
@@ -115,7 +114,7 @@ class Watch:
         "_queue",
         "_room",
         "_source",
-        "_wake",
+        "_waiter",
         "queued_cursor",
         "request",
         "scope",
@@ -138,8 +137,10 @@ class Watch:
         self._archive = archive
         self._limits = limits
         self._live_cursor = live_cursor
-        self._queue: collections.deque[pb.WatchJobsResponse] = collections.deque()
-        self._wake = asyncio.Event()
+        # An idle watch holds no deque and no Event (each keeps a deque of its own): a list
+        # (bounded by the buffer) and a future made only while ``run`` waits.
+        self._queue: list[pb.WatchJobsResponse] = []
+        self._waiter: asyncio.Future[None] | None = None
         self._ending: Ending | None = None
         self._on_ending: list[Callable[[], None]] = []
         self.queued_cursor = 0  # the newest event queued (or the start of the watch)
@@ -147,7 +148,7 @@ class Watch:
         self._catch_up: asyncio.Task[None] | None = None
         self._pending: list[events_pb2.JobEvent] = []  # live events that came mid-catch-up
         self._pending_lost = False
-        self._room = asyncio.Event()  # set whenever the client took an item
+        self._room: asyncio.Event | None = None  # made by a replay waiting for room
 
     # ---- state -----------------------------------------------------------------------
 
@@ -170,8 +171,9 @@ class Watch:
         if self._ending is not None:
             return
         self._ending = ending
-        self._wake.set()
-        self._room.set()
+        self._wake()
+        if self._room is not None:
+            self._room.set()
         for callback in self._on_ending:
             callback()
 
@@ -199,12 +201,18 @@ class Watch:
         if self._ending is not None or self._catch_up is not None or self._queue:
             return
         self._queue.append(bookmark(max(self.queued_cursor, self._live_cursor())))
-        self._wake.set()
+        self._wake()
 
     def _enqueue_event(self, event: events_pb2.JobEvent) -> None:
         self.queued_cursor = event.cursor
         self._queue.append(pb.WatchJobsResponse(event=event))
-        self._wake.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake ``run`` if it waits for something to send."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # ---- catching up from the events stream --------------------------------------------
 
@@ -264,6 +272,8 @@ class Watch:
         """Wait while the buffer is full; end the watch if the client takes nothing for the
         whole ``stall_timeout``."""
         while len(self._queue) >= self._limits.buffer and self._ending is None:
+            if self._room is None:
+                self._room = asyncio.Event()
             self._room.clear()
             try:
                 await asyncio.wait_for(self._room.wait(), self._limits.stall_timeout)
@@ -298,11 +308,15 @@ class Watch:
                 if self._ending is not None:
                     raise self._ending(self.sent_cursor)
                 if not self._queue:
-                    self._wake.clear()
-                    await self._wake.wait()
+                    self._waiter = asyncio.get_running_loop().create_future()
+                    try:
+                        await self._waiter
+                    finally:
+                        self._waiter = None
                     continue
-                await self._send(write, self._queue.popleft())
-                self._room.set()
+                await self._send(write, self._queue.pop(0))
+                if self._room is not None:
+                    self._room.set()
         finally:
             if self._catch_up is not None:
                 self._catch_up.cancel()
