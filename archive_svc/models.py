@@ -150,17 +150,6 @@ class Job(Base):
         ),
         Index("ix_jobs_queued_updated", "updated_at", postgresql_where=text("status = 'QUEUED'")),
         Index("ix_jobs_finished", "finished_at", postgresql_where=text("finished_at IS NOT NULL")),
-        Index(
-            "ix_jobs_queued_in_stream",
-            "user_id",
-            postgresql_where=text("status = 'QUEUED' AND queue_held_by IS NULL"),
-        ),
-        Index(
-            "ix_jobs_queue_held",
-            "user_id",
-            "created_at",
-            postgresql_where=text("status = 'QUEUED' AND queue_held_by IS NOT NULL"),
-        ),
     )
 
     job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)

@@ -94,7 +94,7 @@ class OutboxRelay:
         self._next_priority = 0.0
         self._priority_after = 0  # the last seq published ahead of its turn
         self._ahead: set[str] = set()  # rows published ahead, not yet passed in turn
-        self._holding = True  # held jobs may wait for release (the first round looks)
+        self._held_users: set[str] = set()  # users with held jobs (read as the lock is taken)
 
     async def start(self) -> None:
         """Start relaying in the background."""
@@ -158,6 +158,8 @@ class OutboxRelay:
                     raise StandingBy()
                 await listener.add_listener(CHANNEL, lambda *_: self._wake.set())
                 self._position = await store.relay_position(listener)
+                if self.queued_per_user:
+                    self._held_users = await store.held_users(listener)
             except BaseException:
                 await listener.close()
                 raise
@@ -200,9 +202,7 @@ class OutboxRelay:
                 # message read here is out before an erasure walks the stream.
                 await self._publish_priority(js)
             fresh = self._position.batch is None  # this round takes a new snapshot
-            at, rows = await store.next_unsent(
-                self.pool, self._position, self.batch_size, self._most
-            )
+            at, rows = await store.next_unsent(self.pool, self._position, self.batch_size)
             backlogged = len(rows) == self.batch_size
             if rows:
                 if len(rows) == self.batch_size:  # a backlog: count it
@@ -227,23 +227,33 @@ class OutboxRelay:
         page read again after a restart). Holds are committed before anything is published,
         so a restart finds them."""
         held: set[str] = set()
-        over: list[asyncpg.Record] = []
+        candidates: list[asyncpg.Record] = []
         for row in rows:
             if row["kind"] != "job":
                 continue
             outbox_id = str(row["id"])
             if row["queue_held_by"] is not None:  # this row's hold, read again (or an earlier)
                 held.add(outbox_id)
+                self._held_users.add(row["user_id"])
             elif outbox_id in self._ahead:  # in the stream already
                 self._ahead.discard(outbox_id)
-            elif self.queued_per_user and row["in_stream"] > self._budget(row["priority"]):
-                over.append(row)
+            elif self.queued_per_user:
+                candidates.append(row)
+        over: list[asyncpg.Record] = []
+        if candidates:  # one count per user of the page, up to one past the largest budget
+            users = sorted({row["user_id"] for row in candidates})
+            queued = await store.in_stream(self.pool, users, self._most + 1)
+            over = [
+                row
+                for row in candidates
+                if queued.get(row["user_id"], 0) > self._budget(row["priority"])
+            ]
         if over:
-            self._holding = True  # before the hold commits: a crash after it must not hide it
+            # before the hold commits: a failure after it must not leave them unreleased
+            self._held_users.update(row["user_id"] for row in over)
             marked = await store.hold(self.pool, over)
             held |= {str(row["id"]) for row in over}
             metrics.HELD.inc(len(marked))
-        self._holding = self._holding or bool(held)
         return [row for row in rows if str(row["id"]) not in held]
 
     def _budget(self, priority: int) -> int:
@@ -253,15 +263,16 @@ class OutboxRelay:
     async def _release(self) -> int:
         """Release held jobs with room under the budget (their queue messages join the
         outbox); 0 when none could go."""
-        if not self.queued_per_user or not self._holding:
+        if not self.queued_per_user or not self._held_users:
             return 0
+        users = sorted(self._held_users)
         released = await store.release_held(
-            self.pool, self.queued_per_user, self._budgets, self.batch_size
+            self.pool, users, self.queued_per_user, self._budgets, self.batch_size
         )
         if released:
             metrics.RELEASED.inc(released)
-        else:
-            self._holding = await store.any_held(self.pool)
+        else:  # no room anywhere: forget the users with nothing held any more
+            self._held_users = await store.held_users(self.pool, users)
         return released
 
     async def _publish_priority(self, js: JetStreamContext) -> None:

@@ -64,9 +64,7 @@ class ServerPipeline(GuardingInterceptor):
             return grpc.unary_unary_rpc_method_handler(
                 unary, deserializer, handler.response_serializer
             )
-        if handler.unary_stream is not None and inspect.iscoroutinefunction(
-            handler.unary_stream
-        ):
+        if handler.unary_stream is not None and inspect.iscoroutinefunction(handler.unary_stream):
             writer = _fused_unary(handler.unary_stream, method, self._transient, auth)
             return grpc.unary_stream_rpc_method_handler(
                 writer, deserializer, handler.response_serializer

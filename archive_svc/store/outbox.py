@@ -22,22 +22,25 @@ IN_STREAM = (
     " AND q.status = 'QUEUED' AND q.queue_held_by IS NULL LIMIT {limit}) AS queued"
 )
 """A user's QUEUED jobs whose queue message is not held (in the stream, or on its way there),
-counted up to ``limit`` (migration 0017's ``ix_jobs_queued_in_stream``)."""
+counted up to ``limit``. Found through the user's jobs in flight (``ix_jobs_inflight_user``):
+no index names ``queue_held_by``, so a hold is a HOT update that leaves no index entry
+behind (an index of the jobs not held filled with entries of held ones, and every count
+walked them: 100 ms a page behind a bulk on the bench)."""
+HELD = "j.user_id = {user} AND j.status = 'QUEUED' AND j.queue_held_by IS NOT NULL"
+"""A user's held jobs (``j``), found the same way."""
 
 RESULT_OF_ROW = (
     "SELECT r.test_data, r.raw_responses FROM results r WHERE o.kind = 'job'"
     " AND o.payload IS NULL AND r.result_id = o.result_id OFFSET 0"
 )
 JOB_OF_ROW = (
-    "SELECT j.trace_context, j.locale, j.priority, j.queue_held_by, CASE WHEN o.kind = 'job'"
-    f" AND $5 > 0 THEN ({IN_STREAM.format(user='j.user_id', limit='$5 + 1')}) END AS in_stream"
+    "SELECT j.trace_context, j.locale, j.priority, j.queue_held_by"
     " FROM jobs j WHERE j.job_id = o.job_id OFFSET 0"
 )
 """A page's row's result inputs and job columns, each looked up by its key after the page
 is chosen (``OFFSET 0`` keeps them lookups: joined, PostgreSQL hashed the whole jobs table
-for every page while the table was small, 1–2 ms a round on the bench). A queue message's
-row also says whether it is held already and, with a per-user budget, how many of its user's
-jobs are queued in the stream (counted up to one past the budget)."""
+for every page while the table was small, 1–2 ms a round on the bench), with whether its
+job's queue message is held."""
 
 
 @dataclass
@@ -70,21 +73,20 @@ async def relay_position(db: Db) -> RelayPosition:
 
 
 async def next_unsent(
-    db: Db, position: RelayPosition, limit: int, queued_per_user: int = 0
+    db: Db, position: RelayPosition, limit: int
 ) -> tuple[RelayPosition, Sequence[asyncpg.Record]]:
     """Save ``position`` (what is published so far; a new snapshot as its batch when it has
     none) and fetch the next page of its batch in ``seq`` order, in one statement. Returns
     the position with its batch, and the rows. A queue message without a payload comes with
     its result row's test_data and raw_responses, to build it from; every row with its job's
-    trace_context, locale and priority (its lane), and a queue message's with its job's
-    ``queue_held_by`` and, when ``queued_per_user`` is set, ``in_stream`` (``JOB_OF_ROW``)."""
+    trace_context, locale, priority (its lane) and ``queue_held_by`` (``JOB_OF_ROW``)."""
     rows: list[asyncpg.Record] = await db.fetch(
         "WITH c AS (UPDATE outbox_cursor SET done = $1::text::pg_snapshot,"
         " batch = coalesce($2::text::pg_snapshot, pg_current_snapshot()), batch_seq = $3"
         " RETURNING done, batch, batch_seq)"
         f" SELECT c.batch::text AS batch, p.* FROM c LEFT JOIN LATERAL (SELECT {OUTBOX_COLUMNS},"
         " r.test_data, r.raw_responses, j.trace_context, j.locale, j.priority,"
-        " j.queue_held_by, j.in_stream FROM (SELECT *"
+        " j.queue_held_by FROM (SELECT *"
         " FROM outbox o WHERE o.txid >= pg_snapshot_xmin(c.done)"
         " AND NOT pg_visible_in_snapshot(o.txid, c.done)"
         " AND pg_visible_in_snapshot(o.txid, c.batch) AND o.seq > c.batch_seq"
@@ -95,19 +97,31 @@ async def next_unsent(
         position.batch,
         position.batch_seq,
         limit,
-        queued_per_user,
     )
     at = RelayPosition(position.done, rows[0]["batch"], position.batch_seq)
     return at, [row for row in rows if row["id"] is not None]
 
 
+async def in_stream(db: Db, users: Sequence[str], most: int) -> dict[str, int]:
+    """Each user's jobs queued in the stream (``IN_STREAM``), counted up to ``most``."""
+    rows = await db.fetch(
+        "SELECT u.user_id, ("
+        + IN_STREAM.format(user="u.user_id", limit="$2")
+        + ") AS queued FROM unnest($1::text[]) AS u(user_id)",
+        list(users),
+        most,
+    )
+    return {row["user_id"]: int(row["queued"]) for row in rows}
+
+
 async def hold(db: Db, rows: Sequence[asyncpg.Record]) -> set[str]:
     """Hold back the queue messages of ``rows`` (outbox rows of QUEUED jobs not held yet):
     each job records the row it was held from. The ids of the jobs held (a job that has
-    moved on since is not)."""
+    moved on since is not). Each job is found by its key (joined to the arrays, PostgreSQL
+    hashed the whole jobs table for every page)."""
     held = await db.fetch(
-        "UPDATE jobs j SET queue_held_by = h.id FROM unnest($1::uuid[], $2::uuid[])"
-        " AS h(id, job_id) WHERE j.job_id = h.job_id AND j.status = 'QUEUED'"
+        "UPDATE jobs j SET queue_held_by = ($1::uuid[])[array_position($2::uuid[], j.job_id)]"
+        " WHERE j.job_id = ANY($2::uuid[]) AND j.status = 'QUEUED'"
         " AND j.queue_held_by IS NULL RETURNING j.job_id::text",
         [row["id"] for row in rows],
         [row["job_id"] for row in rows],
@@ -116,28 +130,33 @@ async def hold(db: Db, rows: Sequence[asyncpg.Record]) -> set[str]:
 
 
 async def release_held(
-    db: Db, queued_per_user: int, budgets: Mapping[int, int], limit: int
+    db: Db,
+    users: Sequence[str],
+    queued_per_user: int,
+    budgets: Mapping[int, int],
+    limit: int,
 ) -> int:
-    """Release held jobs, up to ``limit``: each user's in the order submitted, no more than
-    the user's room under its budget (``budgets`` by priority, of the user's highest held
-    job; ``queued_per_user`` for a priority not there), round robin across users (every user's first
-    turn, then every second…). Each job's hold is cleared and its queue message written to
-    the outbox in one statement, and its ``updated_at`` set, as a re-publication sets it (the
-    sweep counts a queued job lost from its message's leaving). Only a hold whose row the
-    relay has passed is released: a relay that restarts before passing it finds the hold and
-    keeps it. Returns how many."""
+    """Release held jobs of ``users``, up to ``limit``: each user's in the order submitted,
+    no more than the user's room under its budget (``budgets`` by priority, of the user's
+    highest held job; ``queued_per_user`` for a priority not there), round robin across
+    users (every user's first turn, then every second…). Each job's hold is cleared and its
+    queue message written to the outbox in one statement, and its ``updated_at`` set, as a
+    re-publication sets it (the sweep counts a queued job lost from its message's leaving).
+    The relay releases only once it has caught up, its position saved past every page it
+    read, so every hold released is on a row it has passed (a relay that restarts before
+    passing a page reads the page, and its holds, again first). Returns how many."""
     status: str = await db.execute(
-        "WITH waiting AS (SELECT user_id, coalesce((SELECT b.budget FROM unnest($3::int2[],"
-        " $4::int4[]) AS b(priority, budget) WHERE b.priority = max(j.priority)), $1) AS budget"
-        " FROM jobs j WHERE status = 'QUEUED' AND queue_held_by IS NOT NULL GROUP BY user_id),"
+        "WITH waiting AS (SELECT u.user_id, coalesce((SELECT b.budget FROM unnest($3::int2[],"
+        " $4::int4[]) AS b(priority, budget) WHERE b.priority = (SELECT max(j.priority)"
+        f" FROM jobs j WHERE {HELD.format(user='u.user_id')})), $1) AS budget"
+        " FROM unnest($5::text[]) AS u(user_id)),"
         " room AS (SELECT u.user_id, u.budget - ("
         + IN_STREAM.format(user="u.user_id", limit="u.budget")
         + ") AS room FROM waiting u),"
         " pick AS (SELECT h.job_id, h.turn, h.created_at FROM room, LATERAL ("
         " SELECT j.job_id, j.created_at, row_number() OVER (ORDER BY j.created_at, o.seq)"
         " AS turn FROM jobs j LEFT JOIN outbox o ON o.id = j.queue_held_by"
-        " WHERE j.user_id = room.user_id AND j.status = 'QUEUED'"
-        " AND j.queue_held_by IS NOT NULL AND (o.id IS NULL OR outbox_published(o.txid, o.seq))"
+        f" WHERE {HELD.format(user='room.user_id')}"
         " ORDER BY j.created_at, o.seq LIMIT room.room) h WHERE room.room > 0"
         " ORDER BY h.turn, h.created_at LIMIT $2),"
         " released AS (UPDATE jobs j SET queue_held_by = NULL, updated_at = now() FROM pick"
@@ -152,18 +171,26 @@ async def release_held(
         limit,
         list(budgets),
         list(budgets.values()),
+        list(users),
     )
     return int(status.split()[-1])
 
 
-async def any_held(db: Db) -> bool:
-    """Whether a QUEUED job's message is held back."""
-    return bool(
-        await db.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'QUEUED'"
-            " AND queue_held_by IS NOT NULL)"
+async def held_users(db: Db, among: Sequence[str] | None = None) -> set[str]:
+    """The users with a held job (of ``among``, when given: found through each one's jobs
+    in flight; else all, a scan of the queued jobs the relay makes once as it starts)."""
+    if among is None:
+        rows = await db.fetch(
+            "SELECT DISTINCT user_id FROM jobs WHERE status = 'QUEUED'"
+            " AND queue_held_by IS NOT NULL"
         )
-    )
+    else:
+        rows = await db.fetch(
+            "SELECT u.user_id FROM unnest($1::text[]) AS u(user_id)"
+            f" WHERE EXISTS (SELECT 1 FROM jobs j WHERE {HELD.format(user='u.user_id')})",
+            list(among),
+        )
+    return {row["user_id"] for row in rows}
 
 
 async def priority_unsent(

@@ -104,12 +104,12 @@ async def test_relay_crash_between_publish_and_mark_republishes_once(
     published = {"unsaved": False}
     real_next_unsent = store.next_unsent
 
-    async def crash_before_marking(db, position, limit, *budget):
+    async def crash_before_marking(db, position, limit):
         if published["unsaved"] and crashes["left"]:  # the round that would save a position
             crashes["left"] -= 1  # past a published page
             published["unsaved"] = False
             raise ConnectionError("relay died after publishing")
-        at, rows = await real_next_unsent(db, position, limit, *budget)
+        at, rows = await real_next_unsent(db, position, limit)
         published["unsaved"] = bool(rows)
         return at, rows
 
