@@ -50,7 +50,8 @@ CONSUMER_REDELIVERED = Gauge(
 PUBLISHED = Counter("assay_outbox_published_total", "Outbox messages published to JetStream")
 PUBLISHED_AHEAD = Counter(
     "assay_outbox_published_ahead_total",
-    "Queue messages of higher priority lanes published ahead of an outbox backlog",
+    "Queue messages published ahead of an outbox backlog: higher lanes', and users' within"
+    " their ASSAY_QUEUED_PER_USER budget",
 )
 HELD = Counter(
     "assay_outbox_held_total",

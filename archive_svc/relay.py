@@ -43,7 +43,7 @@ class StandingBy(Exception):
 CHANNEL = "assay_outbox"
 PURGE_EVERY = 3600.0  # seconds between purges of published rows
 PUBLISH_TIMEOUT = 10.0  # seconds for JetStream to acknowledge one batch
-PRIORITY_EVERY = 0.1  # seconds between looks for higher lanes' messages behind a backlog
+PRIORITY_EVERY = 0.1  # seconds between looks for messages that should not wait behind a backlog
 
 
 class OutboxRelay:
@@ -197,7 +197,7 @@ class OutboxRelay:
         js = self._js
         backlogged = False
         while not self._stopping.is_set():
-            if backlogged and self.tiers is not None:
+            if backlogged and (self.tiers is not None or self.queued_per_user):
                 # Before the position is saved again (erasure waits for that save), so a
                 # message read here is out before an erasure walks the stream.
                 await self._publish_priority(js)
@@ -276,16 +276,18 @@ class OutboxRelay:
         return released
 
     async def _publish_priority(self, js: JetStreamContext) -> None:
-        """Publish the higher lanes' queue messages waiting behind a backlog now, at most
-        every PRIORITY_EVERY seconds: a premium job does not wait for the thousands of rows a
-        big batch committed before it. Their turn in order publishes them again, a copy the
-        stream drops (the same Nats-Msg-Id, within its duplicate window)."""
+        """Publish the queue messages waiting behind a backlog that should not wait, at most
+        every PRIORITY_EVERY seconds (``store.ahead_unsent``: the higher lanes', and with a
+        per-user budget every user's within it): a premium job, or a pupil's one job, does
+        not wait for the thousands of rows a school's batch committed before it. Their turn in
+        order publishes them again, a copy the stream drops (the same Nats-Msg-Id, within its
+        duplicate window)."""
         now = asyncio.get_running_loop().time()
         if now < self._next_priority:
             return
         self._next_priority = now + PRIORITY_EVERY
-        rows = await store.priority_unsent(
-            self.pool, self._priority_after, self.batch_size, self._most
+        rows = await store.ahead_unsent(
+            self.pool, self._priority_after, self.batch_size, self.queued_per_user, self._budgets
         )
         if rows:
             await self._publish(js, rows)

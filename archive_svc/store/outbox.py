@@ -193,26 +193,44 @@ async def held_users(db: Db, among: Sequence[str] | None = None) -> set[str]:
     return {row["user_id"] for row in rows}
 
 
-async def priority_unsent(
-    db: Db, after_seq: int, limit: int, queued_per_user: int = 0
+async def ahead_unsent(
+    db: Db,
+    after_seq: int,
+    limit: int,
+    queued_per_user: int = 0,
+    budgets: Mapping[int, int] | None = None,
 ) -> Sequence[asyncpg.Record]:
-    """Unpublished queue messages of jobs above the default lane (``jobs.priority > 0``)
-    with ``seq`` after ``after_seq``, committed, in ``seq`` order, built as ``next_unsent``'s
-    rows: the relay publishes these ahead of a backlog, and again in their turn (the stream's
-    duplicate window drops the copy: the same ``Nats-Msg-Id``). With ``queued_per_user``,
-    only a user's within that budget (the others wait their turn like anyone's)."""
+    """Unpublished queue messages that should not wait behind an outbox backlog, with
+    ``seq`` after ``after_seq``, committed, in ``seq`` order, built as ``next_unsent``'s rows:
+    the relay publishes these ahead of the backlog, and again in their turn (the stream's
+    duplicate window drops the copy: the same ``Nats-Msg-Id``). Without ``queued_per_user``,
+    the jobs above the default lane (``jobs.priority > 0``); with it, the jobs of every user
+    within the budget of their lane (``budgets`` by priority, else ``queued_per_user``): a
+    pupil's one job does not wait while the relay holds back a school's thousands. The
+    backlog looked at is its first 10,000 queue messages; each user is counted once."""
+    budgets = budgets or {}
     rows: list[asyncpg.Record] = await db.fetch(
-        f"SELECT {OUTBOX_COLUMNS}, r.test_data, r.raw_responses, j.trace_context, j.locale,"
-        " j.priority FROM outbox o JOIN jobs j ON j.job_id = o.job_id"
-        " LEFT JOIN results r ON o.payload IS NULL AND r.result_id = o.result_id,"
-        " outbox_cursor c WHERE o.kind = 'job' AND j.priority > 0 AND o.seq > $1"
-        " AND o.txid >= pg_snapshot_xmin(c.done) AND NOT outbox_published(o.txid, o.seq)"
-        " AND j.queue_held_by IS NULL AND ($3 = 0 OR ("
-        + IN_STREAM.format(user="j.user_id", limit="$3 + 1")
-        + ") <= $3) ORDER BY o.seq LIMIT $2",
+        "WITH backlog AS MATERIALIZED (SELECT o.id, o.seq, j.user_id, j.priority"
+        " FROM outbox o JOIN jobs j ON j.job_id = o.job_id, outbox_cursor c"
+        " WHERE o.kind = 'job' AND o.seq > $1 AND o.txid >= pg_snapshot_xmin(c.done)"
+        " AND NOT outbox_published(o.txid, o.seq) AND j.queue_held_by IS NULL"
+        " AND ($3 > 0 OR j.priority > 0) ORDER BY o.seq LIMIT 10000),"
+        " users AS (SELECT user_id, coalesce((SELECT b.budget FROM unnest($4::int2[],"
+        " $5::int4[]) AS b(priority, budget) WHERE b.priority = max(k.priority)), $3)"
+        " AS budget FROM backlog k GROUP BY user_id),"
+        " within AS (SELECT u.user_id FROM users u WHERE $3 = 0 OR ("
+        + IN_STREAM.format(user="u.user_id", limit="u.budget + 1")
+        + ") <= u.budget)"
+        f" SELECT {OUTBOX_COLUMNS}, r.test_data, r.raw_responses, j.trace_context, j.locale,"
+        " j.priority FROM backlog k JOIN within w ON w.user_id = k.user_id"
+        " JOIN outbox o ON o.id = k.id JOIN jobs j ON j.job_id = o.job_id"
+        " LEFT JOIN results r ON o.payload IS NULL AND r.result_id = o.result_id"
+        " ORDER BY o.seq LIMIT $2",
         after_seq,
         limit,
         queued_per_user,
+        list(budgets),
+        list(budgets.values()),
     )
     return rows
 

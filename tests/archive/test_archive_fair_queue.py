@@ -13,12 +13,14 @@ import nats
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from archive_svc import store
+from archive_svc import metrics, store
 from archive_svc.app import ArchiveApp
+from archive_svc.relay import OutboxRelay
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.events.v1 import events_pb2
 from assaylib.config import Settings
 from assaylib.streams import StreamNames
+from assaylib.tiers import Tiers
 from tests.archive.helpers import Client, check_invariants, dsn, talent_data, wait_until
 from tests.archive.test_archive_relay import all_sent, stub_for
 
@@ -91,10 +93,12 @@ async def settled(
     state: dict[str, object] = {}
 
     async def ready() -> bool:
-        if not await all_sent(database):
-            return False
+        # Held first: a release clears a hold and writes its message in one commit, so once
+        # the holds are as expected, the message is in the outbox for all_sent to see.
         state["held"] = await held(database)
-        return len(state["held"]) == expect_held  # type: ignore[arg-type]
+        if len(state["held"]) != expect_held:  # type: ignore[arg-type]
+            return False
+        return await all_sent(database)
 
     await wait_until(ready, within=15)
     stream = await in_stream(settings)
@@ -191,3 +195,35 @@ async def test_a_user_s_budget_is_its_lane_s_weight_times_the_setting(
     await client.start(first)
     stream, waiting = await settled(database, settings, expect_held=2)
     assert set(stream) == set(paid[: 4 * BUDGET + 1])
+
+
+async def test_another_user_s_job_is_published_ahead_of_a_bulk_in_the_outbox(
+    fair: tuple[ArchiveApp, Client], database: str, settings: Settings
+) -> None:
+    """A school's batch is thousands of outbox rows the relay pages through (holding most);
+    a pupil's one job committed after them is published ahead, not after the last page."""
+    app, client = fair
+    await app.relay.stop()  # the backlog builds while nothing relays
+    bulk = await submit_batch(client, "school", 60)
+    (single,) = await submit_batch(client, "pupil", 1)
+    ahead = metrics.PUBLISHED_AHEAD._value.get()
+    relay = OutboxRelay(
+        app.pool,
+        settings.database_url,
+        settings.nats_url,
+        StreamNames(settings.stream_prefix),
+        events_max_age=settings.events_max_age,
+        batch_size=8,
+        tiers=Tiers.parse("premium:4,standard:1"),
+        queued_per_user=BUDGET,
+    )
+    await relay.start()
+    try:
+        stream, waiting = await settled(database, settings, expect_held=60 - BUDGET)
+    finally:
+        await relay.stop()
+    assert set(stream) == set(bulk[:BUDGET]) | {single}  # once each: the copy was dropped
+    assert waiting == set(bulk[BUDGET:])
+    # The pupil's alone went ahead of the 15 pages of the school's rows (the school is over
+    # its budget: nothing of it goes ahead).
+    assert metrics.PUBLISHED_AHEAD._value.get() - ahead == 1
