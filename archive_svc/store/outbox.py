@@ -28,6 +28,12 @@ behind (an index of the jobs not held filled with entries of held ones, and ever
 walked them: 100 ms a page behind a bulk on the bench)."""
 HELD = "j.user_id = {user} AND j.status = 'QUEUED' AND j.queue_held_by IS NOT NULL"
 """A user's held jobs (``j``), found the same way."""
+BUDGET = (
+    "coalesce((SELECT b.budget FROM unnest({priorities}::int2[], {budgets}::int4[])"
+    " AS b(priority, budget) WHERE b.priority = {priority}), {otherwise})"
+)
+"""The budget of a lane's ``priority`` from the relay's arrays of priorities and budgets
+(``OutboxRelay._budgets``), ``otherwise`` for a priority not there."""
 
 RESULT_OF_ROW = (
     "SELECT r.test_data, r.raw_responses FROM results r WHERE o.kind = 'job'"
@@ -146,10 +152,14 @@ async def release_held(
     read, so every hold released is on a row it has passed (a relay that restarts before
     passing a page reads the page, and its holds, again first). Returns how many."""
     status: str = await db.execute(
-        "WITH waiting AS (SELECT u.user_id, coalesce((SELECT b.budget FROM unnest($3::int2[],"
-        " $4::int4[]) AS b(priority, budget) WHERE b.priority = (SELECT max(j.priority)"
-        f" FROM jobs j WHERE {HELD.format(user='u.user_id')})), $1) AS budget"
-        " FROM unnest($5::text[]) AS u(user_id)),"
+        "WITH waiting AS (SELECT u.user_id, "
+        + BUDGET.format(
+            priorities="$3",
+            budgets="$4",
+            priority=f"(SELECT max(j.priority) FROM jobs j WHERE {HELD.format(user='u.user_id')})",
+            otherwise="$1",
+        )
+        + " AS budget FROM unnest($5::text[]) AS u(user_id)),"
         " room AS (SELECT u.user_id, u.budget - ("
         + IN_STREAM.format(user="u.user_id", limit="u.budget")
         + ") AS room FROM waiting u),"
@@ -215,9 +225,9 @@ async def ahead_unsent(
         " WHERE o.kind = 'job' AND o.seq > $1 AND o.txid >= pg_snapshot_xmin(c.done)"
         " AND NOT outbox_published(o.txid, o.seq) AND j.queue_held_by IS NULL"
         " AND ($3 > 0 OR j.priority > 0) ORDER BY o.seq LIMIT 10000),"
-        " users AS (SELECT user_id, coalesce((SELECT b.budget FROM unnest($4::int2[],"
-        " $5::int4[]) AS b(priority, budget) WHERE b.priority = max(k.priority)), $3)"
-        " AS budget FROM backlog k GROUP BY user_id),"
+        " users AS (SELECT user_id, "
+        + BUDGET.format(priorities="$4", budgets="$5", priority="max(k.priority)", otherwise="$3")
+        + " AS budget FROM backlog k GROUP BY user_id),"
         " within AS (SELECT u.user_id FROM users u WHERE $3 = 0 OR ("
         + IN_STREAM.format(user="u.user_id", limit="u.budget + 1")
         + ") <= u.budget)"
