@@ -13,12 +13,15 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from sqlalchemy.engine import make_url
 
+from archive_svc.app import ArchiveApp
 from archive_svc.audit import audit
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.archive.v1 import archive_service_pb2_grpc as pb_grpc
 from assay.common.v1 import assessment_pb2, job_pb2
+from assaylib.auth import bearer_token_interceptors
 from assaylib.errors import error_from_rpc
 from assaylib.validation import score_fields
+from tests.conftest import token
 
 
 def talent_data(score: int = 60) -> assessment_pb2.AssessmentData:
@@ -165,6 +168,19 @@ async def wait_until(predicate: Any, within: float = 30.0, interval: float = 0.0
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(interval)
+
+
+async def all_sent(database_url: str) -> bool:
+    """Whether the relay has published every outbox row."""
+    return not await outbox_ids(database_url, unsent_only=True)
+
+
+def stub_for(app: ArchiveApp) -> tuple[grpc.aio.Channel, pb_grpc.ArchiveServiceAsyncStub]:
+    """A channel and an operator's stub to an archive started by the test itself."""
+    channel = grpc.aio.insecure_channel(
+        f"127.0.0.1:{app.port}", interceptors=bearer_token_interceptors(token("operator"))
+    )
+    return channel, pb_grpc.ArchiveServiceStub(channel)
 
 
 async def outbox_ids(database_url: str, *, unsent_only: bool = False) -> set[str]:

@@ -29,10 +29,10 @@ from assaylib.streams import StreamNames
 from notifier.app import NotifierApp
 from tests.archive.helpers import (
     Client,
+    all_sent,
     check_invariants,
     dsn,
     expect_error,
-    outbox_ids,
     talent_data,
     wait_until,
 )
@@ -104,10 +104,6 @@ async def jobs_in_every_status(client: Client) -> Jobs:
 
 def erase(request_id: str = "erase-1", user: str = "alice") -> pb.EraseUserDataRequest:
     return pb.EraseUserDataRequest(user_id=user, request_id=request_id)
-
-
-async def all_sent(database: str) -> bool:
-    return not await outbox_ids(database, unsent_only=True)
 
 
 async def database_text(database: str) -> str:

@@ -21,8 +21,15 @@ from assay.events.v1 import events_pb2
 from assaylib.config import Settings
 from assaylib.streams import StreamNames
 from assaylib.tiers import Tiers
-from tests.archive.helpers import Client, check_invariants, dsn, talent_data, wait_until
-from tests.archive.test_archive_relay import all_sent, stub_for
+from tests.archive.helpers import (
+    Client,
+    all_sent,
+    check_invariants,
+    dsn,
+    stub_for,
+    talent_data,
+    wait_until,
+)
 
 BUDGET = 2
 

@@ -8,7 +8,7 @@ import nats
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.events.v1 import events_pb2
 from assaylib.streams import StreamNames
-from tests.archive.helpers import Client, outbox_ids, talent_data, wait_until
+from tests.archive.helpers import Client, all_sent, talent_data, wait_until
 
 
 async def published_locales(nats_url: str, names: StreamNames) -> list[tuple[str, int, str]]:
@@ -49,10 +49,7 @@ async def test_every_queue_message_of_a_job_carries_its_locale(
     failed = await client.fail(started)
     await archive_stub.RetryJob(pb.RetryJobRequest(job_id=failed.job_id))
 
-    async def all_sent() -> bool:
-        return not await outbox_ids(database, unsent_only=True)
-
-    await wait_until(all_sent, within=10)
+    await wait_until(lambda: all_sent(database), within=10)
     published = await published_locales(settings.nats_url, StreamNames(settings.stream_prefix))
     assert published == [
         (english.job_id, 1, "en"),

@@ -9,19 +9,23 @@ from collections import Counter
 from pathlib import Path
 
 import asyncpg
-import grpc
 import nats
 import pytest
 
 from archive_svc import store
 from archive_svc.app import ArchiveApp
-from assay.archive.v1 import archive_service_pb2_grpc
-from assaylib.auth import bearer_token_interceptors
 from assaylib.config import Settings
 from assaylib.embedded import EmbeddedNats
 from assaylib.streams import StreamNames
-from tests.archive.helpers import Client, dsn, outbox_ids, talent_data, wait_until
-from tests.conftest import token
+from tests.archive.helpers import (
+    Client,
+    all_sent,
+    dsn,
+    outbox_ids,
+    stub_for,
+    talent_data,
+    wait_until,
+)
 
 
 async def stream_msg_ids(nats_url: str, names: StreamNames) -> Counter[str]:
@@ -38,20 +42,6 @@ async def stream_msg_ids(nats_url: str, names: StreamNames) -> Counter[str]:
         return seen
     finally:
         await nc.close()
-
-
-async def all_sent(database: str) -> bool:
-    return not await outbox_ids(database, unsent_only=True)
-
-
-def stub_for(
-    app: ArchiveApp,
-) -> tuple[grpc.aio.Channel, archive_service_pb2_grpc.ArchiveServiceAsyncStub]:
-    """A channel and stub to an archive started by the test itself."""
-    channel = grpc.aio.insecure_channel(
-        f"127.0.0.1:{app.port}", interceptors=bearer_token_interceptors(token("operator"))
-    )
-    return channel, archive_service_pb2_grpc.ArchiveServiceStub(channel)
 
 
 async def test_relay_publishes_soon_after_commit(archive, archive_stub, database, settings):
