@@ -8,8 +8,9 @@
   1. premium wait: N standard jobs queued, then premium jobs submitted one by one every
      ``--every`` seconds while the backlog drains; each one's wait from submit to PROCESSING
      (``started_at − created_at`` in PostgreSQL).
-  2. shares: M standard then M premium jobs queued at once; the standard lane's share of
-     the jobs started while both still had jobs queued, and the throughput of the drain.
+  2. shares: M standard and M premium jobs queued while the workers are stopped, then the
+     workers started; the standard lane's share of the jobs started while both still had
+     jobs queued, and the throughput of the drain (``--repeat`` times; the median).
   3. user fairness within the default lane: one user's K jobs queued, then another user's
      single jobs; their waits, and the bulk's throughput (``ASSAY_QUEUED_PER_USER``: set it
      to 0 for first come, first served).
@@ -50,6 +51,7 @@ def register(scenario: Any) -> None:
     lanes.add_argument("--premium", type=int, default=40, help="premium jobs, one by one")
     lanes.add_argument("--every", type=float, default=0.1, help="seconds between them")
     lanes.add_argument("--both", type=int, default=2000, help="jobs per lane for the shares")
+    lanes.add_argument("--repeat", type=int, default=3, help="rounds of the shares phase")
     lanes.add_argument("--bulk", type=int, default=2000, help="one user's jobs (fairness)")
     lanes.add_argument("--singles", type=int, default=5, help="another user's single jobs")
     lanes.add_argument("--modes", default="lanes,fifo", help="which stacks: lanes, fifo or both")
@@ -206,17 +208,32 @@ async def premium_wait(stack: BenchStack, args: argparse.Namespace) -> dict[str,
 
 
 async def shares(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
-    """Phase 2: both lanes backlogged at once; the standard lane's share and the drain's
-    throughput."""
+    """Phase 2, ``--repeat`` rounds: both lanes backlogged while the workers are stopped,
+    then drained; the standard lane's share and the drain's throughput (medians)."""
+    rounds = [await shares_once(stack, args) for _ in range(args.repeat)]
+    drains = [found["drain_jobs_per_second"] for found in rounds]
+    found_shares = [found["standard_share_while_both_queued"] for found in rounds]
+    return {
+        "standard_share_while_both_queued": statistics.median(found_shares),
+        "jobs_started_while_both_queued": rounds[-1]["jobs_started_while_both_queued"],
+        "drain_jobs_per_second": statistics.median(drains),
+        "drain_jobs_per_second_rounds": drains,
+    }
+
+
+async def shares_once(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
+    """One round of phase 2."""
     dsn = dsn_of(stack)
     standard, premium = (
         stub_for(stack, "bench-standard"),
         stub_for(stack, "bench-premium", "premium"),
     )
-    progress(f"queueing {args.both} standard and {args.both} premium jobs")
+    progress(f"queueing {args.both} standard and {args.both} premium jobs, workers stopped")
+    await asyncio.to_thread(stack.stop_workers)
     await asyncio.gather(
         submit_all(standard[1], requests(args.both)), submit_all(premium[1], requests(args.both))
     )
+    await asyncio.to_thread(stack.start_workers)
     await drained(dsn, 300)
     for channel, _ in (standard, premium):
         await channel.close()
@@ -229,7 +246,7 @@ async def shares(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
     return {
         "standard_share_while_both_queued": round((row["standard_in_window"] or 0) / both, 3)
         if both
-        else None,
+        else 0.0,
         "jobs_started_while_both_queued": both,
         "drain_jobs_per_second": round(row["jobs"] / row["seconds"], 1) if row["seconds"] else 0,
     }
@@ -279,7 +296,7 @@ async def user_fairness(stack: BenchStack, args: argparse.Namespace) -> dict[str
 
 async def lanes_once(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
     """The three phases on one stack."""
-    total = args.backlog + args.premium + 2 * args.both + args.bulk + args.singles
+    total = args.backlog + args.premium + 2 * args.both * args.repeat + args.bulk + args.singles
     await stack.grant(["bench-standard", "bench-premium", "bench-bulk", "bench-single"], total)
     phases = {"premium": premium_wait, "shares": shares, "fairness": user_fairness}
     result: dict[str, Any] = {}

@@ -21,7 +21,7 @@ from assay.archive.v1 import archive_service_pb2 as archive_pb
 from assay.archive.v1 import archive_service_pb2_grpc as archive_grpc
 from assay.assessment.v1 import assessment_service_pb2_grpc as assessment_grpc
 from assay.notifier.v1 import notifier_service_pb2_grpc as notifier_grpc
-from assay_cli.stack import LocalStack, StackInfo
+from assay_cli.stack import LocalStack, StackInfo, stop_pid
 from assaylib.auth import bearer_token_interceptors
 from assaylib.embedded import EmbeddedNats, postgres_install_dir
 from assaylib.issuer import Issuer
@@ -91,6 +91,24 @@ class BenchStack:
                 await archive.GrantTokens(
                     archive_pb.GrantTokensRequest(user_id=user, amount=amount, reason="bench")
                 )
+
+    @property
+    def workers(self) -> list[str]:
+        """The labels of the stack's worker processes."""
+        return [label for label in self.stack.processes if label.startswith("worker")]
+
+    def stop_workers(self) -> None:
+        """Stop every worker gracefully (SIGTERM), so that work queues up unserved."""
+        for label in self.workers:
+            stop_pid(self.stack.processes[label].pid, 15.0)
+            self.stack.processes[label].wait()
+
+    def start_workers(self) -> None:
+        """Start the stopped workers again and wait until each serves."""
+        for label in self.workers:
+            self.stack.start_service("worker", as_name="" if label == "worker" else label)
+        for label in self.workers:
+            self.stack.wait_healthy(label)
 
     def audit(self) -> dict[str, Any]:
         """``python -m archive_svc audit --json`` over the stack's database."""

@@ -1,6 +1,6 @@
-"""The fetch loops: one per priority lane, each holding at most one fetched message until the
-lane scheduler (``worker.lanes``) gives it a slot, each started job in its own task; on stop
-the held ones finish within the grace period and the waiting ones are handed back."""
+"""The fetch loops: one per priority lane, each holding the messages it fetched until the lane
+scheduler (``worker.lanes``) gives each a slot, each started job in its own task; on stop the
+started ones finish within the grace period and the waiting ones are handed back."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class JobConsumer:
     """A long-running loop per lane with start()/stop() over the lanes' durable consumers.
 
     At most ``concurrency`` jobs run at once, shared by the lanes by weight; while another
-    lane waits, a lane also holds up to its weight in fetched messages waiting for a slot
+    lane waits, a lane also holds up to its share of the slots in fetched messages waiting
     (kept alive with in-progress acks every ``keepalive`` seconds, so none is redelivered
     while it waits).
     """
@@ -67,6 +67,7 @@ class JobConsumer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._loop_tasks: list[asyncio.Task[None]] = []
+        self._held: dict[asyncio.Future[None], Msg] = {}
 
     @property
     def held(self) -> int:
@@ -79,16 +80,18 @@ class JobConsumer:
             asyncio.create_task(self._run(held), name=f"job-consumer-{held.lane.tier}")
             for held in self.lanes
         ]
+        self._loop_tasks.append(asyncio.create_task(self._keep_alive(), name="job-keepalive"))
 
     async def _run(self, held: LaneSubscription) -> None:
         failures, backlog = 0, 0
         while not self._stopping.is_set():
-            if not self.scheduler.may_fetch(held.lane):
+            room = self.scheduler.room_for(held.lane)
+            if room <= 0:
                 await self._until_changed()
                 continue
             # More than one only when JetStream said that many are pending: a fetch of N
             # that finds fewer waits for the rest until its timeout, holding the first.
-            batch = max(1, min(backlog, self.scheduler.batch_for(held.lane)))
+            batch = max(1, min(backlog, room))
             try:
                 messages = await held.subscription.fetch(batch=batch, timeout=self.fetch_timeout)
             except nats.errors.TimeoutError:
@@ -103,19 +106,34 @@ class JobConsumer:
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
                 continue
             failures, backlog = 0, _pending_after(messages)
-            await self._start_in_turn(held.lane, messages)
+            for msg in messages:
+                self._hold(held.lane, msg)
 
-    async def _start_in_turn(self, lane: Lane, messages: list[Msg]) -> None:
-        """Start each fetched message once the scheduler gives its lane a slot; on stop,
-        hand the rest back at once."""
-        for position, msg in enumerate(messages):
-            if await self._slot_for(lane, messages[position:]):
-                self._spawn(msg)
-                continue
-            for unstarted in messages[position:]:
-                with contextlib.suppress(Exception):
-                    await unstarted.nak()
+    def _hold(self, lane: Lane, msg: Msg) -> None:
+        """Ask the scheduler for a slot for ``msg``; start it once granted. Until then it is
+        held (kept alive by ``_keep_alive``); a lane keeps fetching while it has room, so
+        that every backlogged lane has candidates when a burst of slots frees."""
+        granted = self.scheduler.try_acquire(lane)
+        if granted.done():
+            self._spawn(msg)
             return
+        self._held[granted] = msg
+        granted.add_done_callback(self._granted)
+
+    def _granted(self, granted: asyncio.Future[None]) -> None:
+        msg = self._held.pop(granted, None)
+        if msg is not None and not granted.cancelled():
+            self._spawn(msg)
+
+    async def _keep_alive(self) -> None:
+        """Every ``keepalive`` seconds, tell JetStream the held messages are in progress (so
+        none is redelivered while it waits for a slot)."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.keepalive)
+            for msg in list(self._held.values()):
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
 
     async def _until_changed(self) -> None:
         changed = self.scheduler.changed()
@@ -127,27 +145,16 @@ class JobConsumer:
             stopping.cancel()
             changed.cancel()
 
-    async def _slot_for(self, lane: Lane, held: list[Msg]) -> bool:
-        """Wait for the scheduler's slot for ``lane``, keeping the ``held`` messages alive;
-        False when the consumer stops first."""
-        granted = self.scheduler.try_acquire(lane)
-        if granted.done():
-            return True
-        stopping = asyncio.create_task(self._stopping.wait())
-        try:
-            while not granted.done():
-                waiters: set[asyncio.Future[Any]] = {granted, stopping}
-                await asyncio.wait(waiters, timeout=self.keepalive, return_when=FIRST_COMPLETED)
-                if stopping.done() and not granted.done():
-                    granted.cancel()
-                    return False
-                if not granted.done():
-                    for msg in held:
-                        with contextlib.suppress(Exception):
-                            await msg.in_progress()
-            return True
-        finally:
-            stopping.cancel()
+    async def _hand_back_held(self) -> None:
+        """Withdraw every held message's slot request and nak it (another worker, or this
+        one restarted, takes it at once)."""
+        held, self._held = self._held, {}
+        for granted, msg in held.items():
+            if granted.done() and not granted.cancelled():
+                self.scheduler.release()  # granted as we stopped: the slot is not used
+            granted.cancel()
+            with contextlib.suppress(Exception):
+                await msg.nak()
 
     def _spawn(self, msg: Msg) -> None:
         task = asyncio.create_task(self._handle(msg), name="job")
@@ -173,6 +180,7 @@ class JobConsumer:
         to stop and nak (so another worker takes them over once their lease expires)."""
         self._stopping.set()
         await asyncio.gather(*self._loop_tasks)
+        await self._hand_back_held()
         if self._tasks:
             log.info("waiting up to %.1fs for %d held job(s)", grace, len(self._tasks))
             _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)

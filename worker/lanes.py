@@ -1,18 +1,24 @@
 """Weighted fair shares of a worker's slots across priority lanes (``assaylib.tiers``).
 
 Each lane's fetch loop fetches only while a slot is free or another lane's message waits for
-one (so a lone lane never takes more than it can start, and contended lanes each have a
-candidate), holds at most its weight in fetched messages beyond the free slots, and asks the
-scheduler for a slot to start each in. A freed slot goes to one of the lanes waiting, by
-smooth weighted round robin over the lanes waiting *now*: while every lane is backlogged
-each gets slots in proportion to its weight (``premium:4,standard:1``: four premium jobs,
-then a standard one), and a lane with nothing waiting takes nothing, so no slot stays idle
-while any lane has work and no lane starves while another is backlogged.
+one (so a lone lane never takes more than it can start, and contended lanes each have
+candidates), and asks the scheduler for a slot for each message it fetched. A freed slot goes
+to one of the lanes waiting, by smooth weighted round robin over the lanes waiting *now*: while
+every lane is backlogged each gets slots in proportion to its weight (``premium:4,standard:1``:
+four premium jobs, then a standard one), and a lane with nothing waiting takes nothing, so no
+slot stays idle while any lane has work and no lane starves while another is backlogged.
+
+Slots free in bursts (a worker's reports to the archive travel in batches, so many jobs end at
+once). A burst is shared by weight only if every backlogged lane holds its share of it in
+waiting messages: while another lane waits, a lane keeps up to its share of all the slots in
+messages waiting (``room_for``), and fetches again as soon as it holds fewer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+from collections import deque
 from collections.abc import Sequence
 
 from prometheus_client import Counter
@@ -29,24 +35,30 @@ class LaneScheduler:
 
     def __init__(self, lanes: Sequence[Lane], concurrency: int) -> None:
         self.free = concurrency
+        self.concurrency = concurrency
         self._weights = {lane.tier: lane.weight for lane in lanes}
         self._current = dict.fromkeys(self._weights, 0)
-        self._waiting: dict[str, asyncio.Future[None]] = {}
+        self._waiting: dict[str, deque[asyncio.Future[None]]] = {
+            tier: deque() for tier in self._weights
+        }
         self._watchers: list[asyncio.Future[None]] = []
 
-    def may_fetch(self, lane: Lane) -> bool:
-        """Whether ``lane`` should fetch now: a slot is free, or another lane waits for one
-        (the weights need every backlogged lane's candidate)."""
-        return self.free > 0 or any(tier != lane.tier for tier in self._waiting)
+    def room_for(self, lane: Lane) -> int:
+        """How many more messages ``lane`` should fetch now: the free slots, or, while
+        another lane waits, up to its share of all the slots (at least its weight) less its
+        own messages waiting, so that a burst of freed slots finds candidates of every lane
+        in proportion (else the lane that fetches first takes the burst, and shares drift
+        towards equal). 0 while no slot is free and no other lane waits."""
+        counts = {tier: self._count(tier) for tier in self._waiting}
+        if not any(count for tier, count in counts.items() if tier != lane.tier):
+            return self.free
+        waiting = {lane.tier} | {tier for tier, count in counts.items() if count}
+        weight = self._weights[lane.tier]
+        share = math.ceil(self.concurrency * weight / sum(self._weights[t] for t in waiting))
+        return max(self.free, weight, share) - counts[lane.tier]
 
-    def batch_for(self, lane: Lane) -> int:
-        """How many messages ``lane`` may fetch at once: the free slots, or, while another
-        lane waits, up to its weight, so that between its fetches it still has a candidate
-        each time a slot frees (else the other lanes take the slots its fetch took to come
-        back, and shares drift towards equal)."""
-        if any(tier != lane.tier for tier in self._waiting):
-            return max(self.free, self._weights[lane.tier])
-        return self.free
+    def _count(self, tier: str) -> int:
+        return sum(1 for granted in self._waiting[tier] if not granted.done())
 
     def changed(self) -> asyncio.Future[None]:
         """A future done at the next change of slots or waiting lanes."""
@@ -61,13 +73,10 @@ class LaneScheduler:
                 watcher.set_result(None)
 
     def try_acquire(self, lane: Lane) -> asyncio.Future[None]:
-        """A future that is done once ``lane`` holds a slot (one request per lane at a
-        time); cancelling it before then withdraws the request."""
-        earlier = self._waiting.get(lane.tier)
-        assert earlier is None or earlier.done(), "one slot request per lane at a time"
+        """A future that is done once ``lane`` holds a slot for one message; a lane's
+        requests are granted in the order made. Cancelling one before then withdraws it."""
         granted = asyncio.get_running_loop().create_future()
-        self._waiting[lane.tier] = granted
-        granted.add_done_callback(lambda _: self._withdraw(lane.tier, granted))
+        self._waiting[lane.tier].append(granted)
         self._dispatch()
         self._notify()
         return granted
@@ -78,16 +87,16 @@ class LaneScheduler:
         self._dispatch()
         self._notify()
 
-    def _withdraw(self, tier: str, granted: asyncio.Future[None]) -> None:
-        if self._waiting.get(tier) is granted:
-            del self._waiting[tier]
-
     def _dispatch(self) -> None:
-        for tier in [tier for tier, waiter in self._waiting.items() if waiter.done()]:
-            del self._waiting[tier]  # withdrawn (cancelled) before its callback ran
-        while self.free > 0 and self._waiting:
+        for requests in self._waiting.values():
+            while requests and requests[0].done():
+                requests.popleft()  # withdrawn (cancelled) before a slot came
+        while self.free > 0 and any(self._waiting.values()):
             tier = self._pick()
-            granted = self._waiting.pop(tier)
+            requests = self._waiting[tier]
+            granted = requests.popleft()
+            while requests and requests[0].done():
+                requests.popleft()
             self.free -= 1
             LANE_STARTS.labels(tier).inc()
             granted.set_result(None)
@@ -95,7 +104,7 @@ class LaneScheduler:
     def _pick(self) -> str:
         """The waiting lane next in smooth weighted round robin (nginx's): each waiting lane
         gains its weight, the richest is picked and pays the waiting lanes' total."""
-        waiting = list(self._waiting)
+        waiting = [tier for tier, requests in self._waiting.items() if requests]
         for tier in waiting:
             self._current[tier] += self._weights[tier]
         tier = max(waiting, key=lambda name: self._current[name])

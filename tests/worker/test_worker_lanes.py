@@ -38,12 +38,33 @@ async def test_backlogged_lanes_share_slots_by_weight_and_an_idle_one_takes_none
     scheduler.release()  # the slot of the first request's job
     assert scheduler.free == 1
     scheduler.try_acquire(PREMIUM)
-    assert not scheduler.may_fetch(PREMIUM)  # no slot free, nobody waiting
+    assert scheduler.room_for(PREMIUM) == 0  # no slot free, nobody waiting
     waiting = scheduler.try_acquire(STANDARD)
-    assert scheduler.may_fetch(PREMIUM) and not scheduler.may_fetch(STANDARD)
-    assert scheduler.batch_for(PREMIUM) == 4 and scheduler.batch_for(STANDARD) == 0
+    # Premium may hold its weight in candidates; standard, alone waiting, fetches nothing.
+    assert scheduler.room_for(PREMIUM) == 4 and scheduler.room_for(STANDARD) == 0
     scheduler.release()
     assert waiting.done()  # the only lane waiting takes the slot
+
+
+async def test_a_burst_of_freed_slots_is_shared_by_weight() -> None:
+    # A worker's reports travel in batches, so many jobs end at once: the burst must go 4:1
+    # too, not to whichever lane asked first.
+    scheduler = LaneScheduler(TIERS.lanes, concurrency=10)
+    running = [scheduler.try_acquire(STANDARD) for _ in range(10)]
+    assert all(future.done() for future in running) and scheduler.free == 0
+    standard = [scheduler.try_acquire(STANDARD) for _ in range(10)]
+    assert scheduler.room_for(PREMIUM) == 8  # its share of the ten slots, not one at a time
+    premium = [scheduler.try_acquire(PREMIUM) for _ in range(6)]
+    assert scheduler.room_for(PREMIUM) == 2  # its share less what it holds already
+    premium += [scheduler.try_acquire(PREMIUM) for _ in range(4)]
+    assert scheduler.room_for(STANDARD) == 2 - 10  # holds more than its share: no fetch
+    standard[0].cancel()  # withdrawn: never granted, takes no slot
+    for _ in range(10):
+        scheduler.release()
+    assert sum(f.done() and not f.cancelled() for f in premium) == 8
+    assert sum(f.done() and not f.cancelled() for f in standard) == 2
+    assert not standard[1].cancelled() and standard[1].done()  # in the order asked
+    assert scheduler.free == 0
 
 
 def test_a_priority_without_a_lane_goes_to_the_nearest_below() -> None:
