@@ -44,6 +44,7 @@ CHANNEL = "assay_outbox"
 PURGE_EVERY = 3600.0  # seconds between purges of published rows
 PUBLISH_TIMEOUT = 10.0  # seconds for JetStream to acknowledge one batch
 PRIORITY_EVERY = 0.1  # seconds between looks for messages that should not wait behind a backlog
+COUNT_EVERY = 1.0  # seconds between counts of a backlog (the count walks all of it)
 
 
 class OutboxRelay:
@@ -92,6 +93,7 @@ class OutboxRelay:
         self._next_purge = 0.0
         self._position: store.RelayPosition | None = None
         self._next_priority = 0.0
+        self._next_count = 0.0
         self._priority_after = 0  # the last seq published ahead of its turn
         self._ahead: set[str] = set()  # rows published ahead, not yet passed in turn
         self._held_users: set[str] = set()  # users with held jobs (read as the lock is taken)
@@ -205,8 +207,8 @@ class OutboxRelay:
             at, rows = await store.next_unsent(self.pool, self._position, self.batch_size)
             backlogged = len(rows) == self.batch_size
             if rows:
-                if len(rows) == self.batch_size:  # a backlog: count it
-                    metrics.UNSENT.set(await store.count_unsent(self.pool))
+                if len(rows) == self.batch_size:  # a backlog: count it, now and then
+                    await self._count_backlog()
                 sending = await self._hold_over_budget(rows)
                 await self._publish(js, sending)
                 metrics.PUBLISHED.inc(len(sending))
@@ -255,6 +257,14 @@ class OutboxRelay:
             held |= {str(row["id"]) for row in over}
             metrics.HELD.inc(len(marked))
         return [row for row in rows if str(row["id"]) not in held]
+
+    async def _count_backlog(self) -> None:
+        """Set the backlog's gauge, at most every COUNT_EVERY seconds: the count walks every
+        unpublished row (27 ms behind 4,000 on the bench, once per page)."""
+        now = asyncio.get_running_loop().time()
+        if now >= self._next_count:
+            self._next_count = now + COUNT_EVERY
+            metrics.UNSENT.set(await store.count_unsent(self.pool))
 
     def _budget(self, priority: int) -> int:
         """Jobs of a user of this lane that may be queued in the stream at once."""

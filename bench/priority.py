@@ -4,13 +4,15 @@
   item — against the same N items as single SubmitAssessment calls (one at a time, and from
   16 concurrent callers), and a whole batch replayed.
 * ``lanes``: the same three phases on a stack with lanes (``ASSAY_TIERS``, default
-  ``premium:4,standard:1``) and on one with a single lane (FIFO, as before tiers):
+  ``premium:4,standard:1``) and on one with a single lane (FIFO, as before tiers), both up
+  at once:
   1. premium wait: N standard jobs queued, then premium jobs submitted one by one every
      ``--every`` seconds while the backlog drains; each one's wait from submit to PROCESSING
      (``started_at − created_at`` in PostgreSQL).
   2. shares: M standard and M premium jobs queued while the workers are stopped, then the
      workers started; the standard lane's share of the jobs started while both still had
-     jobs queued, and the throughput of the drain (``--repeat`` times; the median).
+     jobs queued, and the throughput of the drain: ``--repeat`` rounds alternating between
+     the stacks; the medians, and the median of the rounds' throughput ratios.
   3. user fairness within the default lane: one user's K jobs queued, then another user's
      single jobs; their waits, and the bulk's throughput (``ASSAY_QUEUED_PER_USER``: set it
      to 0 for first come, first served).
@@ -32,6 +34,7 @@ import grpc.aio
 from assay.assessment.v1 import assessment_service_pb2 as pb
 from assay.assessment.v1 import assessment_service_pb2_grpc as assessment_grpc
 from assaylib.issuer import Issuer
+from bench.environment import CpuSample
 from bench.load import sample
 from bench.report import percentiles, progress
 from bench.stack import BenchStack, running_stack, settings_of
@@ -51,7 +54,7 @@ def register(scenario: Any) -> None:
     lanes.add_argument("--premium", type=int, default=40, help="premium jobs, one by one")
     lanes.add_argument("--every", type=float, default=0.1, help="seconds between them")
     lanes.add_argument("--both", type=int, default=2000, help="jobs per lane for the shares")
-    lanes.add_argument("--repeat", type=int, default=3, help="rounds of the shares phase")
+    lanes.add_argument("--repeat", type=int, default=5, help="rounds of the shares phase")
     lanes.add_argument("--bulk", type=int, default=2000, help="one user's jobs (fairness)")
     lanes.add_argument("--singles", type=int, default=5, help="another user's single jobs")
     lanes.add_argument("--modes", default="lanes,fifo", help="which stacks: lanes, fifo or both")
@@ -207,17 +210,23 @@ async def premium_wait(stack: BenchStack, args: argparse.Namespace) -> dict[str,
     return {"premium_jobs": len(found), "premium_wait_ms": percentiles(found, 50, 99)}
 
 
-async def shares(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
-    """Phase 2, ``--repeat`` rounds: both lanes backlogged while the workers are stopped,
-    then drained; the standard lane's share and the drain's throughput (medians)."""
-    rounds = [await shares_once(stack, args) for _ in range(args.repeat)]
+def shares_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Phase 2's report from its rounds on one stack: the medians, and each round's drain."""
     drains = [found["drain_jobs_per_second"] for found in rounds]
-    found_shares = [found["standard_share_while_both_queued"] for found in rounds]
     return {
-        "standard_share_while_both_queued": statistics.median(found_shares),
+        "standard_share_while_both_queued": statistics.median(
+            found["standard_share_while_both_queued"] for found in rounds
+        ),
         "jobs_started_while_both_queued": rounds[-1]["jobs_started_while_both_queued"],
         "drain_jobs_per_second": statistics.median(drains),
         "drain_jobs_per_second_rounds": drains,
+        "drain_cpu_ms_per_job": statistics.median(r["drain_cpu_ms_per_job"] for r in rounds),
+        "drain_cpu_ms_per_job_by_process": {
+            name: statistics.median(
+                r["drain_cpu_ms_per_job_by_process"].get(name, 0) for r in rounds
+            )
+            for name in rounds[-1]["drain_cpu_ms_per_job_by_process"]
+        },
     }
 
 
@@ -234,7 +243,9 @@ async def shares_once(stack: BenchStack, args: argparse.Namespace) -> dict[str, 
         submit_all(standard[1], requests(args.both)), submit_all(premium[1], requests(args.both))
     )
     await asyncio.to_thread(stack.start_workers)
+    before = CpuSample.take(stack.pids)
     await drained(dsn, 300)
+    cpu = CpuSample.take(stack.pids).since(before)
     for channel, _ in (standard, premium):
         await channel.close()
     conn = await asyncpg.connect(dsn)
@@ -249,7 +260,16 @@ async def shares_once(stack: BenchStack, args: argparse.Namespace) -> dict[str, 
         else 0.0,
         "jobs_started_while_both_queued": both,
         "drain_jobs_per_second": round(row["jobs"] / row["seconds"], 1) if row["seconds"] else 0,
+        "drain_cpu_ms_per_job": per_job_ms(sum(cpu.values()), row["jobs"]),
+        "drain_cpu_ms_per_job_by_process": {
+            name: per_job_ms(seconds, row["jobs"]) for name, seconds in sorted(cpu.items())
+        },
     }
+
+
+def per_job_ms(seconds: float, jobs: int) -> float:
+    """Milliseconds of CPU per job."""
+    return round(seconds * 1000 / jobs, 3) if jobs else 0.0
 
 
 SHARES_SQL = """
@@ -294,41 +314,63 @@ async def user_fairness(stack: BenchStack, args: argparse.Namespace) -> dict[str
     }
 
 
-async def lanes_once(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
-    """The three phases on one stack."""
+async def lanes_on(stacks: dict[str, BenchStack], args: argparse.Namespace) -> dict[str, Any]:
+    """The phases on every stack; the shares' rounds alternate between the stacks (lanes,
+    FIFO, lanes, ...), so that the machine's drift falls on both alike."""
     total = args.backlog + args.premium + 2 * args.both * args.repeat + args.bulk + args.singles
-    await stack.grant(["bench-standard", "bench-premium", "bench-bulk", "bench-single"], total)
-    phases = {"premium": premium_wait, "shares": shares, "fairness": user_fairness}
-    result: dict[str, Any] = {}
+    users = ["bench-standard", "bench-premium", "bench-bulk", "bench-single"]
+    found: dict[str, dict[str, Any]] = {mode: {} for mode in stacks}
+    for stack in stacks.values():
+        await stack.grant(users, total)
+    phases = {"premium": premium_wait, "fairness": user_fairness}
     for phase in args.phases.split(","):
-        result |= await phases[phase](stack, args)
-    audit = stack.audit()
-    return result | {"invariants_ok": bool(audit.get("ok"))}
+        if phase == "shares":
+            rounds: dict[str, list[dict[str, Any]]] = {mode: [] for mode in stacks}
+            for n in range(args.repeat):
+                for mode, stack in stacks.items():
+                    progress(f"{mode}: shares, round {n + 1} of {args.repeat}")
+                    rounds[mode].append(await shares_once(stack, args))
+            for mode in stacks:
+                found[mode] |= shares_of(rounds[mode])
+            continue
+        for mode, stack in stacks.items():
+            progress(f"{mode}: {phase}")
+            found[mode] |= await phases[phase](stack, args)
+    for mode, stack in stacks.items():
+        found[mode]["invariants_ok"] = bool(stack.audit().get("ok"))
+        found[mode]["settings"] = dict(sorted(stack.settings.items()))
+    return found
 
 
 def run_lanes(args: argparse.Namespace) -> dict[str, Any]:
-    """The phases with lanes, then on a single lane (FIFO); both reports and their ratio."""
-    found: dict[str, Any] = {}
-    for mode in args.modes.split(","):
-        settings = settings_of(args.set)
-        if mode == "fifo":
-            settings["ASSAY_TIERS"] = FIFO_TIERS
-        with running_stack(settings, workers=args.workers, archives=args.archives) as stack:
+    """The phases on a stack with lanes and on one with a single lane (FIFO), both up at
+    once; both reports, and the throughput ratio (the median of the rounds' ratios)."""
+    with contextlib.ExitStack() as running:
+        stacks: dict[str, BenchStack] = {}
+        for mode in args.modes.split(","):
+            settings = settings_of(args.set)
+            if mode == "fifo":
+                settings["ASSAY_TIERS"] = FIFO_TIERS
             progress(f"{mode}: ASSAY_TIERS={settings.get('ASSAY_TIERS', 'premium:4,standard:1')}")
-            found[mode] = asyncio.run(lanes_once(stack, args))
-            found[mode]["settings"] = dict(sorted(stack.settings.items()))
-    rates = [
-        found[mode].get("drain_jobs_per_second") for mode in ("lanes", "fifo") if mode in found
-    ]
-    return {
-        **found,
-        **(
-            {"throughput_lanes_over_fifo": round(rates[0] / rates[1], 3) if rates[1] else None}
-            if len(rates) == 2 and None not in rates
-            else {}
-        ),
-        "invariants_ok": all(result["invariants_ok"] for result in found.values()),
-    }
+            stacks[mode] = running.enter_context(
+                running_stack(settings, workers=args.workers, archives=args.archives)
+            )
+        found: dict[str, Any] = asyncio.run(lanes_on(stacks, args))
+    invariants_ok = all(result["invariants_ok"] for result in found.values())
+    if {"lanes", "fifo"} <= found.keys() and "drain_jobs_per_second_rounds" in found["lanes"]:
+        pairs = zip(
+            found["lanes"]["drain_jobs_per_second_rounds"],
+            found["fifo"]["drain_jobs_per_second_rounds"],
+            strict=True,
+        )
+        ratios = [lanes / fifo for lanes, fifo in pairs if fifo]
+        found["throughput_lanes_over_fifo_rounds"] = [round(r, 3) for r in ratios]
+        found["throughput_lanes_over_fifo"] = round(statistics.median(ratios), 3)
+        found["cpu_per_job_lanes_over_fifo"] = round(
+            found["lanes"]["drain_cpu_ms_per_job"] / found["fifo"]["drain_cpu_ms_per_job"], 3
+        )
+    found["invariants_ok"] = invariants_ok
+    return found
 
 
 def run_batch_scenario(args: argparse.Namespace) -> dict[str, Any]:
