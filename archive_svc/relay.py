@@ -223,22 +223,24 @@ class OutboxRelay:
         await store.save_position(self.pool, self._position)
 
     async def _hold_over_budget(self, rows: Sequence[asyncpg.Record]) -> list[asyncpg.Record]:
-        """The page's rows to publish now: all but the queue messages held back, each of a
-        user with more than its budget of jobs queued in the stream (the whole page's
-        share of that user: the release gives the budget back in turn) or held already (a
-        page read again after a restart). Holds are committed before anything is published,
-        so a restart finds them."""
-        held: set[str] = set()
+        """The page's rows to publish now: all but those published ahead of their turn (in
+        the stream already) and the queue messages held back, each of a user with more than
+        its budget of jobs queued in the stream (the whole page's share of that user: the
+        release gives the budget back in turn) or held already (a page read again after a
+        restart). Holds are committed before anything is published, so a restart finds
+        them."""
+        withheld: set[str] = set()
         candidates: list[asyncpg.Record] = []
         for row in rows:
             if row["kind"] != "job":
                 continue
             outbox_id = str(row["id"])
             if row["queue_held_by"] is not None:  # this row's hold, read again (or an earlier)
-                held.add(outbox_id)
+                withheld.add(outbox_id)
                 self._held_users.add(row["user_id"])
-            elif outbox_id in self._ahead:  # in the stream already
+            elif outbox_id in self._ahead:
                 self._ahead.discard(outbox_id)
+                withheld.add(outbox_id)
             elif self.queued_per_user:
                 candidates.append(row)
         over: list[asyncpg.Record] = []
@@ -254,9 +256,9 @@ class OutboxRelay:
             # before the hold commits: a failure after it must not leave them unreleased
             self._held_users.update(row["user_id"] for row in over)
             marked = await store.hold(self.pool, over)
-            held |= {str(row["id"]) for row in over}
+            withheld |= {str(row["id"]) for row in over}
             metrics.HELD.inc(len(marked))
-        return [row for row in rows if str(row["id"]) not in held]
+        return [row for row in rows if str(row["id"]) not in withheld]
 
     async def _count_backlog(self) -> None:
         """Set the backlog's gauge, at most every COUNT_EVERY seconds: the count walks every
@@ -290,8 +292,8 @@ class OutboxRelay:
         every PRIORITY_EVERY seconds (``store.ahead_unsent``: the higher lanes', and with a
         per-user budget every user's within it): a premium job, or a pupil's one job, does
         not wait for the thousands of rows a school's batch committed before it. Their turn in
-        order publishes them again, a copy the stream drops (the same Nats-Msg-Id, within its
-        duplicate window)."""
+        order skips them (a relay restarted in between publishes them again, a copy the
+        stream drops: the same Nats-Msg-Id, within its duplicate window)."""
         now = asyncio.get_running_loop().time()
         if now < self._next_priority:
             return

@@ -8,6 +8,7 @@ import uuid
 import asyncpg
 import nats
 
+from archive_svc import metrics
 from archive_svc.relay import OutboxRelay
 from assay.archive.v1 import archive_service_pb2 as pb
 from assay.events.v1 import events_pb2
@@ -102,6 +103,7 @@ async def test_a_premium_message_behind_a_backlog_is_published_ahead_once(
         batch_size=8,
         tiers=Tiers.parse("premium:4,standard:1"),
     )
+    sent = metrics.PUBLISHED._value.get() + metrics.PUBLISHED_AHEAD._value.get()
     await relay.start()
     nc = await nats.connect(settings.nats_url)
     try:
@@ -118,6 +120,10 @@ async def test_a_premium_message_behind_a_backlog_is_published_ahead_once(
         await nc.close()
         await relay.stop()
     assert premium.seq is not None and premium.seq < 30  # ahead of most of the 60 before it
+    # Each outbox row (a queue message and an event per job) went out once: the premium
+    # message was skipped in its turn, not sent again for the stream to drop.
+    rows = await archive.pool.fetchval("SELECT count(*) FROM outbox")
+    assert metrics.PUBLISHED._value.get() + metrics.PUBLISHED_AHEAD._value.get() - sent == rows
     await check_invariants(settings.database_url)
 
 
