@@ -4,8 +4,11 @@ standard backlog that still gets its share, end to end through the relay and a w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
+from typing import Any
 
+import nats.errors
 from nats.aio.client import Client as NatsClient
 
 from assay.archive.v1 import archive_service_pb2 as pb
@@ -119,4 +122,53 @@ async def test_a_premium_job_overtakes_a_standard_backlog_which_keeps_its_share(
     assert set(premium) <= set(order[:7])
     assert any(job_id in backlog for job_id in order[:7])
     await asyncio.sleep(0)  # the last observer's notification task
+    await check_invariants(settings.database_url)
+
+
+async def test_messages_waiting_for_a_slot_are_kept_alive_and_handed_back_on_stop(
+    archive_stub, start_worker: StartWorker, outcomes: Outcomes, nc: NatsClient, settings
+) -> None:
+    names = StreamNames(settings.stream_prefix)
+    js = nc.jetstream()
+    await _queue(archive_stub, "school", 6)
+    await _queue(archive_stub, "payer", 6, tier="premium")
+    consumers = [names.lane_consumer(lane) for lane in TIERS.lanes]
+
+    async def lanes() -> list[Any]:
+        return [await js.consumer_info(names.jobs_stream, name) for name in consumers]
+
+    async def published() -> bool:
+        return (await js.stream_info(names.jobs_stream)).state.messages == 12
+
+    await wait_until(published)
+    # One slot, each analysis longer than the lease (6 s): the other lanes' messages wait.
+    app = await start_worker(
+        worker_concurrency=1, analyzer_delay=7.0, heartbeat_interval=0.5, lease_timeout=6.0
+    )
+
+    async def held() -> bool:  # one running, and candidates of both lanes waiting
+        infos = await lanes()
+        return sum(info.num_ack_pending for info in infos) >= 3 and all(
+            info.num_ack_pending for info in infos
+        )
+
+    await wait_until(held)
+
+    async def one_completed() -> bool:
+        return any(o is Outcome.COMPLETED for seen in outcomes.seen.values() for _, o in seen)
+
+    await wait_until(one_completed)
+    # The waiting messages outlived the lease: in-progress acks kept them from redelivery.
+    assert [info.num_redelivered for info in await lanes()] == [0, 0]
+    await app.stop(grace=0.2)
+    # Everything it held, waiting or running, was handed back: another consumer gets all
+    # of it at once, not after the lease.
+    left = 12 - len(outcomes.seen)
+    again = 0
+    for name in consumers:
+        subscription = await js.pull_subscribe_bind(name, stream=names.jobs_stream)
+        with contextlib.suppress(nats.errors.TimeoutError):
+            again += len(await subscription.fetch(12, timeout=2.0))
+        await subscription.unsubscribe()
+    assert left > 1 and again == left
     await check_invariants(settings.database_url)
