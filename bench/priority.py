@@ -365,10 +365,11 @@ def run_lanes(args: argparse.Namespace) -> dict[str, Any]:
         )
         ratios = [lanes / fifo for lanes, fifo in pairs if fifo]
         found["throughput_lanes_over_fifo_rounds"] = [round(r, 3) for r in ratios]
-        found["throughput_lanes_over_fifo"] = round(statistics.median(ratios), 3)
-        found["cpu_per_job_lanes_over_fifo"] = round(
-            found["lanes"]["drain_cpu_ms_per_job"] / found["fifo"]["drain_cpu_ms_per_job"], 3
-        )
+        if ratios:
+            found["throughput_lanes_over_fifo"] = round(statistics.median(ratios), 3)
+        cpu = [found[mode]["drain_cpu_ms_per_job"] for mode in ("lanes", "fifo")]
+        if all(cpu):  # a tiny run can take less than the clock's 10 ms ticks
+            found["cpu_per_job_lanes_over_fifo"] = round(cpu[0] / cpu[1], 3)
     found["invariants_ok"] = invariants_ok
     return found
 

@@ -89,9 +89,10 @@ def test_a_tiny_lanes_run_measures_both_modes(tmp_path: Path) -> None:
     _, result = bench(
         tmp_path / "lanes.json",
         *("lanes", "--backlog", "20", "--premium", "2", "--every", "0.01"),
-        *("--both", "10", "--bulk", "10", "--singles", "1"),
+        *("--both", "10", "--bulk", "10", "--singles", "1", "--repeat", "2"),
     )
     assert result["invariants_ok"] is True
+    assert len(result["throughput_lanes_over_fifo_rounds"]) == 2  # the rounds, alternated
     for mode in ("lanes", "fifo"):
         assert result[mode]["premium_jobs"] == 2
         assert set(result[mode]["premium_wait_ms"]) == {"p50", "p99"}
