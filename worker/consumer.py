@@ -176,8 +176,9 @@ class JobConsumer:
             self.observer(message.job_id if message else "", outcome)
 
     async def stop(self, grace: float) -> None:
-        """Stop fetching; give held messages ``grace`` seconds to finish, then tell the rest
-        to stop and nak (so another worker takes them over once their lease expires)."""
+        """Stop fetching and hand back the messages still waiting for a slot (nak: another
+        worker takes them at once); give the started jobs ``grace`` seconds to finish, then
+        tell the rest to stop and nak."""
         self._stopping.set()
         await asyncio.gather(*self._loop_tasks)
         await self._hand_back_held()
