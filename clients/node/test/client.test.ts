@@ -144,14 +144,20 @@ test("a submit that runs out of time is tried again with the same request id; on
   const user = newUser();
   await fund(user, 2);
   const sent: string[] = [];
-  const counting: Interceptor = (next) => (req) => {
+  // The first three attempts are held until their deadline passes (a server too slow for
+  // the caller's deadline). A deadline of 1 ms instead could pass before an attempt was
+  // sent at all: the client then fails it without sending, and fewer than three were seen.
+  const slowFirstThree: Interceptor = (next) => async (req) => {
     if (req.method.name === "SubmitAssessment") {
       sent.push((req.message as { requestId?: string }).requestId ?? "");
+      if (sent.length <= 3 && !req.signal.aborted) {
+        await new Promise((resolve) => req.signal.addEventListener("abort", resolve, { once: true }));
+      }
     }
     return next(req);
   };
-  await using assay = await clientFor(user, { interceptors: [counting] });
-  await assert.rejects(assay.submit(talentData(), { timeoutMs: 1, attempts: 3 }), DeadlineExceeded);
+  await using assay = await clientFor(user, { interceptors: [slowFirstThree] });
+  await assert.rejects(assay.submit(talentData(), { timeoutMs: 200, attempts: 3 }), DeadlineExceeded);
   assert.equal(sent.length, 3);
   assert.equal(new Set(sent).size, 1); // every attempt with the id made for the call
   const reply = await assay.submit(talentData(), { requestId: sent[0] });
