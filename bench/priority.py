@@ -15,7 +15,7 @@
      the stacks; the medians, and the median of the rounds' throughput ratios.
   3. user fairness within the default lane: one user's K jobs queued, then another user's
      single jobs; their waits, and the bulk's throughput (``ASSAY_QUEUED_PER_USER``: set it
-     to 0 for first come, first served).
+     to 0 for first come, first served); ``--repeat`` rounds alternating, the medians.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def register(scenario: Any) -> None:
     lanes.add_argument("--premium", type=int, default=40, help="premium jobs, one by one")
     lanes.add_argument("--every", type=float, default=0.1, help="seconds between them")
     lanes.add_argument("--both", type=int, default=2000, help="jobs per lane for the shares")
-    lanes.add_argument("--repeat", type=int, default=5, help="rounds of the shares phase")
+    lanes.add_argument("--repeat", type=int, default=5, help="rounds of shares and fairness")
     lanes.add_argument("--bulk", type=int, default=2000, help="one user's jobs (fairness)")
     lanes.add_argument("--singles", type=int, default=5, help="another user's single jobs")
     lanes.add_argument("--modes", default="lanes,fifo", help="which stacks: lanes, fifo or both")
@@ -297,13 +297,15 @@ async def user_fairness(stack: BenchStack, args: argparse.Namespace) -> dict[str
     """Phase 3: one user's bulk, then another's single jobs, in the default lane."""
     dsn = dsn_of(stack)
     bulk, single = stub_for(stack, "bench-bulk"), stub_for(stack, "bench-single")
-    progress(f"queueing {args.bulk} jobs of one user, then {args.singles} of another")
-    found = await behind_a_bulk(dsn, bulk, single, args.bulk, args.singles, args.every)
     conn = await asyncpg.connect(dsn)
     try:
+        since = await conn.fetchval("SELECT now()")
+        progress(f"queueing {args.bulk} jobs of one user, then {args.singles} of another")
+        found = await behind_a_bulk(dsn, bulk, single, args.bulk, args.singles, args.every)
         per_job = await conn.fetchval(
             "SELECT extract(epoch FROM max(finished_at) - min(started_at))::float8 / count(*)"
-            " FROM jobs WHERE user_id = 'bench-bulk'"
+            " FROM jobs WHERE user_id = 'bench-bulk' AND created_at >= $1",
+            since,
         )
     finally:
         await conn.close()
@@ -314,28 +316,44 @@ async def user_fairness(stack: BenchStack, args: argparse.Namespace) -> dict[str
     }
 
 
+def fairness_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Phase 3's report from its rounds on one stack: the medians, and each round's bulk."""
+    bulk = [found["bulk_jobs_per_second"] for found in rounds]
+    return {
+        "single_user_wait_ms": {
+            key: statistics.median(found["single_user_wait_ms"][key] for found in rounds)
+            for key in ("p50", "p99")
+        },
+        "bulk_ms_per_job": statistics.median(found["bulk_ms_per_job"] for found in rounds),
+        "bulk_jobs_per_second": statistics.median(bulk),
+        "bulk_jobs_per_second_rounds": bulk,
+    }
+
+
 async def lanes_on(stacks: dict[str, BenchStack], args: argparse.Namespace) -> dict[str, Any]:
-    """The phases on every stack; the shares' rounds alternate between the stacks (lanes,
-    FIFO, lanes, ...), so that the machine's drift falls on both alike."""
-    total = args.backlog + args.premium + 2 * args.both * args.repeat + args.bulk + args.singles
+    """The phases on every stack; the rounds of the shares and of the fairness alternate
+    between the stacks (lanes, FIFO, lanes, ...), so that the machine's drift falls on both
+    alike."""
+    total = args.backlog + args.premium + (2 * args.both + args.bulk + args.singles) * args.repeat
     users = ["bench-standard", "bench-premium", "bench-bulk", "bench-single"]
     found: dict[str, dict[str, Any]] = {mode: {} for mode in stacks}
     for stack in stacks.values():
         await stack.grant(users, total)
-    phases = {"premium": premium_wait, "fairness": user_fairness}
+    in_rounds = {"shares": (shares_once, shares_of), "fairness": (user_fairness, fairness_of)}
     for phase in args.phases.split(","):
-        if phase == "shares":
+        if phase in in_rounds:
+            once, summary = in_rounds[phase]
             rounds: dict[str, list[dict[str, Any]]] = {mode: [] for mode in stacks}
             for n in range(args.repeat):
                 for mode, stack in stacks.items():
-                    progress(f"{mode}: shares, round {n + 1} of {args.repeat}")
-                    rounds[mode].append(await shares_once(stack, args))
+                    progress(f"{mode}: {phase}, round {n + 1} of {args.repeat}")
+                    rounds[mode].append(await once(stack, args))
             for mode in stacks:
-                found[mode] |= shares_of(rounds[mode])
+                found[mode] |= summary(rounds[mode])
             continue
         for mode, stack in stacks.items():
             progress(f"{mode}: {phase}")
-            found[mode] |= await phases[phase](stack, args)
+            found[mode] |= await premium_wait(stack, args)
     for mode, stack in stacks.items():
         found[mode]["invariants_ok"] = bool(stack.audit().get("ok"))
         found[mode]["settings"] = dict(sorted(stack.settings.items()))
@@ -345,6 +363,9 @@ async def lanes_on(stacks: dict[str, BenchStack], args: argparse.Namespace) -> d
 def run_lanes(args: argparse.Namespace) -> dict[str, Any]:
     """The phases on a stack with lanes and on one with a single lane (FIFO), both up at
     once; both reports, and the throughput ratio (the median of the rounds' ratios)."""
+    unknown = set(args.phases.split(",")) - {"premium", "shares", "fairness"}
+    if unknown:
+        raise SystemExit(f"--phases: no phase {', '.join(sorted(unknown))}")
     with contextlib.ExitStack() as running:
         stacks: dict[str, BenchStack] = {}
         for mode in args.modes.split(","):

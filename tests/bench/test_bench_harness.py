@@ -93,6 +93,7 @@ def test_a_tiny_lanes_run_measures_both_modes(tmp_path: Path) -> None:
     )
     assert result["invariants_ok"] is True
     assert len(result["throughput_lanes_over_fifo_rounds"]) == 2  # the rounds, alternated
+    assert len(result["lanes"]["bulk_jobs_per_second_rounds"]) == 2
     for mode in ("lanes", "fifo"):
         assert result[mode]["premium_jobs"] == 2
         assert set(result[mode]["premium_wait_ms"]) == {"p50", "p99"}
