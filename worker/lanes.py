@@ -89,14 +89,12 @@ class LaneScheduler:
 
     def _dispatch(self) -> None:
         for requests in self._waiting.values():
-            while requests and requests[0].done():
-                requests.popleft()  # withdrawn (cancelled) before a slot came
+            _drop_withdrawn(requests)
         while self.free > 0 and any(self._waiting.values()):
             tier = self._pick()
             requests = self._waiting[tier]
             granted = requests.popleft()
-            while requests and requests[0].done():
-                requests.popleft()
+            _drop_withdrawn(requests)  # so a lane is waiting only while its head waits
             self.free -= 1
             LANE_STARTS.labels(tier).inc()
             granted.set_result(None)
@@ -110,3 +108,10 @@ class LaneScheduler:
         tier = max(waiting, key=lambda name: self._current[name])
         self._current[tier] -= sum(self._weights[name] for name in waiting)
         return tier
+
+
+def _drop_withdrawn(requests: deque[asyncio.Future[None]]) -> None:
+    """Drop the requests at the head of a lane's queue withdrawn (cancelled) before a slot
+    came."""
+    while requests and requests[0].done():
+        requests.popleft()
