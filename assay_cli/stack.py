@@ -381,6 +381,13 @@ class LocalStack:
             self.info.metrics = dict(self.metrics)
         return addr
 
+    def stop(self, label: str, timeout: float = 15.0) -> None:
+        """Stop a started service as ``down`` does (SIGTERM, SIGKILL after ``timeout``) and
+        reap it; ``start_service`` may start the label again."""
+        process = self.processes[label]
+        stop_pid(process.pid, timeout)
+        process.wait()
+
     def crash(self, label: str) -> None:
         """Kill a started service with SIGKILL, as a crash would, and reap it."""
         process = self.processes[label]

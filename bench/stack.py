@@ -21,7 +21,7 @@ from assay.archive.v1 import archive_service_pb2 as archive_pb
 from assay.archive.v1 import archive_service_pb2_grpc as archive_grpc
 from assay.assessment.v1 import assessment_service_pb2_grpc as assessment_grpc
 from assay.notifier.v1 import notifier_service_pb2_grpc as notifier_grpc
-from assay_cli.stack import LocalStack, StackInfo, stop_pid
+from assay_cli.stack import LocalStack, StackInfo
 from assaylib.auth import bearer_token_interceptors
 from assaylib.embedded import EmbeddedNats, postgres_install_dir
 from assaylib.issuer import Issuer
@@ -100,8 +100,7 @@ class BenchStack:
     def stop_workers(self) -> None:
         """Stop every worker gracefully (SIGTERM), so that work queues up unserved."""
         for label in self.workers:
-            stop_pid(self.stack.processes[label].pid, 15.0)
-            self.stack.processes[label].wait()
+            self.stack.stop(label)
 
     def start_workers(self) -> None:
         """Start the stopped workers again and wait until each serves."""
