@@ -221,8 +221,9 @@ async def ahead_unsent(
 ) -> Sequence[asyncpg.Record]:
     """Unpublished queue messages that should not wait behind an outbox backlog, with
     ``seq`` after ``after_seq``, committed, in ``seq`` order, built as ``next_unsent``'s rows:
-    the relay publishes these ahead of the backlog, and again in their turn (the stream's
-    duplicate window drops the copy: the same ``Nats-Msg-Id``). Without ``queued_per_user``,
+    the relay publishes these ahead of the backlog and skips them in their turn (a relay
+    restarted in between sends them again, a copy the stream's duplicate window drops: the
+    same ``Nats-Msg-Id``). Without ``queued_per_user``,
     the jobs above the default lane (``jobs.priority > 0``); with it, the jobs of every user
     within the budget of their lane (``budgets`` by priority, else ``queued_per_user``): a
     pupil's one job does not wait while the relay holds back a school's thousands. The
