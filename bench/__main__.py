@@ -22,6 +22,12 @@ import sys
 from bench import compare, peer, priority, scenarios, standing
 from bench.report import emit
 
+WARMUP = 3000
+WARMUP_HELP = (
+    "jobs run first, then VACUUM (ANALYZE), before anything is measured (the steady state, "
+    "not a database's first seconds; 0: none)"
+)
+
 
 def parser() -> argparse.ArgumentParser:
     """The command line."""
@@ -58,6 +64,7 @@ def parser() -> argparse.ArgumentParser:
     e2e.add_argument("--concurrency", type=int, default=16, help="concurrent submitters")
     e2e.add_argument("--users", type=int, default=16, help="distinct submitting users")
     e2e.add_argument("--watchers", type=int, default=1, help="WatchJobs streams (≥ 1)")
+    e2e.add_argument("--warmup", type=int, default=WARMUP, help=WARMUP_HELP)
     e2e.add_argument("--profile", metavar="DIR", help="py-spy every service into DIR")
     e2e.add_argument("--pg-stats", action="store_true", help="PostgreSQL's busiest statements")
     e2e.add_argument("--peer", metavar="FILE", help="a `bench peer --json` report to compare")
@@ -66,6 +73,7 @@ def parser() -> argparse.ArgumentParser:
     latency.add_argument("--rate", type=float, default=100.0, help="submissions per second")
     latency.add_argument("--duration", type=float, default=20.0, help="seconds")
     latency.add_argument("--users", type=int, default=16)
+    latency.add_argument("--warmup", type=int, default=WARMUP, help=WARMUP_HELP)
 
     sweep = scenario("sweep", "one sweep of N stuck jobs made directly in the database")
     sweep.add_argument("--stuck", type=int, default=10_000)
@@ -86,6 +94,13 @@ def parser() -> argparse.ArgumentParser:
     comparison.add_argument("--jobs", type=int, default=2000)
     comparison.add_argument("--concurrency", type=int, default=16, help="concurrent deferrers")
     comparison.add_argument("--worker-concurrency", type=int, default=16)
+    comparison.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        help="jobs run first, then VACUUM (ANALYZE) (default 0: the peer at its best; its "
+        "finished jobs stay in its table and cost it per job as they accumulate)",
+    )
     comparison.add_argument(
         "--workers", type=int, default=2, help="worker processes (2: the best on 2 cores)"
     )

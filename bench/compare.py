@@ -23,6 +23,7 @@ from bench import environment
 from bench.report import progress
 
 KEPT = (
+    "warmup",
     "jobs_per_second",
     "cpu_ms_per_job_total",
     "cpu_ms_per_job",

@@ -153,6 +153,18 @@ async def wal_position(dsn: str) -> int:
         await conn.close()
 
 
+async def settle(dsn: str) -> None:
+    """``VACUUM (ANALYZE)`` the whole database: what autovacuum does a minute after a
+    warm-up. Statistics taken on the warm-up's rows invalidate the plans the sessions cached
+    while the tables were empty (those scan a table whole), as they would in a deployment
+    that has run for a minute: the measurement that follows is of the steady state."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("VACUUM (ANALYZE)")
+    finally:
+        await conn.close()
+
+
 def per_job(cpu: Mapping[str, float], wal_bytes: int, jobs: int) -> dict[str, Any]:
     """CPU milliseconds per job of each process and in all, and WAL bytes per job."""
     jobs = max(jobs, 1)

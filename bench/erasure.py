@@ -125,7 +125,7 @@ async def submit_queued(stack: BenchStack, count: int) -> None:
 
 
 async def measure(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
-    dsn = stack.info.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    dsn = stack.dsn
     progress(f"making {args.finished} finished and {args.queued} queued jobs of one user")
     await make_finished(dsn, args.finished, USER, 1, False)
     await submit_queued(stack, args.queued)

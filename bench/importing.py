@@ -103,11 +103,11 @@ def cli(stack: BenchStack, *args: str) -> tuple[float, int, dict[str, Any]]:
 
 async def run_import(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
     """Build the source, import it, verify it; the figures."""
-    admin = stack.info.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    admin = stack.dsn
     admin = admin.rsplit("/", 1)[0] + "/postgres"
     users = args.users or max(1, args.jobs // 10)
     source = await build_source(admin, args.jobs, users)
-    target = stack.info.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    target = stack.dsn
     before = await wal_lsn(target)
     cpu_before = CpuSample.take(stack.pids)
     progress(f"importing {args.jobs:,} jobs (batch {args.batch})")

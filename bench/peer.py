@@ -69,20 +69,8 @@ async def measure(
 
         await asyncio.gather(*(caller() for _ in range(args.concurrency)))
         submitted = time.perf_counter()
-        conn = await asyncpg.connect(conninfo)
-        try:
-            while True:
-                done = await conn.fetchval(
-                    "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'"
-                )
-                if done >= args.jobs:
-                    break
-                if any(worker.poll() is not None for worker in workers):
-                    raise SystemExit("a peer worker exited")
-                await asyncio.sleep(0.02)
-            finished = time.perf_counter()
-        finally:
-            await conn.close()
+        await succeeded(conninfo, args.warmup + args.jobs, workers)
+        finished = time.perf_counter()
     return {
         "jobs": args.jobs,
         "jobs_per_second": round(args.jobs / (finished - started), 1),
@@ -90,6 +78,45 @@ async def measure(
         "submit_latency_ms": percentiles(latencies, 50, 95, 99),
         "elapsed_s": round(finished - started, 2),
     }
+
+
+async def succeeded(conninfo: str, count: int, workers: list[subprocess.Popen[bytes]]) -> None:
+    """Return once ``count`` jobs have succeeded in all (polled: the peer has no events)."""
+    conn = await asyncpg.connect(conninfo)
+    try:
+        while True:
+            done = await conn.fetchval(
+                "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'"
+            )
+            if done >= count:
+                return
+            if any(worker.poll() is not None for worker in workers):
+                raise SystemExit("a peer worker exited")
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+
+
+async def warm_up(
+    conninfo: str, jobs: int, concurrency: int, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    """Run ``jobs`` jobs, then settle the database: the same warm-up as Assay's
+    (``bench.scenarios.warm_up``)."""
+    if jobs <= 0:
+        return
+    progress(f"warming up: {jobs} jobs, then VACUUM (ANALYZE)")
+    app = make_app(conninfo)
+    task = app.tasks["noop"]
+    async with app.open_async():
+        pending = iter(range(jobs))
+
+        async def caller() -> None:
+            for index in pending:
+                await task.defer_async(index=index)
+
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        await succeeded(conninfo, jobs, workers)
+    await environment.settle(conninfo)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -127,6 +154,7 @@ def _run(postgres: EmbeddedPostgres, args: argparse.Namespace) -> dict[str, Any]
     try:
         pids = {"postgres": postgres.pid or 0, "load": os.getpid()}
         pids |= {f"worker-{n}": worker.pid for n, worker in enumerate(workers, 1)}
+        asyncio.run(warm_up(conninfo, args.warmup, args.concurrency, workers))
         wal_before = asyncio.run(environment.wal_position(conninfo))
         cpu_before = environment.CpuSample.take(pids)
         progress(f"deferring {args.jobs} no-op jobs from {args.concurrency} callers")
@@ -146,6 +174,7 @@ def _run(postgres: EmbeddedPostgres, args: argparse.Namespace) -> dict[str, Any]
         "workers": args.workers,
         "worker_concurrency": args.worker_concurrency,
         "concurrency": args.concurrency,
+        "warmup": args.warmup,
         **figures,
     }
 

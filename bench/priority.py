@@ -63,11 +63,6 @@ def register(scenario: Any) -> None:
     )
 
 
-def dsn_of(stack: BenchStack) -> str:
-    """The stack's database as asyncpg takes it."""
-    return stack.info.database_url.replace("postgresql+asyncpg://", "postgresql://")
-
-
 def stub_for(stack: BenchStack, user: str, tier: str = "") -> tuple[grpc.aio.Channel, Any]:
     """An AssessmentService stub as ``user``, its token naming ``tier`` when given."""
     claims = {"tier": tier} if tier else {}
@@ -200,7 +195,7 @@ async def drained(dsn: str, within: float) -> None:
 
 async def premium_wait(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
     """Phase 1: premium jobs one by one behind a standard backlog."""
-    dsn = dsn_of(stack)
+    dsn = stack.dsn
     standard, premium = (
         stub_for(stack, "bench-standard"),
         stub_for(stack, "bench-premium", "premium"),
@@ -232,7 +227,7 @@ def shares_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def shares_once(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
     """One round of phase 2."""
-    dsn = dsn_of(stack)
+    dsn = stack.dsn
     standard, premium = (
         stub_for(stack, "bench-standard"),
         stub_for(stack, "bench-premium", "premium"),
@@ -295,7 +290,7 @@ FROM recent, window_end
 
 async def user_fairness(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
     """Phase 3: one user's bulk, then another's single jobs, in the default lane."""
-    dsn = dsn_of(stack)
+    dsn = stack.dsn
     bulk, single = stub_for(stack, "bench-bulk"), stub_for(stack, "bench-single")
     conn = await asyncpg.connect(dsn)
     try:

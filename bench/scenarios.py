@@ -55,10 +55,33 @@ async def report_progress(watcher: Watcher, total: int, done: asyncio.Event) -> 
             progress(f"{watcher.counts['analysis.completed']} of {total} completed")
 
 
+async def warm_up(stack: BenchStack, jobs: int, users: int, concurrency: int = 16) -> None:
+    """Run ``jobs`` jobs through the stack and wait for them to complete, then settle the
+    database (``environment.settle``): what follows measures a deployment that has run for a
+    while, not its first seconds on empty tables. The users must be funded for them."""
+    if jobs <= 0:
+        return
+    progress(f"warming up: {jobs} jobs, then VACUUM (ANALYZE)")
+    channel, (watcher,) = await open_watchers(stack, 1, users)
+    completed = watcher.expect("analysis.completed", jobs)
+    submitter = Submitter(stack, users)
+    try:
+        await submitter.closed_loop(jobs, concurrency)
+        await asyncio.wait_for(completed.wait(), 120 + jobs / 20)
+    finally:
+        await submitter.close()
+        await watcher.stop()
+        await channel.close()
+    if submitter.result.failures:
+        raise SystemExit(f"the warm-up's submissions failed: {dict(submitter.result.failures)}")
+    await environment.settle(stack.dsn)
+
+
 async def run_e2e(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
     """Submit N jobs from C callers over U users; completion observed through watchers."""
     users = [user_name(i) for i in range(args.users)]
-    await stack.grant(users, args.jobs // args.users + 1)
+    await stack.grant(users, (args.warmup + args.jobs) // args.users + 2)
+    await warm_up(stack, args.warmup, args.users, args.concurrency)
     channel, watchers = await open_watchers(stack, max(1, args.watchers), args.users)
     everyone = watchers[0]
     completed = everyone.expect("analysis.completed", args.jobs)
@@ -66,7 +89,7 @@ async def run_e2e(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]
     profilers = environment.start_profilers(stack.pids, args.profile)
     if args.pg_stats:
         await statement_stats(stack, reset=True)
-    dsn = stack.info.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    dsn = stack.dsn
     wal_before = await environment.wal_position(dsn)
     cpu_before = environment.CpuSample.take(stack.measured_pids)
     metrics_before = await waiting.snapshot(stack.info.metrics)
@@ -96,6 +119,7 @@ async def run_e2e(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]
     audit = stack.audit()
     return {
         **header(stack, args),
+        "warmup": args.warmup,
         "jobs": args.jobs,
         "completed": done,
         "submit_failures": dict(submissions.failures),
@@ -133,7 +157,7 @@ PG_STATS = "shared_preload_libraries=pg_stat_statements;pg_stat_statements.track
 
 async def statement_stats(stack: BenchStack, *, reset: bool = False) -> list[str]:
     """PostgreSQL's busiest statements (pg_stat_statements), or reset its counters."""
-    dsn = stack.info.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    dsn = stack.dsn
     conn = await asyncpg.connect(dsn)
     try:
         if reset:
@@ -158,7 +182,8 @@ async def run_submit_latency(stack: BenchStack, args: argparse.Namespace) -> dic
     """An open loop at a fixed offered rate while the workers run."""
     users = [user_name(i) for i in range(args.users)]
     total = int(args.rate * args.duration)
-    await stack.grant(users, total // args.users + 1)
+    await stack.grant(users, (args.warmup + total) // args.users + 2)
+    await warm_up(stack, args.warmup, args.users)
     channel, watchers = await open_watchers(stack, 1, args.users)
     completed = watchers[0].expect("analysis.completed", total)
     submitter = Submitter(stack, args.users)
@@ -177,6 +202,7 @@ async def run_submit_latency(stack: BenchStack, args: argparse.Namespace) -> dic
     audit = stack.audit()
     return {
         **header(stack, args),
+        "warmup": args.warmup,
         "offered_rate": args.rate,
         "achieved_rate": round(achieved, 1),
         "jobs": total,
@@ -209,7 +235,7 @@ SELECT user_id, 'DEBIT', -1, job_id, 1, 'bench' FROM jobs
 
 async def run_sweep(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
     """N stuck jobs made directly in the database, then one sweep, timed."""
-    dsn = stack.info.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    dsn = stack.dsn
     conn = await asyncpg.connect(dsn)
     try:
         users = max(1, args.stuck // 10)

@@ -52,6 +52,11 @@ class BenchStack:
         return dict(self.info.pids)
 
     @property
+    def dsn(self) -> str:
+        """The stack's database as asyncpg takes it."""
+        return self.info.database_url.replace("postgresql+asyncpg://", "postgresql://")
+
+    @property
     def measured_pids(self) -> dict[str, int]:
         """The stack's processes and this one (the load generator shares the machine)."""
         return {**self.pids, "bench (load and watchers)": os.getpid()}

@@ -34,9 +34,12 @@ def test_a_tiny_e2e_run_reports_every_figure_and_holds_the_invariants(tmp_path: 
     printed, result = bench(
         tmp_path / "e2e.json",
         *("e2e", "--jobs", "6", "--concurrency", "3", "--users", "2", "--watchers", "2"),
+        *("--warmup", "4"),
     )
     assert result["jobs"] == result["completed"] == 6
-    assert result["invariants_ok"] is True and result["audit"]["events"] == 18
+    # the warm-up's 4 jobs ran first (the audit sees them) and are not in the measurement
+    assert result["warmup"] == 4 and result["audit"]["jobs"] == 10
+    assert result["invariants_ok"] is True and result["audit"]["events"] == 30
     assert result["jobs_per_second"] > 0
     assert set(result["submit_latency_ms"]) == {"p50", "p95", "p99"}
     assert set(result["event_latency_ms"]) == {"p50", "p99"}
