@@ -153,6 +153,16 @@ async def wal_position(dsn: str) -> int:
         await conn.close()
 
 
+async def full_page_images(dsn: str) -> int:
+    """Full-page images PostgreSQL has written to WAL so far (``pg_stat_wal.wal_fpi``): the
+    whole page a change logs when it is the page's first since a checkpoint."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT wal_fpi FROM pg_stat_wal"))
+    finally:
+        await conn.close()
+
+
 async def settle(dsn: str) -> None:
     """``VACUUM (ANALYZE)`` the whole database: what autovacuum does a minute after a
     warm-up. Statistics taken on the warm-up's rows invalidate the plans the sessions cached

@@ -91,6 +91,7 @@ async def run_e2e(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]
         await statement_stats(stack, reset=True)
     dsn = stack.dsn
     wal_before = await environment.wal_position(dsn)
+    fpi_before = await environment.full_page_images(dsn)
     cpu_before = environment.CpuSample.take(stack.measured_pids)
     metrics_before = await waiting.snapshot(stack.info.metrics)
     ticker = asyncio.create_task(report_progress(everyone, args.jobs, completed))
@@ -106,6 +107,7 @@ async def run_e2e(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]
     cpu = environment.CpuSample.take(stack.measured_pids).since(cpu_before)
     waited = waiting.waiting(metrics_before, await waiting.snapshot(stack.info.metrics))
     wal_bytes = await environment.wal_position(dsn) - wal_before
+    fpi = await environment.full_page_images(dsn) - fpi_before
     environment.stop_profilers(profilers)
     statements = await statement_stats(stack) if args.pg_stats else []
     await submitter.close()
@@ -134,6 +136,7 @@ async def run_e2e(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]
         "events_seen": dict(everyone.counts),
         "cpu_seconds": cpu,
         **environment.per_job(cpu, wal_bytes, done),
+        "wal_full_page_images_per_job": round(fpi / max(done, 1), 3),
         "invariants_ok": bool(audit.get("ok")) and done == args.jobs,
         "audit": audit,
         **({"postgres_statements": statements} if statements else {}),

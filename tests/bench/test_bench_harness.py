@@ -41,6 +41,7 @@ def test_a_tiny_e2e_run_reports_every_figure_and_holds_the_invariants(tmp_path: 
     assert result["warmup"] == 4 and result["audit"]["jobs"] == 10
     assert result["invariants_ok"] is True and result["audit"]["events"] == 30
     assert result["jobs_per_second"] > 0
+    assert result["wal_bytes_per_job"] > 0 and result["wal_full_page_images_per_job"] >= 0
     assert set(result["submit_latency_ms"]) == {"p50", "p95", "p99"}
     assert set(result["event_latency_ms"]) == {"p50", "p99"}
     assert {"cores", "memory_gib", "packages", "command"} <= set(result["machine"])
