@@ -1,10 +1,11 @@
-"""The floor under a watcher's memory: a bare grpc.aio server holding idle server streams.
+"""The floor under a watcher's memory, and under a unary call's CPU: a bare grpc.aio server.
 
-``python -m bench.bare_stream PORT`` serves one method, ``/bench.Bare/Hold``, on uvloop as the
-notifier does: each call sends one message (the stream is live) and then waits until the
+``python -m bench.bare_stream PORT`` serves two methods on uvloop, as the services run. Each
+``/bench.Bare/Hold`` call sends one message (the stream is live) and then waits until the
 caller hangs up, holding nothing of its own. ``python -m bench watchers`` opens as many of
 these as it opened WatchJobs streams, in the same run, and reports the memory of each beside
-the notifier's: what remains above it is the notifier's own.
+the notifier's: what remains above it is the notifier's own. ``/bench.Bare/Echo`` answers a
+unary call with its request: ``python -m bench.bare_unary`` times it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from assaylib.embedded import free_port
 from assaylib.process import run
 
 METHOD = "/bench.Bare/Hold"
+ECHO = "/bench.Bare/Echo"
 LIVE = b"live"
 
 
@@ -33,15 +35,23 @@ async def _hold(
     await asyncio.Event().wait()  # until the caller hangs up (the call is cancelled)
 
 
+async def _echo(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    return request
+
+
 async def serve(port: int) -> None:
-    """Serve ``/bench.Bare/Hold`` on 127.0.0.1:``port`` until killed."""
+    """Serve ``/bench.Bare/Hold`` and ``/bench.Bare/Echo`` on 127.0.0.1:``port`` until
+    killed."""
     server = grpc.aio.server()
-    handler = grpc.unary_stream_rpc_method_handler(
-        _hold, request_deserializer=bytes, response_serializer=bytes
-    )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("bench.Bare", {"Hold": handler}),)
-    )
+    handlers = {
+        "Hold": grpc.unary_stream_rpc_method_handler(
+            _hold, request_deserializer=bytes, response_serializer=bytes
+        ),
+        "Echo": grpc.unary_unary_rpc_method_handler(
+            _echo, request_deserializer=bytes, response_serializer=bytes
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Bare", handlers),))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     print("ready", flush=True)
@@ -50,7 +60,7 @@ async def serve(port: int) -> None:
 
 @contextlib.contextmanager
 def running() -> Iterator[tuple[int, str]]:
-    """A bare stream server in a process of its own: (its pid, its address)."""
+    """A bare server in a process of its own: (its pid, its address)."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.bare_stream", str(port)],

@@ -33,8 +33,14 @@ def machine() -> dict[str, Any]:
         "cpu": _cpu_model(),
         "python": platform.python_version(),
         "packages": versions,
-        "command": " ".join(["python -m bench", *sys.argv[1:]]),
+        "command": " ".join([f"python -m {_module()}", *sys.argv[1:]]),
     }
+
+
+def _module() -> str:
+    """The module this process runs as (``bench``, ``bench.bench_create``, …)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec.name.removesuffix(".__main__") if spec is not None else "bench"
 
 
 def _cpu_model() -> str:

@@ -82,6 +82,23 @@ def test_a_tiny_watchers_run_measures_the_notifier_beside_a_bare_stream(tmp_path
     assert set(result["event_latency_ms"]) == {"p50", "p99"}
 
 
+def test_the_bare_unary_floor_is_timed_on_both_ends(tmp_path: Path) -> None:
+    report = tmp_path / "bare.json"
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "bench.bare_unary"),
+            *("--calls", "50", "--concurrency", "2", "--json", str(report)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    result = json.loads(report.read_text())
+    assert result["calls"] == 50 and result["calls_per_second"] > 0
+    assert result["server_cpu_us_per_call"] > 0 and result["caller_cpu_us_per_call"] > 0
+    assert result["machine"]["command"].startswith("python -m bench.bare_unary --calls 50")
+
+
 def test_a_tiny_batch_run_times_batches_against_single_submits(tmp_path: Path) -> None:
     _, result = bench(tmp_path / "batch.json", "batch", "--items", "5", "--rounds", "1")
     assert result["items"] == 5 and result["batch_replayed"] is True
