@@ -161,7 +161,9 @@ async def release_held(
     read, so every hold released is on a row it has passed (a relay that restarts before
     passing a page reads the page, and its holds, again first). Returns how many."""
     status: str = await db.execute(
-        "WITH waiting AS (SELECT u.user_id, "
+        # MATERIALIZED: each user's budget and room are computed once. Inlined, every
+        # reference to them walked the user's jobs again (five walks a call, not two).
+        "WITH waiting AS MATERIALIZED (SELECT u.user_id, "
         + BUDGET.format(
             priorities="$3",
             budgets="$4",
@@ -169,7 +171,7 @@ async def release_held(
             otherwise="$1",
         )
         + " AS budget FROM unnest($5::text[]) AS u(user_id)),"
-        " room AS (SELECT u.user_id, u.budget - ("
+        " room AS MATERIALIZED (SELECT u.user_id, u.budget - ("
         + IN_STREAM.format(user="u.user_id", limit="u.budget")
         + ") AS room FROM waiting u),"
         " pick AS (SELECT h.job_id, h.turn, h.created_at FROM room, LATERAL ("
