@@ -241,7 +241,9 @@ async def ahead_unsent(
         " users AS (SELECT user_id, "
         + BUDGET.format(priorities="$4", budgets="$5", priority="max(k.priority)", otherwise="$3")
         + " AS budget FROM backlog k GROUP BY user_id),"
-        " within AS (SELECT u.user_id FROM users u WHERE $3 = 0 OR ("
+        # MATERIALIZED: inlined, PostgreSQL counted a user's queue once per backlog row
+        # (872 counts, 126 ms, behind one user's 2,000 jobs on the bench), not once a user.
+        " within AS MATERIALIZED (SELECT u.user_id FROM users u WHERE $3 = 0 OR ("
         + IN_STREAM.format(user="u.user_id", limit="u.budget + 1")
         + ") <= u.budget)"
         f" SELECT {OUTBOX_COLUMNS}, r.test_data, r.raw_responses, j.trace_context, j.locale,"
