@@ -92,5 +92,5 @@ async def test_a_release_walks_a_held_user_s_jobs_once_per_step(bulk: asyncpg.Co
     assert released == BUDGET  # the room under the budget, no more
     (plan,) = explaining.plans
     # the budget, the room and the pick once each, and the update finding the picked jobs
-    # (by key on a large table; on this small one PostgreSQL scans the user's): 8 before
+    # (by key on a large table; on this small one PostgreSQL scans the queued jobs): 8 before
     assert walks(plan) <= 4
