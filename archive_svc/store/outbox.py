@@ -162,7 +162,7 @@ async def release_held(
     passing a page reads the page, and its holds, again first). Returns how many."""
     status: str = await db.execute(
         # MATERIALIZED: each user's budget and room are computed once. Inlined, every
-        # reference to them walked the user's jobs again (five walks a call, not two).
+        # reference to them walked the user's jobs again (six to eight walks a call, not three).
         "WITH waiting AS MATERIALIZED (SELECT u.user_id, "
         + BUDGET.format(
             priorities="$3",
