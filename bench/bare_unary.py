@@ -18,17 +18,10 @@ import time
 from typing import Any
 
 import grpc.aio
-import psutil
 
 from assaylib.process import run
 from bench import bare_stream, environment
 from bench.report import emit
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU seconds of process ``pid`` so far."""
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
 
 
 async def measure(address: str, server_pid: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -47,12 +40,12 @@ async def measure(address: str, server_pid: int, args: argparse.Namespace) -> di
             for _ in pending:
                 await echo(payload)
 
-        server_before, own_before = cpu_seconds(server_pid), cpu_seconds(os.getpid())
+        pids = {"server": server_pid, "caller": os.getpid()}
+        before = environment.CpuSample.take(pids)
         started = time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(args.concurrency)))
         elapsed = time.perf_counter() - started
-        server = cpu_seconds(server_pid) - server_before
-        own = cpu_seconds(os.getpid()) - own_before
+        cpu = environment.CpuSample.take(pids).since(before)
     finally:
         await channel.close()
     return {
@@ -60,8 +53,8 @@ async def measure(address: str, server_pid: int, args: argparse.Namespace) -> di
         "concurrency": args.concurrency,
         "request_bytes": args.size,
         "calls_per_second": round(args.calls / elapsed, 1),
-        "server_cpu_us_per_call": round(1e6 * server / args.calls, 1),
-        "caller_cpu_us_per_call": round(1e6 * own / args.calls, 1),
+        "server_cpu_us_per_call": round(1e6 * cpu["server"] / args.calls, 1),
+        "caller_cpu_us_per_call": round(1e6 * cpu["caller"] / args.calls, 1),
     }
 
 

@@ -87,16 +87,16 @@ def test_the_bare_unary_floor_is_timed_on_both_ends(tmp_path: Path) -> None:
     subprocess.run(
         [
             *(sys.executable, "-m", "bench.bare_unary"),
-            *("--calls", "50", "--concurrency", "2", "--json", str(report)),
+            *("--calls", "400", "--concurrency", "2", "--json", str(report)),
         ],
         check=True,
         capture_output=True,
         timeout=120,
     )
     result = json.loads(report.read_text())
-    assert result["calls"] == 50 and result["calls_per_second"] > 0
+    assert result["calls"] == 400 and result["calls_per_second"] > 0
     assert result["server_cpu_us_per_call"] > 0 and result["caller_cpu_us_per_call"] > 0
-    assert result["machine"]["command"].startswith("python -m bench.bare_unary --calls 50")
+    assert result["machine"]["command"].startswith("python -m bench.bare_unary --calls 400")
 
 
 def test_a_tiny_batch_run_times_batches_against_single_submits(tmp_path: Path) -> None:
