@@ -2,9 +2,10 @@
 
 Runs, each as a process of its own on fresh servers: `compare` (Assay against the peer at its
 best, PAIRS alternated pairs), then `submit-latency` at half the capacity that compare measured
-(Assay's median jobs/s), then `sweep` of 10,000 stuck jobs and `watchers` (1,000 idle streams
-and the bare grpc.aio floor). Prints every figure the issue names beside its target, and the
-runs' own reports (JSON with ``--json``). Quote ratios from one run: this machine is noisy.
+(Assay's median jobs/s) and again at 20/s (the idle floor, for context), then `sweep` of
+10,000 stuck jobs and `watchers` (1,000 idle streams and the bare grpc.aio floor). Prints
+every figure the issue names beside its target, and the runs' own reports (JSON with
+``--json``). Quote ratios from one run: this machine is noisy.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ TARGETS = {
     "notifier_kib_per_idle_watcher_above_bare": ("≤", 4.0),
 }
 """Issue 30's figures and their targets."""
+IDLE_RATE = 20.0
+"""Submissions a second of the idle submit-latency run: what a submit costs with the machine
+otherwise quiet, the floor under the figure at half capacity."""
 
 
 def scenario(*arguments: str) -> dict[str, Any]:
@@ -54,6 +58,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     capacity = statistics.median(r["jobs_per_second"] for r in assay) if assay else 0.0
     rate = round(capacity / 2, 1) if capacity else 50.0
     latency = scenario("submit-latency", "--rate", str(rate), "--duration", str(args.duration))
+    idle = scenario("submit-latency", "--rate", str(IDLE_RATE), "--duration", "10")
     sweep = scenario("sweep", "--stuck", str(args.stuck))
     watchers = scenario("watchers", "--count", str(args.watchers))
     ratio = compared.get("ratio", {})
@@ -91,6 +96,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "submit_failures",
                 "invariants_ok",
             )
+        },
+        "submit_latency_idle": {
+            "offered_rate": IDLE_RATE,
+            "submit_latency_ms": idle.get("submit_latency_ms"),
         },
         "sweep": {key: sweep.get(key) for key in ("stuck", "sweep_seconds", "ok")},
         "watchers": {

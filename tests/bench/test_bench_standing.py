@@ -40,6 +40,8 @@ def test_bench_all_reads_every_figure_against_its_target(monkeypatch: pytest.Mon
     args = argparse.Namespace(pairs=1, jobs=100, duration=5.0, stuck=10000, watchers=1000)
     result = standing.run(args)
     assert ("submit-latency", "--rate", "90.0", "--duration", "5.0") in ran
+    assert ("submit-latency", "--rate", "20.0", "--duration", "10") in ran  # the idle floor
+    assert result["submit_latency_idle"]["submit_latency_ms"] == {"p50": 7.0, "p99": 25.0}
     assert result["capacity_jobs_per_second"] == 180.0
     targets = result["targets"]
     assert set(targets) == set(standing.TARGETS)
