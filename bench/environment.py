@@ -149,24 +149,24 @@ def stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
         profiler.wait(60)
 
 
+async def wal_counters(dsn: str) -> tuple[int, int]:
+    """PostgreSQL's current WAL position in bytes (``pg_current_wal_lsn``) and the full-page
+    images written so far (``pg_stat_wal.wal_fpi``: the whole page a change logs when it is
+    the page's first since a checkpoint), read in one statement. The difference of two
+    readings is what everything on the server wrote between them."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(
+            "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn AS position, wal_fpi FROM pg_stat_wal"
+        )
+        return int(row["position"]), int(row["wal_fpi"])
+    finally:
+        await conn.close()
+
+
 async def wal_position(dsn: str) -> int:
-    """PostgreSQL's current WAL position in bytes (``pg_current_wal_lsn``): the difference of
-    two readings is the WAL written between them, by everything on the server."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        return int(await conn.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
-    finally:
-        await conn.close()
-
-
-async def full_page_images(dsn: str) -> int:
-    """Full-page images PostgreSQL has written to WAL so far (``pg_stat_wal.wal_fpi``): the
-    whole page a change logs when it is the page's first since a checkpoint."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        return int(await conn.fetchval("SELECT wal_fpi FROM pg_stat_wal"))
-    finally:
-        await conn.close()
+    """PostgreSQL's current WAL position in bytes (``wal_counters``)."""
+    return (await wal_counters(dsn))[0]
 
 
 async def settle(dsn: str) -> None:

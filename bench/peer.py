@@ -55,19 +55,9 @@ async def measure(
 ) -> Any:
     """Defer the jobs, wait until all succeeded; returns the figures."""
     app = make_app(conninfo)
-    task = app.tasks["noop"]
-    latencies: list[float] = []
     async with app.open_async():
-        pending = iter(range(args.jobs))
         started = time.perf_counter()
-
-        async def caller() -> None:
-            for index in pending:
-                began = time.perf_counter()
-                await task.defer_async(index=index)
-                latencies.append(time.perf_counter() - began)
-
-        await asyncio.gather(*(caller() for _ in range(args.concurrency)))
+        latencies = await defer_all(app, args.jobs, args.concurrency)
         submitted = time.perf_counter()
         await succeeded(conninfo, args.warmup + args.jobs, workers)
         finished = time.perf_counter()
@@ -78,6 +68,22 @@ async def measure(
         "submit_latency_ms": percentiles(latencies, 50, 95, 99),
         "elapsed_s": round(finished - started, 2),
     }
+
+
+async def defer_all(app: procrastinate.App, jobs: int, concurrency: int) -> list[float]:
+    """Defer ``jobs`` no-op jobs from ``concurrency`` callers; each defer's seconds."""
+    task = app.tasks["noop"]
+    latencies: list[float] = []
+    pending = iter(range(jobs))
+
+    async def caller() -> None:
+        for index in pending:
+            began = time.perf_counter()
+            await task.defer_async(index=index)
+            latencies.append(time.perf_counter() - began)
+
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return latencies
 
 
 async def succeeded(conninfo: str, count: int, workers: list[subprocess.Popen[bytes]]) -> None:
@@ -106,15 +112,8 @@ async def warm_up(
         return
     progress(f"warming up: {jobs} jobs, then VACUUM (ANALYZE)")
     app = make_app(conninfo)
-    task = app.tasks["noop"]
     async with app.open_async():
-        pending = iter(range(jobs))
-
-        async def caller() -> None:
-            for index in pending:
-                await task.defer_async(index=index)
-
-        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        await defer_all(app, jobs, concurrency)
         await succeeded(conninfo, jobs, workers)
     await environment.settle(conninfo)
 

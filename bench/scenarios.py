@@ -90,8 +90,7 @@ async def run_e2e(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]
     if args.pg_stats:
         await statement_stats(stack, reset=True)
     dsn = stack.dsn
-    wal_before = await environment.wal_position(dsn)
-    fpi_before = await environment.full_page_images(dsn)
+    wal_before, fpi_before = await environment.wal_counters(dsn)
     cpu_before = environment.CpuSample.take(stack.measured_pids)
     metrics_before = await waiting.snapshot(stack.info.metrics)
     ticker = asyncio.create_task(report_progress(everyone, args.jobs, completed))
@@ -106,8 +105,8 @@ async def run_e2e(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]
     ticker.cancel()
     cpu = environment.CpuSample.take(stack.measured_pids).since(cpu_before)
     waited = waiting.waiting(metrics_before, await waiting.snapshot(stack.info.metrics))
-    wal_bytes = await environment.wal_position(dsn) - wal_before
-    fpi = await environment.full_page_images(dsn) - fpi_before
+    wal_after, fpi_after = await environment.wal_counters(dsn)
+    wal_bytes, fpi = wal_after - wal_before, fpi_after - fpi_before
     environment.stop_profilers(profilers)
     statements = await statement_stats(stack) if args.pg_stats else []
     await submitter.close()
