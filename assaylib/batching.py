@@ -11,6 +11,7 @@ once); a second call for the same job waits for the next batch.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
@@ -24,6 +25,14 @@ BATCH_SIZES = Histogram(
     "Items per batch RPC sent (by RPC)",
     ["rpc"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+
+BATCH_WAITS = Histogram(
+    "assay_rpc_batch_wait_seconds",
+    "How long an item waited before its batch RPC left (by RPC): behind the batches in"
+    " flight, the part of a call's time spent queued in the caller.",
+    ["rpc"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 
 
@@ -45,14 +54,15 @@ class Batcher(Generic[Item, Result]):
         self._key = key
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
-        self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._pending: list[tuple[Item, asyncio.Future[Result], float]] = []
         self._in_flight = 0
         self._scheduled = False
+        self._waits = BATCH_WAITS.labels(name)
 
     async def submit(self, item: Item) -> Result:
         """Send ``item`` in the next batch; its result, or its error raised."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
+        self._pending.append((item, future, time.perf_counter()))
         self._schedule()
         return await future
 
@@ -65,15 +75,18 @@ class Batcher(Generic[Item, Result]):
     def _start_batch(self) -> None:
         self._scheduled = False
         batch: list[tuple[Item, asyncio.Future[Result]]] = []
-        rest: list[tuple[Item, asyncio.Future[Result]]] = []
+        rest: list[tuple[Item, asyncio.Future[Result], float]] = []
         keys: set[Hashable] = set()
+        now = time.perf_counter()
         for entry in self._pending:
-            key = self._key(entry[0])
-            if entry[1].cancelled():
+            item, future, queued = entry
+            key = self._key(item)
+            if future.cancelled():
                 continue
             if len(batch) < self._max_batch and key not in keys:
                 keys.add(key)
-                batch.append(entry)
+                batch.append((item, future))
+                self._waits.observe(now - queued)
             else:
                 rest.append(entry)
         self._pending = rest

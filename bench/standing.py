@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "achieved_rate",
                 "submit_latency_ms",
                 "server_time_ms",
+                "batch_wait_ms",
                 "event_loop_lag_ms",
                 "submit_failures",
                 "invariants_ok",

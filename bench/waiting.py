@@ -3,10 +3,11 @@ from the measured stack's /metrics before and after a run (the difference is the
 
 A submission's latency is the client's wait; the assessment service's SubmitAssessment time
 is the part spent inside that service (its call to the archive included), the archive's
-CreateSubmissions time the part inside the archive (the statement and its commit). What is
-left is the links and the client. Each process's ``assay_event_loop_lag_seconds`` says how
-long ready work waited behind other callbacks there: a loop that lags delays every call it
-serves by as much.
+CreateSubmissions time the part inside the archive (the statement and its commit). Between
+the two, a submission waits in the assessment service for its batch to leave, behind the
+batches in flight (``assay_rpc_batch_wait_seconds``). What is left is the links and the
+client. Each process's ``assay_event_loop_lag_seconds`` says how long ready work waited
+behind other callbacks there: a loop that lags delays every call it serves by as much.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 LAG = "assay_event_loop_lag_seconds"
 RPC = "assay_rpc_duration_seconds"
+BATCH_WAIT = "assay_rpc_batch_wait_seconds"
 RPCS = {
     "assessment": ("assay.assessment.v1.AssessmentService", "SubmitAssessment"),
     "archive": ("assay.archive.v1.ArchiveService", "CreateSubmissions"),
@@ -36,7 +38,7 @@ def _scrape(url: str) -> Samples:
         text = response.read().decode()
     samples: Samples = {}
     for family in text_string_to_metric_families(text):
-        if family.name not in (LAG, RPC):
+        if family.name not in (LAG, RPC, BATCH_WAIT):
             continue
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
@@ -101,8 +103,9 @@ def _summary(buckets: list[tuple[float, float]], total: float, count: float) -> 
 
 
 def waiting(before: Mapping[str, Samples], after: Mapping[str, Samples]) -> dict[str, Any]:
-    """Each process's event-loop lag and the submission RPCs' server time over the run, in
-    milliseconds (p50/p99 interpolated in the histograms' buckets, as Prometheus does)."""
+    """Each process's event-loop lag, the submission RPCs' server time and the submissions'
+    wait for their batch over the run, in milliseconds (p50/p99 interpolated in the
+    histograms' buckets, as Prometheus does)."""
     lag = {}  # every process that samples its loop (a short run may have no sample yet)
     for process, samples in after.items():
         if any(name == f"{LAG}_count" for name, _ in samples):
@@ -114,4 +117,12 @@ def waiting(before: Mapping[str, Samples], after: Mapping[str, Samples]) -> dict
         buckets, total, count = _histogram(before.get(process, {}), samples, RPC, match)
         if count:
             rpc[f"{process} {method}"] = _summary(buckets, total, count)
-    return {"event_loop_lag_ms": lag, "server_time_ms": rpc}
+    before_sending = before.get("assessment", {})
+    waits = _histogram(
+        before_sending, after.get("assessment", {}), BATCH_WAIT, {"rpc": RPCS["archive"][1]}
+    )
+    return {
+        "event_loop_lag_ms": lag,
+        "server_time_ms": rpc,
+        "batch_wait_ms": {"assessment CreateSubmissions": _summary(*waits)} if waits[2] else {},
+    }

@@ -57,6 +57,8 @@ def test_a_tiny_e2e_run_reports_every_figure_and_holds_the_invariants(tmp_path: 
     assert set(served) == {"assessment SubmitAssessment", "archive CreateSubmissions"}
     assert served["assessment SubmitAssessment"]["samples"] == 6
     assert 1 <= served["archive CreateSubmissions"]["samples"] <= 6  # batched
+    # and the wait for a batch to leave, each submission once
+    assert result["batch_wait_ms"]["assessment CreateSubmissions"]["samples"] == 6
     assert all(s["p50"] <= s["p99"] for s in served.values())
 
 
