@@ -28,6 +28,7 @@ from opentelemetry.trace import SpanKind
 from archive_svc import metrics, store
 from archive_svc.db import connect, libpq_dsn
 from archive_svc.events import publication
+from archive_svc.publishing import Message, Pages
 from archive_svc.sealing import NO_KEYS, DataKeys
 from assaylib import tracing
 from assaylib.streams import StreamNames, ensure_streams
@@ -89,6 +90,7 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
+        self._pages: Pages | None = None
         self._listener: asyncpg.Connection | None = None
         self._next_purge = 0.0
         self._position: store.RelayPosition | None = None
@@ -175,6 +177,8 @@ class OutboxRelay:
                 allow_reconnect=True,
             )
             self._js = self._nc.jetstream()
+            self._pages = Pages(self._nc, PUBLISH_TIMEOUT)
+            await self._pages.start()
             await ensure_streams(
                 self._js,
                 self.names,
@@ -187,7 +191,7 @@ class OutboxRelay:
         if listener is not None and not listener.is_closed():
             with contextlib.suppress(Exception):
                 await listener.close(timeout=2)
-        nc, self._nc, self._js = self._nc, None, None
+        nc, self._nc, self._js, self._pages = self._nc, None, None, None
         if nc is not None and not nc.is_closed:
             with contextlib.suppress(Exception):
                 await nc.close()
@@ -195,14 +199,14 @@ class OutboxRelay:
     async def _drain(self) -> None:
         """Publish until the outbox is empty: each round saves the position reached and
         fetches the next page in one statement."""
-        assert self._js is not None and self._position is not None
-        js = self._js
+        assert self._pages is not None and self._position is not None
+        pages = self._pages
         backlogged = False
         while not self._stopping.is_set():
             if backlogged and (self.tiers is not None or self.queued_per_user):
                 # Before the position is saved again (erasure waits for that save), so a
                 # message read here is out before an erasure walks the stream.
-                await self._publish_priority(js)
+                await self._publish_priority(pages)
             fresh = self._position.batch is None  # this round takes a new snapshot
             at, rows = await store.next_unsent(self.pool, self._position, self.batch_size)
             backlogged = len(rows) == self.batch_size
@@ -210,7 +214,7 @@ class OutboxRelay:
                 if len(rows) == self.batch_size:  # a backlog: count it, now and then
                     await self._count_backlog()
                 sending = await self._hold_over_budget(rows)
-                await self._publish(js, sending)
+                await self._publish(pages, sending)
                 metrics.PUBLISHED.inc(len(sending))
             self._position = at.advanced(rows, self.batch_size)
             if not rows and fresh:  # nothing committed since the last snapshot
@@ -287,7 +291,7 @@ class OutboxRelay:
             self._held_users = await store.held_users(self.pool, users)
         return released
 
-    async def _publish_priority(self, js: JetStreamContext) -> None:
+    async def _publish_priority(self, pages: Pages) -> None:
         """Publish the queue messages waiting behind a backlog that should not wait, at most
         every PRIORITY_EVERY seconds (``store.ahead_unsent``: the higher lanes', and with a
         per-user budget every user's within it): a premium job, or a pupil's one job, does
@@ -302,7 +306,7 @@ class OutboxRelay:
             self.pool, self._priority_after, self.batch_size, self.queued_per_user, self._budgets
         )
         if rows:
-            await self._publish(js, rows)
+            await self._publish(pages, rows)
             self._priority_after = int(rows[-1]["seq"])
             self._ahead.update(str(row["id"]) for row in rows)
             metrics.PUBLISHED_AHEAD.inc(len(rows))
@@ -315,12 +319,13 @@ class OutboxRelay:
         self._next_purge = now + PURGE_EVERY
         metrics.PURGED.inc(await store.purge_sent(self.pool, self.events_max_age))
 
-    async def _publish(self, js: JetStreamContext, rows: Sequence[asyncpg.Record]) -> None:
-        # publish_async sends in order and collects the acks; the stream receives the batch
-        # in outbox order, and the Nats-Msg-Id drops a copy a crash made us send again.
+    async def _publish(self, pages: Pages, rows: Sequence[asyncpg.Record]) -> None:
+        # Sent in order, every message acknowledged (archive_svc.publishing): the stream
+        # receives the page in outbox order, and the Nats-Msg-Id drops a copy a crash made us
+        # send again.
         # A message about a traced job carries the job's trace: the publish is a span of it
         # (when tracing is on here), and its traceparent header lets the reader join it.
-        acks = []
+        messages: list[Message] = []
         for row in rows:
             subject, payload = publication(self.names, row, self.data_keys, self.tiers)
             headers = {"Nats-Msg-Id": str(row["id"])}
@@ -337,8 +342,8 @@ class OutboxRelay:
                     },
                 ):
                     headers["traceparent"] = tracing.traceparent() or trace_context
-            acks.append(await js.publish_async(subject, payload, headers=headers))
-        await asyncio.wait_for(asyncio.gather(*acks), PUBLISH_TIMEOUT)
+            messages.append((subject, payload, headers))
+        await pages.publish(messages)
 
 
 class RelayWake:

@@ -101,6 +101,26 @@ def test_the_bare_unary_floor_is_timed_on_both_ends(tmp_path: Path) -> None:
     assert result["machine"]["command"].startswith("python -m bench.bare_unary --calls 400")
 
 
+def test_the_bare_publish_floor_is_timed_each_way(tmp_path: Path) -> None:
+    report = tmp_path / "publish.json"
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "bench.bare_publish"),
+            *("--messages", "300", "--page", "64", "--rounds", "1", "--json", str(report)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    result = json.loads(report.read_text())
+    assert result["messages"] == 300 and result["page"] == 64
+    # each way stored every message (the run raises otherwise) and was timed on both ends
+    for way in ("acked", "counted", "atomic"):
+        assert result[way]["messages_per_second"] > 0
+        assert result[way]["publisher_cpu_us_per_message"] >= 0
+    assert result["machine"]["command"].startswith("python -m bench.bare_publish --messages 300")
+
+
 def test_a_tiny_batch_run_times_batches_against_single_submits(tmp_path: Path) -> None:
     _, result = bench(tmp_path / "batch.json", "batch", "--items", "5", "--rounds", "1")
     assert result["items"] == 5 and result["batch_replayed"] is True
