@@ -111,7 +111,8 @@ def start_profilers(
     pids: Mapping[str, int], directory: str | None
 ) -> list[subprocess.Popen[bytes]]:
     """py-spy on every service process, writing collapsed stacks to ``directory`` (none when
-    ``directory`` is None)."""
+    ``directory`` is None). ``BENCH_GIL`` set: only samples holding the GIL (what runs
+    Python, not threads waiting); ``BENCH_NATIVE`` set: C frames too."""
     if not directory:
         return []
     os.makedirs(directory, exist_ok=True)
@@ -130,6 +131,7 @@ def start_profilers(
                 "--format",
                 "raw",
                 *(["--native"] if os.environ.get("BENCH_NATIVE") else ["--nonblocking"]),
+                *(["--gil"] if os.environ.get("BENCH_GIL") else []),
                 "-o",
                 os.path.join(directory, f"{name}.txt"),
             ],
