@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,22 @@ from assay_cli.stack import pid_alive
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 RUN_TIMEOUT = 90.0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def interruptible_cli() -> Iterator[None]:
+    """SIGINT at its default in every CLI process these tests start, as a terminal's
+    foreground job has it: the tests interrupt `dev up` and `status --watch` as Ctrl-C does.
+    A suite started as a background job of a non-interactive shell (`make test &` in a
+    script, `nohup`) ignores SIGINT, and an ignored signal is inherited across exec: the CLI
+    would then ignore the interrupt and the tests wait for nothing. A handler is not
+    inherited (exec resets it to the default), so this process takes Python's own."""
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if ignored:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @dataclass
