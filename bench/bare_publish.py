@@ -28,6 +28,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,6 @@ from assaylib.process import run
 from bench import environment
 from bench.report import emit
 
-WAYS = ("acked", "counted", "atomic")
 SUBJECTS = 50
 """Subjects the messages spread over, as events spread over their jobs' subjects."""
 
@@ -104,6 +104,16 @@ async def publish_atomic(nc: Client, first: int, count: int, payload: bytes) -> 
             await nc.publish(f"bare.{n % SUBJECTS}", payload, headers=headers)
 
 
+Publisher = Callable[[Client, int, int, bytes], Awaitable[None]]
+
+PUBLISHERS: dict[str, Publisher] = {
+    "acked": publish_acked,
+    "counted": publish_counted,
+    "atomic": publish_atomic,
+}
+"""The ways a page is published, by name, in the order they alternate."""
+
+
 async def measure(
     server: EmbeddedNats, way: str, stream: str, args: argparse.Namespace
 ) -> dict[str, float]:
@@ -119,9 +129,7 @@ async def measure(
                 duplicate_window=120,
             )
         )
-        publish = {"acked": publish_acked, "counted": publish_counted, "atomic": publish_atomic}[
-            way
-        ]
+        publish = PUBLISHERS[way]
         payload = b"x" * args.size
         pids = {"server": server.pid, "publisher": os.getpid()}
         before = environment.CpuSample.take(pids)
@@ -145,9 +153,9 @@ async def measure(
 
 async def measure_all(server: EmbeddedNats, args: argparse.Namespace) -> dict[str, Any]:
     """Each way ``args.rounds`` times, alternated; the medians."""
-    runs: dict[str, list[dict[str, float]]] = {way: [] for way in WAYS}
+    runs: dict[str, list[dict[str, float]]] = {way: [] for way in PUBLISHERS}
     for round_ in range(args.rounds):
-        for way in WAYS:
+        for way in PUBLISHERS:
             runs[way].append(await measure(server, way, f"BARE_{way.upper()}_{round_}", args))
     return {
         way: {key: round(statistics.median(run[key] for run in found), 1) for key in found[0]}
