@@ -91,7 +91,7 @@ class Pages:
     async def _answered(self, msg: Msg) -> None:
         number, _, position = msg.subject[len(self._inbox) + 1 :].partition(".")
         page = self._pages.get(number)
-        if page is None:  # a page that timed out: nobody waits
+        if page is None:  # a page that ended (timed out, or failed): nobody waits
             return
         data = msg.data
         if not data.startswith(ACKNOWLEDGED) or b'"error"' in data:
