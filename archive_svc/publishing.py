@@ -5,10 +5,9 @@ for the relay's pages that cost more CPU than the rest of its publishing (27.8 a
 µs per message, ``python -m bench.bare_publish``). ``Pages`` sends each message with a reply
 subject of its own under one inbox that a single subscription listens on, and counts the
 page's acknowledgements there: a page is published when every message has a positive one (the
-stream stored it, or dropped it as a duplicate of its ``Nats-Msg-Id``). Any refusal, the
-connection dropping (``abandon``: the acknowledgements still due will not come), or silence
-past the timeout fails the page, and the relay publishes it again: the stream drops what it
-already has.
+stream stored it, or dropped it as a duplicate of its ``Nats-Msg-Id``). Any refusal, or
+silence past the timeout, fails the page, and the relay publishes it again: the stream drops
+what it already has.
 """
 
 from __future__ import annotations
@@ -29,9 +28,8 @@ ACKNOWLEDGED = b'{"stream"'
 """How every positive acknowledgement starts (a ``PubAck``: stream, seq, maybe duplicate)."""
 
 
-class PageFailed(Exception):
-    """A page was not published whole: JetStream refused a message of it (or nothing answered
-    it: no stream), or the connection dropped before every acknowledgement came."""
+class PageRefused(Exception):
+    """JetStream refused a message of the page (or nothing answered it: no stream)."""
 
 
 @dataclass
@@ -39,12 +37,7 @@ class _Page:
     expected: int
     done: asyncio.Event = field(default_factory=asyncio.Event)
     acknowledged: set[str] = field(default_factory=set)  # by position: a repeat counts once
-    failure: str | None = None
-
-    def fail(self, why: str) -> None:
-        if self.failure is None:
-            self.failure = why
-        self.done.set()
+    refusal: bytes | None = None
 
 
 class Pages:
@@ -64,9 +57,8 @@ class Pages:
         self._subscription = await self._nc.subscribe(f"{self._inbox}.*.*", cb=self._answered)
 
     async def publish(self, messages: Sequence[Message]) -> None:
-        """Send ``messages`` in order and wait until each is acknowledged; raises PageFailed
-        (a refusal, the connection lost), or TimeoutError when an acknowledgement is not in
-        within the timeout."""
+        """Send ``messages`` in order and wait until each is acknowledged; raises PageRefused
+        on a refusal, TimeoutError when an acknowledgement is not in within the timeout."""
         if not messages:
             return
         number = str(next(self._numbers))
@@ -78,26 +70,19 @@ class Pages:
             await asyncio.wait_for(page.done.wait(), self._ack_timeout)
         finally:
             del self._pages[number]
-        if page.failure is not None:
-            raise PageFailed(page.failure)
-
-    def abandon(self) -> None:
-        """Fail every page in flight now: the connection dropped, and the acknowledgements
-        still due to them will not come (the client's ``disconnected_cb``). Waiting out the
-        timeout instead would hold the relay back that long after the broker came back."""
-        for page in self._pages.values():
-            page.fail("the connection to NATS dropped before every acknowledgement came")
+        if page.refusal is not None:
+            raise PageRefused(f"JetStream refused a message: {page.refusal[:300]!r}")
 
     async def _answered(self, msg: Msg) -> None:
         number, _, position = msg.subject[len(self._inbox) + 1 :].partition(".")
         page = self._pages.get(number)
-        if page is None:  # a page that ended (timed out, or failed): nobody waits
+        if page is None:  # a page that timed out: nobody waits
             return
         data = msg.data
         if not data.startswith(ACKNOWLEDGED) or b'"error"' in data:
             # an error PubAck, or an empty 503 status: no stream takes the subject
-            refusal = data or str(msg.headers or {}).encode()
-            page.fail(f"JetStream refused a message: {refusal[:300]!r}")
+            page.refusal = data or str(msg.headers or {}).encode()
+            page.done.set()
             return
         page.acknowledged.add(position)
         if len(page.acknowledged) == page.expected:

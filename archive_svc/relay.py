@@ -175,7 +175,6 @@ class OutboxRelay:
                 max_reconnect_attempts=3,
                 reconnect_time_wait=0.5,
                 allow_reconnect=True,
-                disconnected_cb=self._disconnected,
             )
             self._js = self._nc.jetstream()
             self._pages = Pages(self._nc, PUBLISH_TIMEOUT)
@@ -186,12 +185,6 @@ class OutboxRelay:
                 events_max_age=self.events_max_age,
                 replicas=self.stream_replicas,
             )
-
-    async def _disconnected(self) -> None:
-        """The connection to NATS dropped (the client reconnects by itself): the page in
-        flight fails at once and goes out again, rather than after PUBLISH_TIMEOUT."""
-        if self._pages is not None:
-            self._pages.abandon()
 
     async def _disconnect(self) -> None:
         listener, self._listener, self._position = self._listener, None, None
