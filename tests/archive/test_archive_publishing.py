@@ -28,6 +28,14 @@ async def connected(servers, stream_names: StreamNames) -> AsyncIterator[tuple[C
         await nc.close()
 
 
+@pytest.fixture
+async def pages(connected: tuple[Client, str]) -> Pages:
+    """Pages on the test's connection, listening for acknowledgements."""
+    started = Pages(connected[0], ack_timeout=10)
+    await started.start()
+    return started
+
+
 def _page(prefix: str, ids: range) -> list[Message]:
     return [
         (f"{prefix}.page.{n % 3}", f"message {n}".encode(), {"Nats-Msg-Id": f"id-{n}"}) for n in ids
@@ -45,22 +53,15 @@ async def _stored(nc: Client, stream: str) -> list[tuple[str, bytes]]:
 
 
 async def test_a_page_is_stored_in_order_and_a_copy_of_it_adds_nothing(
-    connected: tuple[Client, str], stream_names: StreamNames
+    connected: tuple[Client, str], pages: Pages, stream_names: StreamNames
 ) -> None:
     nc, stream = connected
-    pages = Pages(nc, ack_timeout=10)
-    await pages.start()
     await pages.publish(_page(stream_names.prefix, range(300)))
     await pages.publish(_page(stream_names.prefix, range(250, 310)))  # 50 copies, 10 new
     assert await _stored(nc, stream) == [(f"id-{n}", f"message {n}".encode()) for n in range(310)]
 
 
-async def test_a_refused_message_fails_its_page(
-    connected: tuple[Client, str], stream_names: StreamNames
-) -> None:
-    nc, _ = connected
-    pages = Pages(nc, ack_timeout=10)
-    await pages.start()
+async def test_a_refused_message_fails_its_page(pages: Pages, stream_names: StreamNames) -> None:
     page = _page(stream_names.prefix, range(5))
     subject, payload, _ = page[2]
     page[2] = (subject, payload, {"Nats-Msg-Id": "id-2", "Nats-Expected-Stream": "ELSEWHERE"})
@@ -69,11 +70,8 @@ async def test_a_refused_message_fails_its_page(
 
 
 async def test_a_subject_no_stream_takes_fails_its_page(
-    connected: tuple[Client, str], stream_names: StreamNames
+    pages: Pages, stream_names: StreamNames
 ) -> None:
-    nc, _ = connected
-    pages = Pages(nc, ack_timeout=10)
-    await pages.start()
     page = _page(stream_names.prefix, range(3))
     page.append((f"{stream_names.prefix}.nowhere", b"lost", {"Nats-Msg-Id": "id-lost"}))
     with pytest.raises(PageRefused):

@@ -17,13 +17,16 @@ from bench import waiting
 pytestmark = pytest.mark.e2e
 
 
-def bench(report: Path, *args: str) -> tuple[str, dict[str, Any]]:
-    """Run ``python -m bench ARGS --json REPORT`` to success; its printed report and JSON."""
+def bench(
+    report: Path, *args: str, module: str = "bench", timeout: float = 240
+) -> tuple[str, dict[str, Any]]:
+    """Run ``python -m MODULE ARGS --json REPORT`` to success (``bench``, or one of its
+    stand-alone modules); its printed report and JSON."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench", *args, "--json", str(report)],
+        [sys.executable, "-m", module, *args, "--json", str(report)],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=timeout,
         check=False,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -85,34 +88,24 @@ def test_a_tiny_watchers_run_measures_the_notifier_beside_a_bare_stream(tmp_path
 
 
 def test_the_bare_unary_floor_is_timed_on_both_ends(tmp_path: Path) -> None:
-    report = tmp_path / "bare.json"
-    subprocess.run(
-        [
-            *(sys.executable, "-m", "bench.bare_unary"),
-            *("--calls", "400", "--concurrency", "2", "--json", str(report)),
-        ],
-        check=True,
-        capture_output=True,
+    _, result = bench(
+        tmp_path / "bare.json",
+        *("--calls", "400", "--concurrency", "2"),
+        module="bench.bare_unary",
         timeout=120,
     )
-    result = json.loads(report.read_text())
     assert result["calls"] == 400 and result["calls_per_second"] > 0
     assert result["server_cpu_us_per_call"] > 0 and result["caller_cpu_us_per_call"] > 0
     assert result["machine"]["command"].startswith("python -m bench.bare_unary --calls 400")
 
 
 def test_the_bare_publish_floor_is_timed_each_way(tmp_path: Path) -> None:
-    report = tmp_path / "publish.json"
-    subprocess.run(
-        [
-            *(sys.executable, "-m", "bench.bare_publish"),
-            *("--messages", "300", "--page", "64", "--rounds", "1", "--json", str(report)),
-        ],
-        check=True,
-        capture_output=True,
+    _, result = bench(
+        tmp_path / "publish.json",
+        *("--messages", "300", "--page", "64", "--rounds", "1"),
+        module="bench.bare_publish",
         timeout=120,
     )
-    result = json.loads(report.read_text())
     assert result["messages"] == 300 and result["page"] == 64
     # each way stored every message (the run raises otherwise) and was timed on both ends
     for way in ("acked", "counted", "atomic"):
