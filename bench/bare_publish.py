@@ -46,7 +46,8 @@ SUBJECTS = 50
 
 
 async def publish_acked(nc: Client, first: int, count: int, payload: bytes) -> None:
-    """One page as the relay publishes it: every message acknowledged."""
+    """One page as the relay published it until issue 30's round seven: nats-py's
+    publish_async, a future and a parsed acknowledgement per message."""
     js = nc.jetstream()
     acks = [
         await js.publish_async(f"bare.{n % SUBJECTS}", payload, headers={"Nats-Msg-Id": str(n)})
